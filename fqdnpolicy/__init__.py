@@ -1,0 +1,64 @@
+"""fqdnpolicy: decide and enforce Kubernetes egress policy by domain name.
+
+The public API is re-exported here; submodules hold one concern each:
+
+* :mod:`fqdnpolicy.errors` - :class:`InvalidPolicy` and :class:`Problem`.
+* :mod:`fqdnpolicy.selector` - Calico's label-selector language.
+* :mod:`fqdnpolicy.domains` - domain names, wildcard patterns and the pattern index.
+* :mod:`fqdnpolicy.model` - frozen attrs models of the policy resources.
+* :mod:`fqdnpolicy.loader` - YAML/JSON loading with located, collected errors.
+* :mod:`fqdnpolicy.lint` - warnings about policies that load but are risky.
+* :mod:`fqdnpolicy.dns` - the DNS cache (name -> IP learned from DNS answers).
+
+Names are imported lazily so that ``import fqdnpolicy`` stays cheap for embedders.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "InvalidPolicy": "fqdnpolicy.errors",
+    "Problem": "fqdnpolicy.errors",
+    "Selector": "fqdnpolicy.selector",
+    "parse_selector": "fqdnpolicy.selector",
+    "DomainPattern": "fqdnpolicy.domains",
+    "PatternIndex": "fqdnpolicy.domains",
+    "normalize_name": "fqdnpolicy.domains",
+    "parse_domain_pattern": "fqdnpolicy.domains",
+    "ResourceSet": "fqdnpolicy.model",
+    "load": "fqdnpolicy.loader",
+    "loads": "fqdnpolicy.loader",
+    "dump": "fqdnpolicy.loader",
+    "lint": "fqdnpolicy.lint",
+    "DNSCache": "fqdnpolicy.dns",
+    "DNSChange": "fqdnpolicy.dns",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:
+    from fqdnpolicy.dns import DNSCache, DNSChange
+    from fqdnpolicy.domains import DomainPattern, PatternIndex, normalize_name, parse_domain_pattern
+    from fqdnpolicy.errors import InvalidPolicy, Problem
+    from fqdnpolicy.lint import lint
+    from fqdnpolicy.loader import dump, load, loads
+    from fqdnpolicy.model import ResourceSet
+    from fqdnpolicy.selector import Selector, parse_selector
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fqdnpolicy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
