@@ -105,9 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
     validate.add_argument("--format", choices=("text", "json"), default="text")
-    validate.add_argument(
-        "--strict", action="store_true", help="treat warnings as errors (exit 1)"
-    )
+    validate.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1)")
     validate.set_defaults(func=cmd_validate)
 
     dns = sub.add_parser(

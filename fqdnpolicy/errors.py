@@ -89,7 +89,7 @@ class Problem:
         return attrs.asdict(self)
 
 
-class InvalidPolicy(ValueError):  # noqa: N818 - the public name is fixed by the API contract
+class InvalidPolicy(ValueError):
     """Raised for invalid input: a selector, a domain pattern, a policy file.
 
     ``problems`` holds every problem found (loading collects them all rather than stopping at
