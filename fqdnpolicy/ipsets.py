@@ -1,0 +1,184 @@
+"""The address index: which IP sets contain an address.
+
+Every rule peer (``nets``, a selector, ``domains``, a network set) is an *IP set*. The engine
+asks one question per verdict: "which sets contain this address?". :class:`AddressIndex`
+answers it with one frozenset of small integer set ids, interned so that equal answers are the
+same object (the engine memoises verdicts keyed on it, and a frozenset caches its hash).
+
+Two kinds of members, stored two ways:
+
+* **Prefixes** (CIDRs from ``nets`` and network sets) live in one pytricia radix tree per
+  address family (pytricia mixes families up in a single 128-bit tree). Each tree node holds
+  the *merged* ids of every prefix covering it, so one longest-prefix lookup returns all of
+  them: an address in 10.0.0.0/8 of set A and 10.1.0.0/16 of set B belongs to both.
+* **Hosts** (single addresses learned from DNS, endpoint IPs) live in a dict. A dict lookup
+  costs ~0.06 us here against ~1 us for a pytricia lookup, and a million DNS-learned hosts in
+  the tree would make every change of a covering prefix rewrite a million nodes. Each host
+  entry caches its merged answer (host ids plus covering prefixes' ids) stamped with the
+  prefix generation, so a prefix change costs nothing until the host is next looked up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+import pytricia
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+EMPTY: frozenset[int] = frozenset()
+
+
+class AddressIndex:
+    """Maps an address to the frozenset of ids of the IP sets that contain it.
+
+    Members are reference-counted per (set, member): a set may receive the same address
+    from several sources (two DNS names leading to one IP, an endpoint IP also inside a
+    network set) and keeps it until the last source goes.
+    """
+
+    def __init__(self) -> None:
+        self._trees = {4: pytricia.PyTricia(32), 6: pytricia.PyTricia(128)}
+        # prefix text -> {set id: refcount}; the trees hold merged frozensets per prefix
+        self._prefix_sets: dict[str, dict[int, int]] = {}
+        # host text -> {set id: refcount}
+        self._host_sets: dict[str, dict[int, int]] = {}
+        # host text -> (host ids, merged ids, prefix generation of `merged`)
+        self._hosts: dict[str, tuple[frozenset[int], frozenset[int], int]] = {}
+        self._generation = 0
+        self._interned: dict[frozenset[int], frozenset[int]] = {EMPTY: EMPTY}
+
+    # -- interning -------------------------------------------------------------------------
+
+    def _intern(self, ids: Iterable[int]) -> frozenset[int]:
+        key = frozenset(ids)
+        found = self._interned.get(key)
+        if found is None:
+            # Bound memory under churn: identity is only a speed-up, never relied on.
+            if len(self._interned) > 1_000_000:
+                self._interned.clear()
+                self._interned[EMPTY] = EMPTY
+            self._interned[key] = key
+            found = key
+        return found
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def lookup(self, address: str) -> frozenset[int]:
+        """Return the ids of every set containing ``address`` (canonical text)."""
+        entry = self._hosts.get(address)
+        if entry is not None:
+            host_ids, merged, generation = entry
+            if generation == self._generation:
+                return merged
+            merged = self._merge(host_ids, self._prefix_lookup(address))
+            self._hosts[address] = (host_ids, merged, self._generation)
+            return merged
+        return self._prefix_lookup(address)
+
+    def _prefix_lookup(self, address: str) -> frozenset[int]:
+        tree = self._trees[6 if ":" in address else 4]
+        try:
+            found: frozenset[int] | None = tree.get(address)
+        except ValueError:
+            return EMPTY
+        return EMPTY if found is None else found
+
+    def _merge(self, a: frozenset[int], b: frozenset[int]) -> frozenset[int]:
+        if not b:
+            return a
+        if not a:
+            return b
+        return self._intern(a | b)
+
+    def host_members(self, set_id: int) -> set[str]:
+        """Return the host members of a set (slow: scans; for tests and full renders)."""
+        return {host for host, ids in self._host_sets.items() if set_id in ids}
+
+    def prefix_members(self, set_id: int) -> set[str]:
+        """Return the prefix members of a set (slow: scans; for tests and full renders)."""
+        return {prefix for prefix, ids in self._prefix_sets.items() if set_id in ids}
+
+    # -- hosts -----------------------------------------------------------------------------
+
+    def add_host(self, set_id: int, address: str) -> bool:
+        """Count one more source of ``address`` in set ``set_id``; True when newly a member."""
+        counts = self._host_sets.setdefault(address, {})
+        count = counts.get(set_id, 0)
+        counts[set_id] = count + 1
+        if count:
+            return False
+        self._refresh_host(address, counts)
+        return True
+
+    def remove_host(self, set_id: int, address: str) -> bool:
+        """Drop one source of ``address`` from set ``set_id``; True when no longer a member."""
+        counts = self._host_sets.get(address)
+        if counts is None or set_id not in counts:
+            return False
+        if counts[set_id] > 1:
+            counts[set_id] -= 1
+            return False
+        del counts[set_id]
+        if not counts:
+            del self._host_sets[address]
+            del self._hosts[address]
+        else:
+            self._refresh_host(address, counts)
+        return True
+
+    def _refresh_host(self, address: str, counts: dict[int, int]) -> None:
+        host_ids = self._intern(counts)
+        merged = self._merge(host_ids, self._prefix_lookup(address))
+        self._hosts[address] = (host_ids, merged, self._generation)
+
+    # -- prefixes --------------------------------------------------------------------------
+
+    def add_prefix(self, set_id: int, network: IPNetwork) -> bool:
+        """Count one more source of ``network`` in set ``set_id``; True when newly a member."""
+        key = str(network)
+        counts = self._prefix_sets.setdefault(key, {})
+        count = counts.get(set_id, 0)
+        counts[set_id] = count + 1
+        if count:
+            return False
+        self._rebuild_prefix(network, key)
+        return True
+
+    def remove_prefix(self, set_id: int, network: IPNetwork) -> bool:
+        """Drop one source of ``network`` from ``set_id``; True when no longer a member."""
+        key = str(network)
+        counts = self._prefix_sets.get(key)
+        if counts is None or set_id not in counts:
+            return False
+        if counts[set_id] > 1:
+            counts[set_id] -= 1
+            return False
+        del counts[set_id]
+        if not counts:
+            del self._prefix_sets[key]
+        self._rebuild_prefix(network, key)
+        return True
+
+    def _rebuild_prefix(self, network: IPNetwork, key: str) -> None:
+        """Recompute the merged ids of ``network`` and of every prefix below it."""
+        tree = self._trees[network.version]
+        self._generation += 1
+        # `in` on a pytricia tree is a longest-prefix match; has_key is the exact test.
+        present = tree.has_key(key)
+        if key in self._prefix_sets:
+            if not present:
+                tree[key] = EMPTY
+            affected = [key, *tree.children(key)]
+        else:
+            affected = list(tree.children(key)) if present else []
+            if present:
+                del tree[key]
+        # Parents before children: each node merges its own ids with its parent's merged ids.
+        affected.sort(key=lambda text: int(text.rsplit("/", 1)[1]))
+        for prefix in affected:
+            parent = tree.parent(prefix)
+            inherited: frozenset[int] = tree[parent] if parent is not None else EMPTY
+            own = self._prefix_sets.get(prefix)
+            tree[prefix] = self._merge(self._intern(own) if own else EMPTY, inherited)
