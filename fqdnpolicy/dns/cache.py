@@ -1,0 +1,1131 @@
+"""The DNS cache: which IPs each domain name leads to, learned from DNS answers.
+
+Model
+-----
+The cache stores *links* learned from answers, each with its own deadline (monotonic seconds):
+
+* an address link ``name -> ip`` (an A or AAAA record), and
+* a CNAME link ``name -> target``.
+
+The *effective mapping* of a name is every IP reachable from it through at most
+``max_chain_depth`` CNAME links and then one address link. The deadline of ``(name, ip)`` is
+the best path's weakest link: the maximum over paths of the minimum deadline along the path.
+So every name on a chain gets the IPs at its end, a chain lives while all its links live,
+branches share, loops end (a cycle never improves a path) and yield nothing by themselves, and
+a change at the tail reaches every name above it.
+
+Anti-poisoning rule
+-------------------
+From one answer the cache learns only records reachable from the question name through the
+CNAME chain *in that same answer*: ``q CNAME a``, ``a CNAME b``, ``b A ip``. Any other record
+(an unrelated A record in the answer, anything a server puts in the additional section) is
+ignored and counted in ``stats.out_of_chain``, so a trusted but compromised or confused
+resolver answering for ``q`` cannot plant addresses for ``bank.example``. Answers are learned
+only when they are responses (QR set) to a standard query (opcode QUERY) with rcode NOERROR,
+and (for :meth:`DNSCache.observe`) only from trusted servers. ``0.0.0.0`` and ``::`` (sinkhole
+answers) are never learned.
+
+Lifetimes
+---------
+A record's lifetime is ``clamp(ttl + extra_ttl, min_ttl, max_ttl) + grace_period``; a TTL
+above ``2**31 - 1`` counts as 0 (RFC 2181, section 8). A refresh only ever extends a link.
+:meth:`DNSCache.expire` removes what is due at the clock's now (nothing expires on its own,
+so tests drive time with a fake clock). IPs the datapath still sees connections to can be
+kept past their expiry (:meth:`DNSCache.keep_alive`), bounded in count and age.
+
+Bounds
+------
+At most ``max_ips_per_name`` address links and as many CNAME links per name (the
+earliest-expiring one goes first; ties drop the smallest value); at most ``max_names`` names
+owning links (the name whose next expiry is earliest is evicted, ties by smallest name); at
+most ``max_chain_depth`` CNAME links followed. IP strings are interned, so one IP shared by
+very many names is stored once.
+
+Changes
+-------
+Every operation that changes the effective mapping returns, and hands to each subscriber, one
+batch of :class:`DNSChange` in order: ``added=True`` when a name starts leading to an IP,
+``added=False`` when it stops. With ``report_refresh=True`` a later deadline for a pair
+already present is also reported (``added=True`` with the new expiry), for datapaths whose
+set elements carry timeouts. Applying the batches in order to a set of ``(name, ip)`` pairs
+reproduces the effective mapping of the links the cache holds.
+
+Threads
+-------
+Every public method runs under one re-entrant lock, readers included: a reader sees the cache
+before or after an answer, never in between (an answer touches several names, so per-name
+atomic replacement alone would not be enough). Under CPython's global interpreter lock the
+reader lock costs about as much as a dict lookup. Subscribers run inside the lock, in order;
+they may read the cache (the lock is re-entrant) and see the state the batch describes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
+
+from fqdnpolicy.domains import canonical_dns_name
+from fqdnpolicy.errors import InvalidPolicy, Problem
+
+if TYPE_CHECKING:
+    import dns.message
+
+    from fqdnpolicy.dns.persist import LoadReport
+
+__all__ = [
+    "DNSCache",
+    "DNSChange",
+    "DNSLink",
+    "DNSStats",
+    "ExtractedLike",
+    "PatternLike",
+    "RecordLike",
+    "parse_server",
+]
+
+RTYPE_A = 1
+RTYPE_CNAME = 5
+RTYPE_AAAA = 28
+_TTL_MAX_VALID = 2**31 - 1  # RFC 2181 section 8: a TTL with the top bit set means 0
+_ZERO_ADDRESSES = frozenset({"0.0.0.0", "::"})
+_NEG_INF = -math.inf
+_EMPTY: Mapping[str, float] = {}
+_TRUST_MEMO_LIMIT = 4096
+
+
+class RecordLike(Protocol):
+    """One answer record as :mod:`fqdnpolicy.dns.wire` extracts it (class IN)."""
+
+    @property
+    def name(self) -> str:
+        """Owner name, canonical (lowercase, no trailing dot)."""
+
+    @property
+    def rtype(self) -> int:
+        """1 (A), 5 (CNAME) or 28 (AAAA)."""
+
+    @property
+    def ttl(self) -> int:
+        """TTL in seconds as on the wire."""
+
+    @property
+    def value(self) -> str:
+        """Canonical IP text, or the canonical CNAME target."""
+
+
+class ExtractedLike(Protocol):
+    """A DNS message reduced to what the cache needs (``fqdnpolicy.dns.wire.Extracted``)."""
+
+    @property
+    def qname(self) -> str | None:
+        """The question name, canonical; None when the message has no question."""
+
+    @property
+    def is_response(self) -> bool:
+        """The QR bit."""
+
+    @property
+    def opcode(self) -> int:
+        """The opcode (0 is QUERY)."""
+
+    @property
+    def rcode(self) -> int:
+        """The response code (0 is NOERROR)."""
+
+    @property
+    def truncated(self) -> bool:
+        """The TC bit."""
+
+    @property
+    def records(self) -> Sequence[RecordLike]:
+        """Answer-section A, AAAA and CNAME records of class IN."""
+
+
+class PatternLike(Protocol):
+    """What :meth:`DNSCache.names_matching` needs of a :class:`fqdnpolicy.DomainPattern`."""
+
+    @property
+    def fixed_suffix(self) -> str:
+        """Labels after the last ``*`` (the whole name for an exact pattern)."""
+
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` matches the pattern."""
+
+
+@attrs.frozen
+class DNSChange:
+    """One change of the effective mapping: ``name`` now leads, or no longer leads, to ``ip``.
+
+    Attributes:
+        name: The canonical domain name (any name on a chain, not only the question).
+        ip: The IP address in canonical text form.
+        added: True when the name now leads to the IP (or, with ``report_refresh``, its
+            deadline moved); False when it no longer does.
+        expiry: Monotonic deadline (the cache's clock) of the pair: the new one when added,
+            the last one it had when removed.
+    """
+
+    name: str
+    ip: str
+    added: bool
+    expiry: float
+
+
+@attrs.frozen
+class DNSLink:
+    """One stored link, as :meth:`DNSCache.links` lists it and the cache file saves it.
+
+    Attributes:
+        name: The owner name.
+        target: An IP address (``is_cname`` false) or the CNAME target name.
+        is_cname: Whether this is a CNAME link.
+        expiry: Monotonic deadline on the cache's clock.
+    """
+
+    name: str
+    target: str
+    is_cname: bool
+    expiry: float
+
+
+@attrs.frozen
+class DNSStats:
+    """Counters explaining what the cache learned and why something is missing.
+
+    Attributes:
+        answers: Answers accepted for learning (after the checks below).
+        untrusted: Responses from servers not in ``trusted_servers`` (nothing learned).
+        malformed: Wire messages that could not be parsed.
+        not_response: Messages with the QR bit clear (queries).
+        wrong_opcode: Messages whose opcode is not QUERY.
+        wrong_rcode: Responses whose rcode is not NOERROR (NXDOMAIN, SERVFAIL, ...).
+        no_question: Responses without a question (no chain can be anchored).
+        truncated: Truncated (TC) responses; their complete records are still learned.
+        out_of_chain: Records not reachable from the question (anti-poisoning rule).
+        chain_too_deep: CNAME records past ``max_chain_depth`` links from the question.
+        zero_address: ``0.0.0.0`` / ``::`` answers ignored.
+        unsupported_record: Records of another type than A, AAAA or CNAME.
+        zero_lifetime: Records whose lifetime (after clamping) is zero, not stored.
+        over_name_cap: Links dropped because a name had ``max_ips_per_name`` already.
+        evicted_names: Names evicted because the cache held ``max_names``.
+        expired_links: Links removed by :meth:`DNSCache.expire`.
+        kept_alive: Pairs kept past expiry because their IP still had connections.
+        keep_alive_refused: Keep-alive requests refused because ``max_kept`` was reached.
+    """
+
+    answers: int = 0
+    untrusted: int = 0
+    malformed: int = 0
+    not_response: int = 0
+    wrong_opcode: int = 0
+    wrong_rcode: int = 0
+    no_question: int = 0
+    truncated: int = 0
+    out_of_chain: int = 0
+    chain_too_deep: int = 0
+    zero_address: int = 0
+    unsupported_record: int = 0
+    zero_lifetime: int = 0
+    over_name_cap: int = 0
+    evicted_names: int = 0
+    expired_links: int = 0
+    kept_alive: int = 0
+    keep_alive_refused: int = 0
+
+
+_COUNTER_NAMES = tuple(f.name for f in attrs.fields(DNSStats))
+
+
+class _Counters:
+    """Mutable twin of :class:`DNSStats` (attribute increments are the cheapest counters)."""
+
+    __slots__ = _COUNTER_NAMES
+    answers: int
+    untrusted: int
+    malformed: int
+    not_response: int
+    wrong_opcode: int
+    wrong_rcode: int
+    no_question: int
+    truncated: int
+    out_of_chain: int
+    chain_too_deep: int
+    zero_address: int
+    unsupported_record: int
+    zero_lifetime: int
+    over_name_cap: int
+    evicted_names: int
+    expired_links: int
+    kept_alive: int
+    keep_alive_refused: int
+
+    def __init__(self) -> None:
+        for name in _COUNTER_NAMES:
+            setattr(self, name, 0)
+
+    def snapshot(self) -> DNSStats:
+        return DNSStats(**{name: getattr(self, name) for name in _COUNTER_NAMES})
+
+
+def parse_server(text: str) -> tuple[str, int | None] | None:
+    """Parse a server address ``ip``, ``ip:port``, ``[v6]`` or ``[v6]:port``.
+
+    Args:
+        text: The address as configured or as seen on the wire.
+
+    Returns:
+        ``(canonical ip, port or None)``, or None when the text is not such an address.
+    """
+    host, port_text = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                return None
+            port_text = rest[1:]
+            if not port_text:
+                return None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        if not port_text:
+            return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    port: int | None = None
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            return None
+        port = int(port_text)
+    return str(ip), port
+
+
+def _reverse(name: str) -> str:
+    # Character-reversed names sort so that every name under a suffix is one contiguous range.
+    return name[::-1]
+
+
+class DNSCache:
+    """Name -> IP cache learned from DNS answers, with CNAME chains, bounds and change events.
+
+    See the module documentation for the rules (anti-poisoning, chains, lifetimes, bounds,
+    thread safety).
+
+    Args:
+        min_ttl: Shortest lifetime in seconds (Calico uses 2 s: a first SYN dropped before the
+            datapath is programmed is retried after 1 s).
+        max_ttl: Longest lifetime in seconds (a stale entry cannot outlive it).
+        extra_ttl: Seconds added to every record TTL before clamping.
+        grace_period: Seconds added to every lifetime after clamping, so a pair stays a while
+            after its DNS expiry.
+        max_ips_per_name: Most address links (and most CNAME links) one name may hold.
+        max_names: Most names holding links; more evicts the earliest-expiring.
+        max_chain_depth: Most CNAME links followed from a name (in an answer and in the cache).
+        trusted_servers: Servers whose responses :meth:`observe` learns from, as ``ip``,
+            ``ip:port`` or ``[v6]:port`` (an ``ip`` without port trusts every port).
+        clock: Monotonic seconds; every deadline is on this clock.
+        wall_clock: Wall-clock seconds, used only to write and read cache files.
+        epoch: Cache-file epoch: a file saved with another epoch is ignored on load.
+        report_refresh: Also report deadline extensions as changes.
+        keep_alive_period: How long a :meth:`keep_alive` call keeps an IP's expired pairs.
+        keep_alive_max_age: Most seconds a pair is kept alive past its expiry.
+        max_kept: Most pairs kept alive (and IPs marked) at once.
+
+    Raises:
+        InvalidPolicy: A bound is negative or out of order, or a trusted server is not an
+            address.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_ttl: float = 2.0,
+        max_ttl: float = 86400.0,
+        extra_ttl: float = 0.0,
+        grace_period: float = 0.0,
+        max_ips_per_name: int = 1000,
+        max_names: int = 100_000,
+        max_chain_depth: int = 16,
+        trusted_servers: Iterable[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        epoch: int = 0,
+        report_refresh: bool = False,
+        keep_alive_period: float = 60.0,
+        keep_alive_max_age: float = 3600.0,
+        max_kept: int = 10_000,
+    ) -> None:
+        problems: list[Problem] = []
+
+        def check(ok: bool, field: str, message: str, hint: str) -> None:
+            if not ok:
+                problems.append(Problem(message, path=field, hint=hint, code="bad-dns-option"))
+
+        def finite(value: float) -> bool:
+            return isinstance(value, int | float) and math.isfinite(value)
+
+        check(finite(min_ttl) and min_ttl >= 0, "min_ttl", "must be >= 0", "e.g. 2")
+        check(
+            finite(max_ttl) and finite(min_ttl) and max_ttl >= min_ttl,
+            "max_ttl",
+            "must be a number >= min_ttl",
+            "e.g. 86400",
+        )
+        check(finite(extra_ttl) and extra_ttl >= 0, "extra_ttl", "must be >= 0", "e.g. 0")
+        check(finite(grace_period) and grace_period >= 0, "grace_period", "must be >= 0", "0")
+        for field, value in (
+            ("max_ips_per_name", max_ips_per_name),
+            ("max_names", max_names),
+            ("max_chain_depth", max_chain_depth),
+        ):
+            check(isinstance(value, int) and value >= 1, field, "must be an integer >= 1", "e.g. 8")
+        check(isinstance(max_kept, int) and max_kept >= 0, "max_kept", "must be >= 0", "1000")
+        check(
+            finite(keep_alive_period) and keep_alive_period >= 0,
+            "keep_alive_period",
+            "must be >= 0",
+            "e.g. 60",
+        )
+        check(
+            finite(keep_alive_max_age) and keep_alive_max_age >= 0,
+            "keep_alive_max_age",
+            "must be >= 0",
+            "e.g. 3600",
+        )
+        if isinstance(trusted_servers, str):
+            trusted_servers = [trusted_servers]
+        trusted: set[tuple[str, int | None]] = set()
+        for i, server in enumerate(trusted_servers):
+            parsed = parse_server(server) if isinstance(server, str) else None
+            if parsed is None:
+                problems.append(
+                    Problem(
+                        f"not a server address: {server!r}",
+                        path=f"trusted_servers[{i}]",
+                        hint="use ip, ip:port or [v6]:port, e.g. 10.96.0.10 or [fd00::a]:53",
+                        code="bad-dns-option",
+                    )
+                )
+            else:
+                trusted.add(parsed)
+        if problems:
+            raise InvalidPolicy(problems)
+
+        self.min_ttl = float(min_ttl)
+        self.max_ttl = float(max_ttl)
+        self.extra_ttl = float(extra_ttl)
+        self.grace_period = float(grace_period)
+        self.max_ips_per_name = max_ips_per_name
+        self.max_names = max_names
+        self.max_chain_depth = max_chain_depth
+        self.trusted_servers: frozenset[tuple[str, int | None]] = frozenset(trusted)
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.epoch = epoch
+        self.report_refresh = report_refresh
+        self.keep_alive_period = float(keep_alive_period)
+        self.keep_alive_max_age = float(keep_alive_max_age)
+        self.max_kept = max_kept
+
+        self._lock = threading.RLock()
+        self._addrs: dict[str, dict[str, float]] = {}
+        self._cnames: dict[str, dict[str, float]] = {}
+        self._parents: dict[str, set[str]] = {}
+        # Effective mapping, stored only for names with CNAME links: for the others it is
+        # their address links, which saves a dict per plain name (most names).
+        self._eff: dict[str, dict[str, float]] = {}
+        # owner -> earliest link deadline; the heap holds (deadline, name) with stale entries
+        # skipped lazily (an entry is live when it equals _sched[name]).
+        self._sched: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._index: SortedList = SortedList()  # reversed owner names
+        self._subscribers: list[Callable[[list[DNSChange]], None]] = []
+        self._c = _Counters()
+        self._trust_memo: dict[str, bool] = {}
+        self._alive: dict[str, float] = {}  # ip -> last keep_alive time
+        self._zombies: dict[tuple[str, str], float] = {}  # kept pair -> first kept time
+
+    # ---------------------------------------------------------------------------------------
+    # Learning
+    # ---------------------------------------------------------------------------------------
+
+    def is_trusted(self, server: str) -> bool:
+        """Tell whether responses from ``server`` (``ip[:port]`` / ``[v6]:port``) are learned."""
+        memo = self._trust_memo.get(server)
+        if memo is not None:
+            return memo
+        parsed = parse_server(server) if isinstance(server, str) else None
+        ok = parsed is not None and (
+            parsed in self.trusted_servers or (parsed[0], None) in self.trusted_servers
+        )
+        if len(self._trust_memo) >= _TRUST_MEMO_LIMIT:
+            self._trust_memo.clear()  # bounded: a flood of distinct sources cannot grow it
+        self._trust_memo[server] = ok
+        return ok
+
+    def observe(
+        self,
+        response: dns.message.Message | bytes | bytearray | memoryview,
+        server: str,
+        client: str | None = None,
+    ) -> list[DNSChange]:
+        """Learn from a DNS response snooped on the wire.
+
+        Args:
+            response: The response as a dnspython message or as wire bytes.
+            server: The address it came from, ``ip``, ``ip:port`` or ``[v6]:port``.
+            client: The client it went to. The mapping is global (as in Calico: one pod's
+                lookup serves every pod), so it does not change what is learned; embedders
+                may pass it unconditionally.
+
+        Returns:
+            The changes this response caused (also delivered to subscribers); empty when it
+            was untrusted, malformed or filtered (see :attr:`stats`).
+        """
+        del client  # global mapping: see the docstring
+        from fqdnpolicy.dns import wire
+
+        with self._lock:
+            if not self.is_trusted(server):
+                self._c.untrusted += 1
+                return []
+            try:
+                if isinstance(response, bytes | bytearray | memoryview):
+                    extracted: ExtractedLike = wire.extract_wire(bytes(response))
+                else:
+                    extracted = wire.extract_message(response)
+            except wire.MalformedDNSMessage:
+                self._c.malformed += 1
+                return []
+            return self._ingest(extracted)
+
+    def ingest(self, extracted: ExtractedLike, server: str | None = None) -> list[DNSChange]:
+        """Learn from an already-extracted answer (zone files, resolvers, replays).
+
+        The same filtering as :meth:`observe` applies (response, opcode, rcode, chain
+        reachability, zero addresses); only the trust check is skipped when ``server`` is
+        None, for local sources.
+
+        Args:
+            extracted: The answer (``fqdnpolicy.dns.wire.Extracted`` or the same shape).
+            server: Where it came from; when given it must be trusted.
+
+        Returns:
+            The changes this answer caused (also delivered to subscribers).
+        """
+        with self._lock:
+            if server is not None and not self.is_trusted(server):
+                self._c.untrusted += 1
+                return []
+            return self._ingest(extracted)
+
+    def _ingest(self, ex: ExtractedLike) -> list[DNSChange]:
+        c = self._c
+        if not ex.is_response:
+            c.not_response += 1
+            return []
+        if ex.opcode != 0:
+            c.wrong_opcode += 1
+            return []
+        if ex.rcode != 0:
+            c.wrong_rcode += 1
+            return []
+        qname = ex.qname
+        if qname is None:
+            c.no_question += 1
+            return []
+        if ex.truncated:
+            c.truncated += 1
+        c.answers += 1
+        records = ex.records
+        depth_limit = self.max_chain_depth
+
+        # Which owners are reachable from the question, and at how many CNAME links.
+        reach = {qname: 0}
+        links_in: dict[str, list[str]] | None = None
+        for r in records:
+            if r.rtype == RTYPE_CNAME:
+                if links_in is None:
+                    links_in = {}
+                links_in.setdefault(r.name, []).append(r.value)
+        if links_in is not None:
+            frontier = [qname]
+            d = 0
+            while frontier and d < depth_limit:
+                d += 1
+                nxt = []
+                for owner in frontier:
+                    for target in links_in.get(owner, ()):
+                        if target not in reach:
+                            reach[target] = d
+                            nxt.append(target)
+                frontier = nxt
+
+        now = self.clock()
+        old: dict[str, Mapping[str, float]] = {}
+        deadlines: dict[int, float] = {}  # one float per TTL: records of an RRset share it
+        for r in records:
+            owner = r.name
+            depth = reach.get(owner)
+            if depth is None:
+                c.out_of_chain += 1
+                continue
+            rtype = r.rtype
+            if rtype == RTYPE_CNAME:
+                if depth >= depth_limit:
+                    c.chain_too_deep += 1
+                    continue
+            elif rtype != RTYPE_A and rtype != RTYPE_AAAA:
+                c.unsupported_record += 1
+                continue
+            elif r.value in _ZERO_ADDRESSES:
+                c.zero_address += 1
+                continue
+            ttl = r.ttl
+            deadline = deadlines.get(ttl)
+            if deadline is None:
+                deadline = deadlines[ttl] = now + self._lifetime(ttl)
+            if deadline <= now:
+                c.zero_lifetime += 1
+                continue
+            if rtype == RTYPE_CNAME:
+                self._put_cname(owner, r.value, deadline, old)
+            else:
+                self._put_addr(owner, sys.intern(r.value), deadline, old)
+        return self._commit(old, now)
+
+    def _lifetime(self, ttl: int) -> float:
+        if not 0 <= ttl <= _TTL_MAX_VALID:
+            ttl = 0
+        life = ttl + self.extra_ttl
+        if life < self.min_ttl:
+            life = self.min_ttl
+        elif life > self.max_ttl:
+            life = self.max_ttl
+        return life + self.grace_period
+
+    # ---------------------------------------------------------------------------------------
+    # Link mutation (callers hold the lock and pass the transaction's snapshot dict ``old``)
+    # ---------------------------------------------------------------------------------------
+
+    def _touch(self, name: str, old: dict[str, Mapping[str, float]]) -> None:
+        """Remember ``name``'s effective mapping before its links first change."""
+        if name not in old:
+            eff = self._eff.get(name)
+            # _eff dicts are replaced, never mutated, so keeping the object is a snapshot;
+            # address dicts are mutated in place, so they are copied.
+            old[name] = eff if eff is not None else dict(self._addrs.get(name, _EMPTY))
+
+    def _put_addr(
+        self, name: str, ip: str, deadline: float, old: dict[str, Mapping[str, float]]
+    ) -> None:
+        links = self._addrs.get(name)
+        if links is None:
+            self._touch(name, old)
+            self._addrs[name] = {ip: deadline}
+            return
+        current = links.get(ip)
+        if current is not None and current >= deadline:
+            return
+        self._touch(name, old)
+        links[ip] = deadline
+        if self._zombies:
+            self._zombies.pop((name, ip), None)  # a real answer again: no longer kept
+        if current is None and len(links) > self.max_ips_per_name:
+            self._c.over_name_cap += 1
+            victim = min(links.items(), key=_by_deadline_then_value)[0]
+            del links[victim]
+            if self._zombies:
+                self._zombies.pop((name, victim), None)
+
+    def _put_cname(
+        self, name: str, target: str, deadline: float, old: dict[str, Mapping[str, float]]
+    ) -> None:
+        links = self._cnames.get(name)
+        if links is None:
+            self._touch(name, old)
+            self._cnames[name] = {target: deadline}
+            self._add_parent(target, name)
+            return
+        current = links.get(target)
+        if current is not None and current >= deadline:
+            return
+        self._touch(name, old)
+        links[target] = deadline
+        if current is None:
+            self._add_parent(target, name)
+            if len(links) > self.max_ips_per_name:
+                self._c.over_name_cap += 1
+                victim = min(links.items(), key=_by_deadline_then_value)[0]
+                del links[victim]
+                self._drop_parent(victim, name)
+
+    def _add_parent(self, target: str, name: str) -> None:
+        parents = self._parents.get(target)
+        if parents is None:
+            self._parents[target] = {name}
+        else:
+            parents.add(name)
+
+    def _drop_parent(self, target: str, name: str) -> None:
+        parents = self._parents.get(target)
+        if parents is not None:
+            parents.discard(name)
+            if not parents:
+                del self._parents[target]
+
+    def _drop_links(
+        self,
+        name: str,
+        old: dict[str, Mapping[str, float]],
+        upto: float | None,
+        zombie_origin: dict[tuple[str, str], float] | None = None,
+    ) -> int:
+        """Remove ``name``'s links with deadline <= ``upto`` (all when None); count them."""
+        self._touch(name, old)
+        removed = 0
+        addrs = self._addrs.get(name)
+        if addrs is not None:
+            due = [ip for ip, d in addrs.items() if upto is None or d <= upto]
+            for ip in due:
+                del addrs[ip]
+                if self._zombies:
+                    origin = self._zombies.pop((name, ip), None)
+                    if origin is not None and zombie_origin is not None:
+                        zombie_origin[name, ip] = origin
+            removed += len(due)
+            if not addrs:
+                del self._addrs[name]
+        cnames = self._cnames.get(name)
+        if cnames is not None:
+            due = [t for t, d in cnames.items() if upto is None or d <= upto]
+            for target in due:
+                del cnames[target]
+                self._drop_parent(target, name)
+            removed += len(due)
+            if not cnames:
+                del self._cnames[name]
+        return removed
+
+    def _reschedule(self, name: str) -> None:
+        """Bring ``_sched``, the heap and the name index up to date for ``name``."""
+        addrs = self._addrs.get(name)
+        cnames = self._cnames.get(name)
+        if addrs is None and cnames is None:
+            if self._sched.pop(name, None) is not None:
+                self._index.remove(_reverse(name))
+            return
+        first = min(addrs.values()) if addrs else math.inf
+        if cnames:
+            first = min(first, min(cnames.values()))
+        previous = self._sched.get(name)
+        if previous == first:
+            return
+        if previous is None:
+            self._index.add(_reverse(name))
+        self._sched[name] = first
+        heapq.heappush(self._heap, (first, name))
+        if len(self._heap) > 2 * len(self._sched) + 1024:
+            # Refreshes leave stale entries behind; rebuilding keeps the heap O(names).
+            self._heap = [(d, n) for n, d in self._sched.items()]
+            heapq.heapify(self._heap)
+
+    def _pop_due(self, upto: float) -> str | None:
+        """Pop the live heap entry with the earliest deadline if it is <= ``upto``."""
+        heap, sched = self._heap, self._sched
+        while heap:
+            deadline, name = heap[0]
+            if sched.get(name) != deadline:
+                heapq.heappop(heap)
+                continue
+            if deadline > upto:
+                return None
+            heapq.heappop(heap)
+            return name
+        return None
+
+    # ---------------------------------------------------------------------------------------
+    # Committing a batch of link changes: bounds, effective mapping, change events
+    # ---------------------------------------------------------------------------------------
+
+    def _commit(
+        self,
+        old: dict[str, Mapping[str, float]],
+        now: float,
+        zombie_origin: dict[tuple[str, str], float] | None = None,
+    ) -> list[DNSChange]:
+        if not old:
+            return []
+        for name in list(old):
+            self._reschedule(name)
+        while len(self._sched) > self.max_names:
+            victim = self._pop_due(math.inf)
+            if victim is None:  # pragma: no cover - the heap holds every name
+                break
+            self._drop_links(victim, old, None)
+            self._reschedule(victim)
+            self._c.evicted_names += 1
+
+        new = self._recompute(old)
+        if zombie_origin is not None:
+            self._keep_zombies(old, new, now, zombie_origin)
+        return self._publish(old, new)
+
+    def _recompute(self, old: dict[str, Mapping[str, float]]) -> dict[str, Mapping[str, float]]:
+        new: dict[str, Mapping[str, float]] = {}
+        for name in self._ancestors(list(old)):
+            if name not in old:
+                self._touch(name, old)
+            if name in self._cnames:
+                mapping = self._effective(name)
+                self._eff[name] = mapping
+                new[name] = mapping
+            else:
+                self._eff.pop(name, None)
+                new[name] = self._addrs.get(name, _EMPTY)
+        return new
+
+    def _ancestors(self, names: list[str]) -> list[str]:
+        """``names`` plus every name with a CNAME path of at most the depth limit to one."""
+        parents = self._parents
+        seen = set(names)
+        result = list(names)
+        frontier = [n for n in names if n in parents]
+        for _ in range(self.max_chain_depth):
+            if not frontier:
+                break
+            nxt = []
+            for name in frontier:
+                for parent in parents.get(name, ()):
+                    if parent not in seen:
+                        seen.add(parent)
+                        result.append(parent)
+                        nxt.append(parent)
+            frontier = nxt
+        return result
+
+    def _effective(self, name: str) -> dict[str, float]:
+        """Effective mapping of ``name`` from the links, computed from scratch.
+
+        Breadth-first by number of CNAME links: a name reached at a later depth with no
+        better bottleneck than at an earlier one is dropped, since the earlier visit can go
+        at least as far and as long. That also ends loops.
+        """
+        addrs, cnames = self._addrs, self._cnames
+        out = dict(addrs.get(name, _EMPTY))
+        best: dict[str, float] = {name: math.inf}
+        layer: dict[str, float] = {name: math.inf}
+        for _ in range(self.max_chain_depth):
+            nxt: dict[str, float] = {}
+            for node, value in layer.items():
+                links = cnames.get(node)
+                if links is None:
+                    continue
+                for target, deadline in links.items():
+                    width = value if value < deadline else deadline
+                    if width > best.get(target, _NEG_INF) and width > nxt.get(target, _NEG_INF):
+                        nxt[target] = width
+            if not nxt:
+                break
+            for node, width in nxt.items():
+                best[node] = width
+                node_addrs = addrs.get(node)
+                if node_addrs:
+                    for ip, deadline in node_addrs.items():
+                        value = width if width < deadline else deadline
+                        if value > out.get(ip, _NEG_INF):
+                            out[ip] = value
+            layer = nxt
+        return out
+
+    def _publish(
+        self, old: dict[str, Mapping[str, float]], new: dict[str, Mapping[str, float]]
+    ) -> list[DNSChange]:
+        changes: list[DNSChange] = []
+        refresh = self.report_refresh
+        for name, mapping in new.items():
+            before = old[name]
+            added = 0
+            for ip, expiry in mapping.items():
+                previous = before.get(ip)
+                if previous is None:
+                    added += 1
+                    changes.append(DNSChange(name, ip, True, expiry))
+                elif refresh and previous != expiry:
+                    changes.append(DNSChange(name, ip, True, expiry))
+            # mapping = kept + added, so before lost something exactly when it is larger
+            # than what it kept; this avoids a scan of big names on every refresh.
+            if len(before) > len(mapping) - added:
+                for ip, expiry in before.items():
+                    if ip not in mapping:
+                        changes.append(DNSChange(name, ip, False, expiry))
+        if changes:
+            for callback in self._subscribers:
+                callback(changes)
+        return changes
+
+    def _keep_zombies(
+        self,
+        old: dict[str, Mapping[str, float]],
+        new: dict[str, Mapping[str, float]],
+        now: float,
+        zombie_origin: dict[tuple[str, str], float],
+    ) -> None:
+        """Turn pairs about to disappear into direct links while their IP has connections."""
+        if not self._alive:
+            return
+        kept: list[str] = []
+        for name, mapping in new.items():
+            for ip in old[name]:
+                if ip in mapping:
+                    continue
+                mark = self._alive.get(ip)
+                if mark is None:
+                    continue
+                origin = zombie_origin.get((name, ip), now)
+                deadline = min(mark + self.keep_alive_period, origin + self.keep_alive_max_age)
+                if deadline <= now:
+                    continue
+                if len(self._zombies) >= self.max_kept:
+                    self._c.keep_alive_refused += 1
+                    continue
+                links = self._addrs.get(name)
+                if links is None:
+                    links = self._addrs[name] = {}
+                links[ip] = deadline
+                self._zombies[name, ip] = origin
+                self._c.kept_alive += 1
+                kept.append(name)
+        if kept:
+            for name in kept:
+                self._reschedule(name)
+            new.update(self._recompute(old))
+
+    # ---------------------------------------------------------------------------------------
+    # Time
+    # ---------------------------------------------------------------------------------------
+
+    def expire(self) -> list[DNSChange]:
+        """Remove every link due at the clock's now and return the resulting changes.
+
+        Returns:
+            The changes (pairs no longer mapped), also delivered to subscribers.
+        """
+        with self._lock:
+            now = self.clock()
+            old: dict[str, Mapping[str, float]] = {}
+            origin: dict[tuple[str, str], float] = {}
+            while True:
+                name = self._pop_due(now)
+                if name is None:
+                    break
+                self._c.expired_links += self._drop_links(name, old, now, origin)
+            if self._alive:
+                cutoff = now - self.keep_alive_period
+                for ip in [ip for ip, mark in self._alive.items() if mark <= cutoff]:
+                    del self._alive[ip]
+            return self._commit(old, now, origin)
+
+    def next_expiry(self) -> float | None:
+        """Return the deadline (clock seconds) of the next :meth:`expire` work, or None."""
+        with self._lock:
+            heap, sched = self._heap, self._sched
+            while heap and sched.get(heap[0][1]) != heap[0][0]:
+                heapq.heappop(heap)
+            return heap[0][0] if heap else None
+
+    def keep_alive(self, *ips: str) -> None:
+        """Say that the datapath still sees connections to ``ips`` (now).
+
+        Pairs of these IPs that :meth:`expire` would remove within ``keep_alive_period`` of
+        this call are kept until ``keep_alive_period`` after it, at most
+        ``keep_alive_max_age`` past their expiry and at most ``max_kept`` pairs in all (like
+        Cilium's connection-kept "zombie" entries). Call it for live IPs before each
+        :meth:`expire`.
+
+        Args:
+            ips: Canonical IP texts.
+        """
+        with self._lock:
+            now = self.clock()
+            for ip in ips:
+                if ip not in self._alive and len(self._alive) >= self.max_kept:
+                    self._c.keep_alive_refused += 1
+                    continue
+                self._alive[sys.intern(ip)] = now
+
+    # ---------------------------------------------------------------------------------------
+    # Reading
+    # ---------------------------------------------------------------------------------------
+
+    def _mapping(self, name: str) -> Mapping[str, float]:
+        name = canonical_dns_name(name)
+        mapping = self._eff.get(name)
+        if mapping is None:
+            return self._addrs.get(name, _EMPTY)
+        return mapping
+
+    def ips(self, name: str) -> set[str]:
+        """Return the IPs ``name`` leads to now (through CNAME chains), as canonical text."""
+        with self._lock:
+            now = self.clock()
+            return {ip for ip, d in self._mapping(name).items() if d > now}
+
+    def expiries(self, name: str) -> dict[str, float]:
+        """Return ``{ip: deadline}`` for the IPs ``name`` leads to now (clock seconds)."""
+        with self._lock:
+            now = self.clock()
+            return {ip: d for ip, d in self._mapping(name).items() if d > now}
+
+    def names(self) -> set[str]:
+        """Return every name that holds links (question names and chain members)."""
+        with self._lock:
+            return set(self._sched)
+
+    def __len__(self) -> int:
+        """Number of names holding links."""
+        return len(self._sched)
+
+    def names_matching(self, pattern: PatternLike) -> set[str]:
+        """Return every cached name (chain members included) that ``pattern`` matches.
+
+        Only names ending with the pattern's fixed suffix are looked at: the index is a
+        sorted list of character-reversed names, where those form one contiguous range. So a
+        pattern added after the data finds it without a scan of the whole cache.
+
+        Args:
+            pattern: A :class:`fqdnpolicy.DomainPattern` (exact or wildcard).
+        """
+        suffix = pattern.fixed_suffix
+        with self._lock:
+            if not suffix:
+                candidates: Iterable[str] = list(self._sched)
+            else:
+                key = _reverse(suffix)
+                found = [suffix] if suffix in self._sched else []
+                found.extend(
+                    _reverse(rev)
+                    for rev in self._index.irange(key + ".", key + "/", inclusive=(True, False))
+                )
+                candidates = found
+            return {name for name in candidates if pattern.matches(name)}
+
+    def links(self) -> list[DNSLink]:
+        """Return every stored link (address and CNAME) with its deadline."""
+        with self._lock:
+            out = [
+                DNSLink(name, ip, False, d)
+                for name, links in self._addrs.items()
+                for ip, d in links.items()
+            ]
+            out.extend(
+                DNSLink(name, target, True, d)
+                for name, links in self._cnames.items()
+                for target, d in links.items()
+            )
+            return out
+
+    def mapping(self) -> dict[str, dict[str, float]]:
+        """Return the whole effective mapping ``{name: {ip: deadline}}`` (expired included)."""
+        with self._lock:
+            out = {name: dict(links) for name, links in self._addrs.items()}
+            out.update((name, dict(m)) for name, m in self._eff.items())
+            return {name: m for name, m in out.items() if m}
+
+    @property
+    def stats(self) -> DNSStats:
+        """A snapshot of the counters (see :class:`DNSStats`)."""
+        with self._lock:
+            return self._c.snapshot()
+
+    # ---------------------------------------------------------------------------------------
+    # Subscriptions
+    # ---------------------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[list[DNSChange]], None]) -> Callable[[], None]:
+        """Call ``callback`` with each batch of changes, in order, from now on.
+
+        Args:
+            callback: Receives a non-empty list of :class:`DNSChange`; it runs under the
+                cache lock, may read the cache, and should be quick.
+
+        Returns:
+            A function that cancels the subscription.
+        """
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def cancel() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return cancel
+
+    # ---------------------------------------------------------------------------------------
+    # Persistence (format in fqdnpolicy.dns.persist)
+    # ---------------------------------------------------------------------------------------
+
+    def save(self, path: str) -> int:
+        """Write the cache atomically to ``path`` (see :func:`fqdnpolicy.dns.persist.save`).
+
+        Returns:
+            The number of links written.
+        """
+        from fqdnpolicy.dns import persist
+
+        return persist.save(self, path)
+
+    def load(self, path: str) -> LoadReport:
+        """Restore links from a file written by :meth:`save`; never raises.
+
+        Links with more than 1 s left are merged in (a refresh only extends), producing
+        change events like answers do.
+
+        Returns:
+            What was restored and what was skipped, with reasons.
+        """
+        from fqdnpolicy.dns import persist
+
+        return persist.load(self, path)
+
+    def restore(self, links: Iterable[DNSLink]) -> list[DNSChange]:
+        """Merge links (deadlines on this cache's clock), applying every bound.
+
+        Used by :meth:`load`; links already due are skipped.
+
+        Returns:
+            The resulting changes (also delivered to subscribers).
+        """
+        with self._lock:
+            now = self.clock()
+            old: dict[str, Mapping[str, float]] = {}
+            for link in links:
+                if link.expiry <= now:
+                    continue
+                if link.is_cname:
+                    self._put_cname(link.name, link.target, link.expiry, old)
+                elif link.target not in _ZERO_ADDRESSES:
+                    self._put_addr(link.name, sys.intern(link.target), link.expiry, old)
+            return self._commit(old, now)
+
+    def __iter__(self) -> Iterator[str]:
+        """Iterate over a snapshot of the names holding links."""
+        return iter(self.names())
+
+
+def _by_deadline_then_value(item: tuple[str, float]) -> tuple[float, str]:
+    return item[1], item[0]
