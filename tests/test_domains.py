@@ -517,6 +517,17 @@ def test_removing_one_pattern_keeps_patterns_that_share_its_path() -> None:
     assert index.match("x.y.a.com") == set()
 
 
+def test_stacked_wildcards_on_a_long_name_are_matched_without_blowing_up() -> None:
+    # Each "*" may stop at any label: without merging equal trie states the walk would track
+    # C(100, 10) paths. The index must finish at once, and agree with the pattern itself.
+    pattern = p("*." * 10 + "a")
+    index: PatternIndex[int] = PatternIndex([(pattern, 1)])
+    name = ".".join(["b"] * 100 + ["a"])
+    assert index.match(name) == {1}
+    assert pattern.matches(name)
+    assert index.match("b.a") == set()
+
+
 def test_match_results_cannot_be_used_to_change_the_index() -> None:
     index: PatternIndex[int] = PatternIndex([(p("*.example.com"), 1)])
     result = index.match("a.example.com")
