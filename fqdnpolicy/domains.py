@@ -58,6 +58,9 @@ WILDCARD = "*"
 # Dots that UTS #46 maps to "." (ideographic, fullwidth and halfwidth ideographic full stop):
 # a name typed with an IME may use them as label separators.
 _DOTS = frozenset(".\u3002\uff0e\uff61")
+# Longer text is rejected before any per-label work. Unicode text may legitimately be longer
+# than its ASCII form (UTS #46 drops soft hyphens and the like), hence not 253.
+_MAX_TEXT = 1024
 _BAD_ASCII = re.compile(r"[^a-z0-9_-]")
 _LABEL_HINT = "a label holds letters, digits, '-' and '_' (internationalised names are converted)"
 
@@ -65,6 +68,11 @@ _LABEL_HINT = "a label holds letters, digits, '-' and '_' (internationalised nam
 # --------------------------------------------------------------------------------------------
 # Strict parsing (policy text)
 # --------------------------------------------------------------------------------------------
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """Quote ``text`` for a message, shortened: a pasted megabyte must not become the message."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}..."
 
 
 def _split_with_columns(body: str) -> list[tuple[int, str]]:
@@ -92,7 +100,7 @@ def _idna_label(raw: str) -> str:
 
     mapped = idna.uts46_remap(raw, std3_rules=True, transitional=False)
     if any(ch in _DOTS for ch in mapped):
-        raise ValueError(f"{raw!r} maps to text containing a dot")
+        raise ValueError(f"{_shown(raw)} maps to text containing a dot")
     return idna.alabel(mapped).decode("ascii")
 
 
@@ -115,11 +123,19 @@ def _parse_labels(text: object, *, wildcards: bool) -> tuple[str, ...]:
                 code="empty-name",
             )
         )
+    if len(text) > _MAX_TEXT:
+        raise InvalidPolicy(
+            Problem(
+                f"the {what} is {len(text)} characters long",
+                hint=f"a domain name is at most {MAX_NAME_LENGTH} characters",
+                code="name-too-long",
+            )
+        )
     body = text[:-1] if text[-1] in _DOTS else text
     if not body:
         raise InvalidPolicy(
             Problem(
-                f"{text!r} is the DNS root, not a {what}",
+                f"{_shown(text)} is the DNS root, not a {what}",
                 column=1,
                 hint="write a name such as 'api.example.com'",
                 code="empty-name",
@@ -134,7 +150,7 @@ def _parse_labels(text: object, *, wildcards: bool) -> tuple[str, ...]:
             where = "starts with a dot" if col == 0 else "has an empty label (two dots in a row)"
             problems.append(
                 Problem(
-                    f"{text!r} {where}",
+                    f"{_shown(text)} {where}",
                     column=column,
                     hint="remove the extra dot; only one trailing dot is allowed",
                     code="empty-label",
@@ -145,7 +161,7 @@ def _parse_labels(text: object, *, wildcards: bool) -> tuple[str, ...]:
             if raw != WILDCARD:
                 problems.append(
                     Problem(
-                        f"'*' inside the label {raw!r}: a wildcard must be a whole label",
+                        f"'*' inside the label {_shown(raw)}: a wildcard must be a whole label",
                         column=col + raw.index(WILDCARD) + 1,
                         hint="write '*' as a label of its own, as in '*.example.com' "
                         "(partial-label wildcards such as 'www.g*.com' and '**' are not supported)",
@@ -183,7 +199,7 @@ def _parse_labels(text: object, *, wildcards: bool) -> tuple[str, ...]:
             except (ValueError, UnicodeError) as exc:  # idna.IDNAError is a UnicodeError
                 problems.append(
                     Problem(
-                        f"the label {raw!r} is not a valid internationalised name: {exc}",
+                        f"the label {_shown(raw)} is not a valid internationalised name: {exc}",
                         column=column,
                         hint="check the spelling, or write the label in its ASCII 'xn--' form",
                         code="bad-idn",
@@ -193,7 +209,7 @@ def _parse_labels(text: object, *, wildcards: bool) -> tuple[str, ...]:
         if len(label) > MAX_LABEL_LENGTH:
             problems.append(
                 Problem(
-                    f"the label {label[:20]!r}... is {len(label)} characters long",
+                    f"the label {_shown(label)} is {len(label)} characters long",
                     column=column,
                     hint=f"a label is at most {MAX_LABEL_LENGTH} characters",
                     code="label-too-long",
@@ -203,7 +219,7 @@ def _parse_labels(text: object, *, wildcards: bool) -> tuple[str, ...]:
         if label[0] == "-" or label[-1] == "-":
             problems.append(
                 Problem(
-                    f"the label {raw!r} starts or ends with '-'",
+                    f"the label {_shown(raw)} starts or ends with '-'",
                     column=column if label[0] == "-" else col + len(raw),
                     hint="a hyphen may appear only inside a label, as in 'my-host'",
                     code="bad-hyphen",
@@ -225,7 +241,7 @@ def _parse_labels(text: object, *, wildcards: bool) -> tuple[str, ...]:
             )
         else:
             problem = Problem(
-                f"'*' may not be the last label of {text!r}",
+                f"'*' may not be the last label of {_shown(text)}",
                 column=len(body),
                 hint="spell out the top-level labels after the last '*', as in 'microsoft.*.com'",
                 code="wildcard-last",
@@ -234,7 +250,7 @@ def _parse_labels(text: object, *, wildcards: bool) -> tuple[str, ...]:
     if labels[-1].isdigit():
         raise InvalidPolicy(
             Problem(
-                f"{text!r} ends in an all-digit label, which no top-level domain is",
+                f"{_shown(text)} ends in an all-digit label, which no top-level domain is",
                 column=len(body) - len(labels[-1]) + 1,
                 hint="to allow an IP address, use 'nets' instead of a domain",
                 code="numeric-tld",
@@ -559,6 +575,9 @@ class PatternIndex(Generic[K]):
 
     Not safe for concurrent mutation; matching from several threads while nothing mutates is.
 
+    Args:
+        items: ``(pattern, key)`` pairs to add at once.
+
     Example:
         >>> index: PatternIndex[str] = PatternIndex()
         >>> index.add(parse_domain_pattern("*.example.com"), "rule-1")
@@ -665,7 +684,7 @@ class PatternIndex(Generic[K]):
 
     def __contains__(self, pattern: object) -> bool:
         """Whether ``pattern`` (a :class:`DomainPattern`) is held with at least one key."""
-        return pattern in self._keys
+        return isinstance(pattern, DomainPattern) and pattern in self._keys
 
     def __iter__(self) -> Iterator[DomainPattern]:
         """Iterate over the patterns held."""

@@ -268,6 +268,18 @@ def test_a_name_of_exactly_253_characters_is_accepted() -> None:
     assert normalize_name(name + ".") == name
 
 
+def test_huge_input_is_rejected_with_a_short_message() -> None:
+    for text in ["a." * 100_000 + "com", "\u00fc" * 5_000 + ".com", "x" * 5_000 + ".com"]:
+        with pytest.raises(InvalidPolicy) as info:
+            parse_domain_pattern(text)
+        assert len(str(info.value)) < 300
+
+
+def test_characters_that_idna_ignores_do_not_count_towards_length() -> None:
+    # UTS #46 drops soft hyphens: what goes on the wire is the name without them.
+    assert normalize_name("\u00ad" * 100 + "a.example.com") == "a.example.com"
+
+
 def test_every_bad_label_is_reported_at_once() -> None:
     assert problem_codes("-a.b$c..d*.com") == [
         "bad-hyphen",
@@ -492,6 +504,7 @@ def test_index_len_contains_and_iteration_count_distinct_patterns() -> None:
     assert len(index) == 2
     assert p("a.com") in index
     assert "a.com" not in index  # membership is by pattern, not by text
+    assert [] not in index  # unhashable things are simply not held
     assert set(index) == {p("a.com"), p("*.a.com")}
 
 
