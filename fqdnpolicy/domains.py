@@ -739,8 +739,8 @@ class PatternIndex(Generic[K]):
         node = self._root
         # Deterministic stretch: while no "*" is in play there is one state; follow it.
         while node.star is None:  # children reached by a label are never star nodes
-            if i < 0:
-                return [node] if node.pattern is not None else []
+            if i < 0:  # the name ended inside every pattern's fixed suffix: no "*" was fed
+                return []
             nxt = node.children.get(labels[i])
             if nxt is None:
                 return []

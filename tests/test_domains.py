@@ -541,13 +541,26 @@ def test_stacked_wildcards_on_a_long_name_are_matched_without_blowing_up() -> No
     assert index.match("b.a") == set()
 
 
+def test_an_exact_hit_and_one_wildcard_hit_are_combined() -> None:
+    index: PatternIndex[str] = PatternIndex([(p("a.example.com"), "exact"), (p("*.com"), "wild")])
+    assert index.match("a.example.com") == {"exact", "wild"}
+    assert index.matching_patterns("a.example.com") == {p("a.example.com"), p("*.com")}
+
+
 def test_match_results_cannot_be_used_to_change_the_index() -> None:
     index: PatternIndex[int] = PatternIndex([(p("*.example.com"), 1)])
     result = index.match("a.example.com")
     assert isinstance(result, frozenset)
 
 
-operations = st.lists(st.tuples(st.booleans(), patterns, st.integers(0, 3)), max_size=30)
+# Few, short labels: patterns in one run overlap a lot (exact and wildcard on one name, nested
+# stars sharing trie nodes), which is where an index goes wrong.
+index_patterns = st.lists(st.sampled_from(["a", "b", "*"]), min_size=1, max_size=4).map(
+    lambda labels: parse_domain_pattern(".".join([*labels, "a"] if labels[-1] == "*" else labels))
+)
+operations = st.lists(
+    st.tuples(st.booleans(), st.one_of(index_patterns, patterns), st.integers(0, 3)), max_size=30
+)
 
 
 @given(ops=operations, queries=st.lists(names, max_size=15))
