@@ -139,7 +139,7 @@ _SERVER_METADATA: Final = frozenset(
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _SUBDOMAIN = rf"{_LABEL}(\.{_LABEL})*"
 _NAME_RES: Final = {
-    "NetworkPolicy": re.compile(rf"({_LABEL})(\.{_LABEL})?|(knp|ossg)\.default\.{_SUBDOMAIN}\Z"),
+    "NetworkPolicy": re.compile(rf"(?:{_LABEL}(\.{_LABEL})?|(knp|ossg)\.default\.{_SUBDOMAIN})\Z"),
     "GlobalNetworkPolicy": re.compile(rf"({_LABEL}\.)?{_LABEL}\Z"),
     "NetworkSet": re.compile(rf"{_SUBDOMAIN}\Z"),
     "GlobalNetworkSet": re.compile(rf"{_SUBDOMAIN}\Z"),
@@ -622,17 +622,27 @@ def _structure_selector(value: Any, _: Any) -> Selector:
     try:
         return parse_selector(value)
     except InvalidPolicy as exc:
+        # The column is relative to the selector text; Problem hides columns once a file line
+        # is known, so it is spelled out in the message too.
         raise InvalidPolicy(
             [
                 attrs.evolve(
                     p,
-                    message=f"invalid selector {value!r}: {p.message}"
+                    message=_mention(p.message, "invalid selector", value)
                     + (f" (at column {p.column} of the selector)" if p.column else ""),
                     code=p.code or "invalid-selector",
                 )
                 for p in exc.problems
             ]
         ) from None
+
+
+def _mention(message: str, what: str, value: str) -> str:
+    if message.startswith(what):
+        return message
+    if repr(value) in message:
+        return f"{what}: {message}"
+    return f"{what} {value!r}: {message}"
 
 
 def _structure_domain(value: Any, _: Any) -> DomainPattern:
@@ -645,7 +655,7 @@ def _structure_domain(value: Any, _: Any) -> DomainPattern:
             [
                 attrs.evolve(
                     p,
-                    message=f"invalid domain pattern {value!r}: {p.message}",
+                    message=_mention(p.message, "invalid domain pattern", value),
                     code=p.code or "invalid-domain",
                 )
                 for p in exc.problems
@@ -811,20 +821,26 @@ def _rules_hook(converter: cattrs.Converter, direction: str) -> Callable[[Any, A
     base = converter.get_structure_hook(tuple[Rule, ...])
 
     def hook(value: Any, type_: Any) -> tuple[Rule, ...]:
-        rules: tuple[Rule, ...] = base(value, type_)
         errors: list[Exception] = []
-        for i, rule in enumerate(rules):
-            if direction == "ingress" and rule.destination.domains:
-                exc = InvalidPolicy(
-                    Problem(
-                        "domains are only allowed in egress rules",
-                        path="destination.domains",
-                        hint="move this rule to spec.egress, or match sources by nets/selector",
-                        code="domains-in-ingress",
+        if direction == "ingress" and isinstance(value, list):
+            # Checked on the raw rules so that it is reported even when a rule has other errors.
+            for i, raw in enumerate(value):
+                dest = raw.get("destination") if isinstance(raw, dict) else None
+                if isinstance(dest, dict) and dest.get("domains"):
+                    exc = InvalidPolicy(
+                        Problem(
+                            "domains are only allowed in egress rules",
+                            path="destination.domains",
+                            hint="move this rule to spec.egress, or match by nets/selector",
+                            code="domains-in-ingress",
+                        )
                     )
-                )
-                exc.add_note(IterableValidationNote(f"@ index {i}", i, Rule))
-                errors.append(exc)
+                    exc.add_note(IterableValidationNote(f"@ index {i}", i, Rule))
+                    errors.append(exc)
+        try:
+            rules: tuple[Rule, ...] = base(value, type_)
+        except IterableValidationError as exc:
+            raise IterableValidationError(exc.message, [*exc.exceptions, *errors], type_) from None
         if errors:
             raise IterableValidationError("While checking rules", errors, type_)
         return rules
@@ -963,7 +979,7 @@ def _check_rule(rule: Rule) -> list[Problem]:
                         code="mixed-ip-versions",
                     )
                 )
-            if len(versions | seen) > 1:
+            if versions and len(versions | seen) > 1:
                 problems.append(
                     Problem(
                         "rule mixes IPv4 and IPv6 CIDRs",
@@ -1324,6 +1340,32 @@ def _structure_k8s_port_value(value: Any, _: Any) -> _K8sPortValue | None:
 # ------------------------------------------------------------------ converter construction
 
 
+def _salvage_checks(
+    base: Callable[[Any, Any], Any],
+    post: Callable[[Any], list[Problem]],
+    value: dict[str, Any],
+    type_: Any,
+    exc: ClassValidationError,
+    keys: Mapping[str, str],
+) -> list[Exception]:
+    bad: set[str] = set()
+    for sub in exc.exceptions:
+        if isinstance(sub, ForbiddenExtraKeysError):
+            bad |= set(sub.extra_fields)
+            continue
+        for note in getattr(sub, "__notes__", ()):
+            if isinstance(note, AttributeValidationNote):
+                bad.add(keys.get(note.name, note.name))
+    try:
+        partial = base({k: v for k, v in value.items() if k not in bad}, type_)
+    except Exception:  # a required field failed: nothing to salvage
+        return []
+    found = post(partial)
+    # A check about a field that failed on its own would only repeat that failure.
+    found = [p for p in found if p.path.split(".")[0].split("[")[0] not in bad]
+    return [InvalidPolicy(found)] if found else []
+
+
 def _equals(expected: Any) -> Callable[[Any], bool]:
     def predicate(type_: Any) -> bool:
         return bool(type_ == expected)
@@ -1347,9 +1389,6 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook_func(lambda t: t == Port, _structure_port)
     conv.register_structure_hook_func(
         lambda t: t in (Protocol, Protocol | None), _structure_protocol
-    )
-    conv.register_structure_hook_func(
-        lambda t: t in (_K8sPortValue, _K8sPortValue | None), _structure_k8s_port_value
     )
     conv.register_structure_hook_func(lambda t: t == Mapping[str, str], _structure_map)
     for literal, what in (
@@ -1397,7 +1436,17 @@ def _make_converter() -> cattrs.Converter:
             if not isinstance(value, dict):
                 fields = ", ".join(sorted(keys.values()))
                 raise _wrong_type("a mapping", value, f"fields: {fields}")
-            obj = base(value, type_)
+            try:
+                obj = base(value, type_)
+            except ClassValidationError as exc:
+                if post is None:
+                    raise
+                # Run the cross-field checks on what did structure, so that one bad field
+                # does not hide the other problems of the same object.
+                extra = _salvage_checks(base, post, value, type_, exc, keys)
+                if not extra:
+                    raise
+                raise ClassValidationError(exc.message, [*exc.exceptions, *extra], exc.cl) from None
             if post is not None:
                 _raise_if(post(obj))
             return obj
@@ -1430,7 +1479,8 @@ def _make_converter() -> cattrs.Converter:
     register(_K8sLabelSelector, _check_k8s_selector)
     register(_K8sIPBlock, _check_k8s_ip_block)
     register(_K8sPeer, _check_k8s_peer)
-    register(_K8sPort, _check_k8s_port)
+    # int | str is the same union as Protocol's, so the port gets its hook by field name.
+    register(_K8sPort, _check_k8s_port, {"port": _structure_k8s_port_value})
     register(_K8sIngressRule)
     register(_K8sEgressRule)
     register(_K8sSpec, _check_k8s_spec)
@@ -1834,8 +1884,11 @@ def _process_resource(
                 )
             result = Tier(meta, tspec, source)
 
-    if result is not None and not problems:
-        dup = _duplicate(result, ctx)
+    if meta is not None:
+        tier = DEFAULT_TIER
+        if isinstance(raw_spec, dict) and isinstance(raw_spec.get("tier"), str):
+            tier = raw_spec["tier"]
+        dup = _duplicate(kind, meta, tier, source, ctx)
         if dup is not None:
             problems.append(dup)
     ctx.problems += where.locate(problems, resource)
@@ -1920,32 +1973,26 @@ def _check_tier_prefix(name: str, tier: str, kind: str) -> list[Problem]:
     ]
 
 
-def _duplicate(resource: Resource, ctx: _Context) -> Problem | None:
-    keys: list[tuple[str, str, str, str]]
-    if isinstance(resource, Policy):
-        ns = resource.namespace or ""
-        bare = resource.name
-        if bare.startswith(resource.spec.tier + "."):
-            bare = bare[len(resource.spec.tier) + 1 :]
-        keys = [(resource.kind, ns, "name", resource.name), (resource.kind, ns, "bare", bare)]
-    else:
-        keys = [(resource.kind, resource.metadata.namespace or "", "name", resource.name)]
-    where = str(resource.source) if resource.source else "?"
+def _duplicate(
+    kind: str, meta: ObjectMeta, tier: str, source: SourceLocation, ctx: _Context
+) -> Problem | None:
+    ns = meta.namespace or ""
+    keys = [(kind, ns, "name", meta.name)]
+    if kind in ("NetworkPolicy", "GlobalNetworkPolicy"):
+        # `t.x` in tier t and `x` in tier t are one policy (legacy and current naming).
+        bare = meta.name[len(tier) + 1 :] if meta.name.startswith(tier + ".") else meta.name
+        keys.append((kind, ns, "tier-bare", f"{tier}/{bare}"))
     for key in keys:
         if key in ctx.seen:
-            scope = (
-                f" in namespace {resource.metadata.namespace}"
-                if resource.metadata.namespace
-                else ""
-            )
+            scope = f" in namespace {meta.namespace}" if meta.namespace else ""
             return Problem(
-                f"duplicate {resource.kind} name {resource.name!r}{scope}",
+                f"duplicate {kind} name {meta.name!r}{scope}",
                 path="metadata.name",
                 hint=f"first defined at {ctx.seen[key]}; rename one of them",
                 code="duplicate-name",
             )
     for key in keys:
-        ctx.seen[key] = where
+        ctx.seen[key] = str(source)
     return None
 
 
@@ -1968,7 +2015,8 @@ def _load_text(text: str, filename: str, ctx: _Context, *, json_fallback: bool) 
     docs, problems = _read_yaml(text, filename)
     if problems and json_fallback and any(p.code == "yaml-syntax" for p in problems):
         json_docs, json_problems = _read_json(text, filename)
-        if json_docs:
+        # Not JSON either: the YAML problems say more. Otherwise JSON's answer stands.
+        if json_docs or any(p.code != "json-syntax" for p in json_problems):
             docs, problems = json_docs, json_problems
     ctx.problems += problems
     for doc in docs:
@@ -2103,7 +2151,12 @@ def dump(resources: ResourceSet, *, format: str = "yaml") -> str:
     if format == "yaml":
         dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
         return yaml.dump_all(
-            docs, Dumper=dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
+            docs,
+            Dumper=dumper,
+            sort_keys=False,
+            default_flow_style=False,
+            allow_unicode=True,
+            width=4096,  # keep selectors on one line
         )
     if format == "json":
         return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}, indent=2) + "\n"
