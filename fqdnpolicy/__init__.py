@@ -9,6 +9,9 @@ The public API is re-exported here; submodules hold one concern each:
 * :mod:`fqdnpolicy.loader` - YAML/JSON loading with located, collected errors.
 * :mod:`fqdnpolicy.lint` - warnings about policies that load but are risky.
 * :mod:`fqdnpolicy.dns` - the DNS cache (name -> IP learned from DNS answers).
+* :mod:`fqdnpolicy.cluster` - endpoints, namespaces and service accounts.
+* :mod:`fqdnpolicy.ipsets` - the address index (address -> IP sets holding it).
+* :mod:`fqdnpolicy.engine` - verdicts, explanations and datapath deltas.
 
 Names are imported lazily so that ``import fqdnpolicy`` stays cheap for embedders.
 """
@@ -37,13 +40,23 @@ _EXPORTS: dict[str, str] = {
     "lint": "fqdnpolicy.lint",
     "DNSCache": "fqdnpolicy.dns",
     "DNSChange": "fqdnpolicy.dns",
+    "Cluster": "fqdnpolicy.cluster",
+    "Endpoint": "fqdnpolicy.cluster",
+    "Namespace": "fqdnpolicy.cluster",
+    "load_cluster": "fqdnpolicy.cluster",
+    "loads_cluster": "fqdnpolicy.cluster",
+    "PolicyEngine": "fqdnpolicy.engine",
+    "Verdict": "fqdnpolicy.engine",
+    "Trace": "fqdnpolicy.engine",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
+    from fqdnpolicy.cluster import Cluster, Endpoint, Namespace, load_cluster, loads_cluster
     from fqdnpolicy.dns import DNSCache, DNSChange
     from fqdnpolicy.domains import DomainPattern, PatternIndex, normalize_name, parse_domain_pattern
+    from fqdnpolicy.engine import PolicyEngine, Trace, Verdict
     from fqdnpolicy.errors import InvalidPolicy, Problem
     from fqdnpolicy.lint import lint
     from fqdnpolicy.loader import dump, load, loads

@@ -1,0 +1,1525 @@
+"""The verdict engine: may this endpoint send TCP to 1.2.3.4:443, and which rule said so?
+
+Data flows one way. Policies, cluster state and DNS answers go in; the engine keeps
+
+* **IP sets** - every rule peer (``nets``, ``selector``/``notSelector``/``namespaceSelector``/
+  ``serviceAccounts``, ``domains``, a selected network set's ``allowedEgressDomains``) becomes a
+  set with a stable, deterministic id (``sets()``), shared by every rule that names the same
+  thing. :class:`~fqdnpolicy.ipsets.AddressIndex` maps an address to the ids of every set
+  holding it.
+* **Programs** - per endpoint and direction, the tiers, policies and rules that apply, with
+  the endpoint's own side of each rule (its labels, its IP, its named ports) already decided,
+  interned so that endpoints alike (replicas) share one.
+
+and gives out verdicts (:meth:`PolicyEngine.verdict`), explanations
+(:meth:`PolicyEngine.explain`) and, for datapaths, **deltas** (:meth:`PolicyEngine.subscribe`):
+set members added and removed with their expiry, sets created and dropped, endpoint programs
+changed. Every change (a policy, an endpoint, a network set, a namespace, a DNS answer)
+updates only what it touches.
+
+Evaluation follows Calico (see ``docs/semantics.md``): tiers by order, policies by
+(order, name), rules in order; Allow and Deny end, Log records and goes on, Pass leaves the
+tier; a tier that has a policy applying to the endpoint and no deciding rule ends with its
+default action; traffic no policy applies to is allowed.
+
+Speed: a verdict is one dict lookup when the same flow was judged since the last change; else
+an address lookup plus a lookup of (program, address's sets, protocol, port) in a memo, and
+only when both miss a walk over the program's rules. ``benchmarks/bench_engine.py`` measures it.
+
+Thread safety: changes (including DNS changes, which arrive on the cache's writer thread) take
+the engine's lock; :meth:`PolicyEngine.verdict` takes it only when it must compute.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import math
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+import attrs
+
+from fqdnpolicy.cluster import Cluster, Endpoint, Namespace
+from fqdnpolicy.domains import DomainPattern, PatternIndex
+from fqdnpolicy.errors import InvalidPolicy, Problem
+from fqdnpolicy.ipsets import EMPTY, AddressIndex, IPNetwork
+from fqdnpolicy.model import (
+    DEFAULT_TIER,
+    EntityRule,
+    NamedPort,
+    NetworkSet,
+    Policy,
+    PortRange,
+    ResourceSet,
+    Rule,
+    Tier,
+)
+from fqdnpolicy.scoping import PeerMatch, Subject, peer_match, policy_selector
+from fqdnpolicy.selector import Selector
+
+if TYPE_CHECKING:
+    from fqdnpolicy.dns import DNSCache, DNSChange
+
+__all__ = [
+    "DEFAULT_TIER_ORDER",
+    "Direction",
+    "EndpointChanged",
+    "IPSetChanged",
+    "IPSetInfo",
+    "MemberChanged",
+    "PolicyEngine",
+    "Trace",
+    "TraceStep",
+    "Verdict",
+    "protocol_number",
+]
+
+Direction: TypeAlias = Literal["egress", "ingress"]
+Action: TypeAlias = Literal["Allow", "Deny"]
+_DIRECTIONS: tuple[Direction, Direction] = ("egress", "ingress")
+
+#: Order of the implicit ``default`` tier when no Tier resource of that name is loaded
+#: (Calico's built-in value; ``kube-admin`` is 1,000 and ``kube-baseline`` 10,000,000).
+DEFAULT_TIER_ORDER = 1_000_000.0
+
+PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPV6": 58, "SCTP": 132, "UDPLITE": 136}
+
+_MEMO_LIMIT = 1 << 21
+_SET_REF = re.compile(r"set #(\d+)")  # entries per memo before it is dropped and rebuilt
+
+
+def protocol_number(protocol: str | int) -> int:
+    """Return the IP protocol number of a Calico protocol name or number.
+
+    Raises:
+        InvalidPolicy: an unknown name or a number outside 1-255.
+    """
+    if isinstance(protocol, int):
+        if 1 <= protocol <= 255:
+            return protocol
+    else:
+        number = PROTOCOL_NUMBERS.get(protocol.upper())
+        if number is not None:
+            return number
+        if protocol.isdigit():
+            return protocol_number(int(protocol))
+    raise InvalidPolicy(
+        Problem(
+            f"unknown protocol {protocol!r}",
+            hint="TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or a number 1-255",
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@attrs.frozen(slots=True)
+class Verdict:
+    """The answer for one flow.
+
+    Attributes:
+        action: ``"Allow"`` or ``"Deny"``.
+        policy: Display name of the deciding policy (``NetworkPolicy default/x``,
+            ``GlobalNetworkPolicy y``); None when a default decided.
+        tier: Tier of the deciding rule, or of the end-of-tier drop.
+        rule_index: Index of the deciding rule in ``spec.egress`` / ``spec.ingress``.
+        direction: The side whose evaluation gave this verdict.
+        default: None when a rule decided; ``"end-of-tier"`` (a tier with applying policies
+            and no deciding rule dropped it), ``"no-policy"`` (no policy applies in that
+            direction: allowed), ``"profile"`` (every tier with applying policies passed:
+            allowed, as the Kubernetes profile does).
+        logged: ``(policy, rule_index)`` of every Log rule the packet met on the way.
+    """
+
+    action: Action
+    policy: str | None = None
+    tier: str | None = None
+    rule_index: int | None = None
+    direction: Direction = "egress"
+    default: str | None = None
+    logged: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        """True when the action is Allow."""
+        return self.action == "Allow"
+
+    def __str__(self) -> str:
+        """Render as ``Allow by NetworkPolicy default/x egress[0] (tier default)``."""
+        if self.default is None:
+            return (
+                f"{self.action} by {self.policy} {self.direction}[{self.rule_index}] "
+                f"(tier {self.tier})"
+            )
+        where = f" of tier {self.tier}" if self.tier else ""
+        return f"{self.action} ({self.direction} {self.default}{where})"
+
+
+@attrs.frozen
+class TraceStep:
+    """One line of an explanation.
+
+    Attributes:
+        direction: Which side's evaluation this step belongs to.
+        tier: The tier.
+        policy: The policy's display name (None for a tier-level step).
+        rule_index: The rule (None for a policy- or tier-level step).
+        outcome: What happened: ``applies``, ``does not apply``, ``matched``, ``no match``,
+            ``logged``, ``passed``, ``end of tier``.
+        detail: Why, in words (which criterion failed, which rule decided).
+    """
+
+    direction: Direction
+    tier: str
+    policy: str | None
+    rule_index: int | None
+    outcome: str
+    detail: str = ""
+
+
+@attrs.frozen
+class Trace:
+    """The full reasoning behind a verdict: every tier, policy and rule considered."""
+
+    flow: str
+    verdict: Verdict
+    steps: tuple[TraceStep, ...]
+
+    def render(self) -> str:
+        """Return the trace as indented, readable text."""
+        lines = [f"flow: {self.flow}"]
+        last: tuple[str, str] | None = None
+        for step in self.steps:
+            if (step.direction, step.tier) != last:
+                lines.append(f"  {step.direction} tier {step.tier}:")
+                last = (step.direction, step.tier)
+            if step.policy is None:
+                lines.append(f"    {step.outcome}{': ' + step.detail if step.detail else ''}")
+            elif step.rule_index is None:
+                detail = f" ({step.detail})" if step.detail else ""
+                lines.append(f"    {step.policy}: {step.outcome}{detail}")
+            else:
+                detail = f": {step.detail}" if step.detail else ""
+                lines.append(f"      rule {step.rule_index}: {step.outcome}{detail}")
+        lines.append(f"verdict: {self.verdict}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        """Same as :meth:`render`."""
+        return self.render()
+
+
+# ---------------------------------------------------------------------------------------------
+# Deltas
+
+
+@attrs.frozen(slots=True)
+class MemberChanged:
+    """An IP set gained or lost a member (an address or a CIDR).
+
+    Attributes:
+        set_id: The set's stable id.
+        member: Address or CIDR text.
+        added: True when added (or, for DNS members, its expiry extended).
+        expiry: Deadline on the DNS cache's clock for DNS-learned members; None otherwise.
+    """
+
+    set_id: str
+    member: str
+    added: bool
+    expiry: float | None = None
+
+
+@attrs.frozen(slots=True)
+class IPSetChanged:
+    """An IP set was created (``added``) or dropped."""
+
+    set_id: str
+    added: bool
+
+
+@attrs.frozen(slots=True)
+class EndpointChanged:
+    """An endpoint's rules changed for a direction (or the endpoint came or went)."""
+
+    endpoint: str
+    direction: Direction
+
+
+Delta: TypeAlias = MemberChanged | IPSetChanged | EndpointChanged
+
+
+@attrs.frozen
+class IPSetInfo:
+    """What an IP set stands for (for renderers and tests).
+
+    Attributes:
+        set_id: Stable id: a kind letter, ``:``, and 22 characters of base64url(SHA-224) of
+            the canonical definition (at most 24 characters, a valid name in every backend).
+        kind: ``nets``, ``domains`` or ``selector``.
+        definition: Canonical text of what the set holds.
+    """
+
+    set_id: str
+    kind: Literal["nets", "domains", "selector"]
+    definition: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Internal structures
+
+
+@attrs.define(eq=False, slots=True)
+class _IPSet:
+    num: int
+    info: IPSetInfo
+    refs: int = 0
+    nets: tuple[IPNetwork, ...] = ()
+    patterns: tuple[DomainPattern, ...] = ()
+    selector: Selector | None = None
+    # domains sets: member -> [number of cached names leading to it, latest expiry]
+    dns_members: dict[str, list[float]] = attrs.field(factory=dict)
+    # domains sets: selector sets that inherit this set's members (network sets' domains)
+    parents: dict[int, int] = attrs.field(factory=dict)
+    # selector sets: subjects currently matched (endpoint keys and network set keys)
+    subjects: set[str] = attrs.field(factory=set)
+
+
+@attrs.define(eq=False, slots=True)
+class _Side:
+    """A compiled ``source`` or ``destination``."""
+
+    nets: tuple[IPNetwork, ...]
+    not_nets: tuple[IPNetwork, ...]
+    peer: PeerMatch
+    ports: tuple[PortRange, ...]
+    named_ports: tuple[str, ...]
+    not_ports: tuple[PortRange, ...]
+    not_named_ports: tuple[str, ...]
+    # IP sets the peer's address must be in / must not be in (when this side is the peer)
+    required: tuple[int, ...]
+    forbidden: tuple[int, ...]
+
+
+@attrs.define(eq=False, slots=True)
+class _Rule:
+    policy: str
+    tier: str
+    index: int
+    direction: Direction
+    action: str
+    protocol: int | None
+    not_protocol: int | None
+    ip_version: int | None
+    icmp: tuple[int | None, int | None] | None
+    not_icmp: tuple[int | None, int | None] | None
+    source: _Side
+    destination: _Side
+    verdict: Verdict | None  # for Allow/Deny
+
+
+@attrs.define(eq=False, slots=True)
+class _Bound:
+    """A rule bound to one endpoint: its own side decided, only the flow left to check."""
+
+    rule: _Rule
+    ok4: bool
+    ok6: bool
+    # own-side named ports resolved on the endpoint: (protocol number, port)
+    own_named: tuple[tuple[int, int], ...]
+    own_not_named: tuple[tuple[int, int], ...]
+
+
+@attrs.define(eq=False, slots=True)
+class _Block:
+    tier: str
+    rules: tuple[_Bound, ...]
+    end: Verdict | None  # None: the tier's default action is Pass
+    policies: tuple[str, ...]  # display names of the applying policies, in order (for traces)
+
+
+@attrs.define(eq=False, slots=True)
+class _Program:
+    num: int
+    blocks: tuple[_Block, ...]
+    peer_named: bool  # some rule resolves named ports on the peer: memo keys need the peer
+    fallback: Verdict
+
+
+@attrs.define(eq=False, slots=True)
+class _CompiledPolicy:
+    policy: Policy
+    key: str
+    display: str
+    selector: Selector
+    egress: tuple[_Rule, ...]
+    ingress: tuple[_Rule, ...]
+    set_nums: tuple[int, ...]
+
+
+@attrs.define(eq=False, slots=True)
+class _EndpointState:
+    endpoint: Endpoint
+    subject: Subject
+    policies: dict[Direction, set[str]]
+    programs: dict[Direction, _Program]
+
+
+def _policy_key(policy: Policy) -> str:
+    return f"{policy.kind}/{policy.namespace or ''}/{policy.name}"
+
+
+def _netset_key(nset: NetworkSet) -> str:
+    return f"{nset.kind}/{nset.metadata.namespace or ''}/{nset.metadata.name}"
+
+
+def _stable_id(kind: str, definition: str) -> str:
+    digest = hashlib.sha224(f"{kind}\0{definition}".encode()).digest()
+    return f"{kind[0]}:{base64.urlsafe_b64encode(digest).decode()[:22]}"
+
+
+def _order_key(order: float | None, name: str) -> tuple[float, str]:
+    return (math.inf if order is None else order, name)
+
+
+def _family(address: str) -> int:
+    return 6 if ":" in address else 4
+
+
+def _in_ranges(port: int | None, ranges: tuple[PortRange, ...]) -> bool:
+    if port is None:
+        return False
+    return any(r.first <= port <= r.last for r in ranges)
+
+
+def _icmp_matches(
+    spec: tuple[int | None, int | None], icmp_type: int | None, code: int | None
+) -> bool:
+    want_type, want_code = spec
+    if want_type is not None and want_type != icmp_type:
+        return False
+    return want_code is None or want_code == code
+
+
+class PolicyEngine:
+    """Judge flows against policies, cluster state and learned DNS; emit datapath deltas.
+
+    Args:
+        resources: What :func:`fqdnpolicy.load` returned.
+        cluster: Endpoints and namespaces (:func:`fqdnpolicy.load_cluster`).
+        dns: The DNS cache whose names give ``domains`` rules their addresses. The engine
+            subscribes to it, so every DNS change reaches the IP sets by itself.
+    """
+
+    def __init__(self, resources: ResourceSet, cluster: Cluster, dns: DNSCache) -> None:
+        self._lock = threading.RLock()
+        self._dns = dns
+        self._index = AddressIndex()
+        self._sets: dict[str, _IPSet] = {}  # by definition key
+        self._sets_by_num: dict[int, _IPSet] = {}
+        self._next_set = 0
+        self._patterns: PatternIndex[int] = PatternIndex()
+        self._name_ips: dict[str, set[str]] = {}  # DNS pairs seen, for names some set matches
+        self._scoped_sets: dict[str | None, set[int]] = {}  # selector sets by namespace scope
+        self._tiers: dict[str, Tier] = {t.name: t for t in resources.tiers}
+        self._policies: dict[str, _CompiledPolicy] = {}
+        self._policies_by_ns: dict[str | None, set[str]] = {}
+        self._namespaces: dict[str, Namespace] = {ns.name: ns for ns in cluster.namespaces}
+        self._service_accounts = {(sa.namespace, sa.name): sa for sa in cluster.service_accounts}
+        self._endpoints: dict[str, _EndpointState] = {}
+        self._endpoints_by_ns: dict[str, set[str]] = {}
+        self._owners: dict[str, str] = {}  # endpoint IP -> endpoint key
+        self._netsets: dict[str, tuple[NetworkSet, Subject]] = {}
+        self._programs: dict[tuple[object, ...], _Program] = {}
+        self._next_program = 0
+        self._memo: dict[tuple[object, ...], Verdict] = {}
+        self._flows: dict[tuple[object, ...], Verdict] = {}
+        self._subscribers: list[Callable[[list[Delta]], None]] = []
+        self._pending: list[Delta] = []
+
+        for nset in resources.network_sets:
+            self._add_netset(nset)
+        for ep in cluster.endpoints:
+            self._add_endpoint_state(ep)
+        for policy in resources.policies:
+            self._install_policy(policy)
+        for key in self._endpoints:
+            self._rebuild_programs(key, announce=False)
+        self._pending.clear()  # the initial state is the full render, not a delta
+        self._unsubscribe = dns.subscribe(self._on_dns)
+
+    # -- public: verdicts ----------------------------------------------------------------
+
+    def verdict(
+        self,
+        src: Endpoint | str,
+        dst: Endpoint | str,
+        protocol: str | int = "TCP",
+        port: int | None = None,
+        direction: Direction = "egress",
+        *,
+        src_port: int | None = None,
+        icmp_type: int | None = None,
+        icmp_code: int | None = None,
+    ) -> Verdict:
+        """Judge one flow.
+
+        Args:
+            src: The sending endpoint (an :class:`Endpoint` or ``"namespace/name"``); with
+                ``direction="ingress"`` also an IP address.
+            dst: An IP address, an :class:`Endpoint` or ``"namespace/name"``.
+            protocol: Protocol name or number.
+            port: Destination port (None for protocols without ports).
+            direction: ``"egress"`` judges the sender's egress policy and, when the
+                destination is a known endpoint, the receiver's ingress policy too (the
+                reported verdict is the egress side's if it denies, else the ingress side's
+                if it denies, else the egress side's). ``"ingress"`` judges only the
+                receiver's ingress policy.
+            src_port: Source port, for rules that match on it.
+            icmp_type: ICMP type, for ICMP rules.
+            icmp_code: ICMP code.
+
+        Raises:
+            InvalidPolicy: an unknown endpoint, a bad address or protocol.
+        """
+        key = (src, dst, protocol, port, direction, src_port, icmp_type, icmp_code)
+        found = self._flows.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            result = self._judge(
+                src, dst, protocol_number(protocol), port, direction, src_port, icmp_type, icmp_code
+            )
+            if len(self._flows) >= _MEMO_LIMIT:
+                self._flows.clear()
+            self._flows[key] = result
+            return result
+
+    def verdicts(
+        self, flows: Iterable[tuple[Endpoint | str, Endpoint | str, str | int, int | None]]
+    ) -> list[Verdict]:
+        """Judge many ``(src, dst, protocol, port)`` egress flows; same order out."""
+        verdict = self.verdict
+        return [verdict(src, dst, proto, port) for src, dst, proto, port in flows]
+
+    def explain(
+        self,
+        src: Endpoint | str,
+        dst: Endpoint | str,
+        protocol: str | int = "TCP",
+        port: int | None = None,
+        direction: Direction = "egress",
+        *,
+        src_port: int | None = None,
+        icmp_type: int | None = None,
+        icmp_code: int | None = None,
+    ) -> Trace:
+        """Return every tier, policy and rule considered for a flow, and why.
+
+        Same arguments as :meth:`verdict`, whose answer the trace ends with.
+        """
+        with self._lock:
+            steps: list[TraceStep] = []
+            proto = protocol_number(protocol)
+            result = self._judge(
+                src, dst, proto, port, direction, src_port, icmp_type, icmp_code, steps
+            )
+            dst_text = dst.key if isinstance(dst, Endpoint) else dst
+            src_text = src.key if isinstance(src, Endpoint) else src
+            flow = f"{src_text} -> {dst_text}:{port if port is not None else '*'}/{protocol}"
+            return Trace(flow, result, tuple(steps))
+
+    # -- public: state ------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[list[Delta]], None]) -> Callable[[], None]:
+        """Call ``callback`` with each batch of deltas, in order; returns an unsubscribe."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def cancel() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return cancel
+
+    def close(self) -> None:
+        """Stop following the DNS cache."""
+        self._unsubscribe()
+
+    def sets(self) -> list[IPSetInfo]:
+        """Return every IP set in use, ordered by id."""
+        with self._lock:
+            return sorted((s.info for s in self._sets.values()), key=lambda i: i.set_id)
+
+    def members(self, set_id: str) -> dict[str, float | None]:
+        """Return a set's members (addresses and CIDRs) with their DNS expiry, if any."""
+        with self._lock:
+            for ipset in self._sets.values():
+                if ipset.info.set_id == set_id:
+                    out: dict[str, float | None] = dict.fromkeys(
+                        self._index.prefix_members(ipset.num)
+                    )
+                    for host in self._index.host_members(ipset.num):
+                        out[host] = self._member_expiry(ipset, host)
+                    return out
+            raise KeyError(set_id)
+
+    def set_ids_of(self, address: str) -> set[str]:
+        """Return the ids of every set holding ``address``."""
+        with self._lock:
+            return {self._sets_by_num[n].info.set_id for n in self._index.lookup(address)}
+
+    def endpoints(self) -> list[Endpoint]:
+        """Return the endpoints the engine knows."""
+        with self._lock:
+            return [state.endpoint for state in self._endpoints.values()]
+
+    def policies_for(self, endpoint: Endpoint | str, direction: Direction) -> list[str]:
+        """Return the display names of the policies applying to an endpoint, in order."""
+        with self._lock:
+            state = self._state(endpoint)
+            compiled = [self._policies[key] for key in state.policies[direction]]
+            return [c.display for c in sorted(compiled, key=self._policy_sort_key)]
+
+    # -- public: incremental changes ------------------------------------------------------
+
+    def upsert_policy(self, policy: Policy) -> None:
+        """Add a policy or replace the one with the same kind, namespace and name."""
+        with self._lock:
+            key = _policy_key(policy)
+            old = self._policies.get(key)
+            # Compile the new version before releasing the old one, so IP sets both use stay
+            # (no delete-and-recreate churn in the datapath).
+            self._install_policy(policy)
+            affected = self._candidates_applying(self._policies[key])
+            if old is not None:
+                affected |= self._endpoints_with(key)
+                for num in old.set_nums:
+                    self._release_set(self._sets_by_num[num])
+            for ep_key in affected:
+                self._rebuild_programs(ep_key)
+            self._changed()
+
+    def remove_policy(self, policy: Policy) -> None:
+        """Remove a policy (matched by kind, namespace and name)."""
+        with self._lock:
+            for ep_key in self._remove_policy_state(_policy_key(policy)):
+                self._rebuild_programs(ep_key)
+            self._changed()
+
+    def upsert_tier(self, tier: Tier) -> None:
+        """Add or replace a tier (its order and default action)."""
+        with self._lock:
+            self._tiers[tier.name] = tier
+            self._rebuild_all_programs()
+            self._changed()
+
+    def upsert_endpoint(self, endpoint: Endpoint) -> None:
+        """Add an endpoint or replace the one with the same namespace and name."""
+        with self._lock:
+            if endpoint.key in self._endpoints:
+                self._drop_endpoint_state(endpoint.key)
+            self._add_endpoint_state(endpoint)
+            self._rebuild_programs(endpoint.key)
+            self._changed()
+
+    def remove_endpoint(self, endpoint: Endpoint | str) -> None:
+        """Remove an endpoint (by object or ``namespace/name``)."""
+        with self._lock:
+            key = endpoint.key if isinstance(endpoint, Endpoint) else endpoint
+            if key in self._endpoints:
+                self._drop_endpoint_state(key)
+                for direction in _DIRECTIONS:
+                    self._pending.append(EndpointChanged(key, direction))
+            self._changed()
+
+    def upsert_network_set(self, nset: NetworkSet) -> None:
+        """Add or replace a (Global)NetworkSet."""
+        with self._lock:
+            key = _netset_key(nset)
+            if key in self._netsets:
+                self._drop_netset(key)
+            self._add_netset(nset)
+            self._changed()
+
+    def remove_network_set(self, nset: NetworkSet) -> None:
+        """Remove a (Global)NetworkSet."""
+        with self._lock:
+            key = _netset_key(nset)
+            if key in self._netsets:
+                self._drop_netset(key)
+            self._changed()
+
+    def upsert_namespace(self, namespace: Namespace) -> None:
+        """Add or relabel a namespace; its endpoints and network sets are re-evaluated."""
+        with self._lock:
+            self._namespaces[namespace.name] = namespace
+            for ep_key in sorted(self._endpoints_by_ns.get(namespace.name, ())):
+                endpoint = self._endpoints[ep_key].endpoint
+                self._drop_endpoint_state(ep_key)
+                self._add_endpoint_state(endpoint)
+                self._rebuild_programs(ep_key)
+            for ns_key, (nset, _) in list(self._netsets.items()):
+                if nset.metadata.namespace == namespace.name:
+                    self._drop_netset(ns_key)
+                    self._add_netset(nset)
+            self._changed()
+
+    # -- evaluation -----------------------------------------------------------------------
+
+    def _state(self, endpoint: Endpoint | str) -> _EndpointState:
+        key = endpoint.key if isinstance(endpoint, Endpoint) else endpoint
+        state = self._endpoints.get(key)
+        if state is None:
+            raise InvalidPolicy(
+                Problem(f"unknown endpoint {key!r}", hint="a namespace/name the cluster holds")
+            )
+        return state
+
+    def _endpoint_of(self, value: Endpoint | str) -> _EndpointState | None:
+        """Resolve an endpoint given as object, key or one of its IPs (None: not one)."""
+        if isinstance(value, Endpoint):
+            return self._state(value)
+        if "/" in value:
+            return self._state(value)
+        owner = self._owners.get(value)
+        return self._endpoints[owner] if owner is not None else None
+
+    def _judge(
+        self,
+        src: Endpoint | str,
+        dst: Endpoint | str,
+        proto: int,
+        port: int | None,
+        direction: Direction,
+        src_port: int | None,
+        icmp_type: int | None,
+        icmp_code: int | None,
+        trace: list[TraceStep] | None = None,
+    ) -> Verdict:
+        dst_state: _EndpointState | None
+        if isinstance(dst, str) and "/" not in dst:
+            dst_ip = _canonical_ip(dst)
+            dst_state = self._endpoint_of(dst_ip)
+        else:
+            dst_state = self._endpoint_of(dst)
+            if dst_state is None or not dst_state.endpoint.ips:
+                raise InvalidPolicy(Problem(f"endpoint {dst!r} has no IP address"))
+            dst_ip = dst_state.endpoint.ips[0]
+        family = _family(dst_ip)
+
+        src_state: _EndpointState | None
+        if direction == "ingress" and isinstance(src, str) and "/" not in src:
+            src_ip: str | None = _canonical_ip(src)
+            src_state = self._endpoint_of(_canonical_ip(src))
+        else:
+            src_state = self._state(src)
+            src_ip = next((ip for ip in src_state.endpoint.ips if _family(ip) == family), None)
+
+        flow = (proto, port, src_port, family, icmp_type, icmp_code)
+        if direction == "egress":
+            assert src_state is not None
+            egress = self._run(src_state, "egress", dst_ip, dst_state, flow, trace)
+            if not egress.allowed or dst_state is None:
+                return egress
+            ingress = self._run(dst_state, "ingress", src_ip, src_state, flow, trace)
+            return ingress if not ingress.allowed else egress
+        if dst_state is None:
+            raise InvalidPolicy(
+                Problem(
+                    f"ingress needs a destination endpoint; {dst!r} is not one",
+                    hint="an endpoint, its namespace/name, or one of its IPs",
+                )
+            )
+        return self._run(dst_state, "ingress", src_ip, src_state, flow, trace)
+
+    def _run(
+        self,
+        state: _EndpointState,
+        direction: Direction,
+        peer_ip: str | None,
+        peer: _EndpointState | None,
+        flow: tuple[int, int | None, int | None, int, int | None, int | None],
+        trace: list[TraceStep] | None,
+    ) -> Verdict:
+        program = state.programs[direction]
+        membership = self._index.lookup(peer_ip) if peer_ip is not None else EMPTY
+        if trace is None:
+            peer_part = peer.endpoint if program.peer_named and peer is not None else None
+            key = (program.num, membership, peer_part, *flow)
+            found = self._memo.get(key)
+            if found is not None:
+                return found
+            result = self._evaluate(program, direction, membership, peer, flow, None)
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[key] = result
+            return result
+        trace.extend(self._not_applying(state, direction))
+        return self._evaluate(program, direction, membership, peer, flow, trace)
+
+    def _describe_set(self, ref: re.Match[str]) -> str:
+        info = self._sets_by_num[int(ref.group(1))].info
+        return f"{info.kind} set {info.set_id} ({info.definition})"
+
+    def _not_applying(self, state: _EndpointState, direction: Direction) -> Iterator[TraceStep]:
+        """Trace steps for the policies of the endpoint's scope that do not apply to it."""
+        keys = self._policies_by_ns.get(None, set()) | self._policies_by_ns.get(
+            state.endpoint.namespace, set()
+        )
+        for compiled in sorted((self._policies[k] for k in keys), key=self._policy_sort_key):
+            if compiled.key in state.policies[direction]:
+                continue
+            spec = compiled.policy.spec
+            if direction.capitalize() not in spec.types:
+                why = f"types {list(spec.types)} do not include {direction.capitalize()}"
+            else:
+                why = f"selector {compiled.selector} does not match the endpoint"
+            yield TraceStep(direction, spec.tier, compiled.display, None, "does not apply", why)
+
+    def _evaluate(
+        self,
+        program: _Program,
+        direction: Direction,
+        membership: frozenset[int],
+        peer: _EndpointState | None,
+        flow: tuple[int, int | None, int | None, int, int | None, int | None],
+        trace: list[TraceStep] | None,
+    ) -> Verdict:
+        logged: list[tuple[str, int]] = []
+        for block in program.blocks:
+            passed = False
+            current: str | None = None
+            for bound in block.rules:
+                rule = bound.rule
+                if trace is not None and rule.policy != current:
+                    current = rule.policy
+                    trace.append(TraceStep(direction, block.tier, current, None, "applies"))
+                why = _mismatch(bound, direction, membership, peer, flow)
+                if why is not None:
+                    if trace is not None:
+                        why = _SET_REF.sub(self._describe_set, why)
+                        trace.append(
+                            TraceStep(
+                                direction, block.tier, rule.policy, rule.index, "no match", why
+                            )
+                        )
+                    continue
+                if trace is not None:
+                    outcome = {"Log": "logged", "Pass": "passed"}.get(rule.action, "matched")
+                    trace.append(
+                        TraceStep(
+                            direction, block.tier, rule.policy, rule.index, outcome, rule.action
+                        )
+                    )
+                if rule.action == "Log":
+                    logged.append((rule.policy, rule.index))
+                    continue
+                if rule.action == "Pass":
+                    passed = True
+                    break
+                assert rule.verdict is not None
+                return attrs.evolve(rule.verdict, logged=tuple(logged)) if logged else rule.verdict
+            if trace is not None:
+                seen = {b.rule.policy for b in block.rules}
+                trace.extend(
+                    TraceStep(direction, block.tier, name, None, "applies", "no rule matches here")
+                    for name in block.policies
+                    if name not in seen
+                )
+            if passed:
+                continue
+            if block.end is not None:
+                if trace is not None:
+                    trace.append(
+                        TraceStep(direction, block.tier, None, None, "end of tier", "Deny")
+                    )
+                return attrs.evolve(block.end, logged=tuple(logged)) if logged else block.end
+            if trace is not None:
+                trace.append(TraceStep(direction, block.tier, None, None, "end of tier", "Pass"))
+        verdict = program.fallback
+        if trace is not None and not program.blocks:
+            trace.append(TraceStep(direction, "-", None, None, "no policy applies", "Allow"))
+        return attrs.evolve(verdict, logged=tuple(logged)) if logged else verdict
+
+    # -- policies ---------------------------------------------------------------------------
+
+    def _policy_sort_key(self, compiled: _CompiledPolicy) -> tuple[float, str]:
+        return _order_key(compiled.policy.spec.order, compiled.policy.name)
+
+    def _tier_sort_key(self, name: str) -> tuple[float, str]:
+        tier = self._tiers.get(name)
+        if tier is None:
+            return _order_key(DEFAULT_TIER_ORDER if name == DEFAULT_TIER else None, name)
+        return _order_key(tier.spec.order, name)
+
+    def _tier_default(self, name: str) -> str:
+        tier = self._tiers.get(name)
+        return "Deny" if tier is None else tier.spec.default_action
+
+    def _install_policy(self, policy: Policy) -> None:
+        key = _policy_key(policy)
+        display = policy.display_name
+        spec = policy.spec
+        nums: list[int] = []
+        rules: dict[Direction, tuple[_Rule, ...]] = {}
+        for direction in _DIRECTIONS:
+            source = spec.egress if direction == "egress" else spec.ingress
+            compiled: list[_Rule] = []
+            if direction.capitalize() in spec.types:
+                for index, rule in enumerate(source):
+                    compiled.append(
+                        self._compile_rule(policy, display, direction, index, rule, nums)
+                    )
+            rules[direction] = tuple(compiled)
+        self._policies[key] = _CompiledPolicy(
+            policy=policy,
+            key=key,
+            display=display,
+            selector=policy_selector(
+                namespace=policy.namespace,
+                selector=spec.selector,
+                namespace_selector=spec.namespace_selector,
+                service_account_selector=spec.service_account_selector,
+            ),
+            egress=rules["egress"],
+            ingress=rules["ingress"],
+            set_nums=tuple(nums),
+        )
+        self._policies_by_ns.setdefault(policy.namespace, set()).add(key)
+
+    def _endpoints_with(self, key: str) -> set[str]:
+        return {
+            ep_key
+            for ep_key, state in self._endpoints.items()
+            if key in state.policies["egress"] or key in state.policies["ingress"]
+        }
+
+    def _remove_policy_state(self, key: str) -> set[str]:
+        compiled = self._policies.pop(key, None)
+        if compiled is None:
+            return set()
+        self._policies_by_ns[compiled.policy.namespace].discard(key)
+        affected = self._endpoints_with(key)
+        for num in compiled.set_nums:
+            self._release_set(self._sets_by_num[num])
+        return affected
+
+    def _candidates_applying(self, compiled: _CompiledPolicy) -> set[str]:
+        namespace = compiled.policy.namespace
+        keys = self._endpoints_by_ns.get(namespace, set()) if namespace else self._endpoints
+        return {k for k in keys if self._endpoints[k].subject.matches(compiled.selector)}
+
+    def _compile_rule(
+        self,
+        policy: Policy,
+        display: str,
+        direction: Direction,
+        index: int,
+        rule: Rule,
+        nums: list[int],
+    ) -> _Rule:
+        tier = policy.spec.tier
+        verdict: Verdict | None = None
+        if rule.action in ("Allow", "Deny"):
+            verdict = Verdict(
+                action="Allow" if rule.action == "Allow" else "Deny",
+                policy=display,
+                tier=tier,
+                rule_index=index,
+                direction=direction,
+            )
+        peer_is_dst = direction == "egress"
+        return _Rule(
+            policy=display,
+            tier=tier,
+            index=index,
+            direction=direction,
+            action=rule.action,
+            protocol=None if rule.protocol is None else protocol_number(rule.protocol),
+            not_protocol=None if rule.not_protocol is None else protocol_number(rule.not_protocol),
+            ip_version=rule.ip_version,
+            icmp=None if rule.icmp is None else (rule.icmp.type, rule.icmp.code),
+            not_icmp=None if rule.not_icmp is None else (rule.not_icmp.type, rule.not_icmp.code),
+            source=self._compile_side(policy, rule.source, is_peer=not peer_is_dst, nums=nums),
+            destination=self._compile_side(
+                policy, rule.destination, is_peer=peer_is_dst, nums=nums
+            ),
+            verdict=verdict,
+        )
+
+    def _compile_side(
+        self, policy: Policy, entity: EntityRule, *, is_peer: bool, nums: list[int]
+    ) -> _Side:
+        sa = entity.service_accounts
+        match = peer_match(
+            policy_namespace=policy.namespace,
+            selector=entity.selector,
+            not_selector=entity.not_selector,
+            namespace_selector=entity.namespace_selector,
+            service_account_names=sa.names if sa else (),
+            service_account_selector=sa.selector if sa else None,
+        )
+        required: list[int] = []
+        forbidden: list[int] = []
+        if is_peer:
+            if entity.nets:
+                required.append(self._acquire_nets(entity.nets, nums))
+            if entity.not_nets:
+                forbidden.append(self._acquire_nets(entity.not_nets, nums))
+            if match.selector is not None:
+                required.append(self._acquire_selector(match.selector, nums))
+            if match.not_selector is not None:
+                forbidden.append(self._acquire_selector(match.not_selector, nums))
+            if entity.domains:
+                required.append(self._acquire_domains(entity.domains, nums))
+        return _Side(
+            nets=entity.nets,
+            not_nets=entity.not_nets,
+            peer=match,
+            ports=tuple(p for p in entity.ports if isinstance(p, PortRange)),
+            named_ports=tuple(p.name for p in entity.ports if isinstance(p, NamedPort)),
+            not_ports=tuple(p for p in entity.not_ports if isinstance(p, PortRange)),
+            not_named_ports=tuple(p.name for p in entity.not_ports if isinstance(p, NamedPort)),
+            required=tuple(required),
+            forbidden=tuple(forbidden),
+        )
+
+    # -- IP sets ------------------------------------------------------------------------------
+
+    def _new_set(self, key: str, kind: Literal["nets", "domains", "selector"], text: str) -> _IPSet:
+        num = self._next_set
+        self._next_set += 1
+        ipset = _IPSet(num=num, info=IPSetInfo(_stable_id(kind, text), kind, text))
+        self._sets[key] = ipset
+        self._sets_by_num[num] = ipset
+        self._pending.append(IPSetChanged(ipset.info.set_id, True))
+        return ipset
+
+    def _acquire_nets(self, nets: Sequence[IPNetwork], nums: list[int]) -> int:
+        text = ",".join(sorted({str(n) for n in nets}))
+        key = f"nets:{text}"
+        ipset = self._sets.get(key)
+        if ipset is None:
+            ipset = self._new_set(key, "nets", text)
+            ipset.nets = tuple(nets)
+            for net in ipset.nets:
+                if self._index.add_prefix(ipset.num, net):
+                    self._pending.append(MemberChanged(ipset.info.set_id, str(net), True))
+        ipset.refs += 1
+        nums.append(ipset.num)
+        return ipset.num
+
+    def _acquire_domains(self, patterns: Sequence[DomainPattern], nums: list[int]) -> int:
+        text = ",".join(sorted({p.text for p in patterns}))
+        key = f"domains:{text}"
+        ipset = self._sets.get(key)
+        if ipset is None:
+            ipset = self._new_set(key, "domains", text)
+            ipset.patterns = tuple(patterns)
+            for pattern in ipset.patterns:
+                self._patterns.add(pattern, ipset.num)
+                for name in self._dns.names_matching(pattern):
+                    for ip, expiry in self._dns.expiries(name).items():
+                        self._dns_pair_added(name, ip, expiry, only={ipset.num})
+        ipset.refs += 1
+        nums.append(ipset.num)
+        return ipset.num
+
+    def _acquire_selector(self, selector: Selector, nums: list[int]) -> int:
+        key = f"selector:{selector.text}"
+        ipset = self._sets.get(key)
+        if ipset is None:
+            ipset = self._new_set(key, "selector", selector.text)
+            ipset.selector = selector
+            scope = _namespace_scope(selector)
+            self._scoped_sets.setdefault(scope, set()).add(ipset.num)
+            candidates = self._endpoints_by_ns.get(scope, set()) if scope else self._endpoints
+            for ep_key in sorted(candidates):
+                if self._endpoints[ep_key].subject.matches(selector):
+                    self._selector_add_endpoint(ipset, ep_key)
+            for ns_key, (_, subject) in sorted(self._netsets.items()):
+                if subject.matches(selector):
+                    self._selector_add_netset(ipset, ns_key)
+        ipset.refs += 1
+        nums.append(ipset.num)
+        return ipset.num
+
+    def _release_set(self, ipset: _IPSet) -> None:
+        ipset.refs -= 1
+        if ipset.refs > 0:
+            return
+        set_id = ipset.info.set_id
+        if ipset.info.kind == "nets":
+            for net in ipset.nets:
+                if self._index.remove_prefix(ipset.num, net):
+                    self._pending.append(MemberChanged(set_id, str(net), False))
+        elif ipset.info.kind == "domains":
+            for pattern in ipset.patterns:
+                self._patterns.discard(pattern, ipset.num)
+            for member in list(ipset.dns_members):
+                del ipset.dns_members[member]
+                self._host_removed(ipset, member)
+            self._forget_unmatched_names()
+        else:
+            for subject_key in sorted(ipset.subjects):
+                if subject_key in self._endpoints:
+                    self._selector_drop_endpoint(ipset, subject_key)
+                else:
+                    self._selector_drop_netset(ipset, subject_key)
+            assert ipset.selector is not None
+            self._scoped_sets[_namespace_scope(ipset.selector)].discard(ipset.num)
+        del self._sets[f"{ipset.info.kind}:{ipset.info.definition}"]
+        del self._sets_by_num[ipset.num]
+        self._pending.append(IPSetChanged(set_id, False))
+
+    def _forget_unmatched_names(self) -> None:
+        for name in [n for n in self._name_ips if not self._patterns.match(n)]:
+            del self._name_ips[name]
+
+    def _host_added(self, ipset: _IPSet, host: str, expiry: float | None) -> None:
+        if self._index.add_host(ipset.num, host):
+            self._pending.append(MemberChanged(ipset.info.set_id, host, True, expiry))
+
+    def _host_removed(self, ipset: _IPSet, host: str) -> None:
+        if self._index.remove_host(ipset.num, host):
+            self._pending.append(MemberChanged(ipset.info.set_id, host, False))
+
+    def _member_expiry(self, ipset: _IPSet, host: str) -> float | None:
+        entry = ipset.dns_members.get(host)
+        if entry is not None:
+            return entry[1]
+        if ipset.info.kind == "selector":
+            expiries = [
+                self._sets_by_num[child].dns_members[host][1]
+                for child in self._children_of(ipset.num)
+                if host in self._sets_by_num[child].dns_members
+            ]
+            return max(expiries) if expiries else None
+        return None
+
+    def _children_of(self, parent: int) -> Iterator[int]:
+        for ipset in self._sets.values():
+            if parent in ipset.parents:
+                yield ipset.num
+
+    # -- selector sets: endpoints and network sets --------------------------------------------
+
+    def _selector_add_endpoint(self, ipset: _IPSet, ep_key: str) -> None:
+        ipset.subjects.add(ep_key)
+        for ip in self._endpoints[ep_key].endpoint.ips:
+            self._host_added(ipset, ip, None)
+
+    def _selector_drop_endpoint(self, ipset: _IPSet, ep_key: str) -> None:
+        ipset.subjects.discard(ep_key)
+        for ip in self._endpoints[ep_key].endpoint.ips:
+            self._host_removed(ipset, ip)
+
+    def _selector_add_netset(self, ipset: _IPSet, ns_key: str) -> None:
+        nset, _ = self._netsets[ns_key]
+        ipset.subjects.add(ns_key)
+        for net in nset.spec.nets:
+            if self._index.add_prefix(ipset.num, net):
+                self._pending.append(MemberChanged(ipset.info.set_id, str(net), True))
+        if nset.spec.allowed_egress_domains:
+            child = self._sets[self._netset_domains_key(nset)]
+            child.parents[ipset.num] = child.parents.get(ipset.num, 0) + 1
+            for host, (_, expiry) in child.dns_members.items():
+                self._host_added(ipset, host, expiry)
+
+    def _selector_drop_netset(self, ipset: _IPSet, ns_key: str) -> None:
+        nset, _ = self._netsets[ns_key]
+        ipset.subjects.discard(ns_key)
+        for net in nset.spec.nets:
+            if self._index.remove_prefix(ipset.num, net):
+                self._pending.append(MemberChanged(ipset.info.set_id, str(net), False))
+        if nset.spec.allowed_egress_domains:
+            child = self._sets[self._netset_domains_key(nset)]
+            child.parents[ipset.num] -= 1
+            if not child.parents[ipset.num]:
+                del child.parents[ipset.num]
+            for host in child.dns_members:
+                self._host_removed(ipset, host)
+
+    @staticmethod
+    def _netset_domains_key(nset: NetworkSet) -> str:
+        return "domains:" + ",".join(sorted({p.text for p in nset.spec.allowed_egress_domains}))
+
+    def _candidate_sets(self, namespace: str | None) -> list[_IPSet]:
+        nums = set(self._scoped_sets.get(None, ()))
+        if namespace is not None:
+            nums |= self._scoped_sets.get(namespace, set())
+        return [self._sets_by_num[n] for n in sorted(nums)]
+
+    def _add_netset(self, nset: NetworkSet) -> None:
+        key = _netset_key(nset)
+        namespace = nset.metadata.namespace
+        subject = Subject(
+            labels=nset.metadata.labels,
+            namespace=namespace,
+            namespace_labels=self._namespace_labels(namespace) if namespace else {},
+        )
+        self._netsets[key] = (nset, subject)
+        if nset.spec.allowed_egress_domains:
+            # The network set holds its own domains set; selector sets picking the network
+            # set inherit its members. It is not tied to a policy, so it counts as one ref.
+            self._acquire_domains(nset.spec.allowed_egress_domains, [])
+        for ipset in self._candidate_sets(namespace):
+            assert ipset.selector is not None
+            if subject.matches(ipset.selector):
+                self._selector_add_netset(ipset, key)
+
+    def _drop_netset(self, key: str) -> None:
+        nset, _ = self._netsets[key]
+        for ipset in list(self._sets.values()):
+            if key in ipset.subjects:
+                self._selector_drop_netset(ipset, key)
+        del self._netsets[key]
+        if nset.spec.allowed_egress_domains:
+            self._release_set(self._sets[self._netset_domains_key(nset)])
+
+    # -- endpoints -----------------------------------------------------------------------------
+
+    def _namespace_labels(self, name: str) -> dict[str, str]:
+        namespace = self._namespaces.get(name) or Namespace(name)
+        return dict(namespace.effective_labels)
+
+    def _subject_of(self, endpoint: Endpoint) -> Subject:
+        account = self._service_accounts.get((endpoint.namespace, endpoint.service_account))
+        return Subject.pod(
+            endpoint.namespace,
+            endpoint.labels,
+            namespace_labels=self._namespace_labels(endpoint.namespace),
+            service_account=endpoint.service_account,
+            service_account_labels=account.labels if account is not None else {},
+        )
+
+    def _add_endpoint_state(self, endpoint: Endpoint) -> None:
+        key = endpoint.key
+        for ip in endpoint.ips:
+            owner = self._owners.get(ip)
+            if owner is not None and owner != key:
+                raise InvalidPolicy(
+                    Problem(f"IP {ip} belongs to both {owner} and {key}", resource=key)
+                )
+        if endpoint.namespace not in self._namespaces:
+            self._namespaces[endpoint.namespace] = Namespace(endpoint.namespace)
+        subject = self._subject_of(endpoint)
+        state = _EndpointState(endpoint, subject, {"egress": set(), "ingress": set()}, {})
+        self._endpoints[key] = state
+        self._endpoints_by_ns.setdefault(endpoint.namespace, set()).add(key)
+        for ip in endpoint.ips:
+            self._owners[ip] = key
+        for ipset in self._candidate_sets(endpoint.namespace):
+            assert ipset.selector is not None
+            if subject.matches(ipset.selector):
+                self._selector_add_endpoint(ipset, key)
+
+    def _drop_endpoint_state(self, key: str) -> None:
+        state = self._endpoints[key]
+        for ipset in self._candidate_sets(state.endpoint.namespace):
+            if key in ipset.subjects:
+                self._selector_drop_endpoint(ipset, key)
+        for ip in state.endpoint.ips:
+            if self._owners.get(ip) == key:
+                del self._owners[ip]
+        self._endpoints_by_ns[state.endpoint.namespace].discard(key)
+        del self._endpoints[key]
+
+    # -- programs ------------------------------------------------------------------------------
+
+    def _rebuild_all_programs(self) -> None:
+        for key in self._endpoints:
+            self._rebuild_programs(key)
+
+    def _rebuild_programs(self, ep_key: str, *, announce: bool = True) -> None:
+        state = self._endpoints.get(ep_key)
+        if state is None:
+            return
+        keys = set(self._policies_by_ns.get(None, ())) | self._policies_by_ns.get(
+            state.endpoint.namespace, set()
+        )
+        applying = [
+            self._policies[k] for k in keys if state.subject.matches(self._policies[k].selector)
+        ]
+        for direction in _DIRECTIONS:
+            relevant = [c for c in applying if direction.capitalize() in c.policy.spec.types]
+            names = {c.key for c in relevant}
+            program = self._program_for(state, direction, relevant)
+            if announce and state.programs.get(direction) is not program:
+                self._pending.append(EndpointChanged(ep_key, direction))
+            state.policies[direction] = names
+            state.programs[direction] = program
+
+    def _program_for(
+        self, state: _EndpointState, direction: Direction, policies: list[_CompiledPolicy]
+    ) -> _Program:
+        by_tier: dict[str, list[_CompiledPolicy]] = {}
+        for compiled in policies:
+            by_tier.setdefault(compiled.policy.spec.tier, []).append(compiled)
+        blocks: list[_Block] = []
+        key_parts: list[object] = [direction]
+        peer_named = False
+        for tier in sorted(by_tier, key=self._tier_sort_key):
+            bound_rules: list[_Bound] = []
+            for compiled in sorted(by_tier[tier], key=self._policy_sort_key):
+                rules = compiled.egress if direction == "egress" else compiled.ingress
+                for rule in rules:
+                    bound = _bind(rule, state, direction)
+                    if bound is None:
+                        continue
+                    bound_rules.append(bound)
+                    key_parts.append(
+                        (id(rule), bound.ok4, bound.ok6, bound.own_named, bound.own_not_named)
+                    )
+                    peer_side = rule.destination if direction == "egress" else rule.source
+                    if peer_side.named_ports or peer_side.not_named_ports:
+                        peer_named = True
+            end: Verdict | None = None
+            if self._tier_default(tier) == "Deny":
+                end = Verdict("Deny", tier=tier, direction=direction, default="end-of-tier")
+            key_parts.append(("end", tier, end is None))
+            policy_names = tuple(
+                c.display for c in sorted(by_tier[tier], key=self._policy_sort_key)
+            )
+            blocks.append(_Block(tier, tuple(bound_rules), end, policy_names))
+        program_key = tuple(key_parts)
+        program = self._programs.get(program_key)
+        if program is None:
+            fallback = Verdict(
+                "Allow", direction=direction, default="profile" if blocks else "no-policy"
+            )
+            program = _Program(self._next_program, tuple(blocks), peer_named, fallback)
+            self._next_program += 1
+            self._programs[program_key] = program
+        return program
+
+    # -- DNS -----------------------------------------------------------------------------------
+
+    def _on_dns(self, changes: list[DNSChange]) -> None:
+        with self._lock:
+            for change in changes:
+                if change.added:
+                    self._dns_pair_added(change.name, change.ip, change.expiry)
+                else:
+                    self._dns_pair_removed(change.name, change.ip)
+            self._changed()
+
+    def _dns_pair_added(
+        self, name: str, ip: str, expiry: float, only: set[int] | None = None
+    ) -> None:
+        nums = self._patterns.match(name) if only is None else only
+        if not nums:
+            return
+        ips = self._name_ips.setdefault(name, set())
+        fresh = ip not in ips
+        ips.add(ip)
+        for num in nums:
+            ipset = self._sets_by_num[num]
+            entry = ipset.dns_members.get(ip)
+            if entry is None:
+                ipset.dns_members[ip] = [1.0, expiry]
+                self._host_added(ipset, ip, expiry)
+                for parent in ipset.parents:
+                    self._host_added(self._sets_by_num[parent], ip, expiry)
+                continue
+            if fresh or only is not None:
+                entry[0] += 1
+            if expiry > entry[1]:  # a refresh: datapaths with element timeouts extend them
+                entry[1] = expiry
+                self._pending.append(MemberChanged(ipset.info.set_id, ip, True, expiry))
+                for parent in ipset.parents:
+                    parent_id = self._sets_by_num[parent].info.set_id
+                    self._pending.append(MemberChanged(parent_id, ip, True, expiry))
+
+    def _dns_pair_removed(self, name: str, ip: str) -> None:
+        ips = self._name_ips.get(name)
+        if ips is None or ip not in ips:
+            return
+        ips.discard(ip)
+        if not ips:
+            del self._name_ips[name]
+        for num in self._patterns.match(name):
+            ipset = self._sets_by_num[num]
+            entry = ipset.dns_members.get(ip)
+            if entry is None:
+                continue
+            entry[0] -= 1
+            if entry[0] <= 0:
+                del ipset.dns_members[ip]
+                self._host_removed(ipset, ip)
+                for parent in ipset.parents:
+                    self._host_removed(self._sets_by_num[parent], ip)
+
+    # -- change propagation ---------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        """Forget judged flows and hand pending deltas to subscribers, in order."""
+        self._flows.clear()
+        if len(self._programs) > 4 * max(1, len(self._endpoints)) + 1024:
+            live = {id(p) for s in self._endpoints.values() for p in s.programs.values()}
+            self._programs = {k: p for k, p in self._programs.items() if id(p) in live}
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        for callback in list(self._subscribers):
+            callback(batch)
+
+
+def _canonical_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise InvalidPolicy(
+            Problem(f"not an IP address: {text!r}", hint="an IPv4 or IPv6 address")
+        ) from None
+
+
+def _namespace_scope(selector: Selector) -> str | None:
+    """The namespace a selector set is confined to, when its text says so (else None).
+
+    Selector sets of NetworkPolicy rules without ``namespaceSelector`` begin with
+    ``projectcalico.org/namespace == "ns"``; only endpoints of that namespace can match, so
+    they are indexed under it and an endpoint change tests only its namespace's sets.
+    """
+    from fqdnpolicy.scoping import NAMESPACE_LABEL
+    from fqdnpolicy.selector import And, Compare
+
+    root = selector.root
+    parts = root.operands if isinstance(root, And) else (root,)
+    for part in parts:
+        if isinstance(part, Compare) and part.key == NAMESPACE_LABEL and part.op == "==":
+            return part.value
+    return None
+
+
+def _own_ip(endpoint: Endpoint, family: int) -> str | None:
+    return next((ip for ip in endpoint.ips if _family(ip) == family), None)
+
+
+def _bind(rule: _Rule, state: _EndpointState, direction: Direction) -> _Bound | None:
+    """Decide a rule's own side for one endpoint; None when it can never match there."""
+    own = rule.source if direction == "egress" else rule.destination
+    if not own.peer.matches(state.subject):
+        return None
+    oks = []
+    for family in (4, 6):
+        ip = _own_ip(state.endpoint, family)
+        ok = True
+        if own.nets or own.not_nets:
+            if ip is None:
+                ok = False
+            else:
+                address = ipaddress.ip_address(ip)
+                if own.nets and not any(address in net for net in own.nets):
+                    ok = False
+                if any(address in net for net in own.not_nets):
+                    ok = False
+        oks.append(ok)
+    if not any(oks):
+        return None
+    return _Bound(
+        rule=rule,
+        ok4=oks[0],
+        ok6=oks[1],
+        own_named=_resolve_named(state.endpoint, own.named_ports),
+        own_not_named=_resolve_named(state.endpoint, own.not_named_ports),
+    )
+
+
+def _resolve_named(endpoint: Endpoint, names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    if not names:
+        return ()
+    return tuple(
+        (PROTOCOL_NUMBERS[p.protocol], p.port) for p in endpoint.named_ports if p.name in names
+    )
+
+
+def _port_matches(
+    port: int | None,
+    proto: int,
+    ranges: tuple[PortRange, ...],
+    named: tuple[str, ...],
+    resolved: tuple[tuple[int, int], ...] | None,
+    peer: _EndpointState | None,
+) -> bool:
+    """Whether ``port`` is in the ranges or is one of the named ports.
+
+    Named ports are resolved on the endpoint owning that side's address: ``resolved`` holds
+    them when that endpoint is the policed one (decided when binding), else they are looked up
+    on ``peer`` now.
+    """
+    if port is None:
+        return False
+    if _in_ranges(port, ranges):
+        return True
+    if not named:
+        return False
+    if resolved is not None:
+        return (proto, port) in resolved
+    if peer is None:
+        return False
+    return any(
+        p.name in named and p.port == port and PROTOCOL_NUMBERS[p.protocol] == proto
+        for p in peer.endpoint.named_ports
+    )
+
+
+def _mismatch(
+    bound: _Bound,
+    direction: Direction,
+    membership: frozenset[int],
+    peer: _EndpointState | None,
+    flow: tuple[int, int | None, int | None, int, int | None, int | None],
+) -> str | None:
+    """Return why a bound rule does not match the flow, or None when it matches."""
+    proto, port, src_port, family, icmp_type, icmp_code = flow
+    rule = bound.rule
+    if rule.protocol is not None and rule.protocol != proto:
+        return "protocol differs"
+    if rule.not_protocol is not None and rule.not_protocol == proto:
+        return "protocol excluded by notProtocol"
+    if rule.ip_version is not None and rule.ip_version != family:
+        return f"ipVersion {rule.ip_version}"
+    if not (bound.ok4 if family == 4 else bound.ok6):
+        side = "source" if direction == "egress" else "destination"
+        return f"{side} nets do not hold the endpoint's IPv{family} address"
+    if rule.icmp is not None and not _icmp_matches(rule.icmp, icmp_type, icmp_code):
+        return "ICMP type/code differs"
+    if rule.not_icmp is not None and _icmp_matches(rule.not_icmp, icmp_type, icmp_code):
+        return "ICMP type/code excluded by notICMP"
+    peer_side = rule.destination if direction == "egress" else rule.source
+    peer_name = "destination" if direction == "egress" else "source"
+    for num in peer_side.required:
+        if num not in membership:
+            return f"{peer_name} address not in set #{num}"
+    for num in peer_side.forbidden:
+        if num in membership:
+            return f"{peer_name} address in excluded set #{num}"
+    egress = direction == "egress"
+    dst = rule.destination
+    if dst.ports or dst.named_ports:
+        own = None if egress else bound.own_named
+        if not _port_matches(port, proto, dst.ports, dst.named_ports, own, peer):
+            return "destination port not in ports"
+    if dst.not_ports or dst.not_named_ports:
+        own = None if egress else bound.own_not_named
+        if _port_matches(port, proto, dst.not_ports, dst.not_named_ports, own, peer):
+            return "destination port in notPorts"
+    src = rule.source
+    if src.ports or src.named_ports:
+        own = bound.own_named if egress else None
+        if not _port_matches(src_port, proto, src.ports, src.named_ports, own, peer):
+            return "source port not in ports"
+    if src.not_ports or src.not_named_ports:
+        own = bound.own_not_named if egress else None
+        if _port_matches(src_port, proto, src.not_ports, src.not_named_ports, own, peer):
+            return "source port in notPorts"
+    return None
