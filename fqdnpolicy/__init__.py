@@ -50,7 +50,32 @@ _EXPORTS: dict[str, str] = {
     "Trace": "fqdnpolicy.engine",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "Cluster",
+    "DNSCache",
+    "DNSChange",
+    "DomainPattern",
+    "Endpoint",
+    "InvalidPolicy",
+    "Namespace",
+    "PatternIndex",
+    "PolicyEngine",
+    "Problem",
+    "ResourceSet",
+    "Selector",
+    "Trace",
+    "Verdict",
+    "__version__",
+    "dump",
+    "lint",
+    "load",
+    "load_cluster",
+    "loads",
+    "loads_cluster",
+    "normalize_name",
+    "parse_domain_pattern",
+    "parse_selector",
+]
 
 if TYPE_CHECKING:
     from fqdnpolicy.cluster import Cluster, Endpoint, Namespace, load_cluster, loads_cluster
