@@ -1362,7 +1362,8 @@ def _salvage_checks(
         return []
     found = post(partial)
     # A check about a field that failed on its own would only repeat that failure.
-    found = [p for p in found if p.path.split(".")[0].split("[")[0] not in bad]
+    # Whole-object checks (empty path) are unreliable once fields were dropped.
+    found = [p for p in found if p.path and p.path.split(".")[0].split("[")[0] not in bad]
     return [InvalidPolicy(found)] if found else []
 
 
@@ -1888,7 +1889,8 @@ def _process_resource(
         tier = DEFAULT_TIER
         if isinstance(raw_spec, dict) and isinstance(raw_spec.get("tier"), str):
             tier = raw_spec["tier"]
-        dup = _duplicate(kind, meta, tier, source, ctx)
+        known_as = attrs.evolve(meta, name=_K8S_NAME_PREFIX + meta.name) if k8s else meta
+        dup = _duplicate(kind, known_as, tier, source, ctx)
         if dup is not None:
             problems.append(dup)
     ctx.problems += where.locate(problems, resource)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import textwrap
 from pathlib import Path
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 
 from fqdnpolicy.errors import InvalidPolicy, Problem
 from fqdnpolicy.loader import MAX_DEPTH, MAX_INPUT_BYTES, _read_yaml, _simplify_ports, load, loads
-from fqdnpolicy.model import NamedPort, PortRange, ResourceSet
+from fqdnpolicy.model import NamedPort, Policy, PortRange, ResourceSet, Rule
+from fqdnpolicy.selector import parse_selector
 
 DATA = Path(__file__).parent / "data"
 
@@ -720,5 +722,201 @@ def test_simplified_ports_cover_the_same_ports_with_separate_sorted_ranges(
     out = _simplify_ports(list(ports))
     ranges = [p for p in out if isinstance(p, PortRange)]
     assert _ports_reference(ranges) == _ports_reference(ports)
-    for left, right in zip(ranges, ranges[1:], strict=False):
+    for left, right in itertools.pairwise(ranges):
         assert left.last + 1 < right.first  # sorted, neither overlapping nor adjacent
+
+
+# ------------------------------------------------------- Kubernetes NetworkPolicy conversion
+
+K8S_HEAD = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: web
+  namespace: prod
+spec:
+"""
+
+
+def k8s(spec_body: str) -> Policy:
+    rs = loads(K8S_HEAD + textwrap.indent(textwrap.dedent(spec_body), "  "))
+    (converted,) = rs.policies
+    return converted
+
+
+def test_k8s_policy_is_named_ordered_and_tiered_as_calico_converts_it() -> None:
+    p = k8s("podSelector: {}\n")
+    assert (p.kind, p.name, p.namespace) == ("NetworkPolicy", "knp.default.web", "prod")
+    assert (p.spec.order, p.spec.tier) == (1000.0, "default")
+    assert p.origin == "networking.k8s.io/v1"
+    assert p.spec.selector == parse_selector("projectcalico.org/orchestrator == 'k8s'")
+    assert p.spec.types == ("Ingress",)
+    assert (p.spec.ingress, p.spec.egress) == ((), ())
+
+
+def test_k8s_pod_selector_becomes_a_calico_selector() -> None:
+    p = k8s("""\
+        podSelector:
+          matchLabels: {role: db, app: shop}
+          matchExpressions:
+          - {key: env, operator: In, values: [prod, stage]}
+          - {key: canary, operator: DoesNotExist}
+          - {key: tier, operator: Exists}
+          - {key: zone, operator: NotIn, values: [a]}
+        """)
+    expected = parse_selector(
+        "projectcalico.org/orchestrator == 'k8s' && app == 'shop' && role == 'db' && "
+        "env in {'prod', 'stage'} && !has(canary) && has(tier) && zone not in {'a'}"
+    )
+    assert p.spec.selector == expected
+    for labels, selected in [
+        (
+            {
+                "projectcalico.org/orchestrator": "k8s",
+                "app": "shop",
+                "role": "db",
+                "env": "prod",
+                "tier": "1",
+            },
+            True,
+        ),
+        (
+            {
+                "projectcalico.org/orchestrator": "k8s",
+                "app": "shop",
+                "role": "db",
+                "env": "prod",
+                "tier": "1",
+                "canary": "y",
+            },
+            False,
+        ),
+        ({"app": "shop", "role": "db", "env": "prod", "tier": "1"}, False),
+    ]:
+        assert p.spec.selector.matches(labels) is selected
+
+
+def test_k8s_peers_and_ports_become_one_rule_per_protocol_and_peer() -> None:
+    p = k8s("""\
+        podSelector: {}
+        ingress:
+        - from:
+          - podSelector: {matchLabels: {role: fe}}
+          - namespaceSelector: {matchLabels: {team: a}}
+          - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}
+          ports:
+          - port: 81
+          - {protocol: UDP, port: 53}
+          - port: 80
+          - {port: 8000, endPort: 8080}
+          - port: http
+        """)
+    rules = p.spec.ingress
+    assert [r.protocol for r in rules] == ["TCP"] * 3 + ["UDP"] * 3
+    assert all(r.action == "Allow" for r in rules)
+    tcp_ports = (NamedPort("http"), PortRange(80, 81), PortRange(8000, 8080))
+    assert [r.destination.ports for r in rules] == [tcp_ports] * 3 + [(PortRange(53, 53),)] * 3
+    pod, ns, block = rules[:3]
+    assert pod.source.selector == parse_selector(
+        "projectcalico.org/orchestrator == 'k8s' && role == 'fe'"
+    )
+    assert pod.source.namespace_selector is None  # the policy's own namespace
+    assert ns.source.namespace_selector == parse_selector("team == 'a'")
+    assert ns.source.selector == parse_selector("projectcalico.org/orchestrator == 'k8s'")
+    assert block.source.nets == (ipaddress.ip_network("10.0.0.0/8"),)
+    assert block.source.not_nets == (ipaddress.ip_network("10.1.0.0/16"),)
+    assert block.source.selector is None
+
+
+def test_k8s_empty_namespace_selector_means_all_namespaces() -> None:
+    p = k8s("""\
+        podSelector: {}
+        policyTypes: [Egress]
+        egress:
+        - to: [{namespaceSelector: {}}]
+        """)
+    (rule,) = p.spec.egress
+    assert rule.destination.namespace_selector == parse_selector("all()")
+    assert rule.protocol is None
+    assert rule.destination.ports == ()
+    assert p.spec.types == ("Egress",)
+
+
+def test_k8s_rule_without_peers_or_ports_allows_everything() -> None:
+    p = k8s("""\
+        podSelector: {}
+        ingress: [{}]
+        egress: [{}]
+        """)
+    assert p.spec.ingress == (Rule(action="Allow"),)
+    assert p.spec.egress == (Rule(action="Allow"),)
+    assert p.spec.types == ("Ingress", "Egress")  # API server default with egress rules
+
+
+def test_k8s_port_without_number_means_all_ports_of_that_protocol() -> None:
+    p = k8s("""\
+        podSelector: {}
+        ingress:
+        - ports: [{protocol: UDP}, {protocol: UDP, port: 53}, {port: 443}]
+        """)
+    assert [(r.protocol, r.destination.ports) for r in p.spec.ingress] == [
+        ("TCP", (PortRange(443, 443),)),
+        ("UDP", ()),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "path"),
+    [
+        ("ingress: [{from: [{}]}]", "invalid-peer", "spec.ingress[0].from[0]"),
+        (
+            "ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]}]",
+            "invalid-peer",
+            "spec.ingress[0].from[0].ipBlock",
+        ),
+        (
+            "ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}]}]",
+            "invalid-cidr",
+            "spec.ingress[0].from[0].ipBlock.except[0]",
+        ),
+        ("egress: [{ports: [{port: 0}]}]", "invalid-port", "spec.egress[0].ports[0].port"),
+        (
+            "egress: [{ports: [{port: 90, endPort: 80}]}]",
+            "invalid-port",
+            "spec.egress[0].ports[0].endPort",
+        ),
+        (
+            "egress: [{ports: [{port: http, endPort: 80}]}]",
+            "invalid-port",
+            "spec.egress[0].ports[0].endPort",
+        ),
+        (
+            "egress: [{ports: [{protocol: ICMP}]}]",
+            "invalid-protocol",
+            "spec.egress[0].ports[0].protocol",
+        ),
+        (
+            "podSelector: {matchExpressions: [{key: a, operator: in, values: [x]}]}",
+            "invalid-selector",
+            "spec.podSelector.matchExpressions[0].operator",
+        ),
+        ("policyTypes: [Egres]", "invalid", "spec.policyTypes[0]"),
+        ("ingress: [{form: []}]", "unknown-field", "spec.ingress[0].form"),
+    ],
+)
+def test_invalid_k8s_policies_are_located(body: str, code: str, path: str) -> None:
+    problems = problems_of(K8S_HEAD + "  " + body + "\n")
+    assert [(p.code, p.path) for p in problems] == [(code, path)]
+    assert problems[0].line == 7
+
+
+def test_k8s_and_calico_policies_with_the_same_converted_name_collide() -> None:
+    text = (
+        K8S_HEAD
+        + "  podSelector: {}\n---\n"
+        + POLICY_HEAD.replace("name: p", "name: knp.default.web").replace(
+            "namespace: default", "namespace: prod"
+        )
+    )
+    (dup,) = problems_of(text)
+    assert dup.code == "duplicate-name"
