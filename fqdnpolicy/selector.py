@@ -424,12 +424,12 @@ class Selector:
         ``all()`` operands are dropped (they change nothing), so ``Selector.all().and_(s) == s``.
         Works unbound too: ``Selector.and_(a, b, c)``.
         """
-        parts = [s.root for s in (self, *others) if not s.is_all]
+        parts = [s for s in (self, *others) if not s.is_all]
         if not parts:
             return Selector.all()
-        if len(parts) == 1 and not others:
-            return self
-        return Selector.from_tree(_conjoin(parts))
+        if len(parts) == 1:
+            return parts[0]
+        return Selector.from_tree(_conjoin(s.root for s in parts))
 
     def negate(self) -> Selector:
         """Return ``!(self)``."""
