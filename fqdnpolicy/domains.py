@@ -733,21 +733,49 @@ class PatternIndex(Generic[K]):
         return out
 
     def _walk(self, name: str) -> list[_Node]:
-        """Terminal trie nodes reached by the name's labels, read right to left."""
+        """Terminal trie nodes reached by the name's labels, read right to left.
+
+        A node may appear more than once. Most walks keep one live trie state all the way
+        (fixed labels, then one ``*`` eating labels), so that case runs without building state
+        lists; the general set-of-states walk takes over where paths fork.
+        """
         labels = name.split(".")
         i = len(labels) - 1
         node = self._root
-        # Deterministic stretch: while no "*" is in play there is one state; follow it.
-        while node.star is None:  # children reached by a label are never star nodes
-            if i < 0:  # the name ended inside every pattern's fixed suffix: no "*" was fed
-                return []
-            nxt = node.children.get(labels[i])
-            if nxt is None:
-                return []
-            node = nxt
-            i -= 1
         hits: list[_Node] = []
-        states = [node]
+        while i >= 0:
+            label = labels[i]
+            i -= 1
+            child = node.children.get(label)
+            star = node.star
+            if star is not None:
+                if star.leaf_star:
+                    # Entering a star with no way out: it eats the rest of the name.
+                    hits.append(star)
+                elif child is None and not node.is_star:
+                    node = star
+                    continue
+                else:
+                    forks = [star] if child is None else [child, star]
+                    if node.is_star:
+                        forks.append(node)
+                    return self._walk_states(forks, labels, i, hits)
+            if node.is_star:
+                if child is not None:
+                    return self._walk_states([child, node], labels, i, hits)
+                continue  # the star eats this label too
+            if child is None:
+                return hits
+            node = child
+        if node.pattern is not None:
+            hits.append(node)
+        return hits
+
+    @staticmethod
+    def _walk_states(
+        states: list[_Node], labels: list[str], i: int, hits: list[_Node]
+    ) -> list[_Node]:
+        """Go on from several live trie states with ``labels[i]`` and those left of it."""
         while i >= 0:
             label = labels[i]
             i -= 1
@@ -759,7 +787,6 @@ class PatternIndex(Generic[K]):
                 star = state.star
                 if star is not None:
                     if star.leaf_star:
-                        # Entering a star with no way out: it eats the rest of the name.
                         hits.append(star)
                     else:
                         new.append(star)
