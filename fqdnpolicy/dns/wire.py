@@ -490,7 +490,7 @@ def _extract_fast(data: bytes) -> Extracted:
     )
 
 
-def extract_wire(data: bytes) -> Extracted:
+def extract_wire(data: bytes | bytearray | memoryview) -> Extracted:
     """Extract what the cache needs from a DNS message in wire format.
 
     Common messages take the fast path (a few microseconds); the rest go through
@@ -510,6 +510,7 @@ def extract_wire(data: bytes) -> Extracted:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise MalformedDNSMessage(f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
+    assert isinstance(data, bytes)  # for mypy: narrowed above
     try:
         return _extract_fast(data)
     except _Unusual:

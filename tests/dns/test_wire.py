@@ -1,0 +1,273 @@
+"""What fqdnpolicy.dns.wire extracts from DNS messages, case by case."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import struct
+
+import dns.message
+import dns.rrset
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fqdnpolicy.dns import wire
+from fqdnpolicy.dns.wire import (
+    Extracted,
+    MalformedDNSMessage,
+    Record,
+    extract_message,
+    extract_wire,
+    extract_wire_fast,
+    format_ipv6,
+)
+from fqdnpolicy.domains import canonical_dns_name
+from fqdnpolicy.errors import InvalidPolicy
+from tests.dns.test_wire_fuzz import REJECTED, Wire, labels_of, reference
+
+A, CNAME, AAAA = 1, 5, 28
+
+
+def typical_response() -> bytes:
+    return (
+        Wire()
+        .header(0x8180, 1, 3, 0, 0)
+        .question(labels_of("WWW.Example.com"))
+        .rr_name(labels_of("www.example.com"), CNAME, labels_of("CDN.example.net"), 300)
+        .rr(labels_of("cdn.example.net"), A, bytes([10, 0, 0, 1]), 60)
+        .rr(labels_of("cdn.example.net"), A, bytes([10, 0, 0, 2]), 60)
+        .bytes()
+    )
+
+
+def fast_and_full(data: bytes) -> Extracted:
+    """Extract through the fast path, insisting that it took it, and check the reference."""
+    fast = extract_wire_fast(data)
+    assert fast is not None, "the fast path declined a common message"
+    assert fast == extract_wire(data) == reference(data)
+    return fast
+
+
+def test_typical_response_gives_question_header_bits_and_answer_records() -> None:
+    got = fast_and_full(typical_response())
+    assert got == Extracted(
+        qname="www.example.com",
+        is_response=True,
+        opcode=0,
+        rcode=0,
+        truncated=False,
+        records=(
+            Record("www.example.com", CNAME, 300, "cdn.example.net"),
+            Record("cdn.example.net", A, 60, "10.0.0.1"),
+            Record("cdn.example.net", A, 60, "10.0.0.2"),
+        ),
+    )
+
+
+def test_records_of_one_owner_and_type_are_grouped_at_their_first_place_with_the_smallest_ttl() -> (
+    None
+):
+    owner, other = labels_of("a.example"), labels_of("b.example")
+    data = (
+        Wire()
+        .header(0x8180, 1, 4, 0, 0)
+        .question(owner)
+        .rr(owner, A, bytes([10, 0, 0, 1]), ttl=300)
+        .rr(other, A, bytes([10, 0, 0, 9]), ttl=50)
+        .rr(owner, A, bytes([10, 0, 0, 2]), ttl=30)
+        .rr(owner, A, bytes([10, 0, 0, 1]), ttl=20)  # duplicate value, still lowers the TTL
+        .bytes()
+    )
+    assert fast_and_full(data).records == (
+        Record("a.example", A, 20, "10.0.0.1"),
+        Record("a.example", A, 20, "10.0.0.2"),
+        Record("b.example", A, 50, "10.0.0.9"),
+    )
+
+
+def test_ttl_above_2_to_the_31_minus_1_reads_as_zero() -> None:
+    owner = labels_of("a.example")
+    for ttl, expected in ((2**31 - 1, 2**31 - 1), (2**31, 0), (2**32 - 1, 0)):
+        data = Wire().header(0x8180, 1, 1, 0, 0).question(owner).rr(owner, A, b"\n\0\0\1", ttl)
+        assert fast_and_full(data.bytes()).records[0].ttl == expected
+
+
+def test_a_second_cname_for_one_owner_replaces_the_first() -> None:
+    owner = labels_of("a.example")
+    data = (
+        Wire()
+        .header(0x8180, 1, 2, 0, 0)
+        .question(owner)
+        .rr_name(owner, CNAME, labels_of("first.example"), ttl=100)
+        .rr_name(owner, CNAME, labels_of("second.example"), ttl=200)
+        .bytes()
+    )
+    assert fast_and_full(data).records == (Record("a.example", CNAME, 100, "second.example"),)
+
+
+def test_records_outside_the_answer_section_and_of_other_classes_are_not_extracted() -> None:
+    owner = labels_of("a.example")
+    data = (
+        Wire()
+        .header(0x8180, 1, 2, 1, 1)
+        .question(owner)
+        .rr(owner, A, b"\n\0\0\1")
+        .rr(owner, A, b"\n\0\0\2", rclass=4)  # class HS
+        .rr(labels_of("ns.example"), A, b"\n\0\0\3")
+        .rr(labels_of("glue.example"), AAAA, bytes(16))
+        .bytes()
+    )
+    assert extract_wire_fast(data) is None  # class HS needs dnspython
+    assert extract_wire(data).records == (Record("a.example", A, 300, "10.0.0.1"),)
+
+
+def test_extended_rcode_comes_from_the_opt_record() -> None:
+    query = dns.message.make_query("a.example.", "A", use_edns=0, id=1)
+    response = dns.message.make_response(query)
+    response.set_rcode(dns.rcode.BADVERS)  # 16: 0 in the header, 1 in the OPT TTL
+    assert fast_and_full(response.to_wire()).rcode == 16
+
+
+def test_truncated_bit_and_missing_question_are_reported() -> None:
+    data = Wire().header(0x8380, 0, 0, 0, 0).bytes()
+    got = fast_and_full(data)
+    assert got.truncated
+    assert got.qname is None
+    assert got.records == ()
+
+
+def test_names_are_lowercase_and_escaped_like_canonical_dns_name() -> None:
+    odd = [b"A.B", b"back\\slash", b"\xc3\xa9", b"Sp ace", b"Com"]
+    data = Wire().header(0x8180, 1, 1, 0, 0).question(odd).rr(odd, A, b"\n\0\0\1").bytes()
+    got = fast_and_full(data)
+    expected = r"a\046b.back\092slash.\195\169.sp ace.com"
+    assert got.qname == expected == got.records[0].name
+    assert canonical_dns_name(expected) == expected
+
+
+def test_every_byte_value_in_a_label_renders_as_canonical_dns_name_would() -> None:
+    for b in range(256):
+        label = [bytes([b]), b"x"]
+        data = Wire().header(0x8180, 1, 0, 0, 0).question(label).bytes()
+        assert fast_and_full(data).qname == reference(data).qname  # type: ignore[union-attr]
+
+
+def test_root_name_is_the_empty_string() -> None:
+    data = Wire().header(0x8180, 1, 0, 0, 0).question([]).bytes()
+    assert fast_and_full(data).qname == ""
+
+
+@pytest.mark.parametrize(
+    ("why", "data"),
+    [
+        ("short header", b"\x00" * 11),
+        ("pointer to itself", Wire().header(0, 1, 0, 0, 0).u16(0xC00C).u32(0x10001).bytes()),
+        ("pointer forward", Wire().header(0, 1, 0, 0, 0).u16(0xC00E).u8(0).u32(0x10001).bytes()),
+        ("pointer past the end", Wire().header(0, 1, 0, 0, 0).u16(0xFFFF).u32(0x10001).bytes()),
+        ("label type 0x40", Wire().header(0, 1, 0, 0, 0).u8(0x40).u8(0).u32(0x10001).bytes()),
+        ("label type 0x80", Wire().header(0, 1, 0, 0, 0).u8(0x80).u8(0).u32(0x10001).bytes()),
+        (
+            "name of 256 octets",
+            Wire().header(0, 1, 0, 0, 0).question([b"x" * 63] * 4).bytes(),
+        ),
+        (
+            "bad rdlength",
+            Wire().header(0x8180, 0, 1, 0, 0).rr([b"a"], A, b"\n\0\0\1\5").bytes(),
+        ),
+        ("trailing junk", typical_response() + b"\0"),
+        (
+            "count larger than the records",
+            typical_response()[:7] + b"\x09" + typical_response()[8:],
+        ),
+    ],
+)
+def test_malformed_messages_are_rejected_by_both_paths(why: str, data: bytes) -> None:
+    assert reference(data) == REJECTED, why
+    with pytest.raises(MalformedDNSMessage):
+        extract_wire_fast(data)
+    with pytest.raises(MalformedDNSMessage) as info:
+        extract_wire(data)
+    assert isinstance(info.value, InvalidPolicy)
+    assert isinstance(info.value, ValueError)
+    assert info.value.problem.code == "malformed-dns-message"
+
+
+def chained_owners(records: int) -> bytes:
+    """Each answer record's owner is a pointer to the previous record's owner (a chain)."""
+    w = Wire().header(0x8180, 1, records, 0, 0).question(labels_of("a.example"))
+    previous = 12
+    for i in range(records):
+        here = len(w.buf)
+        w.u16(0xC000 | previous).u16(A).u16(1).u32(60).u16(4).raw(bytes([10, 0, 0, i]))
+        previous = here
+    return w.bytes()
+
+
+def test_a_name_may_follow_16_compression_pointers_but_not_17() -> None:
+    records = fast_and_full(chained_owners(16)).records
+    assert len(records) == 16
+    assert {r.name for r in records} == {"a.example"}
+    data = chained_owners(17)
+    assert reference(data) == REJECTED
+    with pytest.raises(MalformedDNSMessage):
+        extract_wire_fast(data)
+
+
+def test_unusual_messages_go_to_dnspython_and_give_the_same_answer() -> None:
+    owner = labels_of("a.example")
+    two_questions = Wire().header(0x8180, 2, 0, 0, 0).question(owner).question(owner).bytes()
+    rrsig = (
+        Wire().header(0x8180, 1, 1, 0, 0).question(owner).rr(owner, 46, bytes(18) + b"\0").bytes()
+    )
+    update = Wire().header(0x2800, 1, 0, 0, 0).question(owner, 6).bytes()
+    query = dns.message.make_query("a.example.", "A", id=3)
+    query.use_edns(0, options=[dns.edns.ECSOption("198.51.100.0", 24)])
+    for data in (two_questions, rrsig, update, query.to_wire()):
+        assert extract_wire_fast(data) is None
+        assert extract_wire(data) == reference(data)
+
+
+def test_extract_wire_accepts_bytes_like_and_rejects_other_types() -> None:
+    data = typical_response()
+    assert extract_wire(bytearray(data)) == extract_wire(memoryview(data)) == extract_wire(data)
+    with pytest.raises(MalformedDNSMessage):
+        extract_wire("not bytes")  # type: ignore[arg-type]
+
+
+def test_extract_message_skips_deleting_rrsets_of_dynamic_updates() -> None:
+    update = dns.message.from_wire(
+        Wire()
+        .header(0x2800, 1, 1, 0, 0)
+        .question(labels_of("example"), 6)
+        .rr(labels_of("a.example"), A, b"", rclass=255)  # prerequisite: name has an A RRset
+        .bytes()
+    )
+    assert extract_message(update).records == ()
+
+
+def test_label_run_cache_stays_bounded() -> None:
+    for i in range(wire._RUN_TEXT_MAX + 10):
+        label = f"n{i}".encode()
+        data = Wire().header(0x8180, 1, 0, 0, 0).question([label]).bytes()
+        assert fast_and_full(data).qname == f"n{i}"
+    assert len(wire._RUN_TEXT) <= wire._RUN_TEXT_MAX
+
+
+def _ipv6_with_zero_groups(mask: int, fill: int) -> bytes:
+    return b"".join(struct.pack("!H", 0 if mask >> i & 1 else fill) for i in range(8))
+
+
+def test_format_ipv6_equals_ipaddress_for_every_pattern_of_zero_groups() -> None:
+    for mask, fill in itertools.product(range(256), (1, 0xFFFF, 0x0DB8)):
+        packed = _ipv6_with_zero_groups(mask, fill)
+        assert format_ipv6(packed) == str(ipaddress.IPv6Address(packed))
+    mapped = bytes(10) + b"\xff\xff" + bytes([1, 2, 3, 4])
+    assert format_ipv6(mapped) == str(ipaddress.IPv6Address(mapped))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0, 0, 0, 1, 0xFFFF, 0xFFFE, 0x1234]), min_size=8, max_size=8))
+def test_format_ipv6_equals_ipaddress(groups: list[int]) -> None:
+    packed = struct.pack("!8H", *groups)
+    assert format_ipv6(packed) == str(ipaddress.IPv6Address(packed))
