@@ -44,6 +44,19 @@ from typing import TYPE_CHECKING, Literal, TypeAlias
 import attrs
 
 from fqdnpolicy.cluster import Cluster, Endpoint, Namespace
+from fqdnpolicy.datapath import (
+    DatapathState,
+    Delta,
+    EndpointChanged,
+    IPSetChanged,
+    MemberChanged,
+    PortSpec,
+    RuleAction,
+    RuleState,
+    SetState,
+    TierState,
+)
+from fqdnpolicy.datapath import EndpointState as DatapathEndpoint
 from fqdnpolicy.domains import DomainPattern, PatternIndex
 from fqdnpolicy.errors import InvalidPolicy, Problem
 from fqdnpolicy.ipsets import EMPTY, AddressIndex, IPNetwork
@@ -215,46 +228,6 @@ class Trace:
         return self.render()
 
 
-# ---------------------------------------------------------------------------------------------
-# Deltas
-
-
-@attrs.frozen(slots=True)
-class MemberChanged:
-    """An IP set gained or lost a member (an address or a CIDR).
-
-    Attributes:
-        set_id: The set's stable id.
-        member: Address or CIDR text.
-        added: True when added (or, for DNS members, its expiry extended).
-        expiry: Deadline on the DNS cache's clock for DNS-learned members; None otherwise.
-    """
-
-    set_id: str
-    member: str
-    added: bool
-    expiry: float | None = None
-
-
-@attrs.frozen(slots=True)
-class IPSetChanged:
-    """An IP set was created (``added``) or dropped."""
-
-    set_id: str
-    added: bool
-
-
-@attrs.frozen(slots=True)
-class EndpointChanged:
-    """An endpoint's rules changed for a direction (or the endpoint came or went)."""
-
-    endpoint: str
-    direction: Direction
-
-
-Delta: TypeAlias = MemberChanged | IPSetChanged | EndpointChanged
-
-
 @attrs.frozen
 class IPSetInfo:
     """What an IP set stands for (for renderers and tests).
@@ -313,7 +286,7 @@ class _Rule:
     tier: str
     index: int
     direction: Direction
-    action: str
+    action: RuleAction
     protocol: int | None
     not_protocol: int | None
     ip_version: int | None
@@ -570,6 +543,90 @@ class PolicyEngine:
                         out[host] = self._member_expiry(ipset, host)
                     return out
             raise KeyError(set_id)
+
+    def datapath(self) -> DatapathState:
+        """Return everything a datapath must enforce now (see :mod:`fqdnpolicy.datapath`)."""
+        with self._lock:
+            hosts, prefixes = self._index.members_by_set()
+            sets: list[SetState] = []
+            for ipset in sorted(self._sets.values(), key=lambda s: s.info.set_id):
+                members: dict[str, float | None] = dict.fromkeys(prefixes.get(ipset.num, ()))
+                for host in hosts.get(ipset.num, ()):
+                    members[host] = self._member_expiry(ipset, host)
+                info = ipset.info
+                sets.append(SetState(info.set_id, info.kind, info.definition, members))
+            endpoints: list[DatapathEndpoint] = []
+            peer_names: set[str] = set()
+            for key in sorted(self._endpoints):
+                state = self._endpoints[key]
+                tiers = {
+                    d: self._tier_states(state.programs[d], d, peer_names) for d in _DIRECTIONS
+                }
+                endpoints.append(
+                    DatapathEndpoint(
+                        key,
+                        state.endpoint.interface,
+                        state.endpoint.ips,
+                        tiers["egress"],
+                        tiers["ingress"],
+                    )
+                )
+            named: dict[str, tuple[tuple[str, int, int], ...]] = {}
+            for name in sorted(peer_names):
+                named[name] = tuple(
+                    sorted(
+                        (ip, PROTOCOL_NUMBERS[p.protocol], p.port)
+                        for st in self._endpoints.values()
+                        for p in st.endpoint.named_ports
+                        if p.name == name
+                        for ip in st.endpoint.ips
+                    )
+                )
+            return DatapathState(tuple(sets), tuple(endpoints), named)
+
+    def _tier_states(
+        self, program: _Program, direction: Direction, peer_names: set[str]
+    ) -> tuple[TierState, ...]:
+        tiers: list[TierState] = []
+        for block in program.blocks:
+            rules = []
+            for bound in block.rules:
+                rule = bound.rule
+                families = tuple(
+                    f
+                    for f, ok in ((4, bound.ok4), (6, bound.ok6))
+                    if ok and rule.ip_version in (None, f)
+                )
+                if not families:
+                    continue
+                egress = direction == "egress"
+                peer = rule.destination if egress else rule.source
+                own = rule.source if egress else rule.destination
+                peer_names.update(peer.named_ports, peer.not_named_ports)
+
+                rules.append(
+                    RuleState(
+                        policy=rule.policy,
+                        tier=rule.tier,
+                        index=rule.index,
+                        action=rule.action,
+                        families=families,
+                        protocol=rule.protocol,
+                        not_protocol=rule.not_protocol,
+                        icmp=rule.icmp,
+                        not_icmp=rule.not_icmp,
+                        peer_in=tuple(self._sets_by_num[n].info.set_id for n in peer.required),
+                        peer_not_in=tuple(self._sets_by_num[n].info.set_id for n in peer.forbidden),
+                        dst_ports=_port_spec(rule.destination, own, bound.own_named, False),
+                        not_dst_ports=_port_spec(rule.destination, own, bound.own_not_named, True),
+                        src_ports=_port_spec(rule.source, own, bound.own_named, False),
+                        not_src_ports=_port_spec(rule.source, own, bound.own_not_named, True),
+                    )
+                )
+            tiers.append(
+                TierState(block.tier, tuple(rules), "Deny" if block.end is not None else "Pass")
+            )
+        return tuple(tiers)
 
     def set_ids_of(self, address: str) -> set[str]:
         """Return the ids of every set holding ``address``."""
@@ -1425,13 +1482,26 @@ def _bind(rule: _Rule, state: _EndpointState, direction: Direction) -> _Bound | 
         oks.append(ok)
     if not any(oks):
         return None
+    own_named = _resolve_named(state.endpoint, own.named_ports)
+    if own.named_ports and not own.ports and not own_named:
+        return None  # only named ports, none of which this endpoint has: never matches
     return _Bound(
         rule=rule,
         ok4=oks[0],
         ok6=oks[1],
-        own_named=_resolve_named(state.endpoint, own.named_ports),
+        own_named=own_named,
         own_not_named=_resolve_named(state.endpoint, own.not_named_ports),
     )
+
+
+def _port_spec(
+    side: _Side, own: _Side, resolved: tuple[tuple[int, int], ...], negated: bool
+) -> PortSpec:
+    """A side's ports for datapaths: own-side named ports come resolved, peer-side by name."""
+    ranges = tuple((r.first, r.last) for r in (side.not_ports if negated else side.ports))
+    if side is own:
+        return PortSpec(ranges=ranges, named=resolved)
+    return PortSpec(ranges=ranges, peer_named=side.not_named_ports if negated else side.named_ports)
 
 
 def _resolve_named(endpoint: Endpoint, names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:

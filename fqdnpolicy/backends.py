@@ -1,0 +1,137 @@
+"""The backend plugin contract, and discovery of installed backends.
+
+A backend turns a :class:`~fqdnpolicy.datapath.DatapathState` into kernel state and applies it.
+It is a plugin: it imports only the public ``fqdnpolicy`` API (this module,
+:mod:`fqdnpolicy.datapath`, the engine's public names) and registers a :class:`Backend`
+subclass under the entry-point group ``fqdnpolicy.backends``::
+
+    [project.entry-points."fqdnpolicy.backends"]
+    mybackend = "my_package.module:MyBackend"
+
+The built-in backends (nftables, iptables+ipset, eBPF) register themselves the same way; the
+core never imports them.
+
+The contract, in two halves:
+
+* **Rendering is pure**: :meth:`Backend.render` and :meth:`Backend.render_delta` return a
+  :class:`Rendering` (text, and a structured form where the tool has one) and touch nothing.
+* **Applying** (:meth:`Backend.apply`) hands a rendering to the kernel, optionally inside a
+  named network namespace, atomically where the kernel allows it. A full rendering replaces
+  the backend's own rules; a delta rendering only adds and removes set members.
+
+Lifetimes: DNS-learned members carry an expiry on the DNS cache's clock; renderers get
+``now`` on that same clock and program element timeouts of ``expiry - now`` seconds.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Literal
+
+import attrs
+
+from fqdnpolicy.datapath import DatapathState, Delta
+from fqdnpolicy.errors import InvalidPolicy, Problem
+
+__all__ = ["ENTRY_POINT_GROUP", "Backend", "BackendError", "Rendering", "available", "get"]
+
+ENTRY_POINT_GROUP = "fqdnpolicy.backends"
+
+
+class BackendError(RuntimeError):
+    """Applying a rendering failed (the kernel or tool said no); the message says why."""
+
+
+@attrs.frozen
+class Rendering:
+    """What a backend rendered.
+
+    Attributes:
+        backend: The backend's name.
+        kind: ``"full"`` (replaces everything the backend owns) or ``"delta"`` (set members).
+        text: The rendering in the tool's own language (nft script, iptables-restore input...).
+        data: A structured form, when the tool has one (e.g. libnftables JSON); else None.
+    """
+
+    backend: str
+    kind: Literal["full", "delta"]
+    text: str
+    data: Any = attrs.field(default=None, eq=False)
+
+
+class Backend(abc.ABC):
+    """Base class of datapath backends (see the module docstring for the contract)."""
+
+    #: The name the backend is registered and selected by (``nftables``).
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def render(self, state: DatapathState, *, now: float) -> Rendering:
+        """Render the full state; pure.
+
+        Args:
+            state: What :meth:`fqdnpolicy.engine.PolicyEngine.datapath` returned.
+            now: The DNS cache clock's current time, to turn expiries into timeouts.
+        """
+
+    @abc.abstractmethod
+    def render_delta(self, deltas: Sequence[Delta], *, now: float) -> Rendering:
+        """Render set-member changes (:class:`~fqdnpolicy.datapath.MemberChanged`); pure.
+
+        Deltas of other kinds (sets created or dropped, endpoint rules changed) need a full
+        :meth:`render`; a backend may ignore them here.
+        """
+
+    @abc.abstractmethod
+    def apply(self, rendering: Rendering, *, netns: str | None = None) -> None:
+        """Apply a rendering to the kernel, inside network namespace ``netns`` if given.
+
+        Raises:
+            BackendError: the kernel or the tool refused it; nothing was half-applied.
+        """
+
+    def check(self, rendering: Rendering) -> None:
+        """Validate a rendering with the kernel's own tool without applying it.
+
+        Backends that can (``nft -c`` in a scratch namespace) override this; the default says
+        it cannot be checked.
+
+        Raises:
+            BackendError: the rendering is invalid, or checking is not supported.
+        """
+        raise BackendError(f"backend {self.name!r} cannot check a rendering without applying it")
+
+    def remove(self, *, netns: str | None = None) -> None:  # noqa: B027 - optional hook
+        """Remove everything this backend installed (default: nothing to do)."""
+
+
+def _entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> list[str]:
+    """Return the names of the installed backends, sorted."""
+    return sorted(_entry_points())
+
+
+def get(name: str, **options: Any) -> Backend:
+    """Instantiate the backend registered as ``name`` with ``options``.
+
+    Raises:
+        InvalidPolicy: no backend of that name is installed, or it is not a :class:`Backend`.
+    """
+    found = _entry_points().get(name)
+    if found is None:
+        raise InvalidPolicy(
+            Problem(
+                f"no backend named {name!r} is installed",
+                hint=f"one of: {', '.join(available()) or 'none'}",
+            )
+        )
+    cls = found.load()
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise InvalidPolicy(Problem(f"entry point {name!r} is not a fqdnpolicy Backend"))
+    backend: Backend = cls(**options)
+    return backend
