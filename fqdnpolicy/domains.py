@@ -408,6 +408,9 @@ class DomainPattern:
         is_wildcard: Whether any label is ``*``.
         fixed_suffix: The labels after the last ``*``, as a name (``"amazonaws.com"``); the
             whole name for an exact pattern. Every matching name ends with it.
+
+    Raises:
+        InvalidPolicy: On construction, when the text is not a valid pattern.
     """
 
     text: str
