@@ -43,8 +43,11 @@ def test_every_warning_is_a_located_warning() -> None:
     for warning in warnings:
         assert isinstance(warning, Problem)
         assert warning.severity == "warning"
-        assert warning.file is not None and warning.line is not None
-        assert warning.resource and warning.path and warning.code
+        assert warning.file is not None
+        assert warning.line is not None
+        assert warning.resource
+        assert warning.path
+        assert warning.code
 
 
 def test_wildcard_over_a_public_suffix_is_too_broad() -> None:
@@ -90,7 +93,8 @@ def test_namespaced_dns_rule_without_namespace_selector_reaches_nothing_in_kube_
     (warning,) = lint(fqdnpolicy.loads(text))
     assert warning.code == "dns-rule-wrong-namespace"
     assert warning.path == "spec.egress[0].destination.selector"
-    assert "'default'" in warning.message and "kube-system" in warning.message
+    assert "'default'" in warning.message
+    assert "kube-system" in warning.message
     assert 'namespaceSelector: projectcalico.org/name == "kube-system"' in warning.hint
 
 
@@ -136,7 +140,8 @@ def test_deny_all_before_allow_shadows_the_allow_for_ipv4_only() -> None:
     )
     (warning,) = lint(fqdnpolicy.loads(text))
     assert (warning.code, warning.path) == ("shadowed-rule", "spec.egress[1]")
-    assert "IPv4" in warning.message and "egress[0] (Deny)" in warning.message
+    assert "IPv4" in warning.message
+    assert "egress[0] (Deny)" in warning.message
     assert "move it before" in warning.hint
 
 
