@@ -39,7 +39,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import ClassVar, Literal, TypeAlias
+from typing import ClassVar, Literal, NamedTuple, TypeAlias
 
 import attrs
 
@@ -530,8 +530,8 @@ _Kind: TypeAlias = Literal[
 ]
 
 
-@attrs.frozen
-class _Token:
+class _Token(NamedTuple):
+    # A NamedTuple, not attrs: tokens are made per character run and this halves tokenizing.
     kind: _Kind
     value: str  # label name, string contents, has() label; for "bad": source text
     column: int  # 1-based
