@@ -352,7 +352,7 @@ def _read_zone(source: str | os.PathLike[str], origin: str | None) -> dns.zone.Z
     except (dns.exception.DNSException, ValueError, UnicodeError) as exc:
         detail = str(exc)
         match = _LINE_IN_ERROR.search(detail)
-        line = int(match.group(1)) if match else None
+        line = _error_line(text, int(match.group(1)), origin) if match else None
         if match:
             detail = detail[match.end() :]
         if isinstance(exc, dns.zone.UnknownOrigin):
@@ -366,6 +366,23 @@ def _read_zone(source: str | os.PathLike[str], origin: str | None) -> dns.zone.Z
                 code="bad-zone",
             )
         ) from None
+
+
+def _error_line(text: str, reported: int, origin: str | None) -> int:
+    """Return the line of a zone error that dnspython reports at ``reported``.
+
+    dnspython counts the end of a line as read once a record's data has been parsed, so an
+    error in record data is reported one line late. If the lines before the reported one
+    already fail to parse on their own, the error is on the line before.
+    """
+    if reported <= 1:
+        return reported
+    head = "".join(text.splitlines(keepends=True)[: reported - 1])
+    try:
+        dns.zone.from_text(head, origin=origin, relativize=False, check_origin=False)
+    except Exception:
+        return reported - 1
+    return reported
 
 
 def _zone_records(zone: dns.zone.Zone) -> dict[str, list[Record]]:
