@@ -13,9 +13,10 @@ Two kinds of members, stored two ways:
   them: an address in 10.0.0.0/8 of set A and 10.1.0.0/16 of set B belongs to both.
 * **Hosts** (single addresses learned from DNS, endpoint IPs) live in a dict. A dict lookup
   costs ~0.06 us here against ~1 us for a pytricia lookup, and a million DNS-learned hosts in
-  the tree would make every change of a covering prefix rewrite a million nodes. Each host
-  entry caches its merged answer (host ids plus covering prefixes' ids) stamped with the
-  prefix generation, so a prefix change costs nothing until the host is next looked up.
+  the tree would make every change of a covering prefix rewrite a million nodes. A host's
+  merged answer (its own ids plus covering prefixes' ids) is computed on its first lookup and
+  cached, stamped with the prefix generation, so neither a membership change nor a prefix
+  change costs anything until the host is next looked up.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ class AddressIndex:
         self._prefix_sets: dict[str, dict[int, int]] = {}
         # host text -> {set id: refcount}
         self._host_sets: dict[str, dict[int, int]] = {}
-        # host text -> (host ids, merged ids, prefix generation of `merged`)
-        self._hosts: dict[str, tuple[frozenset[int], frozenset[int], int]] = {}
+        # host text -> (merged ids, prefix generation they were computed at); a cache
+        self._hosts: dict[str, tuple[frozenset[int], int]] = {}
         self._generation = 0
         self._interned: dict[frozenset[int], frozenset[int]] = {EMPTY: EMPTY}
 
@@ -68,14 +69,20 @@ class AddressIndex:
     def lookup(self, address: str) -> frozenset[int]:
         """Return the ids of every set containing ``address`` (canonical text)."""
         entry = self._hosts.get(address)
-        if entry is not None:
-            host_ids, merged, generation = entry
-            if generation == self._generation:
-                return merged
-            merged = self._merge(host_ids, self._prefix_lookup(address))
-            self._hosts[address] = (host_ids, merged, self._generation)
-            return merged
-        return self._prefix_lookup(address)
+        if entry is not None and entry[1] == self._generation:
+            return entry[0]
+        counts = self._host_sets.get(address)
+        if counts is None:
+            return self._prefix_lookup(address)
+        # Computed on first lookup, not on every add: building a host's frozenset after each
+        # of its k set memberships would cost O(k^2) while a policy set is being compiled.
+        merged = self._merge(self._intern(counts), self._prefix_lookup(address))
+        self._hosts[address] = (merged, self._generation)
+        return merged
+
+    def knows(self, address: str) -> bool:
+        """True when ``address`` is a host member of some set (so its text is canonical)."""
+        return address in self._host_sets
 
     def _prefix_lookup(self, address: str) -> frozenset[int]:
         tree = self._trees[6 if ":" in address else 4]
@@ -121,7 +128,7 @@ class AddressIndex:
         counts[set_id] = count + 1
         if count:
             return False
-        self._refresh_host(address, counts)
+        self._hosts.pop(address, None)
         return True
 
     def remove_host(self, set_id: int, address: str) -> bool:
@@ -135,15 +142,8 @@ class AddressIndex:
         del counts[set_id]
         if not counts:
             del self._host_sets[address]
-            del self._hosts[address]
-        else:
-            self._refresh_host(address, counts)
+        self._hosts.pop(address, None)
         return True
-
-    def _refresh_host(self, address: str, counts: dict[int, int]) -> None:
-        host_ids = self._intern(counts)
-        merged = self._merge(host_ids, self._prefix_lookup(address))
-        self._hosts[address] = (host_ids, merged, self._generation)
 
     # -- prefixes --------------------------------------------------------------------------
 
