@@ -232,6 +232,16 @@ def _label_text(label: bytes) -> str:
 
 
 def _run_text_uncached(run: bytes) -> str:
+    if not run.translate(None, _PLAIN):
+        # Plain labels (and no length octet that is "." itself): overwrite each length octet
+        # with a dot and decode once, rather than slicing and decoding label by label.
+        text = bytearray(run)
+        i, n = 0, len(run)
+        while i < n:
+            step = run[i] + 1
+            text[i] = 0x2E
+            i += step
+        return text[1:].decode("ascii").lower()
     labels: list[str] = []
     i = 0
     while i < len(run):
