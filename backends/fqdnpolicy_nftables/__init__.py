@@ -1,0 +1,19 @@
+"""nftables backend of fqdnpolicy (a plugin: public ``fqdnpolicy`` API only).
+
+Registered under the entry-point group ``fqdnpolicy.backends`` as ``nftables``::
+
+    from fqdnpolicy.backends import get
+    backend = get("nftables", table="fqdnpolicy")
+    backend.apply(backend.render(engine.datapath(), now=cache.clock()), netns="node")
+
+* :mod:`fqdnpolicy_nftables.render` - pure rendering (nft text and libnftables JSON).
+* :mod:`fqdnpolicy_nftables.apply` - running transactions (libnftables or ``nft``).
+* :mod:`fqdnpolicy_nftables.names` - derived names and sanitised strings.
+"""
+
+from __future__ import annotations
+
+from fqdnpolicy_nftables.backend import NftablesBackend
+from fqdnpolicy_nftables.render import RenderOptions
+
+__all__ = ["NftablesBackend", "RenderOptions"]

@@ -1,0 +1,154 @@
+"""The nftables backend: :class:`NftablesBackend`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from fqdnpolicy.backends import Backend, BackendError, Rendering
+from fqdnpolicy.datapath import DatapathState, Delta, MemberChanged
+from fqdnpolicy_nftables.apply import NftRunner
+from fqdnpolicy_nftables.render import (
+    ElementOp,
+    RenderOptions,
+    SetMirror,
+    dumps,
+    mirrors_of,
+    render_delta_ops,
+    render_full,
+)
+
+__all__ = ["NftablesBackend"]
+
+
+class NftablesBackend(Backend):
+    """Enforce a :class:`~fqdnpolicy.datapath.DatapathState` with one nftables table.
+
+    The table (family ``inet``) sits on the forward hook of the host (node) namespace and
+    dispatches by the workloads' host-side interfaces; see
+    :mod:`fqdnpolicy_nftables.render` for its layout.
+
+    Rendering is pure with respect to the kernel. The backend remembers, per set, the members
+    the engine last reported (from :meth:`render` and :meth:`render_delta`): an interval set
+    touched where CIDRs are involved is rewritten whole from that memory, since nft cannot add
+    a member that overlaps another.
+
+    Args:
+        table: Name of our table.
+        priority: Priority of the egress base chain on the forward hook (ingress: +1).
+        reject: Deny with TCP reset / ICMP admin-prohibited instead of dropping (tests).
+        use_json: Apply the libnftables JSON form instead of the text form.
+        nft: The ``nft`` binary.
+        use_library: Use libnftables (python3-nftables) when importable and no network
+            namespace is given.
+
+    Raises:
+        InvalidPolicy: an invalid table name.
+    """
+
+    name: ClassVar[str] = "nftables"
+
+    def __init__(
+        self,
+        table: str = "fqdnpolicy",
+        *,
+        priority: int = 0,
+        reject: bool = False,
+        use_json: bool = False,
+        nft: str = "nft",
+        use_library: bool = True,
+    ) -> None:
+        self.options = RenderOptions(table=table, priority=priority, reject=reject)
+        self.use_json = use_json
+        self.runner = NftRunner(nft, use_library=use_library)
+        self._mirrors: dict[str, SetMirror] = {}
+        self._last_full: Rendering | None = None
+
+    @property
+    def table(self) -> str:
+        """Name of our table."""
+        return self.options.table
+
+    def render(self, state: DatapathState, *, now: float) -> Rendering:
+        """Render the whole table as one transaction (see :func:`render_full`).
+
+        Raises:
+            InvalidPolicy: an interface or member that cannot be rendered safely.
+        """
+        text, data = render_full(state, now, self.options)
+        self._mirrors = mirrors_of(state)
+        rendering = Rendering(self.name, "full", text, data)
+        self._last_full = rendering
+        return rendering
+
+    def needs_full(self, deltas: Sequence[Delta]) -> bool:
+        """Tell whether these deltas need a full :meth:`render` (not just elements).
+
+        True when a set was created or dropped, an endpoint's rules changed, or a member
+        belongs to a set the last full render did not declare.
+        """
+        for delta in deltas:
+            if not isinstance(delta, MemberChanged) or delta.set_id not in self._mirrors:
+                return True
+        return False
+
+    def render_delta(self, deltas: Sequence[Delta], *, now: float) -> Rendering:
+        """Render member changes as one element transaction.
+
+        Only :class:`~fqdnpolicy.datapath.MemberChanged` of sets the last full render
+        declared are rendered; everything else needs :meth:`render` (:meth:`needs_full`).
+        Within the batch the last change of a member wins.
+        """
+        net: dict[tuple[str, str], ElementOp] = {}
+        for delta in deltas:
+            if isinstance(delta, MemberChanged) and delta.set_id in self._mirrors:
+                key = (delta.set_id, delta.member)
+                net.pop(key, None)  # keep the order of last changes
+                net[key] = ElementOp(delta.set_id, delta.member, delta.added, delta.expiry)
+        text, data = render_delta_ops(list(net.values()), self._mirrors, now, self.table)
+        return Rendering(self.name, "delta", text, data)
+
+    def _payload(self, rendering: Rendering) -> tuple[str, bool]:
+        if rendering.backend != self.name:
+            raise BackendError(f"cannot apply a {rendering.backend!r} rendering with nftables")
+        if self.use_json and rendering.data is not None:
+            if len(rendering.data.get("nftables", ())) <= 1:
+                return "", True  # only metainfo: nothing to do
+            return dumps(rendering.data), True
+        return rendering.text, False
+
+    def apply(self, rendering: Rendering, *, netns: str | None = None) -> None:
+        """Apply a rendering in one transaction (inside ``netns`` when given).
+
+        Raises:
+            BackendError: nft refused it (nothing was applied) or could not run.
+            InvalidPolicy: a bad namespace name.
+        """
+        payload, json_input = self._payload(rendering)
+        self.runner.run(payload, netns=netns, json_input=json_input)
+
+    def check(self, rendering: Rendering) -> None:
+        """Validate a rendering with ``nft -c`` in a scratch namespace created and deleted here.
+
+        A delta is checked on top of the last full rendering (applied in the scratch
+        namespace first), since its sets must exist.
+
+        Raises:
+            BackendError: nft refused it, or a delta comes before any full rendering, or the
+                scratch namespace cannot be made (root needed).
+        """
+        payload, json_input = self._payload(rendering)
+        base = None
+        if rendering.kind == "delta":
+            if self._last_full is None:
+                raise BackendError("a delta can only be checked after a full render")
+            base = self._payload(self._last_full)
+        with self.runner.scratch_namespace() as scratch:
+            if base is not None:
+                self.runner.run(base[0], netns=scratch, json_input=base[1])
+            self.runner.run(payload, netns=scratch, json_input=json_input, check=True)
+
+    def remove(self, *, netns: str | None = None) -> None:
+        """Delete our table (no error when it does not exist)."""
+        table = self.table
+        self.runner.run(f"table inet {table}\ndelete table inet {table}\n", netns=netns)
