@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import attrs
 
@@ -36,7 +36,7 @@ from fqdnpolicy.model import (
 from fqdnpolicy.model import NamedPort as RuleNamedPort
 from fqdnpolicy.selector import parse_selector
 
-__all__ = ["FULL_SIZE", "Sizes", "Workload", "generate"]
+__all__ = ["FULL_SIZE", "Sizes", "Workload", "generate", "random_rule"]
 
 APPS = ("web", "api", "worker", "cache", "db", "batch", "auth", "search")
 TIERS = ("frontend", "backend", "data")
@@ -142,10 +142,9 @@ def _dns_answers(
         yield Extracted(name, True, 0, 0, False, tuple(records)), ips
 
 
-def _rule(
-    rng: random.Random, index: int, patterns: list[DomainPattern], namespace: str | None
-) -> Rule:
-    kind = index % 10
+def random_rule(rng: random.Random, patterns: Sequence[DomainPattern]) -> Rule:
+    """One rule of the mix policies are made of (half of them domain rules)."""
+    kind = rng.randrange(10)
     ports = (PortRange(443, 443),) if rng.random() < 0.7 else (PortRange(8000, 8999),)
     if kind in (0, 1, 2, 3, 4):  # domains: ~half the rules
         domains = tuple(patterns[rng.randrange(len(patterns))] for _ in range(2))
@@ -202,10 +201,7 @@ def generate(sizes: Sizes = FULL_SIZE, *, seed: int = 1) -> Workload:
     for i in range(sizes.policies):
         is_global = i % 100 == 99
         namespace = None if is_global else namespaces[i % sizes.namespaces].name
-        rules = tuple(
-            _rule(rng, rng.randrange(10), patterns, namespace)
-            for _ in range(sizes.rules_per_policy)
-        )
+        rules = tuple(random_rule(rng, patterns) for _ in range(sizes.rules_per_policy))
         selector = parse_selector(f'app == "{APPS[i % len(APPS)]}"')
         tier = "security" if is_global else "default"
         name = f"security.gp{i}" if is_global else f"p{i}"

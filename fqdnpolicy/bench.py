@@ -1,0 +1,268 @@
+"""``fqdnpolicy bench``: measure the engine on seeded synthetic clusters.
+
+For each requested scale of :data:`fqdnpolicy.workload.FULL_SIZE` it generates a workload and
+reports:
+
+* ``compile_s`` - building the engine from nothing (policies, endpoints, DNS cache);
+* ``verdicts_per_s_uniform`` - single ``verdict()`` calls, sources and destinations drawn
+  uniformly (destinations among every cached DNS address and endpoint address), measured on
+  a fresh sample after a warm-up sample;
+* ``verdicts_per_s_zipf`` - the same with sources and destinations drawn from a Zipf
+  distribution (s = 1.1), the skew of real traffic;
+* ``delta_us_mean`` / ``delta_us_p99`` - a DNS answer bringing one new address for a name that
+  domain rules match, from ``cache.ingest`` until the engine's subscribers have the deltas;
+* ``add_policy_ms`` - ``upsert_policy`` of one new ten-rule NetworkPolicy;
+* ``rss_mb`` - resident memory of the process after compiling.
+
+Results print as a table, optionally go to a JSON file and, with matplotlib installed (the
+``plot`` extra), to a PNG of throughput and memory against workload size.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from fqdnpolicy.datapath import Delta
+from fqdnpolicy.dns.wire import Extracted, Record
+from fqdnpolicy.engine import PolicyEngine
+from fqdnpolicy.model import ObjectMeta, Policy, PolicySpec
+from fqdnpolicy.selector import parse_selector
+from fqdnpolicy.workload import FULL_SIZE, Workload, generate, random_rule
+
+__all__ = ["measure", "run_bench"]
+
+ZIPF_S = 1.1
+
+
+def _rss_mb() -> float:
+    """Resident set size of this process in MiB (Linux), 0 where unavailable."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class _Progress:
+    """A one-line progress display on stderr (silent when stderr is not a terminal)."""
+
+    def __init__(self, stream: TextIO, total: int) -> None:
+        self.stream, self.total, self.done = stream, total, 0
+        self.live = stream.isatty()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.live:
+            filled = int(30 * self.done / self.total)
+            bar = "#" * filled + "." * (30 - filled)
+            self.stream.write(f"\r[{bar}] {self.done}/{self.total} {label:<40}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+
+
+def _zipf_sample(rng: random.Random, population: Sequence[str], count: int) -> list[str]:
+    ranked = list(population)
+    rng.shuffle(ranked)
+    weights = list(itertools.accumulate(1 / (rank + 1) ** ZIPF_S for rank in range(len(ranked))))
+    return rng.choices(ranked, cum_weights=weights, k=count)
+
+
+def _throughput(engine: PolicyEngine, flows: list[tuple[str, str, str, int]]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    engine.verdicts(flows)
+    return len(flows) / (time.perf_counter() - start)
+
+
+def measure(
+    scale: float, *, seed: int = 1, flows: int = 200_000, progress: _Progress | None = None
+) -> dict[str, Any]:
+    """Generate one workload at ``scale`` and measure it; returns the figures."""
+    step = progress.step if progress else (lambda label: None)
+    sizes = FULL_SIZE.scaled(scale)
+    rss_start = _rss_mb()
+    started = time.perf_counter()
+    workload: Workload = generate(sizes, seed=seed)
+    generate_s = time.perf_counter() - started
+    step("generated")
+    gc.collect()
+    started = time.perf_counter()
+    engine = PolicyEngine(workload.resources, workload.cluster, workload.dns)
+    compile_s = time.perf_counter() - started
+    rss = _rss_mb()
+    step("compiled")
+
+    rng = random.Random(seed)
+    sources = [ep.key for ep in workload.cluster.endpoints]
+    addresses = list(workload.destinations) + [
+        ip for ep in workload.cluster.endpoints for ip in ep.ips
+    ]
+
+    def uniform() -> list[tuple[str, str, str, int]]:
+        return [(rng.choice(sources), rng.choice(addresses), "TCP", 443) for _ in range(flows)]
+
+    _throughput(engine, uniform())  # warm-up: programs' memos fill
+    uniform_rate = _throughput(engine, uniform())
+    step("uniform verdicts")
+
+    zipf_src = _zipf_sample(rng, sources, flows * 2)
+    zipf_dst = _zipf_sample(rng, addresses, flows * 2)
+    zipf = [(s, d, "TCP", 443) for s, d in zip(zipf_src, zipf_dst, strict=True)]
+    _throughput(engine, zipf[:flows])
+    zipf_rate = _throughput(engine, zipf[flows:])
+    step("zipf verdicts")
+
+    delta_us, rules_matched = _delta_latency(engine, workload, rng)
+    step("DNS delta latency")
+    add_ms = _add_policy_ms(engine, workload, rng)
+    step("policy add")
+    return {
+        "scale": scale,
+        "sizes": {
+            "namespaces": sizes.namespaces,
+            "endpoints": sizes.endpoints,
+            "policies": sizes.policies,
+            "rules": sizes.policies * sizes.rules_per_policy,
+            "domain_patterns": sizes.domain_patterns,
+            "dns_entries": sizes.dns_entries,
+        },
+        "generate_s": round(generate_s, 3),
+        "compile_s": round(compile_s, 3),
+        "verdicts_per_s_uniform": round(uniform_rate),
+        "verdicts_per_s_zipf": round(zipf_rate),
+        "delta_us_mean": round(sum(delta_us) / len(delta_us), 1),
+        "delta_us_p99": round(sorted(delta_us)[int(len(delta_us) * 0.99) - 1], 1),
+        "delta_sets_per_answer": round(rules_matched, 2),
+        "add_policy_ms": round(add_ms, 3),
+        "rss_mb": round(rss, 1),
+        "rss_mb_workload": round(rss - rss_start, 1),
+    }
+
+
+def _delta_latency(
+    engine: PolicyEngine, workload: Workload, rng: random.Random
+) -> tuple[list[float], float]:
+    """Time 1,000 answers each bringing one new address for a name domain rules match."""
+    received: list[Delta] = []
+    cancel = engine.subscribe(received.extend)
+    names = [n for n in sorted(workload.dns.names()) if not n.startswith("unrelated")]
+    timings: list[float] = []
+    sets_matched = 0
+    for i in range(1000):
+        name = rng.choice(names)
+        ip = f"100.{192 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"  # outside generated ranges
+        answer = Extracted(name, True, 0, 0, False, (Record(name, 1, 300, ip),))
+        start = time.perf_counter()
+        workload.dns.ingest(answer)
+        timings.append((time.perf_counter() - start) * 1e6)
+        sets_matched += len(engine.set_ids_of(ip))
+    cancel()
+    return timings, sets_matched / 1000
+
+
+def _add_policy_ms(engine: PolicyEngine, workload: Workload, rng: random.Random) -> float:
+    """Mean time of upserting one new ten-rule NetworkPolicy (then removing it)."""
+    patterns = sorted(
+        {
+            p
+            for pol in workload.resources.policies
+            for r in pol.spec.egress
+            for p in r.destination.domains
+        },
+        key=str,
+    )
+    namespaces = [ns.name for ns in workload.cluster.namespaces]
+    total = 0.0
+    for i in range(20):
+        namespace = rng.choice(namespaces)
+        policy = Policy(
+            kind="NetworkPolicy",
+            metadata=ObjectMeta(name=f"bench-added-{i}", namespace=namespace),
+            spec=PolicySpec(
+                order=1.0,
+                selector=parse_selector('app == "web"'),
+                types=("Egress",),
+                egress=tuple(random_rule(rng, patterns) for _ in range(10)),
+            ),
+        )
+        start = time.perf_counter()
+        engine.upsert_policy(policy)
+        total += time.perf_counter() - start
+        engine.remove_policy(policy)
+    return total / 20 * 1000
+
+
+def _plot(results: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    endpoints = [r["sizes"]["endpoints"] for r in results]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(endpoints, [r["verdicts_per_s_uniform"] for r in results], "o-", label="uniform")
+    left.plot(endpoints, [r["verdicts_per_s_zipf"] for r in results], "s-", label="Zipf")
+    left.set(xlabel="endpoints", ylabel="verdicts / s", title="verdict throughput", xscale="log")
+    left.legend()
+    right.plot(endpoints, [r["rss_mb"] for r in results], "o-", color="tab:red")
+    right.set(xlabel="endpoints", ylabel="MiB", title="process memory (RSS)", xscale="log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def run_bench(
+    *,
+    scales: Sequence[float] | None,
+    seed: int,
+    flows: int,
+    output: str | None,
+    plot: str | None,
+    out: TextIO,
+) -> int:
+    """Measure every scale, print a table, write JSON and a plot when asked; exit code."""
+    from fqdnpolicy.demo import format_table
+
+    chosen = list(scales or [0.1])
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("--plot needs matplotlib: pip install 'fqdnpolicy[plot]'", file=sys.stderr)
+            return 2
+    progress = _Progress(sys.stderr, total=6 * len(chosen))
+    results = [measure(scale, seed=seed, flows=flows, progress=progress) for scale in chosen]
+    progress.close()
+    columns = [
+        ("scale", "scale"),
+        ("compile s", "compile_s"),
+        ("verdicts/s uniform", "verdicts_per_s_uniform"),
+        ("verdicts/s zipf", "verdicts_per_s_zipf"),
+        ("delta us mean", "delta_us_mean"),
+        ("delta us p99", "delta_us_p99"),
+        ("add policy ms", "add_policy_ms"),
+        ("RSS MiB", "rss_mb"),
+    ]
+    rows = [
+        [f"{r[key]:,}" if isinstance(r[key], int) else str(r[key]) for _, key in columns]
+        for r in results
+    ]
+    print(format_table([title for title, _ in columns], rows), file=out)
+    if output:
+        with open(output, "w", encoding="utf-8") as handle:
+            json.dump({"seed": seed, "flows": flows, "results": results}, handle, indent=2)
+    if plot:
+        _plot(results, plot)
+    return 0
