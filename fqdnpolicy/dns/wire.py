@@ -9,6 +9,10 @@ Why a parser of our own: ``dns.message.from_wire`` builds a full object graph an
 100,000 responses per second. :func:`extract_wire_fast` reads the common shapes directly from
 the bytes in a few microseconds (see ``benchmarks/bench_dns_wire.py`` for the measured ratio)
 and answers ``None`` for anything unusual, which :func:`extract_wire` then hands to dnspython.
+Traffic repeats itself (many clients, the same names, a resolver counting TTLs down), so the
+fast path also remembers the layout of messages it has seen twice: a repeat that differs only
+in its ID and TTLs is extracted with one ``struct`` unpack instead of a parse (bounded memory;
+see :class:`_Template`).
 
 What "faithful" means is defined by dnspython, so the two paths can never disagree:
 ``extract_wire(data) == extract_message(dns.message.from_wire(data))`` for every input that
@@ -36,7 +40,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
 import dns.edns
@@ -361,6 +365,95 @@ def _check_opt(data: bytes, p: int, end: int) -> None:
         p += olen
 
 
+class _Template:
+    """The layout of a message seen before, to extract its repeats without parsing them.
+
+    Two messages whose bytes are equal apart from the ID and the record TTLs have equal
+    extractions apart from the TTLs: neither dnspython nor we validate those fields, and the
+    OPT record's TTL (which carries rcode bits) is not among them. So a message that matches
+    a template byte for byte outside those fields (one ``struct`` unpack and one tuple
+    comparison) gets the template's records with its own TTLs, each RRset's the smallest
+    (with the same clamp as dnspython).
+    """
+
+    __slots__ = ("fixed", "groups", "last", "layout", "size")
+
+    def __init__(
+        self,
+        size: int,
+        layout: struct.Struct,
+        fixed: tuple[bytes, ...],
+        groups: tuple[tuple[str, int, tuple[str, ...], tuple[int, ...]], ...],
+        last: tuple[tuple[int, ...], Extracted],
+    ) -> None:
+        self.size = size
+        self.layout = layout
+        self.fixed = fixed
+        self.groups = groups
+        # (TTLs, result) of the latest match, in one tuple so that threads sharing the
+        # template always see a matching pair.
+        self.last = last
+
+    def extract(self, ttls: tuple[int, ...]) -> Extracted:
+        last_ttls, last = self.last
+        if ttls == last_ttls:
+            return last
+        clamped = [t if t <= 0x7FFFFFFF else 0 for t in ttls]
+        records = []
+        for owner, rtype, values, indices in self.groups:
+            ttl = clamped[indices[0]] if len(indices) == 1 else min([clamped[i] for i in indices])
+            for value in values:
+                records.append(_new_tuple(Record, (owner, rtype, ttl, value)))
+        result: Extracted = _new_tuple(Extracted, (*last[:5], tuple(records)))
+        self.last = (ttls, result)
+        return result
+
+
+# Header-and-question bytes (ID left out) -> layouts seen with them. A key is first only
+# marked; its layouts are recorded from the second sighting on, so a flood of unique
+# messages costs one dict entry each. Bounded: cleared when full, few layouts per key (a
+# server rotating its answers gives each order its own layout).
+_TEMPLATES: dict[bytes, list[_Template]] = {}
+_TEMPLATES_MAX = 4096
+_TEMPLATES_PER_KEY = 4
+
+
+@lru_cache(maxsize=4096)
+def _layout(fmt: str) -> struct.Struct:
+    return struct.Struct(fmt)
+
+
+def _remember(
+    data: bytes,
+    key: bytes,
+    start: int,
+    ttl_at: list[int],
+    rrsets: dict[tuple[str, int], list[Any]],
+    result: Extracted,
+) -> None:
+    templates = _TEMPLATES.get(key)
+    if templates is None:
+        if len(_TEMPLATES) >= _TEMPLATES_MAX:
+            _TEMPLATES.clear()
+        _TEMPLATES[key] = []
+        return
+    parts = ["!"]
+    for at in ttl_at:
+        parts.append(f"{at - start}sI")
+        start = at + 4
+    parts.append(f"{len(data) - start}s")
+    layout = _layout("".join(parts))
+    fields = layout.unpack_from(data, len(data) - layout.size)
+    groups = tuple(
+        (owner, rtype, tuple(values), tuple(indices))
+        for (owner, rtype), (_, values, indices) in rrsets.items()
+    )
+    template = _Template(len(data), layout, fields[0::2], groups, (fields[1::2], result))
+    if len(templates) >= _TEMPLATES_PER_KEY:
+        del templates[0]
+    templates.append(template)
+
+
 def extract_wire_fast(data: bytes) -> Extracted | None:
     """Extract from wire bytes without dnspython, or say that the message needs it.
 
@@ -400,7 +493,18 @@ def _extract_fast(data: bytes) -> Extracted:
         pos += 4
         if pos > n:
             raise MalformedDNSMessage("question cut short", n)
-    # (owner, type) -> [ttl, values]: dnspython's RRsets, in order of first appearance
+    key = data[2:pos]
+    templates = _TEMPLATES.get(key)
+    if templates:
+        for template in templates:
+            if template.size == n:
+                fields = template.layout.unpack_from(data, pos)
+                if fields[0::2] == template.fixed:
+                    return template.extract(fields[1::2])
+    question_end = pos
+    ttl_at: list[int] = []  # where each record's TTL sits (OPT's excepted)
+    # (owner, type) -> [ttl, values, indices into ttl_at]: dnspython's RRsets, in order of
+    # first appearance
     rrsets: dict[tuple[str, int], list[Any]] = {}
     ednsflags = 0
     seen_opt = False
@@ -433,6 +537,7 @@ def _extract_fast(data: bytes) -> Extracted:
             continue
         if rclass != 1:  # not class IN
             raise _Unusual
+        ttl_at.append(pos + 4)
         if rtype == 1:  # A
             if rdlen != 4:
                 raise MalformedDNSMessage("A record data is not 4 bytes", pos + 8)
@@ -466,11 +571,11 @@ def _extract_fast(data: bytes) -> Extracted:
         pos = end
         if ttl > 0x7FFFFFFF:
             ttl = 0
-        key = (owner, rtype)
-        rrset = rrsets.get(key)
+        rrset = rrsets.get((owner, rtype))
         if rrset is None:
-            rrsets[key] = [ttl, [value]]
+            rrsets[(owner, rtype)] = [ttl, [value], [len(ttl_at) - 1]]
             continue
+        rrset[2].append(len(ttl_at) - 1)
         if ttl < rrset[0]:
             rrset[0] = ttl
         if rtype == 5:  # a singleton type: a second CNAME replaces the first
@@ -484,10 +589,10 @@ def _extract_fast(data: bytes) -> Extracted:
     # tuple.__new__ skips the NamedTuple constructor's Python frame: 0.17 us against 0.37 us.
     records = [
         _new_tuple(Record, (owner, rtype, rrset_ttl, value))
-        for (owner, rtype), (rrset_ttl, values) in rrsets.items()
+        for (owner, rtype), (rrset_ttl, values, _) in rrsets.items()
         for value in values
     ]
-    return _new_tuple(
+    result: Extracted = _new_tuple(
         Extracted,
         (
             qname,
@@ -498,6 +603,8 @@ def _extract_fast(data: bytes) -> Extracted:
             tuple(records),
         ),
     )
+    _remember(data, key, question_end, ttl_at, rrsets, result)
+    return result
 
 
 def extract_wire(data: bytes | bytearray | memoryview) -> Extracted:

@@ -254,6 +254,32 @@ def test_label_run_cache_stays_bounded() -> None:
     assert len(wire._RUN_TEXT) <= wire._RUN_TEXT_MAX
 
 
+def test_a_repeat_with_new_ttls_and_id_gets_its_own_ttls() -> None:
+    data = typical_response()
+    for _ in range(3):  # the layout is remembered from the second sighting on
+        fast_and_full(data)
+    repeat = bytearray(data)
+    repeat[0:2] = b"\xbe\xef"
+    # TTLs of the CNAME and of the second A record (offsets in typical_response's layout)
+    cname_ttl = 12 + 21 + 2 + 4
+    repeat[cname_ttl : cname_ttl + 4] = struct.pack("!I", 299)
+    second_a_ttl = len(data) - 4 - 2 - 4
+    repeat[second_a_ttl : second_a_ttl + 4] = struct.pack("!I", 2**31)  # reads as 0
+    got = fast_and_full(bytes(repeat))
+    assert [r.ttl for r in got.records] == [299, 0, 0]
+    assert extract_wire_fast(bytes(repeat)) is got
+
+
+def test_remembered_layouts_stay_bounded() -> None:
+    for i in range(wire._TEMPLATES_MAX + 10):
+        name = [f"m{i}".encode(), b"example"]
+        data = Wire().header(0x8180, 1, 1, 0, 0).question(name).rr(name, A, b"\n\0\0\1").bytes()
+        fast_and_full(data)
+        fast_and_full(data)
+    assert len(wire._TEMPLATES) <= wire._TEMPLATES_MAX
+    assert all(len(t) <= wire._TEMPLATES_PER_KEY for t in wire._TEMPLATES.values())
+
+
 def _ipv6_with_zero_groups(mask: int, fill: int) -> bytes:
     return b"".join(struct.pack("!H", 0 if mask >> i & 1 else fill) for i in range(8))
 

@@ -37,6 +37,7 @@ class Wire:
     def __init__(self) -> None:
         self.buf = bytearray()
         self.suffixes: dict[tuple[bytes, ...], int] = {}
+        self.ttl_offsets: list[int] = []
 
     def u8(self, v: int) -> Wire:
         self.buf += struct.pack("!B", v)
@@ -73,7 +74,9 @@ class Wire:
 
     def rr_start(self, labels: Sequence[bytes], rtype: int, rclass: int, ttl: int) -> int:
         """Write an RR header with a zero RDLENGTH; return where the RDLENGTH sits."""
-        self.name(labels).u16(rtype).u16(rclass).u32(ttl)
+        self.name(labels).u16(rtype).u16(rclass)
+        self.ttl_offsets.append(len(self.buf))
+        self.u32(ttl)
         at = len(self.buf)
         self.u16(0)
         return at
@@ -162,7 +165,7 @@ def opt_rdata(draw: st.DrawFn) -> bytes:
 
 
 @st.composite
-def raw_messages(draw: st.DrawFn) -> bytes:
+def raw_messages_and_ttl_offsets(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     """A message written byte by byte; valid unless the strategy chose a bad count/length."""
     pool = draw(st.lists(names, min_size=1, max_size=5))
 
@@ -223,7 +226,11 @@ def raw_messages(draw: st.DrawFn) -> bytes:
         an += draw(st.sampled_from([-1, 1]))
     data = bytearray(w.bytes())
     data[4:12] = struct.pack("!HHHH", qd, max(an, 0), ns, ar)
-    return bytes(data)
+    return bytes(data), w.ttl_offsets
+
+
+def raw_messages() -> st.SearchStrategy[bytes]:
+    return raw_messages_and_ttl_offsets().map(lambda pair: pair[0])
 
 
 @st.composite
@@ -316,6 +323,27 @@ def test_fast_path_matches_dnspython_on_valid_messages(data: bytes) -> None:
 @given(corrupted())
 def test_fast_path_matches_dnspython_on_corrupted_messages(data: bytes) -> None:
     check_against_dnspython(data)
+
+
+@fuzz
+@given(raw_messages_and_ttl_offsets(), st.data())
+def test_repeats_with_other_ids_and_ttls_are_extracted_like_dnspython(
+    message: tuple[bytes, list[int]], data: st.DataObject
+) -> None:
+    # The fast path remembers the layout of a message seen twice and extracts its repeats
+    # (equal bytes but for the ID and the TTLs) from that layout.
+    original, ttl_offsets = message
+    for _ in range(3):
+        check_against_dnspython(original)
+    repeat = bytearray(original)
+    repeat[0:2] = struct.pack("!H", data.draw(st.integers(0, 0xFFFF)))
+    for at in ttl_offsets:
+        repeat[at : at + 4] = struct.pack("!I", data.draw(ttls))
+    first = extract_wire_fast(bytes(repeat)) if reference(original) != REJECTED else None
+    check_against_dnspython(bytes(repeat))
+    if first is not None:
+        assert extract_wire_fast(bytes(repeat)) is first, "a repeat was parsed again"
+        event("remembered layout used")
 
 
 @settings(max_examples=150, deadline=None)
