@@ -44,6 +44,7 @@ duplicates. Converted Kubernetes policies are named ``knp.default.<name>`` as Ca
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import json
 import os
@@ -432,10 +433,20 @@ def _build_documents(
             docs.append(_Document(root, lines, doc_line))
 
 
+_RESOLVER: Final = yaml.resolver.Resolver()
+
+
+@functools.lru_cache(maxsize=8192)
+def _implicit_tag(value: str, implicit: tuple[bool, bool]) -> str:
+    # Policies repeat the same scalars (Allow, TCP, 443, ...): resolving each once saves ~10%
+    # of a load.
+    return cast(str, _RESOLVER.resolve(yaml.ScalarNode, value, implicit))  # type: ignore[no-untyped-call]
+
+
 def _scalar(loader: Any, event: Any, filename: str) -> Any:
     tag = event.tag
     if tag is None or tag == "!":
-        tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        tag = _implicit_tag(event.value, event.implicit)
     if tag == _YAML_STR:
         return event.value
     line = event.start_mark.line + 1
