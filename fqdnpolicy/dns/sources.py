@@ -516,7 +516,6 @@ _ETH_IPV4, _ETH_IPV6, _ETH_VLANS = 0x0800, 0x86DD, (0x8100, 0x88A8, 0x9100)
 _IPV6_EXTENSIONS = {0, 43, 60}  # hop-by-hop, routing, destination options
 _PROTO_TCP, _PROTO_UDP = 6, 17
 _MAX_TCP_FLOWS = 4096
-_MAX_TCP_BUFFER = 65535 + 2
 
 
 def _network_layer(link: int, frame: bytes) -> tuple[int, int] | None:

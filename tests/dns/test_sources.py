@@ -16,10 +16,13 @@ import dns.message
 import dns.query
 import dns.rrset
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.dns.sources import (
     ActiveResolver,
+    ReplayReport,
     iter_pcap_responses,
     load_zone,
     replay_pcap,
@@ -336,6 +339,55 @@ def test_fragments_and_snapped_packets_are_counted_not_misread(tmp_path: Path) -
     report = replay_pcap(Recorder(), path)
     assert (report.fragments, report.cut_short, report.responses) == (1, 1, 0)
     assert report.truncated_file
+
+
+def _sample_capture(tmp_path: Path, pcapng: bool) -> bytes:
+    r1 = response_wire("a.example.", "203.0.113.1")
+    stream = struct.pack("!H", len(r1)) + r1
+    frames = [
+        ethernet(ipv4_packet("198.51.100.53", "198.51.100.1", 17, udp(53, 1, r1))),
+        ethernet(ipv4_packet("198.51.100.53", "198.51.100.1", 6, tcp(53, 2, 9, flags=0x12))),
+        ethernet(ipv4_packet("198.51.100.53", "198.51.100.1", 6, tcp(53, 2, 10, stream))),
+        ethernet(ipv6_packet("2001:db8::53", "2001:db8::1", 17, udp(53, 3, r1), hop_by_hop=True)),
+    ]
+    path = tmp_path / "sample"
+    if pcapng:
+        write_pcapng(path, [(1, frames)])
+    else:
+        write_pcap(path, 1, frames)
+    return path.read_bytes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.booleans(), st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=6))
+def test_corrupted_captures_are_read_or_rejected_never_crash(
+    tmp_path_factory: pytest.TempPathFactory, pcapng: bool, flips: list[tuple[int, int]]
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("fuzz")
+    data = bytearray(_sample_capture(tmp_path, pcapng))
+    for at, value in flips:
+        data[at % len(data)] = value
+    cut = flips[0][0] % (len(data) + 1) if flips else len(data)
+    path = tmp_path / "corrupt"
+    path.write_bytes(bytes(data[:cut]))
+    outcome: ReplayReport | InvalidPolicy
+    try:
+        outcome = replay_pcap(Recorder(), path)
+    except InvalidPolicy as exc:
+        outcome = exc
+    if isinstance(outcome, InvalidPolicy):
+        assert outcome.problem.code == "bad-pcap"
+    else:
+        assert outcome.responses <= outcome.packets + 2  # TCP may frame several messages
+
+
+def test_sample_captures_yield_every_response(tmp_path: Path) -> None:
+    for pcapng in (False, True):
+        (tmp_path / "sample").unlink(missing_ok=True)
+        data = _sample_capture(tmp_path, pcapng)
+        (tmp_path / "cap").write_bytes(data)
+        report = replay_pcap(Recorder(), tmp_path / "cap")
+        assert (report.packets, report.responses) == (4, 3)
 
 
 def test_not_a_capture_is_an_invalid_policy(tmp_path: Path) -> None:
