@@ -1,0 +1,64 @@
+"""Builders of DNS answers for the cache tests, and a fake clock."""
+
+from __future__ import annotations
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+
+from fqdnpolicy.dns.wire import Extracted, Record
+
+A, CNAME, AAAA = 1, 5, 28
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (tests never sleep)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def answer(qname: str | None, *records: tuple[str, int, int, str], rcode: int = 0) -> Extracted:
+    """An extracted NOERROR response to ``qname`` with ``(owner, rtype, ttl, value)`` records."""
+    return Extracted(
+        qname=qname,
+        is_response=True,
+        opcode=0,
+        rcode=rcode,
+        truncated=False,
+        records=tuple(Record(*r) for r in records),
+    )
+
+
+def message(
+    qname: str,
+    *records: tuple[str, str, int, str],
+    additional: tuple[tuple[str, str, int, str], ...] = (),
+) -> dns.message.Message:
+    """A dnspython response to an A query for ``qname`` with ``(owner, type, ttl, text)`` records.
+
+    Names keep the case they are written in, so tests can feed mixed-case answers.
+    """
+    query = dns.message.make_query(qname, "A")
+    response = dns.message.make_response(query)
+    for section, rows in ((response.answer, records), (response.additional, additional)):
+        for owner, rtype, ttl, text in rows:
+            rdtype = dns.rdatatype.from_text(rtype)
+            rrset = response.find_rrset(
+                section,
+                dns.name.from_text(owner),
+                dns.rdataclass.IN,
+                rdtype,
+                create=True,
+            )
+            rrset.add(dns.rdata.from_text(dns.rdataclass.IN, rdtype, text), ttl)
+    return response
