@@ -184,7 +184,8 @@ def compare(engine: PolicyEngine, lab: Lab, flows: Sequence[Flow], label: str) -
             problems.append(f"{flow}: kernel {'allowed' if kernel[flow] else 'blocked'}\n{trace}")
     print(
         f"[{label}] flows={len(flows)} engine-allowed={allowed}"
-        f" engine-denied={len(flows) - allowed} kernel-allowed={sum(kernel.values())} agreeing={len(flows) - len(problems)}"
+        f" engine-denied={len(flows) - allowed} kernel-allowed={sum(kernel.values())}"
+        f" agreeing={len(flows) - len(problems)}"
     )
     return problems
 
