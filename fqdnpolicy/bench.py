@@ -36,12 +36,12 @@ from fqdnpolicy.model import ObjectMeta, Policy, PolicySpec
 from fqdnpolicy.selector import parse_selector
 from fqdnpolicy.workload import FULL_SIZE, Workload, generate, random_rule
 
-__all__ = ["measure", "run_bench"]
+__all__ = ["measure", "rss_mb", "run_bench", "zipf_sample"]
 
 ZIPF_S = 1.1
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
     """Resident set size of this process in MiB (Linux), 0 where unavailable."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
@@ -73,7 +73,8 @@ class _Progress:
             self.stream.write("\n")
 
 
-def _zipf_sample(rng: random.Random, population: Sequence[str], count: int) -> list[str]:
+def zipf_sample(rng: random.Random, population: Sequence[str], count: int) -> list[str]:
+    """Draw ``count`` items, the rank-r item (in a shuffled order) with weight 1/r^1.1."""
     ranked = list(population)
     rng.shuffle(ranked)
     weights = list(itertools.accumulate(1 / (rank + 1) ** ZIPF_S for rank in range(len(ranked))))
@@ -93,7 +94,7 @@ def measure(
     """Generate one workload at ``scale`` and measure it; returns the figures."""
     step = progress.step if progress else (lambda label: None)
     sizes = FULL_SIZE.scaled(scale)
-    rss_start = _rss_mb()
+    rss_start = rss_mb()
     started = time.perf_counter()
     workload: Workload = generate(sizes, seed=seed)
     generate_s = time.perf_counter() - started
@@ -102,7 +103,7 @@ def measure(
     started = time.perf_counter()
     engine = PolicyEngine(workload.resources, workload.cluster, workload.dns)
     compile_s = time.perf_counter() - started
-    rss = _rss_mb()
+    rss = rss_mb()
     step("compiled")
 
     rng = random.Random(seed)
@@ -118,8 +119,8 @@ def measure(
     uniform_rate = _throughput(engine, uniform())
     step("uniform verdicts")
 
-    zipf_src = _zipf_sample(rng, sources, flows * 2)
-    zipf_dst = _zipf_sample(rng, addresses, flows * 2)
+    zipf_src = zipf_sample(rng, sources, flows * 2)
+    zipf_dst = zipf_sample(rng, addresses, flows * 2)
     zipf = [(s, d, "TCP", 443) for s, d in zip(zipf_src, zipf_dst, strict=True)]
     _throughput(engine, zipf[:flows])
     zipf_rate = _throughput(engine, zipf[flows:])
