@@ -412,10 +412,13 @@ class _Template:
 # Header-and-question bytes (ID left out) -> layouts seen with them. A key is first only
 # marked; its layouts are recorded from the second sighting on, so a flood of unique
 # messages costs one dict entry each. Bounded: cleared when full, few layouts per key (a
-# server rotating its answers gives each order its own layout).
+# server rotating its answers gives each order its own layout), and only messages of at most
+# 512 bytes (classic UDP size, nearly all answers) are remembered: at most 8192 layouts of
+# about 1.5 kB, 12 MB in the worst case.
 _TEMPLATES: dict[bytes, list[_Template]] = {}
-_TEMPLATES_MAX = 4096
+_TEMPLATES_MAX = 2048
 _TEMPLATES_PER_KEY = 4
+_TEMPLATE_MAX_MESSAGE = 512
 
 
 @lru_cache(maxsize=4096)
@@ -431,6 +434,8 @@ def _remember(
     rrsets: dict[tuple[str, int], list[Any]],
     result: Extracted,
 ) -> None:
+    if len(data) > _TEMPLATE_MAX_MESSAGE:
+        return
     templates = _TEMPLATES.get(key)
     if templates is None:
         if len(_TEMPLATES) >= _TEMPLATES_MAX:

@@ -280,6 +280,22 @@ def test_remembered_layouts_stay_bounded() -> None:
     assert all(len(t) <= wire._TEMPLATES_PER_KEY for t in wire._TEMPLATES.values())
 
 
+def test_messages_over_512_bytes_are_extracted_but_not_remembered() -> None:
+    owner = labels_of("big.example")
+    w = Wire().header(0x8180, 1, 40, 0, 0).question(owner)
+    for i in range(40):
+        w.rr(owner, A, bytes([10, 0, 1, i]))
+    data = w.bytes()
+    assert len(data) > 512
+    for _ in range(3):
+        assert len(fast_and_full(data).records) == 40
+    question_end = 12 + len(b"\x03big\x07example\x00") + 4
+    assert data[2:question_end] not in wire._TEMPLATES
+    small = Wire().header(0x8180, 1, 1, 0, 0).question(owner).rr(owner, A, b"\n\0\0\1").bytes()
+    fast_and_full(small)
+    assert small[2:question_end] in wire._TEMPLATES  # the key is right: small ones are kept
+
+
 def _ipv6_with_zero_groups(mask: int, fill: int) -> bytes:
     return b"".join(struct.pack("!H", 0 if mask >> i & 1 else fill) for i in range(8))
 
