@@ -9,10 +9,11 @@
 * :func:`replay_pcap` reads a capture (pcap or pcapng) of DNS traffic and hands every response
   (UDP, or TCP reassembled per flow) to ``cache.observe`` with the server it came from.
 
-The pcap reader is our own (about 200 lines, standard library only) rather than ``dpkt``: dpkt
-is untyped, builds an object per protocol layer (about 10 us per packet against about 2 us for
-the ``struct`` reads here, which matters when a replay feeds 100,000 responses per second) and
-leaves TCP reassembly, the part that takes care, to the caller anyway.
+The pcap reader is our own (standard library only) rather than ``dpkt``: dpkt 1.9.8 (last
+release 2022) is untyped, builds an object per protocol layer and leaves TCP reassembly, the
+part that takes care, to the caller anyway. Measured on this project's machines on 20,000
+Ethernet/IPv4/UDP responses: 5-7 us per packet here (server and client text included)
+against 12-14 us for dpkt only decoding the layers, so about twice as fast.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 import struct
 import threading
 import time
@@ -37,7 +39,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.zone
 
-from fqdnpolicy.dns.wire import TYPE_A, TYPE_AAAA, TYPE_CNAME, Extracted, Record
+from fqdnpolicy.dns.wire import TYPE_A, TYPE_AAAA, TYPE_CNAME, Extracted, Record, format_ipv6
 from fqdnpolicy.domains import canonical_dns_name
 from fqdnpolicy.errors import InvalidPolicy, Problem
 
@@ -516,6 +518,7 @@ _ETH_IPV4, _ETH_IPV6, _ETH_VLANS = 0x0800, 0x86DD, (0x8100, 0x88A8, 0x9100)
 _IPV6_EXTENSIONS = {0, 43, 60}  # hop-by-hop, routing, destination options
 _PROTO_TCP, _PROTO_UDP = 6, 17
 _MAX_TCP_FLOWS = 4096
+_inet_ntoa = socket.inet_ntoa
 
 
 def _network_layer(link: int, frame: bytes) -> tuple[int, int] | None:
@@ -621,8 +624,8 @@ class _Replay:
                 return None
             if frag & 0x3FFF:  # more-fragments flag or a fragment offset
                 return "fragment"
-            src = str(ipaddress.IPv4Address(frame[at + 12 : at + 16]))
-            dst = str(ipaddress.IPv4Address(frame[at + 16 : at + 20]))
+            src = _inet_ntoa(frame[at + 12 : at + 16])
+            dst = _inet_ntoa(frame[at + 16 : at + 20])
             payload = frame[at + header : at + total]  # total length drops Ethernet padding
         else:
             if len(frame) < at + 40:
@@ -630,8 +633,8 @@ class _Replay:
             length, proto = struct.unpack_from("!HB", frame, at + 4)
             if len(frame) < at + 40 + length:
                 return None
-            src = str(ipaddress.IPv6Address(frame[at + 8 : at + 24]))
-            dst = str(ipaddress.IPv6Address(frame[at + 24 : at + 40]))
+            src = format_ipv6(frame[at + 8 : at + 24])
+            dst = format_ipv6(frame[at + 24 : at + 40])
             payload = frame[at + 40 : at + 40 + length]
             while proto in _IPV6_EXTENSIONS or proto == 44:
                 if proto == 44:
