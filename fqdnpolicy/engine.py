@@ -33,12 +33,13 @@ the engine's lock; :meth:`PolicyEngine.verdict` takes it only when it must compu
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import ipaddress
 import math
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import attrs
@@ -476,6 +477,14 @@ class PolicyEngine:
         self._pending: list[Delta] = []
         # The first build is a full render, not a delta: no member deltas are made for it.
         self._announce = False
+        self._building = True
+        # DNS changes arrive on the cache's writer thread, holding the cache's lock. They
+        # queue here and are applied by whoever holds the engine lock: taking the engine lock
+        # there could deadlock with a policy change that holds it and reads the cache. Changes
+        # that arrive while building wait for the end (their handlers are idempotent for pairs
+        # the build already saw).
+        self._inbox: collections.deque[DNSChange] = collections.deque()
+        self._unsubscribe = dns.subscribe(self._on_dns)
 
         for nset in resources.network_sets:
             self._add_netset(nset)
@@ -483,11 +492,21 @@ class PolicyEngine:
             self._add_endpoint_state(ep)
         for policy in resources.policies:
             self._install_policy(policy)
+        # One pass over the cache instead of one range scan per pattern: each name goes
+        # through the pattern index once.
+        match = self._patterns.match
+        for name in dns.names():
+            nums = match(name)
+            if nums:
+                for ip, expiry in dns.expiries(name).items():
+                    self._dns_pair_added(name, ip, expiry, only=nums)
         for key in self._endpoints:
             self._rebuild_programs(key, announce=False)
-        self._pending.clear()  # the initial state is the full render, not a delta
-        self._announce = True
-        self._unsubscribe = dns.subscribe(self._on_dns)
+        with self._lock:
+            self._building = False
+            self._pending.clear()  # the initial state is the full render, not a delta
+            self._announce = True
+            self._changed()
 
     # -- public: verdicts ----------------------------------------------------------------
 
@@ -525,12 +544,14 @@ class PolicyEngine:
         """
         key = (src, dst, protocol, port, direction, src_port, icmp_type, icmp_code)
         found = self._flows.get(key)
-        if found is not None:
+        if found is not None and not self._inbox:
             return found
         proto = _PROTOCOL_CACHE.get(protocol)
         if proto is None:
             proto = protocol_number(protocol)
         with self._lock:
+            if self._inbox:
+                self._changed()
             src_state = self._endpoints.get(src) if src.__class__ is str else None
             if (
                 src_state is not None
@@ -576,6 +597,8 @@ class PolicyEngine:
         Same arguments as :meth:`verdict`, whose answer the trace ends with.
         """
         with self._lock:
+            if self._inbox:
+                self._changed()
             steps: list[TraceStep] = []
             proto = protocol_number(protocol)
             result = self._judge(
@@ -607,11 +630,15 @@ class PolicyEngine:
     def sets(self) -> list[IPSetInfo]:
         """Return every IP set in use, ordered by id."""
         with self._lock:
+            if self._inbox:
+                self._changed()
             return sorted((s.info for s in self._sets.values()), key=lambda i: i.set_id)
 
     def members(self, set_id: str) -> dict[str, float | None]:
         """Return a set's members (addresses and CIDRs) with their DNS expiry, if any."""
         with self._lock:
+            if self._inbox:
+                self._changed()
             for ipset in self._sets.values():
                 if ipset.info.set_id == set_id:
                     out: dict[str, float | None] = dict.fromkeys(
@@ -625,6 +652,8 @@ class PolicyEngine:
     def datapath(self) -> DatapathState:
         """Return everything a datapath must enforce now (see :mod:`fqdnpolicy.datapath`)."""
         with self._lock:
+            if self._inbox:
+                self._changed()
             hosts, prefixes = self._index.members_by_set()
             sets: list[SetState] = []
             for ipset in sorted(self._sets.values(), key=lambda s: s.info.set_id):
@@ -709,6 +738,8 @@ class PolicyEngine:
     def set_ids_of(self, address: str) -> set[str]:
         """Return the ids of every set holding ``address``."""
         with self._lock:
+            if self._inbox:
+                self._changed()
             return {self._sets_by_num[n].info.set_id for n in self._index.lookup(address)}
 
     def endpoints(self) -> list[Endpoint]:
@@ -719,6 +750,8 @@ class PolicyEngine:
     def policies_for(self, endpoint: Endpoint | str, direction: Direction) -> list[str]:
         """Return the display names of the policies applying to an endpoint, in order."""
         with self._lock:
+            if self._inbox:
+                self._changed()
             state = self._state(endpoint)
             compiled = [self._policies[key] for key in state.policies[direction]]
             return [c.display for c in sorted(compiled, key=self._policy_sort_key)]
@@ -1204,11 +1237,14 @@ class PolicyEngine:
         if ipset is None:
             ipset = self._new_set(key, "domains", text)
             ipset.patterns = tuple(patterns)
+            names: set[str] = set()
             for pattern in ipset.patterns:
                 self._patterns.add(pattern, ipset.num)
-                for name in self._dns.names_matching(pattern):
-                    for ip, expiry in self._dns.expiries(name).items():
-                        self._dns_pair_added(name, ip, expiry, only={ipset.num})
+                if not self._building:  # the first build matches every name once, at the end
+                    names |= self._dns.names_matching(pattern)
+            for name in sorted(names):  # each name once, even if several patterns match it
+                for ip, expiry in self._dns.expiries(name).items():
+                    self._dns_pair_added(name, ip, expiry, only={ipset.num})
         ipset.refs += 1
         nums.append(ipset.num)
         return ipset.num
@@ -1486,16 +1522,25 @@ class PolicyEngine:
     # -- DNS -----------------------------------------------------------------------------------
 
     def _on_dns(self, changes: list[DNSChange]) -> None:
-        with self._lock:
-            for change in changes:
-                if change.added:
-                    self._dns_pair_added(change.name, change.ip, change.expiry)
-                else:
-                    self._dns_pair_removed(change.name, change.ip)
-            self._changed()
+        self._inbox.extend(changes)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._changed()
+            finally:
+                self._lock.release()
+        # else: the holder applies the queued changes before it lets go (see _changed)
+
+    def _drain_inbox(self) -> None:
+        inbox = self._inbox
+        while inbox:
+            change = inbox.popleft()
+            if change.added:
+                self._dns_pair_added(change.name, change.ip, change.expiry)
+            else:
+                self._dns_pair_removed(change.name, change.ip)
 
     def _dns_pair_added(
-        self, name: str, ip: str, expiry: float, only: set[int] | None = None
+        self, name: str, ip: str, expiry: float, only: Set[int] | None = None
     ) -> None:
         nums = self._patterns.match(name) if only is None else only
         if not nums:
@@ -1516,6 +1561,8 @@ class PolicyEngine:
                 entry[0] += 1
             if expiry > entry[1]:  # a refresh: datapaths with element timeouts extend them
                 entry[1] = expiry
+                if not self._announce:
+                    continue
                 self._pending.append(MemberChanged(ipset.info.set_id, ip, True, expiry))
                 for parent in ipset.parents:
                     parent_id = self._sets_by_num[parent].info.set_id
@@ -1543,7 +1590,10 @@ class PolicyEngine:
     # -- change propagation ---------------------------------------------------------------------
 
     def _changed(self) -> None:
-        """Forget judged flows and hand pending deltas to subscribers, in order."""
+        """Apply queued DNS changes, forget judged flows, hand deltas to subscribers in order."""
+        if self._building:
+            return
+        self._drain_inbox()
         self._flows.clear()
         if len(self._programs) > 4 * max(1, len(self._endpoints)) + 1024:
             live = {id(p) for s in self._endpoints.values() for p in s.programs.values()}

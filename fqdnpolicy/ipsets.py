@@ -123,7 +123,12 @@ class AddressIndex:
 
     def add_host(self, set_id: int, address: str) -> bool:
         """Count one more source of ``address`` in set ``set_id``; True when newly a member."""
-        counts = self._host_sets.setdefault(address, {})
+        counts = self._host_sets.get(address)
+        if counts is None:
+            # A first membership: lookups cache answers only for member hosts, so there is
+            # no cached answer to drop.
+            self._host_sets[address] = {set_id: 1}
+            return True
         count = counts.get(set_id, 0)
         counts[set_id] = count + 1
         if count:
