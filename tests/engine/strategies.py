@@ -358,6 +358,15 @@ def label_maps() -> st.SearchStrategy[dict[str, str]]:
     return st.dictionaries(st.sampled_from(LABEL_KEYS), st.sampled_from(LABEL_VALUES), max_size=3)
 
 
+def sometimes(draw: st.DrawFn, one_in: int) -> bool:
+    """True about once in ``one_in`` draws; shrinks to False.
+
+    Hypothesis favours small and boundary integers, so ``integers(0, n) == 0`` is true far
+    more often than one time in n+1; a uniform pick among flags is not biased that way.
+    """
+    return bool(draw(st.sampled_from((False,) * (one_in - 1) + (True,))))
+
+
 def _leaf_selectors() -> st.SearchStrategy[str]:
     keys, values = st.sampled_from(LABEL_KEYS), st.sampled_from(LABEL_VALUES)
     return st.one_of(
@@ -457,37 +466,48 @@ def network_sets(draw: st.DrawFn, index: int) -> NetworkSet:
 
 PORT_PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "SCTP", 6, 17)
 OTHER_PROTOCOLS: tuple[Protocol, ...] = ("ICMP", "ICMPv6", 1, 58, 47, "UDPLite")
+# None (any protocol) and TCP, the flows' commonest, most often: rules should match flows.
+RULE_PROTOCOLS: tuple[Protocol | None, ...] = (
+    *(None,) * 6,
+    *("TCP", "TCP", "TCP", 6),
+    *PORT_PROTOCOLS,
+    *OTHER_PROTOCOLS,
+)
 NOT_PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "ICMP", 17)
 FLOW_PROTOCOLS: tuple[Protocol, ...] = ("TCP", "TCP", "UDP", "SCTP", "ICMP", "ICMPv6", 6, 47)
 
 
 @st.composite
 def entity_rules(
-    draw: st.DrawFn, *, with_ports: bool, family: int | None, allow_domains: bool
+    draw: st.DrawFn, *, with_ports: bool, family: int | None, allow_domains: bool, rare: int = 1
 ) -> EntityRule:
-    """A source/destination naming a random subset of criteria (valid combinations only)."""
+    """A source/destination naming a random subset of criteria (valid combinations only).
+
+    Each criterion is drawn rarely enough (``rare`` makes them rarer still) that a good share
+    of rules match some flow: a rule naming everything matches nothing.
+    """
     fields: dict[str, Any] = {}
-    if allow_domains and draw(st.integers(0, 2)) == 0:
+    if allow_domains and sometimes(draw, 3):
         fields["domains"] = draw(domain_patterns())
-    elif draw(st.integers(0, 3)) == 0:
+    elif sometimes(draw, 4 * rare):
         fields["nets"] = draw(_nets(family or draw(st.sampled_from((4, 6))), catch_all=True))
-    if draw(st.integers(0, 4)) == 0:
+    if sometimes(draw, 5 * rare):
         fields["not_nets"] = draw(_nets(family or draw(st.sampled_from((4, 6))), catch_all=False))
-    if "domains" not in fields and draw(st.integers(0, 2)) == 0:
+    if "domains" not in fields and sometimes(draw, 4 * rare):
         fields["selector"] = draw(selectors())
-    if draw(st.integers(0, 5)) == 0:
+    if sometimes(draw, 10 * rare):
         fields["not_selector"] = draw(selectors())
-    if draw(st.integers(0, 4)) == 0:
+    if sometimes(draw, 8 * rare):
         fields["namespace_selector"] = parse_selector(draw(st.sampled_from(NAMESPACE_SELECTORS)))
-    if draw(st.integers(0, 6)) == 0:
+    if sometimes(draw, 10 * rare):
         names = tuple(draw(st.lists(st.sampled_from(ACCOUNTS), max_size=2, unique=True)))
         selector = draw(st.none() | st.just(parse_selector('team == "a"')))
         if names or selector is not None:
             fields["service_accounts"] = ServiceAccountMatch(names, selector)
-    if with_ports and draw(st.integers(0, 2)) == 0:
+    if with_ports and sometimes(draw, 3 * rare):
         specs = draw(st.lists(st.sampled_from(PORT_SPECS), min_size=1, max_size=2, unique=True))
         fields["ports"] = tuple(port(s) for s in specs)
-    if with_ports and draw(st.integers(0, 6)) == 0:
+    if with_ports and sometimes(draw, 7 * rare):
         specs = draw(st.lists(st.sampled_from(PORT_SPECS), min_size=1, max_size=2, unique=True))
         fields["not_ports"] = tuple(port(s) for s in specs)
     return EntityRule(**fields)
@@ -497,12 +517,10 @@ def entity_rules(
 def rules(draw: st.DrawFn, direction: Direction) -> Rule:
     """A rule with a random action, protocol fields and entity rules."""
     action: Action = draw(st.sampled_from(("Allow", "Allow", "Deny", "Log", "Pass")))
-    protocol: Protocol | None = draw(
-        st.none() | st.sampled_from(PORT_PROTOCOLS) | st.sampled_from(OTHER_PROTOCOLS)
-    )
+    protocol: Protocol | None = draw(st.sampled_from(RULE_PROTOCOLS))
     with_ports = protocol in PORT_PROTOCOLS
     not_protocol: Protocol | None = None
-    if draw(st.integers(0, 5)) == 0:
+    if sometimes(draw, 6):
         not_protocol = draw(st.sampled_from(NOT_PROTOCOLS).filter(lambda p: p != protocol))
     ip_version = draw(st.sampled_from((None, None, None, 4, 6)))
     icmp = not_icmp = None
@@ -519,7 +537,9 @@ def rules(draw: st.DrawFn, direction: Direction) -> Rule:
         ip_version=ip_version,
         icmp=icmp,
         not_icmp=not_icmp,
-        source=draw(entity_rules(with_ports=with_ports, family=ip_version, allow_domains=False)),
+        source=draw(
+            entity_rules(with_ports=with_ports, family=ip_version, allow_domains=False, rare=3)
+        ),
         destination=draw(
             entity_rules(with_ports=with_ports, family=ip_version, allow_domains=domains_ok)
         ),
@@ -536,14 +556,20 @@ def policies(draw: st.DrawFn, name: str, tier_names: Sequence[str]) -> Policy:
     types: tuple[PolicyType, ...] = draw(
         st.sampled_from((("Egress",), ("Egress",), ("Ingress",), ("Ingress", "Egress")))
     )
-    egress = draw(st.lists(rules("egress"), max_size=3)) if "Egress" in types else []
-    ingress = draw(st.lists(rules("ingress"), max_size=3)) if "Ingress" in types else []
+    # A policy of the direction with no rules at all is rare but must occur (it denies).
+    least = 0 if sometimes(draw, 6) else 1
+    egress = (
+        draw(st.lists(rules("egress"), min_size=least, max_size=4)) if "Egress" in types else []
+    )
+    ingress = (
+        draw(st.lists(rules("ingress"), min_size=least, max_size=4)) if "Ingress" in types else []
+    )
     selector = draw(st.just(Selector.all()) | selectors())
     namespace_selector = None
-    if namespace is None and draw(st.integers(0, 3)) == 0:
+    if namespace is None and sometimes(draw, 4):
         namespace_selector = parse_selector(draw(st.sampled_from(NAMESPACE_SELECTORS)))
     sa_selector = None
-    if draw(st.integers(0, 6)) == 0:
+    if sometimes(draw, 7):
         sa_selector = parse_selector(draw(st.sampled_from(('team == "a"', "has(team)", "all()"))))
     kind: Literal["NetworkPolicy", "GlobalNetworkPolicy"] = (
         "GlobalNetworkPolicy" if namespace is None else "NetworkPolicy"
@@ -573,7 +599,7 @@ def tiers(draw: st.DrawFn) -> tuple[Tier, ...]:
         )
         for name in chosen
     ]
-    if draw(st.integers(0, 4)) == 0:
+    if sometimes(draw, 5):
         out.append(tier("default", draw(st.sampled_from((None, 50.0, 1_000_000.0))), "Pass"))
     return tuple(out)
 
@@ -628,7 +654,12 @@ def flows(draw: st.DrawFn, eps: Sequence[Endpoint], dns_ips: Sequence[str]) -> F
     """
     member_ips = ("10.0.1.99", "198.51.100.1", "203.0.113.77", "2001:db8::1", "fd00::99")
     ep_ips = tuple(ip for ep in eps for ip in ep.ips)
-    pool = st.sampled_from((*ep_ips, *(dns_ips or DNS_IPS), *member_ips, *OUTSIDE_IPS))
+    # Each kind of address about equally often, whatever the sizes of the pools.
+    pool = (
+        st.sampled_from(ep_ips)
+        | st.sampled_from(dns_ips or DNS_IPS)
+        | st.sampled_from((*member_ips, *OUTSIDE_IPS))
+    )
     direction: Direction = draw(st.sampled_from(("egress", "egress", "egress", "ingress")))
     if direction == "egress":
         dst = draw(pool | st.sampled_from([ep.key for ep in eps]))
@@ -672,11 +703,11 @@ def worlds(draw: st.DrawFn, max_flows: int = 12) -> WorldSpec:
     cluster = Cluster(eps, draw(namespaces()), draw(service_accounts()))
     loaded_tiers = draw(tiers())
     tier_names = ["default", "default", *(t.name for t in loaded_tiers), "ghost"]
-    names = draw(st.lists(st.sampled_from(POLICY_NAMES), max_size=6, unique=True))
+    names = draw(st.lists(st.sampled_from(POLICY_NAMES), min_size=1, max_size=6, unique=True))
     pols = tuple(draw(policies(n, tier_names)) for n in names)
     sets = tuple(draw(network_sets(i)) for i in range(draw(st.integers(0, 3))))
     ep_ips = [ip for ep in eps for ip in ep.ips]
-    learned = tuple(draw(st.lists(answers(ep_ips), max_size=4)))
+    learned = tuple(draw(st.lists(answers(ep_ips), min_size=1, max_size=5)))
     dns_ips = sorted({ip for a in learned for ip in a.ips})
     judged = tuple(draw(st.lists(flows(eps, dns_ips), min_size=1, max_size=max_flows)))
     return WorldSpec(ResourceSet(pols, sets, loaded_tiers), cluster, learned, judged)
