@@ -288,3 +288,37 @@ def test_ipv6_destination_uses_the_sources_ipv6_address(
     response.answer.append(dns.rrset.from_text("api.github.com.", 60, "IN", "AAAA", "2001:db8::10"))
     cache.observe(response, server="10.96.0.10")
     assert engine.verdict("default/backend", "2001:DB8::10", "TCP", 443).allowed
+
+
+def test_dns_writer_thread_and_policy_changes_never_deadlock(
+    engine: PolicyEngine, cache: DNSCache
+) -> None:
+    import threading
+
+    from fqdnpolicy.dns.wire import Extracted, Record
+
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set() and i < 5000:
+            ip = f"198.51.100.{i % 250}"
+            cache.ingest(
+                Extracted(
+                    "api.github.com", True, 0, 0, False, (Record("api.github.com", 1, 60, ip),)
+                )
+            )
+            i += 1
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    policy = fqdnpolicy.loads(POLICIES).policies[0]
+    for _ in range(50):
+        engine.upsert_policy(policy)  # holds the engine lock and reads the cache
+        engine.verdict("default/backend", "198.51.100.1", "TCP", 443)
+    stop.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "writer blocked: lock-order deadlock"
+    # Every address the cache holds is in the set once the queue is drained.
+    for ip in cache.ips("api.github.com"):
+        assert engine.verdict("default/backend", ip, "TCP", 443).allowed
