@@ -301,7 +301,7 @@ def test_dns_writer_thread_and_policy_changes_never_deadlock(
 
     def writer() -> None:
         i = 0
-        while not stop.is_set() and i < 5000:
+        while not stop.is_set() and i < 50000:
             ip = f"198.51.100.{i % 250}"
             cache.ingest(
                 Extracted(
@@ -310,15 +310,26 @@ def test_dns_writer_thread_and_policy_changes_never_deadlock(
             )
             i += 1
 
-    thread = threading.Thread(target=writer, daemon=True)
-    thread.start()
     policy = fqdnpolicy.loads(POLICIES).policies[0]
-    for _ in range(50):
-        engine.upsert_policy(policy)  # holds the engine lock and reads the cache
-        engine.verdict("default/backend", "198.51.100.1", "TCP", 443)
-    stop.set()
-    thread.join(timeout=30)
-    assert not thread.is_alive(), "writer blocked: lock-order deadlock"
+    variant = fqdnpolicy.loads(POLICIES.replace('"api.github.com", ', '"*.github.com", ')).policies[
+        0
+    ]
+
+    def changer() -> None:
+        for i in range(400):
+            # Each switch creates a domain set: the engine scans the cache under its own lock.
+            engine.upsert_policy(variant if i % 2 else policy)
+            engine.verdict("default/backend", "198.51.100.1", "TCP", 443)
+        stop.set()
+
+    # Both run in daemon threads so that a deadlock fails the test instead of hanging it.
+    threads = [threading.Thread(target=f, daemon=True) for f in (writer, changer)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "lock-order deadlock"
+    engine.upsert_policy(policy)
     # Every address the cache holds is in the set once the queue is drained.
     for ip in cache.ips("api.github.com"):
         assert engine.verdict("default/backend", ip, "TCP", 443).allowed
