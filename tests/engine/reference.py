@@ -59,6 +59,7 @@ from fqdnpolicy.model import (
 from fqdnpolicy.selector import Selector
 
 Direction = Literal["egress", "ingress"]
+Default = Literal["end-of-tier", "no-policy", "profile"]
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: Calico's protocol names and their IP protocol numbers.
@@ -104,7 +105,7 @@ class RefVerdict:
     tier: str | None
     rule_index: int | None
     direction: Direction
-    default: Literal["end-of-tier", "no-policy", "profile"] | None
+    default: Default | None
 
 
 @attrs.frozen

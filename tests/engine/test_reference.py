@@ -8,7 +8,7 @@ says what Calico does.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pytest
 
@@ -16,7 +16,7 @@ from fqdnpolicy.cluster import Cluster, Namespace, ServiceAccount
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.model import NetworkSet, Policy, ResourceSet, Tier
-from tests.engine.reference import RefVerdict, reference_verdict
+from tests.engine.reference import Default, RefVerdict, reference_verdict
 from tests.engine.strategies import (
     FakeClock,
     answer,
@@ -106,7 +106,8 @@ def judge_by_engine(
     cache = dns if dns is not None else DNSCache(clock=FakeClock())
     v = PolicyEngine(resources, cluster, cache).verdict(src, dst, protocol, port, **kwargs)
     assert v.default in (None, "end-of-tier", "no-policy", "profile")
-    return RefVerdict(v.action, v.policy, v.tier, v.rule_index, v.direction, v.default)
+    default = cast(Default, v.default)
+    return RefVerdict(v.action, v.policy, v.tier, v.rule_index, v.direction, default)
 
 
 @pytest.fixture(params=[judge_by_reference, judge_by_engine], ids=["reference", "engine"])
