@@ -710,3 +710,39 @@ def test_ingress_named_port_resolves_on_the_policed_destination(judge: Judge) ->
         ).action
         == "Deny"
     )
+
+
+def test_own_side_selector_also_matches_through_a_network_set_holding_the_endpoints_address(
+    judge: Judge,
+) -> None:
+    # Calico turns a source selector into an IP set: a network set whose nets hold the
+    # sender's address puts it in the set as surely as the sender's own labels do.
+    nodes = network_set("pods", labels={"zone": "pods"}, nets=["10.0.0.0/24"])
+    p = policy("from-pods", egress=[rule("Allow", source=entity(selector='zone == "pods"'))])
+    rs = world(p, sets=(nodes,))
+    assert judge(rs, "default/backend", OUTSIDE).action == "Allow"
+    assert judge(rs, "staging/web", OUTSIDE).action == "Deny"  # 10.0.2.5 is outside
+
+
+def test_not_ports_fail_when_the_port_is_unknown(judge: Judge) -> None:
+    p = policy(
+        "not-sport-53",
+        namespace="default",
+        egress=[rule("Allow", protocol="UDP", source=entity(not_ports=[53]))],
+    )
+    assert judge(world(p), "default/backend", OUTSIDE, "UDP", 53, src_port=1234).action == "Allow"
+    assert judge(world(p), "default/backend", OUTSIDE, "UDP", 53, src_port=53).action == "Deny"
+    assert judge(world(p), "default/backend", OUTSIDE, "UDP", 53).action == "Deny"
+
+
+def test_not_selector_excludes_an_address_any_namespace_object_holds(judge: Judge) -> None:
+    # notSelector is not namespace-scoped: a staging NetworkSet labelled bad holding the
+    # database's address excludes it from a default-namespace policy's rule.
+    bad = network_set("bad", namespace="staging", labels={"bad": "yes"}, nets=["10.0.0.11/32"])
+    p = policy(
+        "not-bad",
+        namespace="default",
+        egress=[rule("Allow", destination=entity(not_selector='bad == "yes"'))],
+    )
+    assert judge(world(p, sets=(bad,)), "default/backend", "10.0.0.11").action == "Deny"
+    assert judge(world(p), "default/backend", "10.0.0.11").action == "Allow"
