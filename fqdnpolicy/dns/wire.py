@@ -409,8 +409,8 @@ class _Template:
         return result
 
 
-# Header-and-question bytes (ID left out) -> layouts seen with them. A key is first only
-# marked; its layouts are recorded from the second sighting on, so a flood of unique
+# Key bytes (after the ID, up to the question's end; see _extract_fast) -> layouts seen with
+# them. A key is first only marked; its layouts are recorded from the second sighting on, so a flood of unique
 # messages costs one dict entry each. Bounded: cleared when full, few layouts per key (a
 # server rotating its answers gives each order its own layout), and only messages of at most
 # 512 bytes (classic UDP size, nearly all answers) are remembered: at most 8192 layouts of
@@ -487,6 +487,19 @@ def _extract_fast(data: bytes) -> Extracted:
     n = len(data)
     if n < 12:
         raise MalformedDNSMessage("shorter than the 12-byte header", 0)
+    # Key of remembered layouts: the bytes after the ID up to the first zero byte after the
+    # header (the end of an uncompressed question name) and 4 more (type and class). Found
+    # with one C call, so a repeat is recognised without reading its question name.
+    key_end = data.find(0, 12)
+    key_end = n if key_end < 0 else key_end + 5
+    key = data[2:key_end]
+    templates = _TEMPLATES.get(key)
+    if templates:
+        for template in templates:
+            if template.size == n:
+                fields = template.layout.unpack_from(data, key_end)
+                if fields[0::2] == template.fixed:
+                    return template.extract(fields[1::2])
     _, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data, 0)
     if flags & 0x7800 or qdcount > 1:  # opcode other than QUERY, several questions
         raise _Unusual
@@ -498,15 +511,6 @@ def _extract_fast(data: bytes) -> Extracted:
         pos += 4
         if pos > n:
             raise MalformedDNSMessage("question cut short", n)
-    key = data[2:pos]
-    templates = _TEMPLATES.get(key)
-    if templates:
-        for template in templates:
-            if template.size == n:
-                fields = template.layout.unpack_from(data, pos)
-                if fields[0::2] == template.fixed:
-                    return template.extract(fields[1::2])
-    question_end = pos
     ttl_at: list[int] = []  # where each record's TTL sits (OPT's excepted)
     # (owner, type) -> [ttl, values, indices into ttl_at]: dnspython's RRsets, in order of
     # first appearance
@@ -608,7 +612,8 @@ def _extract_fast(data: bytes) -> Extracted:
             tuple(records),
         ),
     )
-    _remember(data, key, question_end, ttl_at, rrsets, result)
+    if key_end <= n and (not ttl_at or ttl_at[0] >= key_end):
+        _remember(data, key, key_end, ttl_at, rrsets, result)
     return result
 
 

@@ -341,7 +341,10 @@ def test_repeats_with_other_ids_and_ttls_are_extracted_like_dnspython(
         repeat[at : at + 4] = struct.pack("!I", data.draw(ttls))
     first = extract_wire_fast(bytes(repeat)) if reference(original) != REJECTED else None
     check_against_dnspython(bytes(repeat))
-    if first is not None:
+    # With one question written out in full, the remembered layout's key (the bytes up to
+    # the question's end) never holds a TTL, so a repeat must come from the layout.
+    one_plain_question = original[4:6] == b"\x00\x01" and original[12] < 0xC0
+    if first is not None and one_plain_question:
         assert extract_wire_fast(bytes(repeat)) is first, "a repeat was parsed again"
         event("remembered layout used")
 
