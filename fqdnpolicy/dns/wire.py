@@ -410,11 +410,11 @@ class _Template:
 
 
 # Key bytes (after the ID, up to the question's end; see _extract_fast) -> layouts seen with
-# them. A key is first only marked; its layouts are recorded from the second sighting on, so a flood of unique
-# messages costs one dict entry each. Bounded: cleared when full, few layouts per key (a
-# server rotating its answers gives each order its own layout), and only messages of at most
-# 512 bytes (classic UDP size, nearly all answers) are remembered: at most 8192 layouts of
-# about 1.5 kB, 12 MB in the worst case.
+# them. A key is first only marked; its layouts are recorded from the second sighting on, so
+# a flood of unique messages costs one dict entry each. Bounded: cleared when full, few
+# layouts per key (a server rotating its answers gives each order its own layout), and only
+# messages of at most 512 bytes (classic UDP size, nearly all answers) are remembered: at
+# most 8192 layouts of about 1.5 kB, 12 MB in the worst case.
 _TEMPLATES: dict[bytes, list[_Template]] = {}
 _TEMPLATES_MAX = 2048
 _TEMPLATES_PER_KEY = 4
