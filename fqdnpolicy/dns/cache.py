@@ -82,13 +82,13 @@ if TYPE_CHECKING:
     from fqdnpolicy.dns.persist import LoadReport
 
 __all__ = [
+    "Answer",
     "DNSCache",
     "DNSChange",
     "DNSLink",
     "DNSStats",
-    "ExtractedLike",
     "PatternLike",
-    "RecordLike",
+    "RecordTuple",
     "parse_server",
 ]
 
@@ -102,52 +102,12 @@ _EMPTY: Mapping[str, float] = {}
 _TRUST_MEMO_LIMIT = 4096
 
 
-class RecordLike(Protocol):
-    """One answer record as :mod:`fqdnpolicy.dns.wire` extracts it (class IN)."""
+RecordTuple = tuple[str, int, int, str]
+"""``(owner, rtype, ttl, value)``: the shape of :class:`fqdnpolicy.dns.wire.Record`."""
 
-    @property
-    def name(self) -> str:
-        """Owner name, canonical (lowercase, no trailing dot)."""
-
-    @property
-    def rtype(self) -> int:
-        """1 (A), 5 (CNAME) or 28 (AAAA)."""
-
-    @property
-    def ttl(self) -> int:
-        """TTL in seconds as on the wire."""
-
-    @property
-    def value(self) -> str:
-        """Canonical IP text, or the canonical CNAME target."""
-
-
-class ExtractedLike(Protocol):
-    """A DNS message reduced to what the cache needs (``fqdnpolicy.dns.wire.Extracted``)."""
-
-    @property
-    def qname(self) -> str | None:
-        """The question name, canonical; None when the message has no question."""
-
-    @property
-    def is_response(self) -> bool:
-        """The QR bit."""
-
-    @property
-    def opcode(self) -> int:
-        """The opcode (0 is QUERY)."""
-
-    @property
-    def rcode(self) -> int:
-        """The response code (0 is NOERROR)."""
-
-    @property
-    def truncated(self) -> bool:
-        """The TC bit."""
-
-    @property
-    def records(self) -> Sequence[RecordLike]:
-        """Answer-section A, AAAA and CNAME records of class IN."""
+Answer = tuple[str | None, bool, int, int, bool, Sequence[RecordTuple]]
+"""``(qname, is_response, opcode, rcode, truncated, records)``: the shape of
+:class:`fqdnpolicy.dns.wire.Extracted` (names canonical, records of class IN)."""
 
 
 class PatternLike(Protocol):
@@ -451,12 +411,22 @@ class DNSCache:
         # skipped lazily (an entry is live when it equals _sched[name]).
         self._sched: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
-        self._index: SortedList = SortedList()  # reversed owner names
+        # Sorted character-reversed names for names_matching, maintained lazily: new names
+        # wait in _pending and removed ones stay until a rebuild (reads check _sched), since
+        # patterns are added rarely and names come and go with every answer and expiry.
+        self._index: SortedList = SortedList()
+        self._pending: list[str] = []
+        self._index_removed = 0
         self._subscribers: list[Callable[[list[DNSChange]], None]] = []
         self._c = _Counters()
         self._trust_memo: dict[str, bool] = {}
         self._alive: dict[str, float] = {}  # ip -> last keep_alive time
         self._zombies: dict[tuple[str, str], float] = {}  # kept pair -> first kept time
+        # Bumped whenever a link appears or disappears. Membership of the effective mapping
+        # depends only on which links exist (deadlines only move expiries), so a batch that
+        # leaves it unchanged cannot add or remove a pair and needs no diff.
+        self._structure = 0
+        self._lifetimes: dict[int, float] = {}  # ttl -> lifetime, memo for the hot path
 
     # ---------------------------------------------------------------------------------------
     # Learning
@@ -504,7 +474,7 @@ class DNSCache:
                 return []
             try:
                 if isinstance(response, bytes | bytearray | memoryview):
-                    extracted: ExtractedLike = wire.extract_wire(bytes(response))
+                    extracted: Answer = wire.extract_wire(bytes(response))
                 else:
                     extracted = wire.extract_message(response)
             except wire.MalformedDNSMessage:
@@ -512,7 +482,7 @@ class DNSCache:
                 return []
             return self._ingest(extracted)
 
-    def ingest(self, extracted: ExtractedLike, server: str | None = None) -> list[DNSChange]:
+    def ingest(self, extracted: Answer, server: str | None = None) -> list[DNSChange]:
         """Learn from an already-extracted answer (zone files, resolvers, replays).
 
         The same filtering as :meth:`observe` applies (response, opcode, rcode, chain
@@ -520,7 +490,8 @@ class DNSCache:
         None, for local sources.
 
         Args:
-            extracted: The answer (``fqdnpolicy.dns.wire.Extracted`` or the same shape).
+            extracted: The answer: a ``fqdnpolicy.dns.wire.Extracted`` or a tuple of the same
+                shape (:data:`Answer`).
             server: Where it came from; when given it must be trusted.
 
         Returns:
@@ -532,35 +503,39 @@ class DNSCache:
                 return []
             return self._ingest(extracted)
 
-    def _ingest(self, ex: ExtractedLike) -> list[DNSChange]:
+    def _ingest(self, ex: Answer) -> list[DNSChange]:
+        # One tuple unpack instead of attribute reads: this is the ingest hot path, where
+        # each attribute read costs as much as a dict lookup.
+        qname, is_response, opcode, rcode, truncated, records = ex
         c = self._c
-        if not ex.is_response:
+        if not is_response:
             c.not_response += 1
             return []
-        if ex.opcode != 0:
+        if opcode != 0:
             c.wrong_opcode += 1
             return []
-        if ex.rcode != 0:
+        if rcode != 0:
             c.wrong_rcode += 1
             return []
-        qname = ex.qname
         if qname is None:
             c.no_question += 1
             return []
-        if ex.truncated:
+        if truncated:
             c.truncated += 1
         c.answers += 1
-        records = ex.records
         depth_limit = self.max_chain_depth
 
         # Which owners are reachable from the question, and at how many CNAME links.
         reach = {qname: 0}
         links_in: dict[str, list[str]] | None = None
-        for r in records:
-            if r.rtype == RTYPE_CNAME:
+        for owner, rtype, _, value in records:
+            if rtype == RTYPE_CNAME:
                 if links_in is None:
-                    links_in = {}
-                links_in.setdefault(r.name, []).append(r.value)
+                    links_in = {owner: [value]}
+                elif owner in links_in:
+                    links_in[owner].append(value)
+                else:
+                    links_in[owner] = [value]
         if links_in is not None:
             frontier = [qname]
             d = 0
@@ -577,13 +552,13 @@ class DNSCache:
         now = self.clock()
         old: dict[str, Mapping[str, float]] = {}
         deadlines: dict[int, float] = {}  # one float per TTL: records of an RRset share it
-        for r in records:
-            owner = r.name
+        addrs_of, eff_of, lifetimes = self._addrs, self._eff, self._lifetimes
+        structure = self._structure
+        for owner, rtype, ttl, value in records:
             depth = reach.get(owner)
             if depth is None:
                 c.out_of_chain += 1
                 continue
-            rtype = r.rtype
             if rtype == RTYPE_CNAME:
                 if depth >= depth_limit:
                     c.chain_too_deep += 1
@@ -591,21 +566,42 @@ class DNSCache:
             elif rtype != RTYPE_A and rtype != RTYPE_AAAA:
                 c.unsupported_record += 1
                 continue
-            elif r.value in _ZERO_ADDRESSES:
+            elif value in _ZERO_ADDRESSES:
                 c.zero_address += 1
                 continue
-            ttl = r.ttl
             deadline = deadlines.get(ttl)
             if deadline is None:
-                deadline = deadlines[ttl] = now + self._lifetime(ttl)
+                life = lifetimes.get(ttl)
+                if life is None:
+                    life = self._lifetime(ttl)
+                    if len(lifetimes) < 4096:
+                        lifetimes[ttl] = life
+                deadline = deadlines[ttl] = now + life
             if deadline <= now:
                 c.zero_lifetime += 1
                 continue
             if rtype == RTYPE_CNAME:
-                self._put_cname(owner, r.value, deadline, old)
-            else:
-                self._put_addr(owner, sys.intern(r.value), deadline, old)
-        return self._commit(old, now)
+                self._put_cname(owner, value, deadline, old)
+                continue
+            # _put_addr inlined for its most common case, extending a known address.
+            links = addrs_of.get(owner)
+            if links is None:
+                self._put_addr(owner, sys.intern(value), deadline, old)
+                continue
+            current = links.get(value)
+            if current is None:
+                self._put_addr(owner, sys.intern(value), deadline, old)
+                continue
+            if current >= deadline:
+                continue
+            if owner not in old:
+                eff = eff_of.get(owner)
+                old[owner] = eff if eff is not None else dict(links)
+            links[value] = deadline
+            if self._zombies:
+                self._zombies.pop((owner, value), None)
+            # sched only needs to be a lower bound; an extension never lowers it.
+        return self._commit(old, now, since=structure)
 
     def _lifetime(self, ttl: int) -> float:
         if not 0 <= ttl <= _TTL_MAX_VALID:
@@ -636,6 +632,8 @@ class DNSCache:
         if links is None:
             self._touch(name, old)
             self._addrs[name] = {ip: deadline}
+            self._structure += 1
+            self._schedule(name, deadline)
             return
         current = links.get(ip)
         if current is not None and current >= deadline:
@@ -644,7 +642,11 @@ class DNSCache:
         links[ip] = deadline
         if self._zombies:
             self._zombies.pop((name, ip), None)  # a real answer again: no longer kept
-        if current is None and len(links) > self.max_ips_per_name:
+        if current is not None:
+            return
+        self._structure += 1
+        self._schedule(name, deadline)
+        if len(links) > self.max_ips_per_name:
             self._c.over_name_cap += 1
             victim = min(links.items(), key=_by_deadline_then_value)[0]
             del links[victim]
@@ -658,20 +660,25 @@ class DNSCache:
         if links is None:
             self._touch(name, old)
             self._cnames[name] = {target: deadline}
+            self._structure += 1
             self._add_parent(target, name)
+            self._schedule(name, deadline)
             return
         current = links.get(target)
         if current is not None and current >= deadline:
             return
         self._touch(name, old)
         links[target] = deadline
-        if current is None:
-            self._add_parent(target, name)
-            if len(links) > self.max_ips_per_name:
-                self._c.over_name_cap += 1
-                victim = min(links.items(), key=_by_deadline_then_value)[0]
-                del links[victim]
-                self._drop_parent(victim, name)
+        if current is not None:
+            return
+        self._structure += 1
+        self._add_parent(target, name)
+        self._schedule(name, deadline)
+        if len(links) > self.max_ips_per_name:
+            self._c.over_name_cap += 1
+            victim = min(links.items(), key=_by_deadline_then_value)[0]
+            del links[victim]
+            self._drop_parent(victim, name)
 
     def _add_parent(self, target: str, name: str) -> None:
         parents = self._parents.get(target)
@@ -696,6 +703,7 @@ class DNSCache:
     ) -> int:
         """Remove ``name``'s links with deadline <= ``upto`` (all when None); count them."""
         self._touch(name, old)
+        self._structure += 1
         removed = 0
         addrs = self._addrs.get(name)
         if addrs is not None:
@@ -718,44 +726,72 @@ class DNSCache:
             removed += len(due)
             if not cnames:
                 del self._cnames[name]
+        first = self._first_deadline(name)
+        if first is None:
+            if self._sched.pop(name, None) is not None:
+                self._index_removed += 1
+        elif self._sched.get(name) != first:
+            self._sched[name] = first
+            heapq.heappush(self._heap, (first, name))
         return removed
 
-    def _reschedule(self, name: str) -> None:
-        """Bring ``_sched``, the heap and the name index up to date for ``name``."""
+    def _first_deadline(self, name: str) -> float | None:
+        """The earliest deadline among ``name``'s links, or None when it has none."""
         addrs = self._addrs.get(name)
         cnames = self._cnames.get(name)
-        if addrs is None and cnames is None:
-            if self._sched.pop(name, None) is not None:
-                self._index.remove(_reverse(name))
-            return
-        first = min(addrs.values()) if addrs else math.inf
-        if cnames:
-            first = min(first, min(cnames.values()))
+        if addrs:
+            first = min(addrs.values())
+            return min(first, min(cnames.values())) if cnames else first
+        return min(cnames.values()) if cnames else None
+
+    def _schedule(self, name: str, deadline: float) -> None:
+        """Account for a new link of ``name``: index a new name, lower its heap key if needed.
+
+        ``_sched[name]`` is a lower bound of the name's earliest deadline, and the heap holds
+        ``(_sched[name], name)``. Extending a link never lowers the bound, so refreshes leave
+        the heap alone; :meth:`_pop_due` re-keys an entry whose bound turned out low.
+        """
         previous = self._sched.get(name)
-        if previous == first:
-            return
         if previous is None:
-            self._index.add(_reverse(name))
-        self._sched[name] = first
-        heapq.heappush(self._heap, (first, name))
-        if len(self._heap) > 2 * len(self._sched) + 1024:
-            # Refreshes leave stale entries behind; rebuilding keeps the heap O(names).
+            self._pending.append(name)
+        elif previous <= deadline:
+            return
+        self._sched[name] = deadline
+        heap = self._heap
+        heapq.heappush(heap, (deadline, name))
+        if len(heap) > 2 * len(self._sched) + 1024:
+            # Lowered keys leave superseded entries behind; rebuilding keeps the heap O(names).
             self._heap = [(d, n) for n, d in self._sched.items()]
             heapq.heapify(self._heap)
 
-    def _pop_due(self, upto: float) -> str | None:
-        """Pop the live heap entry with the earliest deadline if it is <= ``upto``."""
+    def _settle_top(self) -> tuple[float, str] | None:
+        """Make the heap top exact: the name with the earliest deadline (ties: smallest name)."""
         heap, sched = self._heap, self._sched
         while heap:
             deadline, name = heap[0]
             if sched.get(name) != deadline:
-                heapq.heappop(heap)
+                heapq.heappop(heap)  # superseded entry, or the name is gone
                 continue
-            if deadline > upto:
-                return None
-            heapq.heappop(heap)
-            return name
+            first = self._first_deadline(name)
+            if first is not None and first > deadline:
+                sched[name] = first
+                heapq.heapreplace(heap, (first, name))
+                continue
+            return deadline, name
         return None
+
+    def _pop_due(self, upto: float) -> str | None:
+        """Pop the name with the earliest deadline if that deadline is <= ``upto``.
+
+        The caller must then drop at least the due links (``_drop_links`` re-keys the name).
+        """
+        top = self._settle_top()
+        if top is None or top[0] > upto:
+            return None
+        heapq.heappop(self._heap)
+        # The entry is gone; mark the bound stale so _drop_links pushes a new entry.
+        self._sched[top[1]] = -math.inf
+        return top[1]
 
     # ---------------------------------------------------------------------------------------
     # Committing a batch of link changes: bounds, effective mapping, change events
@@ -766,23 +802,37 @@ class DNSCache:
         old: dict[str, Mapping[str, float]],
         now: float,
         zombie_origin: dict[tuple[str, str], float] | None = None,
+        *,
+        since: int | None = None,
     ) -> list[DNSChange]:
+        """Apply bounds, recompute what changed and publish the differences.
+
+        ``since`` is the structure version at the start of the batch, when known: if no link
+        appeared or disappeared since, only deadlines moved and there is nothing to report
+        (unless ``report_refresh``).
+        """
         if not old:
             return []
-        for name in list(old):
-            self._reschedule(name)
         while len(self._sched) > self.max_names:
             victim = self._pop_due(math.inf)
             if victim is None:  # pragma: no cover - the heap holds every name
                 break
             self._drop_links(victim, old, None)
-            self._reschedule(victim)
             self._c.evicted_names += 1
 
         new = self._recompute(old)
         if zombie_origin is not None:
             self._keep_zombies(old, new, now, zombie_origin)
+        if len(self._pending) + self._index_removed > len(self._sched) + 1024:
+            self._rebuild_index()
+        if since == self._structure and not self.report_refresh:
+            return []  # only deadlines moved: no pair can have appeared or disappeared
         return self._publish(old, new)
+
+    def _rebuild_index(self) -> None:
+        self._index = SortedList(_reverse(name) for name in self._sched)
+        self._pending = []
+        self._index_removed = 0
 
     def _recompute(self, old: dict[str, Mapping[str, float]]) -> dict[str, Mapping[str, float]]:
         new: dict[str, Mapping[str, float]] = {}
@@ -801,9 +851,11 @@ class DNSCache:
     def _ancestors(self, names: list[str]) -> list[str]:
         """``names`` plus every name with a CNAME path of at most the depth limit to one."""
         parents = self._parents
+        frontier = [n for n in names if n in parents]
+        if not frontier:
+            return names
         seen = set(names)
         result = list(names)
-        frontier = [n for n in names if n in parents]
         for _ in range(self.max_chain_depth):
             if not frontier:
                 break
@@ -825,16 +877,26 @@ class DNSCache:
         at least as far and as long. That also ends loops.
         """
         addrs, cnames = self._addrs, self._cnames
+        links = cnames[name]
+        if len(links) == 1 and name not in addrs:
+            # The common shape, one CNAME to a name holding only addresses, without the
+            # general walk: it is most of what a busy cache recomputes.
+            ((target, width),) = links.items()
+            if target not in cnames:
+                tail = addrs.get(target)
+                if tail is None:
+                    return {}
+                return {ip: width if width < d else d for ip, d in tail.items()}
         out = dict(addrs.get(name, _EMPTY))
         best: dict[str, float] = {name: math.inf}
         layer: dict[str, float] = {name: math.inf}
         for _ in range(self.max_chain_depth):
             nxt: dict[str, float] = {}
             for node, value in layer.items():
-                links = cnames.get(node)
-                if links is None:
+                node_links = cnames.get(node)
+                if node_links is None:
                     continue
-                for target, deadline in links.items():
+                for target, deadline in node_links.items():
                     width = value if value < deadline else deadline
                     if width > best.get(target, _NEG_INF) and width > nxt.get(target, _NEG_INF):
                         nxt[target] = width
@@ -906,12 +968,12 @@ class DNSCache:
                 if links is None:
                     links = self._addrs[name] = {}
                 links[ip] = deadline
+                self._structure += 1
+                self._schedule(name, deadline)
                 self._zombies[name, ip] = origin
                 self._c.kept_alive += 1
                 kept.append(name)
         if kept:
-            for name in kept:
-                self._reschedule(name)
             new.update(self._recompute(old))
 
     # ---------------------------------------------------------------------------------------
@@ -942,10 +1004,8 @@ class DNSCache:
     def next_expiry(self) -> float | None:
         """Return the deadline (clock seconds) of the next :meth:`expire` work, or None."""
         with self._lock:
-            heap, sched = self._heap, self._sched
-            while heap and sched.get(heap[0][1]) != heap[0][0]:
-                heapq.heappop(heap)
-            return heap[0][0] if heap else None
+            top = self._settle_top()
+            return None if top is None else top[0]
 
     def keep_alive(self, *ips: str) -> None:
         """Say that the datapath still sees connections to ``ips`` (now).
@@ -1011,17 +1071,19 @@ class DNSCache:
         """
         suffix = pattern.fixed_suffix
         with self._lock:
+            sched = self._sched
             if not suffix:
-                candidates: Iterable[str] = list(self._sched)
-            else:
-                key = _reverse(suffix)
-                found = [suffix] if suffix in self._sched else []
-                found.extend(
-                    _reverse(rev)
-                    for rev in self._index.irange(key + ".", key + "/", inclusive=(True, False))
-                )
-                candidates = found
-            return {name for name in candidates if pattern.matches(name)}
+                return {name for name in sched if pattern.matches(name)}
+            if self._pending:
+                self._index.update(_reverse(name) for name in self._pending)
+                self._pending = []
+            key = _reverse(suffix)
+            found = {suffix} if suffix in sched and pattern.matches(suffix) else set()
+            for rev in self._index.irange(key + ".", key + "/", inclusive=(True, False)):
+                name = _reverse(rev)
+                if name in sched and pattern.matches(name):
+                    found.add(name)
+            return found
 
     def links(self) -> list[DNSLink]:
         """Return every stored link (address and CNAME) with its deadline."""
