@@ -222,6 +222,8 @@ class ActiveResolver:
         Args:
             names: Exact names (any case, trailing dot allowed).
         """
+        if isinstance(names, str):  # one name, not its characters
+            names = [names]
         wanted = {canonical_dns_name(n) for n in names} - {""}
         now = self._clock()
         with self._lock:

@@ -623,6 +623,8 @@ def test_set_names_keeps_schedules_of_kept_names_and_adds_new_ones_due_now() -> 
     resolver.set_names(["A.example.", "b.example"])
     assert resolver.names == {"a.example", "b.example"}
     assert resolver.next_refresh() == 0.0
+    resolver.set_names("c.example")
+    assert resolver.names == {"c.example"}
 
 
 @pytest.mark.parametrize(
