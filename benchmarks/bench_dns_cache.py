@@ -1,0 +1,197 @@
+"""Speed and memory of the DNS cache itself (answers already extracted).
+
+Run: ``.venv/bin/pytest benchmarks/bench_dns_cache.py --benchmark-only -s``. Per-answer times,
+bytes per entry and so on are in each result's ``extra_info`` and printed with ``-s``.
+
+The "typical answer" is the issue's: a question, one CNAME and three A records. The cache
+part of the end-to-end target (100,000 responses/s from wire bytes) is about 4 us per answer;
+``bench_dns_wire.py`` measures the whole path from bytes.
+
+Memory is measured by building a cache of 1,000,000 (name, IP) address entries in two shapes
+(one IP per name, the worst case; four IPs per name, a typical answer) and reading both the
+traced Python allocations (tracemalloc) and the growth of the process's resident set.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import tracemalloc
+from collections.abc import Callable
+
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from fqdnpolicy.dns import DNSCache
+from fqdnpolicy.dns.wire import Extracted, Record
+from fqdnpolicy.domains import parse_domain_pattern
+
+BATCH = 20_000
+ENTRIES = 1_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def typical(i: int) -> Extracted:
+    name = f"api{i}.team{i % 97}.example.com"
+    target = f"edge{i}.cdn.example.net"
+    records = [Record(name, 5, 300, target)]
+    records += [Record(target, 1, 60, f"10.{i >> 8 & 255}.{i & 255}.{k}") for k in (1, 2, 3)]
+    return Extracted(name, True, 0, 0, False, tuple(records))
+
+
+def _report(benchmark: BenchmarkFixture, count: int, what: str) -> None:
+    assert benchmark.stats is not None
+    stats = benchmark.stats.stats
+    benchmark.extra_info["us_each_mean"] = round(stats.mean / count * 1e6, 3)
+    benchmark.extra_info["us_each_best"] = round(stats.min / count * 1e6, 3)
+    print(
+        f"\n{what}: {stats.mean / count * 1e6:.3f} us each mean, "
+        f"{stats.min / count * 1e6:.3f} us best round ({count / stats.min:,.0f}/s)"
+    )
+
+
+@pytest.fixture(scope="module")
+def answers() -> list[Extracted]:
+    return [typical(i) for i in range(BATCH)]
+
+
+def test_ingest_new_typical_answers(benchmark: BenchmarkFixture, answers: list[Extracted]) -> None:
+    """Every answer teaches new names (4 links, 6 effective pairs, 6 change events)."""
+    caches: list[DNSCache] = []
+
+    def setup() -> tuple[tuple[DNSCache], dict[str, object]]:
+        cache = DNSCache(clock=Clock(), max_names=1_000_000)
+        cache.subscribe(lambda batch: None)  # the engine always listens
+        caches.append(cache)
+        return (cache,), {}
+
+    def run(cache: DNSCache) -> None:
+        ingest = cache.ingest
+        for answer in answers:
+            ingest(answer)
+
+    benchmark.pedantic(run, setup=setup, rounds=5, iterations=1)  # type: ignore[no-untyped-call]
+    assert caches[-1].ips(answers[7].qname or "") == {"10.0.7.1", "10.0.7.2", "10.0.7.3"}
+    _report(benchmark, len(answers), "ingest, new typical answers")
+
+
+def test_ingest_refreshed_typical_answers(
+    benchmark: BenchmarkFixture, answers: list[Extracted]
+) -> None:
+    """The steady state: known names answered again later (deadlines extend, no events)."""
+    clock = Clock()
+    cache = DNSCache(clock=clock, max_names=1_000_000)
+    cache.subscribe(lambda batch: None)
+    for answer in answers:
+        cache.ingest(answer)
+
+    def run() -> None:
+        clock.now += 1.0
+        ingest = cache.ingest
+        for answer in answers:
+            ingest(answer)
+
+    benchmark(run)
+    _report(benchmark, len(answers), "ingest, refreshed typical answers")
+
+
+def _fill(shape_ips: int) -> tuple[DNSCache, Callable[[], None]]:
+    clock = Clock()
+    cache = DNSCache(clock=clock, max_names=ENTRIES, max_ips_per_name=16)
+    names = ENTRIES // shape_ips
+
+    def fill() -> None:
+        ingest = cache.ingest
+        for i in range(names):
+            name = f"host{i}.svc{i % 1000}.example.com"
+            records = tuple(
+                Record(name, 1, 300, f"10.{i >> 14 & 255}.{i >> 6 & 255}.{(i & 63) * 4 + k}")
+                for k in range(shape_ips)
+            )
+            clock.now += 0.0001
+            ingest(Extracted(name, True, 0, 0, False, records))
+
+    return cache, fill
+
+
+@pytest.mark.parametrize("ips_per_name", [1, 4])
+def test_memory_of_one_million_entries(benchmark: BenchmarkFixture, ips_per_name: int) -> None:
+    """Bytes per (name, IP) entry: traced allocations and process RSS growth."""
+    result: dict[str, float] = {}
+
+    def run() -> None:
+        gc.collect()
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        tracemalloc.start()
+        cache, fill = _fill(ips_per_name)
+        fill()
+        gc.collect()
+        traced, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        entries = sum(len(cache.expiries(n)) for n in list(cache.names())[:1000])
+        assert entries == 1000 * ips_per_name
+        assert len(cache) == ENTRIES // ips_per_name
+        result["traced"] = traced
+        # ru_maxrss is in KiB on Linux; the peak includes tracemalloc's own bookkeeping, so the
+        # traced figure is the one to compare; the RSS figure is an upper bound.
+        result["rss_growth"] = (rss_after - rss_before) * 1024.0
+        del cache
+
+    benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
+    per_entry = result["traced"] / ENTRIES
+    benchmark.extra_info["bytes_per_entry_traced"] = round(per_entry, 1)
+    benchmark.extra_info["traced_mb"] = round(result["traced"] / 1e6, 1)
+    benchmark.extra_info["peak_rss_growth_mb"] = round(result["rss_growth"] / 1e6, 1)
+    print(
+        f"\n1,000,000 entries as {ips_per_name} IP(s) per name: {result['traced'] / 1e6:.0f} MB "
+        f"traced ({per_entry:.0f} B/entry), peak RSS growth {result['rss_growth'] / 1e6:.0f} MB"
+    )
+
+
+def test_expire_100000_due_entries(benchmark: BenchmarkFixture) -> None:
+    """100,000 names with one IP each all fall due at once: one expire() removes them."""
+    count = 100_000
+
+    def setup() -> tuple[tuple[DNSCache], dict[str, object]]:
+        clock = Clock()
+        cache = DNSCache(clock=clock, max_names=count)
+        cache.subscribe(lambda batch: None)
+        for i in range(count):
+            name = f"x{i}.example.com"
+            cache.ingest(Extracted(name, True, 0, 0, False, (Record(name, 1, 30, "10.0.0.1"),)))
+        clock.now += 31
+        return (cache,), {}
+
+    changes: list[int] = []
+
+    def run(cache: DNSCache) -> None:
+        changes.append(len(cache.expire()))
+
+    benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)  # type: ignore[no-untyped-call]
+    assert changes == [count] * 3
+    _report(benchmark, count, "expire, per due entry")
+
+
+def test_names_matching_a_late_pattern(benchmark: BenchmarkFixture) -> None:
+    """A pattern added after 100,000 names are cached finds its 100 without a full scan."""
+    clock = Clock()
+    cache = DNSCache(clock=clock, max_names=200_000)
+    for i in range(100_000):
+        name = f"h{i}.zone{i % 1000}.example.com"
+        cache.ingest(Extracted(name, True, 0, 0, False, (Record(name, 1, 300, "10.0.0.1"),)))
+    pattern = parse_domain_pattern("*.zone7.example.com")
+
+    def run() -> set[str]:
+        return cache.names_matching(pattern)
+
+    found = benchmark(run)
+    assert len(found) == 100
+    _report(benchmark, 1, "names_matching(*.zone7.example.com) among 100,000 names")
