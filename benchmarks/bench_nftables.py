@@ -61,27 +61,46 @@ def big_state(
     ]
     apps = 200
     tiers_by_app = []
-    for app in range(apps):
+    for _app in range(apps):
         rules_e = []
         rules_i = []
         for k in range(50):  # 50 of the policies apply to each app
             p = rng.randrange(policies)
             set_id = sets[p].set_id
             rules_e.append(
-                RuleState(f"GlobalNetworkPolicy p{p}", "default", 0, rng.choice(("Allow", "Deny", "Log", "Pass")), (4, 6),
-                          protocol=6, peer_in=(set_id,), dst_ports=PortSpec(ranges=((443, 443), (8000, 8100))))
-            )  # fmt: skip
+                RuleState(
+                    f"GlobalNetworkPolicy p{p}",
+                    "default",
+                    0,
+                    rng.choice(("Allow", "Deny", "Log", "Pass")),
+                    (4, 6),
+                    protocol=6,
+                    peer_in=(set_id,),
+                    dst_ports=PortSpec(ranges=((443, 443), (8000, 8100))),
+                )
+            )
             if k % 5 == 0:
                 rules_i.append(
-                    RuleState(f"GlobalNetworkPolicy p{p}", "default", 0, "Allow", (4,), protocol=17,
-                              peer_in=(sets[-1 - k].set_id,), dst_ports=PortSpec(ranges=((53, 53),)))
-                )  # fmt: skip
+                    RuleState(
+                        f"GlobalNetworkPolicy p{p}",
+                        "default",
+                        0,
+                        "Allow",
+                        (4,),
+                        protocol=17,
+                        peer_in=(sets[-1 - k].set_id,),
+                        dst_ports=PortSpec(ranges=((53, 53),)),
+                    )
+                )
         tiers_by_app.append(
             (
-                (TierState("security", tuple(rules_e[:10]), "Pass"), TierState("default", tuple(rules_e[10:]), "Deny")),
+                (
+                    TierState("security", tuple(rules_e[:10]), "Pass"),
+                    TierState("default", tuple(rules_e[10:]), "Deny"),
+                ),
                 (TierState("default", tuple(rules_i), "Deny"),),
             )
-        )  # fmt: skip
+        )
     eps = tuple(
         EndpointState(f"ns{i % 50}/pod{i}", f"cali{i:011x}", (_ip4(i),), *tiers_by_app[i % apps])
         for i in range(endpoints)
