@@ -204,6 +204,19 @@ def chained_owners(records: int) -> bytes:
     return w.bytes()
 
 
+def test_a_pointer_may_not_lead_to_a_name_overlapping_the_pointing_one() -> None:
+    # The question's only label holds the bytes C0 0C; an answer owner points into that
+    # label, where those bytes read as a pointer back to the question: the name pointed to
+    # (at 12) runs over the place that points to it (15), which dnspython refuses.
+    w = Wire().header(0x8180, 1, 1, 0, 0)
+    w.u8(5).raw(b"ab\xc0\x0cd").u8(0).u16(A).u16(1)
+    w.u16(0xC00F).u16(A).u16(1).u32(60).u16(4).raw(b"\n\0\0\1")
+    data = w.bytes()
+    assert reference(data) == REJECTED
+    with pytest.raises(MalformedDNSMessage):
+        extract_wire_fast(data)
+
+
 def test_a_name_may_follow_16_compression_pointers_but_not_17() -> None:
     records = fast_and_full(chained_owners(16)).records
     assert len(records) == 16

@@ -300,8 +300,10 @@ def corrupted(draw: st.DrawFn) -> bytes:
         elif kind == "flip":
             data[at] = draw(st.integers(0, 255))
         elif kind == "pointer":
-            # backwards, at itself, forwards or beyond the end
-            target = draw(st.sampled_from([at - 2, at, at + 2, len(data) + 5, 12, 0x3FFF]))
+            # backwards (anywhere, so also into the name holding the pointer), at itself,
+            # forwards or beyond the end
+            earlier = draw(st.integers(0, max(at - 1, 0)))
+            target = draw(st.sampled_from([earlier, earlier, at - 2, at, at + 2, len(data) + 5]))
             data[at : at + 2] = struct.pack("!H", 0xC000 | (target & 0x3FFF))
         elif kind == "label-type":
             data[at] = draw(st.integers(64, 191))
