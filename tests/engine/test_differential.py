@@ -48,7 +48,7 @@ from tests.engine.strategies import (
     worlds,
 )
 
-_EXAMPLES = int(os.environ.get("FQDNPOLICY_DIFFERENTIAL_EXAMPLES", "100"))
+_EXAMPLES = int(os.environ.get("FQDNPOLICY_DIFFERENTIAL_EXAMPLES", "150"))
 
 settings.register_profile(
     "engine-differential",
