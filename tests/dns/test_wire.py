@@ -217,6 +217,42 @@ def test_a_pointer_may_not_lead_to_a_name_overlapping_the_pointing_one() -> None
         extract_wire_fast(data)
 
 
+def test_a_compressed_name_over_255_octets_is_rejected() -> None:
+    long_name = [b"x" * 63] * 3 + [b"y" * 58]  # 3 * 64 + 59 + root = 252 octets: valid
+    for prefix, accepted in (([b"ab"], True), ([b"abc"], False)):  # 255 and 256 octets
+        w = Wire().header(0x8180, 1, 1, 0, 0).question(long_name)
+        w.u8(len(prefix[0])).raw(prefix[0]).u16(0xC00C)  # prefix label + pointer to question
+        w.u16(A).u16(1).u32(60).u16(4).raw(b"\n\0\0\1")
+        data = w.bytes()
+        assert (reference(data) != REJECTED) is accepted
+        if accepted:
+            fast_and_full(data)
+        else:
+            with pytest.raises(MalformedDNSMessage):
+                extract_wire_fast(data)
+
+
+def test_thousands_of_chained_pointers_are_rejected_without_deep_recursion() -> None:
+    # Owner labels whose bytes are pointers, each to the one before (the first to the
+    # question): plain label bytes to a reader, a chain of 3,100 pointers to one that jumps
+    # into it. The last record's owner jumps to the end of the chain.
+    records = 100
+    w = Wire().header(0x8180, 1, records + 1, 0, 0).question([b"q"])
+    previous = 12
+    for _ in range(records):
+        w.u8(62)
+        for _ in range(31):
+            here = len(w.buf)
+            w.u16(0xC000 | previous)
+            previous = here
+        w.u8(0).u16(A).u16(1).u32(60).u16(4).raw(b"\n\0\0\1")
+    w.u16(0xC000 | previous).u16(A).u16(1).u32(60).u16(4).raw(b"\n\0\0\2")
+    data = w.bytes()
+    assert reference(data) == REJECTED
+    with pytest.raises(MalformedDNSMessage):
+        extract_wire_fast(data)
+
+
 def test_a_name_may_follow_16_compression_pointers_but_not_17() -> None:
     records = fast_and_full(chained_owners(16)).records
     assert len(records) == 16
