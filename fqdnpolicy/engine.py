@@ -108,6 +108,7 @@ for _name, _number in PROTOCOL_NUMBERS.items():
 _PROTOCOL_CACHE.update({"ICMPv6": 58, "UDPLite": 136})
 
 _MEMO_LIMIT = 1 << 21
+_WITH_DOMAINS = " +allowedEgressDomains"
 # (protocol, port, source port, family, ICMP type, ICMP code)
 _Flow: TypeAlias = tuple[int, int | None, int | None, int, int | None, int | None]
 _IPV4 = re.compile(
@@ -263,7 +264,11 @@ class IPSetInfo:
 class _IPSet:
     num: int
     info: IPSetInfo
+    key: str  # definition key in PolicyEngine._sets
     refs: int = 0
+    # selector sets: whether selected network sets' allowedEgressDomains addresses count
+    # (only for the destination selector of egress Allow rules, as in Calico)
+    with_domains: bool = False
     nets: tuple[IPNetwork, ...] = ()
     patterns: tuple[DomainPattern, ...] = ()
     selector: Selector | None = None
@@ -1155,22 +1160,36 @@ class PolicyEngine:
             not_icmp=None if rule.not_icmp is None else (rule.not_icmp.type, rule.not_icmp.code),
             source=self._compile_side(policy, rule.source, is_peer=not peer_is_dst, nums=nums),
             destination=self._compile_side(
-                policy, rule.destination, is_peer=peer_is_dst, nums=nums
+                policy,
+                rule.destination,
+                is_peer=peer_is_dst,
+                nums=nums,
+                allows_egress=peer_is_dst and rule.action == "Allow",
             ),
             verdict=verdict,
         )
         own = compiled.source if peer_is_dst else compiled.destination
-        if (
-            own.peer.selector is None
-            and own.peer.not_selector is None
-            and not (own.nets or own.not_nets or own.named_ports or own.not_named_ports)
+        if not (
+            own.required
+            or own.forbidden
+            or own.nets
+            or own.not_nets
+            or own.named_ports
+            or own.not_named_ports
         ):
             compiled.shared = _Bound(compiled, True, True, (), ())
         return compiled
 
     def _compile_side(
-        self, policy: Policy, entity: EntityRule, *, is_peer: bool, nums: list[int]
+        self,
+        policy: Policy,
+        entity: EntityRule,
+        *,
+        is_peer: bool,
+        nums: list[int],
+        allows_egress: bool = False,
     ) -> _Side:
+        """Compile a source/destination; ``allows_egress`` for an egress Allow destination."""
         sa = entity.service_accounts
         match = peer_match(
             policy_namespace=policy.namespace,
@@ -1182,13 +1201,23 @@ class PolicyEngine:
         )
         required: list[int] = []
         forbidden: list[int] = []
-        if is_peer:
+        if not is_peer:
+            # The policed endpoint's own side: its selectors become IP sets as well (see _bind).
+            if match.selector is not None:
+                required.append(self._acquire_selector(match.selector, nums))
+            if match.not_selector is not None:
+                forbidden.append(self._acquire_selector(match.not_selector, nums))
+        else:
             if entity.nets:
                 required.append(self._acquire_nets(entity.nets, nums))
             if entity.not_nets:
                 forbidden.append(self._acquire_nets(entity.not_nets, nums))
             if match.selector is not None:
-                required.append(self._acquire_selector(match.selector, nums))
+                # A selected network set's allowedEgressDomains count only where Calico honours
+                # them: the destination of egress Allow rules.
+                required.append(
+                    self._acquire_selector(match.selector, nums, with_domains=allows_egress)
+                )
             if match.not_selector is not None:
                 forbidden.append(self._acquire_selector(match.not_selector, nums))
             if entity.domains:
@@ -1210,7 +1239,7 @@ class PolicyEngine:
     def _new_set(self, key: str, kind: Literal["nets", "domains", "selector"], text: str) -> _IPSet:
         num = self._next_set
         self._next_set += 1
-        ipset = _IPSet(num=num, info=IPSetInfo(_stable_id(kind, text), kind, text))
+        ipset = _IPSet(num=num, info=IPSetInfo(_stable_id(kind, text), kind, text), key=key)
         self._sets[key] = ipset
         self._sets_by_num[num] = ipset
         self._pending.append(IPSetChanged(ipset.info.set_id, True))
@@ -1249,12 +1278,16 @@ class PolicyEngine:
         nums.append(ipset.num)
         return ipset.num
 
-    def _acquire_selector(self, selector: Selector, nums: list[int]) -> int:
-        key = f"selector:{selector.text}"
+    def _acquire_selector(
+        self, selector: Selector, nums: list[int], *, with_domains: bool = False
+    ) -> int:
+        text = selector.text + (_WITH_DOMAINS if with_domains else "")
+        key = f"selector:{text}"
         ipset = self._sets.get(key)
         if ipset is None:
-            ipset = self._new_set(key, "selector", selector.text)
+            ipset = self._new_set(key, "selector", text)
             ipset.selector = selector
+            ipset.with_domains = with_domains
             scope = _namespace_scope(selector)
             self._scoped_sets.setdefault(scope, set()).add(ipset.num)
             candidates = self._endpoints_by_ns.get(scope, set()) if scope else self._endpoints
@@ -1292,7 +1325,7 @@ class PolicyEngine:
                     self._selector_drop_netset(ipset, subject_key)
             assert ipset.selector is not None
             self._scoped_sets[_namespace_scope(ipset.selector)].discard(ipset.num)
-        del self._sets[f"{ipset.info.kind}:{ipset.info.definition}"]
+        del self._sets[ipset.key]
         del self._sets_by_num[ipset.num]
         self._pending.append(IPSetChanged(set_id, False))
 
@@ -1344,7 +1377,7 @@ class PolicyEngine:
         for net in nset.spec.nets:
             if self._index.add_prefix(ipset.num, net):
                 self._pending.append(MemberChanged(ipset.info.set_id, str(net), True))
-        if nset.spec.allowed_egress_domains:
+        if nset.spec.allowed_egress_domains and ipset.with_domains:
             child = self._sets[self._netset_domains_key(nset)]
             child.parents[ipset.num] = child.parents.get(ipset.num, 0) + 1
             for host, (_, expiry) in child.dns_members.items():
@@ -1356,7 +1389,7 @@ class PolicyEngine:
         for net in nset.spec.nets:
             if self._index.remove_prefix(ipset.num, net):
                 self._pending.append(MemberChanged(ipset.info.set_id, str(net), False))
-        if nset.spec.allowed_egress_domains:
+        if nset.spec.allowed_egress_domains and ipset.with_domains:
             child = self._sets[self._netset_domains_key(nset)]
             child.parents[ipset.num] -= 1
             if not child.parents[ipset.num]:
@@ -1391,6 +1424,7 @@ class PolicyEngine:
             assert ipset.selector is not None
             if subject.matches(ipset.selector):
                 self._selector_add_netset(ipset, key)
+        self._rebuild_endpoints_in(nset.spec.nets)
 
     def _drop_netset(self, key: str) -> None:
         nset, _ = self._netsets[key]
@@ -1400,6 +1434,19 @@ class PolicyEngine:
         del self._netsets[key]
         if nset.spec.allowed_egress_domains:
             self._release_set(self._sets[self._netset_domains_key(nset)])
+        self._rebuild_endpoints_in(nset.spec.nets)
+
+    def _rebuild_endpoints_in(self, nets: Sequence[IPNetwork]) -> None:
+        """Rebuild the programs of endpoints whose addresses lie in ``nets``.
+
+        Their own-side selector matches can change with a network set (see _bind).
+        """
+        if self._building or not nets:
+            return
+        for key, state in self._endpoints.items():
+            addresses = [ipaddress.ip_address(ip) for ip in state.endpoint.ips]
+            if any(a in net for a in addresses for net in nets if a.version == net.version):
+                self._rebuild_programs(key)
 
     # -- endpoints -----------------------------------------------------------------------------
 
@@ -1488,7 +1535,7 @@ class PolicyEngine:
             for compiled in sorted(by_tier[tier], key=self._policy_sort_key):
                 rules = compiled.egress if direction == "egress" else compiled.ingress
                 for rule in rules:
-                    bound = _bind(rule, state, direction)
+                    bound = _bind(rule, state, direction, self._index)
                     if bound is None:
                         continue
                     bound_rules.append(bound)
@@ -1634,18 +1681,28 @@ def _namespace_scope(selector: Selector) -> str | None:
     return None
 
 
-def _bind(rule: _Rule, state: _EndpointState, direction: Direction) -> _Bound | None:
-    """Decide a rule's own side for one endpoint; None when it can never match there."""
+def _bind(
+    rule: _Rule, state: _EndpointState, direction: Direction, index: AddressIndex
+) -> _Bound | None:
+    """Decide a rule's own side for one endpoint; None when it can never match there.
+
+    As in Calico's datapath, the own side's selectors are IP sets too: the endpoint's address
+    of the flow's family must be in them, which it is when its labels match or when a selected
+    network set's ``nets`` hold it.
+    """
     if rule.shared is not None:
         return rule.shared
     own = rule.source if direction == "egress" else rule.destination
-    if not own.peer.matches(state.subject):
-        return None
     oks = []
     for family in (4, 6):
         ip = state.ip4 if family == 4 else state.ip6
         ok = True
-        if own.nets or own.not_nets:
+        if own.required or own.forbidden:
+            membership = index.lookup(ip) if ip is not None else EMPTY
+            ok = all(n in membership for n in own.required) and not any(
+                n in membership for n in own.forbidden
+            )
+        if ok and (own.nets or own.not_nets):
             if ip is None:
                 ok = False
             else:
@@ -1755,6 +1812,8 @@ def _mismatch(
         if not _port_matches(port, proto, dst.ports, dst.named_ports, own, peer):
             return "destination port not in ports"
     if dst.not_ports or dst.not_named_ports:
+        if port is None:
+            return "destination port unknown: notPorts cannot hold"
         own = None if egress else bound.own_not_named
         if _port_matches(port, proto, dst.not_ports, dst.not_named_ports, own, peer):
             return "destination port in notPorts"
@@ -1764,6 +1823,8 @@ def _mismatch(
         if not _port_matches(src_port, proto, src.ports, src.named_ports, own, peer):
             return "source port not in ports"
     if src.not_ports or src.not_named_ports:
+        if src_port is None:
+            return "source port unknown: notPorts cannot hold"
         own = bound.own_not_named if egress else None
         if _port_matches(src_port, proto, src.not_ports, src.not_named_ports, own, peer):
             return "source port in notPorts"
