@@ -68,7 +68,8 @@ def _run(engine: PolicyEngine) -> Callable[[list[Flow]], None]:
 
 
 def _rate(benchmark: Any) -> float:
-    return BATCH / benchmark.stats.stats.median
+    median: float = benchmark.stats.stats.median
+    return BATCH / median
 
 
 def test_verdict_uniform(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:

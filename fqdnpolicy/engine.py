@@ -649,9 +649,8 @@ class PolicyEngine:
                     out: dict[str, float | None] = dict.fromkeys(
                         self._index.prefix_members(ipset.num)
                     )
-                    for host in self._index.host_members(ipset.num):
-                        out[host] = self._member_expiry(ipset, host)
-                    return out
+                    hosts = self._index.host_members(ipset.num)
+                    return {**out, **self._set_state(ipset, hosts, ()).members}
             raise KeyError(set_id)
 
     def datapath(self) -> DatapathState:
@@ -660,20 +659,24 @@ class PolicyEngine:
             if self._inbox:
                 self._changed()
             hosts, prefixes = self._index.members_by_set()
-            sets: list[SetState] = []
-            for ipset in sorted(self._sets.values(), key=lambda s: s.info.set_id):
-                members: dict[str, float | None] = dict.fromkeys(prefixes.get(ipset.num, ()))
-                for host in hosts.get(ipset.num, ()):
-                    members[host] = self._member_expiry(ipset, host)
-                info = ipset.info
-                sets.append(SetState(info.set_id, info.kind, info.definition, members))
+            sets = [
+                self._set_state(ipset, hosts.get(ipset.num, ()), prefixes.get(ipset.num, ()))
+                for ipset in sorted(self._sets.values(), key=lambda s: s.info.set_id)
+            ]
             endpoints: list[DatapathEndpoint] = []
             peer_names: set[str] = set()
+            # Endpoints alike share programs; they share TierStates too, so renderers can
+            # render them once (by identity).
+            rendered: dict[int, tuple[TierState, ...]] = {}
             for key in sorted(self._endpoints):
                 state = self._endpoints[key]
-                tiers = {
-                    d: self._tier_states(state.programs[d], d, peer_names) for d in _DIRECTIONS
-                }
+                tiers = {}
+                for d in _DIRECTIONS:
+                    program = state.programs[d]
+                    found = rendered.get(id(program))
+                    if found is None:
+                        found = rendered[id(program)] = self._tier_states(program, d, peer_names)
+                    tiers[d] = found
                 endpoints.append(
                     DatapathEndpoint(
                         key,
@@ -1341,23 +1344,21 @@ class PolicyEngine:
         if self._index.remove_host(ipset.num, host) and self._announce:
             self._pending.append(MemberChanged(ipset.info.set_id, host, False))
 
-    def _member_expiry(self, ipset: _IPSet, host: str) -> float | None:
-        entry = ipset.dns_members.get(host)
-        if entry is not None:
-            return entry[1]
-        if ipset.info.kind == "selector":
-            expiries = [
-                self._sets_by_num[child].dns_members[host][1]
-                for child in self._children_of(ipset.num)
-                if host in self._sets_by_num[child].dns_members
-            ]
-            return max(expiries) if expiries else None
-        return None
+    def _set_state(self, ipset: _IPSet, hosts: Iterable[str], prefixes: Iterable[str]) -> SetState:
+        """A set's members with their expiries.
 
-    def _children_of(self, parent: int) -> Iterator[int]:
-        for ipset in self._sets.values():
-            if parent in ipset.parents:
-                yield ipset.num
+        DNS-learned members (its own, or inherited from the domains of network sets it
+        selects) expire; CIDRs and endpoint addresses do not.
+        """
+        members: dict[str, float | None] = dict.fromkeys(prefixes)
+        sources = [ipset.dns_members] + [
+            child.dns_members for child in self._sets.values() if ipset.num in child.parents
+        ]
+        for host in hosts:
+            expiries = [source[host][1] for source in sources if host in source]
+            members[host] = max(expiries) if expiries else None
+        info = ipset.info
+        return SetState(info.set_id, info.kind, info.definition, members)
 
     # -- selector sets: endpoints and network sets --------------------------------------------
 

@@ -33,8 +33,12 @@ SEED_FILES = {
     ],
     "fqdn-combined-policy.yaml": ["NetworkPolicy default/mixed-egress-policy"],
     "global-fqdn-policy.yaml": ["GlobalNetworkPolicy allow-approved-external-services"],
-    "best-practices-default-deny.yaml": ["NetworkPolicy best-practices/best-practices-default-deny"],
-    "best-practices-broad-wildcard.yaml": ["NetworkPolicy best-practices/best-practices-broad-wildcard"],
+    "best-practices-default-deny.yaml": [
+        "NetworkPolicy best-practices/best-practices-default-deny"
+    ],
+    "best-practices-broad-wildcard.yaml": [
+        "NetworkPolicy best-practices/best-practices-broad-wildcard"
+    ],
 }
 
 
