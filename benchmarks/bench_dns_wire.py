@@ -65,9 +65,8 @@ def test_extract_wire_same_typical_response(benchmark: BenchmarkFixture) -> None
     _report(benchmark, BATCH, "extract_wire, same typical response")
 
 
-def test_extract_wire_same_response_ttl_counting_down(benchmark: BenchmarkFixture) -> None:
-    # A caching resolver answers one popular name with TTLs one second lower each second:
-    # the bytes change in the TTL fields (and the ID), so no two consecutive messages match.
+def countdown_variants() -> list[bytes]:
+    """One response as a caching resolver repeats it: ID and TTLs change every time."""
     base = typical_response(1)
     variants = []
     for ttl in range(300, 0, -1):
@@ -80,6 +79,12 @@ def test_extract_wire_same_response_ttl_counting_down(benchmark: BenchmarkFixtur
                 )
         variants.append(bytes(repeat))
     assert len({extract_wire(v).records[1].ttl for v in variants}) == 60
+    return variants
+
+
+def test_extract_wire_same_response_ttl_counting_down(benchmark: BenchmarkFixture) -> None:
+    # No two consecutive messages are equal, so each is rebuilt from the remembered layout.
+    variants = countdown_variants()
 
     def run() -> None:
         for data in variants:
@@ -125,6 +130,21 @@ def test_cache_observe_same_typical_response(benchmark: BenchmarkFixture) -> Non
 
     benchmark(run)
     _report(benchmark, BATCH, "cache.observe, same typical response (refresh)")
+
+
+def test_cache_observe_same_response_ttl_counting_down(benchmark: BenchmarkFixture) -> None:
+    now = [1000.0]
+    cache = DNSCache(trusted_servers=[SERVER], clock=lambda: now[0])
+    variants = countdown_variants()
+
+    def run() -> None:
+        for data in variants:
+            now[0] += 0.01
+            cache.observe(data, server=SERVER)
+
+    benchmark(run)
+    assert cache.ips("api1.team1.example.com")
+    _report(benchmark, len(variants), "cache.observe, same response, TTLs counting down")
 
 
 def test_cache_observe_distinct_typical_responses(
