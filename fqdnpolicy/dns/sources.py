@@ -498,7 +498,9 @@ class ReplayReport:
         changes: Changes the cache reported.
         skipped: Packets that are not IP/UDP/TCP from a DNS port (queries included).
         fragments: IP fragments (not reassembled; DNS over UDP rarely fragments).
-        cut_short: Packets captured shorter than they were (snap length) or malformed.
+        cut_short: Packets shorter than their IP/UDP/TCP headers say (snap length, damage).
+            Lengths come from those headers, not from the capture's original length, so a
+            frame whose link trailer (FCS) alone was not captured is still read.
         tcp_gaps: TCP streams where data was missing; their partial message was dropped.
         truncated_file: The file ended in the middle of a record.
     """
@@ -573,7 +575,7 @@ class _Replay:
         # (src, sport, dst, dport) -> [next sequence number, buffered stream bytes, in step]
         self.flows: OrderedDict[tuple[str, int, str, int], list[Any]] = OrderedDict()
 
-    def packet(self, link: int, frame: bytes, cut: bool) -> Iterator[tuple[bytes, str, str]]:
+    def packet(self, link: int, frame: bytes) -> Iterator[tuple[bytes, str, str]]:
         self.counts["packets"] += 1
         layer = _network_layer(link, frame)
         if layer is None:
@@ -599,7 +601,7 @@ class _Replay:
             if sport not in self.ports:
                 self.counts["skipped"] += 1
                 return
-            if length < 8 or length > len(payload) or cut:
+            if length < 8 or length > len(payload):
                 self.counts["cut_short"] += 1
                 return
             yield payload[8:length], _server_text(src, sport), _server_text(dst, dport)
@@ -610,9 +612,6 @@ class _Replay:
         sport, dport, seq, _, offset_flags = struct.unpack_from("!HHIIH", payload, 0)
         if sport not in self.ports:
             self.counts["skipped"] += 1
-            return
-        if cut:
-            self.counts["cut_short"] += 1
             return
         yield from self._tcp(src, sport, dst, dport, seq, offset_flags, payload)
 
@@ -703,8 +702,8 @@ def _bad_capture(path: str, offset: int, what: str) -> InvalidPolicy:
     )
 
 
-def _pcap_frames(path: str, data: bytes) -> Iterator[tuple[int, bytes, bool] | None]:
-    """Yield (link type, frame, captured shorter than sent); None when the file is cut."""
+def _pcap_frames(path: str, data: bytes) -> Iterator[tuple[int, bytes] | None]:
+    """Yield (link type, frame) for each packet; None when the file is cut short."""
     magic = data[:4]
     if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
         order = "<"
@@ -722,15 +721,15 @@ def _pcap_frames(path: str, data: bytes) -> Iterator[tuple[int, bytes, bool] | N
         if at + 16 > len(data):
             yield None
             return
-        _, _, caplen, origlen = record.unpack_from(data, at)
+        caplen = record.unpack_from(data, at)[2]
         if at + 16 + caplen > len(data):
             yield None
             return
-        yield link, data[at + 16 : at + 16 + caplen], caplen < origlen
+        yield link, data[at + 16 : at + 16 + caplen]
         at += 16 + caplen
 
 
-def _pcapng_frames(path: str, data: bytes) -> Iterator[tuple[int, bytes, bool] | None]:
+def _pcapng_frames(path: str, data: bytes) -> Iterator[tuple[int, bytes] | None]:
     if data[:4] != b"\x0a\x0d\x0d\x0a" or len(data) < 12:
         raise _bad_capture(path, 0, "neither pcap nor pcapng magic")
     order = "<"
@@ -754,13 +753,13 @@ def _pcapng_frames(path: str, data: bytes) -> Iterator[tuple[int, bytes, bool] |
             link, _, snap = struct.unpack_from(order + "HHI", body, 0)
             links.append((link, snap))
         elif block_type == 6 and len(body) >= 20:  # enhanced packet
-            iface, _, _, caplen, origlen = struct.unpack_from(order + "IIIII", body, 0)
+            iface, _, _, caplen = struct.unpack_from(order + "IIII", body, 0)
             if iface < len(links) and 20 + caplen <= len(body):
-                yield links[iface][0], body[20 : 20 + caplen], caplen < origlen
+                yield links[iface][0], body[20 : 20 + caplen]
         elif block_type == 3 and len(body) >= 4 and links:  # simple packet (interface 0)
             origlen = struct.unpack_from(order + "I", body, 0)[0]
             caplen = min(origlen, len(body) - 4, links[0][1] or origlen)
-            yield links[0][0], body[4 : 4 + caplen], caplen < origlen
+            yield links[0][0], body[4 : 4 + caplen]
         at += length
 
 

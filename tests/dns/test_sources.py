@@ -390,6 +390,16 @@ def test_sample_captures_yield_every_response(tmp_path: Path) -> None:
         assert (report.packets, report.responses) == (4, 3)
 
 
+def test_a_frame_missing_only_its_link_trailer_is_still_read(tmp_path: Path) -> None:
+    r1 = response_wire("a.example.", "203.0.113.1")
+    frame = ethernet(ipv4_packet("198.51.100.53", "198.51.100.1", 17, udp(53, 1, r1)))
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    out += struct.pack("<IIII", 0, 0, len(frame), len(frame) + 4) + frame  # FCS not captured
+    path = tmp_path / "fcs.pcap"
+    path.write_bytes(out)
+    assert [m for m, _, _ in iter_pcap_responses(path)] == [r1]
+
+
 def test_not_a_capture_is_an_invalid_policy(tmp_path: Path) -> None:
     path = tmp_path / "junk.pcap"
     path.write_bytes(b"this is not a capture file at all")
