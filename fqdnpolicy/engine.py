@@ -382,6 +382,9 @@ class _Program:
     blocks: tuple[_Block, ...]
     peer_named: bool  # some rule resolves named ports on the peer: memo keys need the peer
     fallback: Verdict
+    # Every IP set a rule's peer side names: a verdict depends only on which of these hold the
+    # peer's address, so memo keys use that intersection (for most destinations: empty).
+    refs: frozenset[int] = frozenset()
 
 
 @attrs.define(eq=False, slots=True)
@@ -960,10 +963,12 @@ class PolicyEngine:
         program = state.programs[direction]
         membership = self._index.lookup(peer_ip) if peer_ip is not None else EMPTY
         if trace is None:
-            # Programs hash by identity; the peer matters only for peer-side named ports.
-            key: tuple[object, ...] = (program, membership, flow)
+            # Programs hash by identity; of the address's sets only those the program names
+            # matter; the peer itself only for peer-side named ports.
+            relevant = membership & program.refs if membership else EMPTY
+            key: tuple[object, ...] = (program, relevant, flow)
             if program.peer_named and peer is not None:
-                key = (program, membership, flow, peer.endpoint)
+                key = (program, relevant, flow, peer.endpoint)
             found = self._memo.get(key)
             if found is not None:
                 return found
@@ -1562,7 +1567,16 @@ class PolicyEngine:
             fallback = Verdict(
                 "Allow", direction=direction, default="profile" if blocks else "no-policy"
             )
-            program = _Program(self._next_program, tuple(blocks), peer_named, fallback)
+            refs = frozenset(
+                n
+                for block in blocks
+                for bound in block.rules
+                for side in (
+                    bound.rule.destination if direction == "egress" else bound.rule.source,
+                )
+                for n in (*side.required, *side.forbidden)
+            )
+            program = _Program(self._next_program, tuple(blocks), peer_named, fallback, refs)
             self._next_program += 1
             self._programs[program_key] = program
         return program
