@@ -145,11 +145,12 @@ def test_memory_of_one_million_entries(benchmark: BenchmarkFixture, ips_per_name
         gc.collect()
         # Again under tracemalloc, which counts exactly what Python allocates (slower).
         tracemalloc.start()
-        cache, fill = _fill(ips_per_name)
+        kept, fill = _fill(ips_per_name)
         fill()
         gc.collect()
         result["traced"] = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
+        assert len(kept) == ENTRIES // ips_per_name
 
     benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
     benchmark.extra_info["bytes_per_entry_rss"] = round(result["rss"] / ENTRIES, 1)

@@ -694,46 +694,20 @@ class DNSCache:
             if not parents:
                 del self._parents[target]
 
-    def _drop_links(
-        self,
-        name: str,
-        old: dict[str, Mapping[str, float]],
-        upto: float | None,
-        zombie_origin: dict[tuple[str, str], float] | None = None,
-    ) -> int:
-        """Remove ``name``'s links with deadline <= ``upto`` (all when None); count them."""
+    def _evict(self, name: str, old: dict[str, Mapping[str, float]]) -> None:
+        """Remove every link of ``name`` (popped from the heap by ``_pop_due``)."""
         self._touch(name, old)
         self._structure += 1
-        removed = 0
-        addrs = self._addrs.get(name)
-        if addrs is not None:
-            due = [ip for ip, d in addrs.items() if upto is None or d <= upto]
-            for ip in due:
-                del addrs[ip]
-                if self._zombies:
-                    origin = self._zombies.pop((name, ip), None)
-                    if origin is not None and zombie_origin is not None:
-                        zombie_origin[name, ip] = origin
-            removed += len(due)
-            if not addrs:
-                del self._addrs[name]
-        cnames = self._cnames.get(name)
+        addrs = self._addrs.pop(name, None)
+        if addrs is not None and self._zombies:
+            for ip in addrs:
+                self._zombies.pop((name, ip), None)
+        cnames = self._cnames.pop(name, None)
         if cnames is not None:
-            due = [t for t, d in cnames.items() if upto is None or d <= upto]
-            for target in due:
-                del cnames[target]
+            for target in cnames:
                 self._drop_parent(target, name)
-            removed += len(due)
-            if not cnames:
-                del self._cnames[name]
-        first = self._first_deadline(name)
-        if first is None:
-            if self._sched.pop(name, None) is not None:
-                self._index_removed += 1
-        elif self._sched.get(name) != first:
-            self._sched[name] = first
-            heapq.heappush(self._heap, (first, name))
-        return removed
+        del self._sched[name]
+        self._index_removed += 1
 
     def _first_deadline(self, name: str) -> float | None:
         """The earliest deadline among ``name``'s links, or None when it has none."""
@@ -749,7 +723,7 @@ class DNSCache:
 
         ``_sched[name]`` is a lower bound of the name's earliest deadline, and the heap holds
         ``(_sched[name], name)``. Extending a link never lowers the bound, so refreshes leave
-        the heap alone; :meth:`_pop_due` re-keys an entry whose bound turned out low.
+        the heap alone; ``_settle_top`` re-keys an entry whose bound turned out low.
         """
         previous = self._sched.get(name)
         if previous is None:
@@ -783,14 +757,12 @@ class DNSCache:
     def _pop_due(self, upto: float) -> str | None:
         """Pop the name with the earliest deadline if that deadline is <= ``upto``.
 
-        The caller must then drop at least the due links (``_drop_links`` re-keys the name).
+        The caller must then remove the name (``_evict``): its heap entry is gone.
         """
         top = self._settle_top()
         if top is None or top[0] > upto:
             return None
         heapq.heappop(self._heap)
-        # The entry is gone; mark the bound stale so _drop_links pushes a new entry.
-        self._sched[top[1]] = -math.inf
         return top[1]
 
     # ---------------------------------------------------------------------------------------
@@ -817,7 +789,7 @@ class DNSCache:
             victim = self._pop_due(math.inf)
             if victim is None:  # pragma: no cover - the heap holds every name
                 break
-            self._drop_links(victim, old, None)
+            self._evict(victim, old)
             self._c.evicted_names += 1
 
         new = self._recompute(old)
@@ -1021,7 +993,7 @@ class DNSCache:
     ) -> int:
         """Drop every link due at ``now``; return how many.
 
-        The same work as ``_pop_due`` + ``_drop_links`` per name, in one loop: expiring
+        Heap entries due are taken in one go and each name handled inline: expiring
         100,000 names must take well under a second, and the calls were most of the cost.
         """
         heap, sched = self._heap, self._sched
