@@ -30,7 +30,7 @@ from fqdnpolicy.dns.sources import (
 )
 from fqdnpolicy.dns.wire import Extracted, Record, extract_wire
 from fqdnpolicy.errors import InvalidPolicy
-from tests.support import require_tool
+from tests.support import require_root, require_tool
 
 A, CNAME, AAAA = 1, 5, 28
 
@@ -426,6 +426,7 @@ def test_pcap_replay_into_the_real_cache_learns_only_from_trusted_servers(tmp_pa
 
 @pytest.mark.kernel
 def test_tcpdump_capture_of_real_dns_traffic_replays(tmp_path: Path, dnsmasq: DnsServer) -> None:
+    require_root()  # capturing on lo
     tcpdump = require_tool("tcpdump")
     path = tmp_path / "real.pcap"
     proc = subprocess.Popen(
