@@ -108,6 +108,9 @@ for _name, _number in PROTOCOL_NUMBERS.items():
 _PROTOCOL_CACHE.update({"ICMPv6": 58, "UDPLite": 136})
 
 _MEMO_LIMIT = 1 << 21
+# Judged flows are forgotten on every change; a small table keeps that clearing cheap (a
+# million-entry dict takes tens of ms to clear, which would land on a DNS answer's latency).
+_FLOW_LIMIT = 1 << 16
 _WITH_DOMAINS = " +allowedEgressDomains"
 # (protocol, port, source port, family, ICMP type, ICMP code)
 _Flow: TypeAlias = tuple[int, int | None, int | None, int, int | None, int | None]
@@ -576,7 +579,7 @@ class PolicyEngine:
                 result = self._judge(
                     src, dst, proto, port, direction, src_port, icmp_type, icmp_code
                 )
-            if len(self._flows) >= _MEMO_LIMIT:
+            if len(self._flows) >= _FLOW_LIMIT:
                 self._flows.clear()
             self._flows[key] = result
             return result
