@@ -245,7 +245,7 @@ def cmd_dns(args: argparse.Namespace, out: TextIO) -> int:
     """Delegate to :mod:`fqdnpolicy.dns.cli`."""
     from fqdnpolicy.dns import cli as dns_cli
 
-    return dns_cli.run(args)
+    return dns_cli.run(args, out)
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:

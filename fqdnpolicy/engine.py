@@ -400,6 +400,11 @@ class _CompiledPolicy:
     ingress: tuple[_Rule, ...]
     set_nums: tuple[int, ...]
 
+    def binds_alike(self, direction: Direction) -> bool:
+        """True when every rule binds the same way for every endpoint (see _Rule.shared)."""
+        rules = self.egress if direction == "egress" else self.ingress
+        return all(rule.shared is not None for rule in rules)
+
 
 @attrs.define(eq=False, slots=True)
 class _EndpointState:
@@ -800,6 +805,7 @@ class PolicyEngine:
         """Add or replace a tier (its order and default action)."""
         with self._lock:
             self._tiers[tier.name] = tier
+            self._programs.clear()  # tier order is part of every program
             self._rebuild_all_programs()
             self._changed()
 
@@ -903,6 +909,12 @@ class PolicyEngine:
             if dst_state is None or not dst_state.endpoint.ips:
                 raise InvalidPolicy(Problem(f"endpoint {dst!r} has no IP address"))
             dst_ip = dst_state.endpoint.ips[0]
+            if direction == "ingress" and isinstance(src, str) and "/" not in src:
+                # From an address to an endpoint: the endpoint's address of the same family.
+                wanted = _family(self._address(src))
+                dst_ip = next(
+                    (ip for ip in dst_state.endpoint.ips if _family(ip) == wanted), dst_ip
+                )
         family = _family(dst_ip)
 
         src_state: _EndpointState | None
@@ -1524,7 +1536,15 @@ class PolicyEngine:
         for direction in _DIRECTIONS:
             relevant = [c for c in applying if direction.capitalize() in c.policy.spec.types]
             names = {c.key for c in relevant}
-            program = self._program_for(state, direction, relevant)
+            if all(c.binds_alike(direction) for c in relevant):
+                # Nothing endpoint-specific to bind: endpoints with the same policies share a
+                # program without binding rule by rule (compiled policies hash by identity,
+                # so a changed policy is a new key).
+                alike = ("alike", direction, frozenset(relevant))
+                program = self._programs.get(alike) or self._program_for(state, direction, relevant)
+                self._programs[alike] = program
+            else:
+                program = self._program_for(state, direction, relevant)
             if announce and state.programs.get(direction) is not program:
                 self._pending.append(EndpointChanged(ep_key, direction))
             state.policies[direction] = names
