@@ -399,11 +399,13 @@ class _CompiledPolicy:
     egress: tuple[_Rule, ...]
     ingress: tuple[_Rule, ...]
     set_nums: tuple[int, ...]
+    # per direction: every rule binds the same way for every endpoint (see _Rule.shared)
+    binds_alike: dict[Direction, bool] = attrs.field(factory=dict)
 
-    def binds_alike(self, direction: Direction) -> bool:
-        """True when every rule binds the same way for every endpoint (see _Rule.shared)."""
-        rules = self.egress if direction == "egress" else self.ingress
-        return all(rule.shared is not None for rule in rules)
+    def __attrs_post_init__(self) -> None:
+        for direction in _DIRECTIONS:
+            rules = self.egress if direction == "egress" else self.ingress
+            self.binds_alike[direction] = all(rule.shared is not None for rule in rules)
 
 
 @attrs.define(eq=False, slots=True)
@@ -479,6 +481,8 @@ class PolicyEngine:
         self._tiers: dict[str, Tier] = {t.name: t for t in resources.tiers}
         self._policies: dict[str, _CompiledPolicy] = {}
         self._policies_by_ns: dict[str | None, set[str]] = {}
+        self._globals_by_label: dict[tuple[str, str], set[str]] = {}
+        self._globals_unindexed: set[str] = set()
         self._namespaces: dict[str, Namespace] = {ns.name: ns for ns in cluster.namespaces}
         self._service_accounts = {(sa.namespace, sa.name): sa for sa in cluster.service_accounts}
         self._endpoints: dict[str, _EndpointState] = {}
@@ -508,14 +512,7 @@ class PolicyEngine:
             self._add_endpoint_state(ep)
         for policy in resources.policies:
             self._install_policy(policy)
-        # One pass over the cache instead of one range scan per pattern: each name goes
-        # through the pattern index once.
-        match = self._patterns.match
-        for name in dns.names():
-            nums = match(name)
-            if nums:
-                for ip, expiry in dns.expiries(name).items():
-                    self._dns_pair_added(name, ip, expiry, only=nums)
+        self._learn_all(dns)
         for key in self._endpoints:
             self._rebuild_programs(key, announce=False)
         with self._lock:
@@ -782,6 +779,8 @@ class PolicyEngine:
         with self._lock:
             key = _policy_key(policy)
             old = self._policies.get(key)
+            if old is not None and old.policy.namespace is None:
+                self._index_global(key, add=False)  # filed under its old selector's label
             # Compile the new version before releasing the old one, so IP sets both use stay
             # (no delete-and-recreate churn in the datapath).
             self._install_policy(policy)
@@ -1127,6 +1126,26 @@ class PolicyEngine:
             set_nums=tuple(nums),
         )
         self._policies_by_ns.setdefault(policy.namespace, set()).add(key)
+        if policy.namespace is None:
+            self._index_global(key, add=True)
+
+    def _index_global(self, key: str, *, add: bool) -> None:
+        """File a GlobalNetworkPolicy under a label its selector requires, if any.
+
+        A NetworkPolicy is only ever tested against its namespace's endpoints; a global one
+        would be tested against every endpoint. Filed under ``key == value`` when its
+        selector requires that label, it is only tested against endpoints carrying it.
+        """
+        label = _required_label(self._policies[key].selector)
+        bucket = (
+            self._globals_unindexed
+            if label is None
+            else self._globals_by_label.setdefault(label, set())
+        )
+        if add:
+            bucket.add(key)
+        else:
+            bucket.discard(key)
 
     def _endpoints_with(self, key: str) -> set[str]:
         return {
@@ -1136,9 +1155,12 @@ class PolicyEngine:
         }
 
     def _remove_policy_state(self, key: str) -> set[str]:
-        compiled = self._policies.pop(key, None)
+        compiled = self._policies.get(key)
         if compiled is None:
             return set()
+        if compiled.policy.namespace is None:
+            self._index_global(key, add=False)
+        del self._policies[key]
         self._policies_by_ns[compiled.policy.namespace].discard(key)
         affected = self._endpoints_with(key)
         for num in compiled.set_nums:
@@ -1527,16 +1549,19 @@ class PolicyEngine:
         state = self._endpoints.get(ep_key)
         if state is None:
             return
-        keys = set(self._policies_by_ns.get(None, ())) | self._policies_by_ns.get(
-            state.endpoint.namespace, set()
-        )
+        keys = self._globals_unindexed | self._policies_by_ns.get(state.endpoint.namespace, set())
+        by_label = self._globals_by_label
+        for label in state.subject.effective_labels.items():
+            found = by_label.get(label)
+            if found:
+                keys = keys | found
         applying = [
             self._policies[k] for k in keys if state.subject.matches(self._policies[k].selector)
         ]
         for direction in _DIRECTIONS:
             relevant = [c for c in applying if direction.capitalize() in c.policy.spec.types]
             names = {c.key for c in relevant}
-            if all(c.binds_alike(direction) for c in relevant):
+            if all(c.binds_alike[direction] for c in relevant):
                 # Nothing endpoint-specific to bind: endpoints with the same policies share a
                 # program without binding rule by rule (compiled policies hash by identity,
                 # so a changed policy is a new key).
@@ -1624,6 +1649,39 @@ class PolicyEngine:
             else:
                 self._dns_pair_removed(change.name, change.ip)
 
+    def _learn_all(self, dns: DNSCache) -> None:
+        """Fill the domain sets from every cached name (the first build).
+
+        One pass over the cache instead of one range scan per pattern: each name goes through
+        the pattern index once. This is _dns_pair_added specialised for a build (no deltas,
+        every pair new), which matters at a million pairs: it took a third of the build.
+        """
+        match = self._patterns.match
+        name_ips = self._name_ips
+        sets = self._sets_by_num
+        add_host = self._index.add_host
+        for name in dns.names():
+            nums = match(name)
+            if not nums:
+                continue
+            pairs = dns.expiries(name)
+            if not pairs:
+                continue
+            name_ips[name] = set(pairs)
+            for num in nums:
+                ipset = sets[num]
+                members = ipset.dns_members
+                for ip, expiry in pairs.items():
+                    entry = members.get(ip)
+                    if entry is None:
+                        members[ip] = [1.0, expiry]
+                        add_host(num, ip)
+                        for parent in ipset.parents:
+                            add_host(parent, ip)
+                    else:
+                        entry[0] += 1
+                        entry[1] = max(entry[1], expiry)
+
     def _dns_pair_added(
         self, name: str, ip: str, expiry: float, only: Set[int] | None = None
     ) -> None:
@@ -1699,6 +1757,17 @@ def _canonical_ip(text: str) -> str:
         raise InvalidPolicy(
             Problem(f"not an IP address: {text!r}", hint="an IPv4 or IPv6 address")
         ) from None
+
+
+def _required_label(selector: Selector) -> tuple[str, str] | None:
+    """A ``(key, value)`` every label set the selector matches must hold, if one is plain."""
+    from fqdnpolicy.selector import And, Compare
+
+    root = selector.root
+    for part in root.operands if isinstance(root, And) else (root,):
+        if isinstance(part, Compare) and part.op == "==":
+            return (part.key, part.value)
+    return None
 
 
 def _namespace_scope(selector: Selector) -> str | None:

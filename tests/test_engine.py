@@ -333,3 +333,31 @@ def test_dns_writer_thread_and_policy_changes_never_deadlock(
     # Every address the cache holds is in the set once the queue is drained.
     for ip in cache.ips("api.github.com"):
         assert engine.verdict("default/backend", ip, "TCP", 443).allowed
+
+
+def test_global_policy_whose_selector_changes_applies_to_the_new_endpoints(
+    engine: PolicyEngine,
+) -> None:
+    text = """
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: deny-all-egress}
+spec:
+  order: 1
+  selector: app == "%s"
+  egress:
+  - action: Deny
+"""
+    (first,) = fqdnpolicy.loads(text % "backend").policies
+    engine.upsert_policy(first)
+    assert engine.verdict("default/backend", "198.51.100.10", "TCP", 443).policy == (
+        "GlobalNetworkPolicy deny-all-egress"
+    )
+    (second,) = fqdnpolicy.loads(text % "other").policies
+    engine.upsert_policy(second)
+    assert engine.verdict("default/backend", "198.51.100.10", "TCP", 443).allowed
+    engine.remove_policy(second)
+    engine.upsert_endpoint(
+        Endpoint("backend", "default", {"app": "backend"}, ips=["10.0.0.1", "fd00::1"])
+    )
+    assert engine.verdict("default/backend", "198.51.100.10", "TCP", 443).allowed
