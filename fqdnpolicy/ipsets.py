@@ -31,6 +31,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 EMPTY: frozenset[int] = frozenset()
 
 
+def _ids(counts: int | dict[int, int]) -> Iterable[int]:
+    return (counts,) if isinstance(counts, int) else counts
+
+
 class AddressIndex:
     """Maps an address to the frozenset of ids of the IP sets that contain it.
 
@@ -43,8 +47,9 @@ class AddressIndex:
         self._trees = {4: pytricia.PyTricia(32), 6: pytricia.PyTricia(128)}
         # prefix text -> {set id: refcount}; the trees hold merged frozensets per prefix
         self._prefix_sets: dict[str, dict[int, int]] = {}
-        # host text -> {set id: refcount}
-        self._host_sets: dict[str, dict[int, int]] = {}
+        # host text -> the set id when it is in one set once (most DNS-learned hosts: a
+        # million small dicts cost ~230 MB), else {set id: refcount}
+        self._host_sets: dict[str, int | dict[int, int]] = {}
         # host text -> (merged ids, prefix generation they were computed at); a cache
         self._hosts: dict[str, tuple[frozenset[int], int]] = {}
         self._generation = 0
@@ -76,7 +81,7 @@ class AddressIndex:
             return self._prefix_lookup(address)
         # Computed on first lookup, not on every add: building a host's frozenset after each
         # of its k set memberships would cost O(k^2) while a policy set is being compiled.
-        merged = self._merge(self._intern(counts), self._prefix_lookup(address))
+        merged = self._merge(self._intern(_ids(counts)), self._prefix_lookup(address))
         self._hosts[address] = (merged, self._generation)
         return merged
 
@@ -103,7 +108,7 @@ class AddressIndex:
         """Return (hosts by set id, prefixes by set id) in one pass over every member."""
         hosts: dict[int, list[str]] = {}
         for host, counts in self._host_sets.items():
-            for set_id in counts:
+            for set_id in _ids(counts):
                 hosts.setdefault(set_id, []).append(host)
         prefixes: dict[int, list[str]] = {}
         for prefix, counts in self._prefix_sets.items():
@@ -113,7 +118,7 @@ class AddressIndex:
 
     def host_members(self, set_id: int) -> set[str]:
         """Return the host members of a set (slow: scans; for tests and full renders)."""
-        return {host for host, ids in self._host_sets.items() if set_id in ids}
+        return {host for host, ids in self._host_sets.items() if set_id in _ids(ids)}
 
     def prefix_members(self, set_id: int) -> set[str]:
         """Return the prefix members of a set (slow: scans; for tests and full renders)."""
@@ -127,7 +132,14 @@ class AddressIndex:
         if counts is None:
             # A first membership: lookups cache answers only for member hosts, so there is
             # no cached answer to drop.
-            self._host_sets[address] = {set_id: 1}
+            self._host_sets[address] = set_id
+            return True
+        if isinstance(counts, int):
+            if counts == set_id:
+                self._host_sets[address] = {set_id: 2}
+                return False
+            self._host_sets[address] = {counts: 1, set_id: 1}
+            self._hosts.pop(address, None)
             return True
         count = counts.get(set_id, 0)
         counts[set_id] = count + 1
@@ -139,7 +151,15 @@ class AddressIndex:
     def remove_host(self, set_id: int, address: str) -> bool:
         """Drop one source of ``address`` from set ``set_id``; True when no longer a member."""
         counts = self._host_sets.get(address)
-        if counts is None or set_id not in counts:
+        if counts is None:
+            return False
+        if isinstance(counts, int):
+            if counts != set_id:
+                return False
+            del self._host_sets[address]
+            self._hosts.pop(address, None)
+            return True
+        if set_id not in counts:
             return False
         if counts[set_id] > 1:
             counts[set_id] -= 1
