@@ -7,8 +7,11 @@ reports:
 * ``verdicts_per_s_uniform`` - single ``verdict()`` calls, sources and destinations drawn
   uniformly (destinations among every cached DNS address and endpoint address), measured on
   a fresh sample after a warm-up sample;
-* ``verdicts_per_s_zipf`` - the same with sources and destinations drawn from a Zipf
-  distribution (s = 1.1), the skew of real traffic;
+* ``verdicts_per_s_zipf`` - the same with sources and destinations each drawn from a Zipf
+  distribution (s = 1.1);
+* ``verdicts_per_s_zipf_flows`` - whole flows (source, destination) drawn from a Zipf
+  distribution over a million distinct flows: real traffic repeats flows (a pod calls the
+  same service again and again), which is what a datapath's flow cache relies on;
 * ``delta_us_mean`` / ``delta_us_p99`` - a DNS answer bringing one new address for a name that
   domain rules match, from ``cache.ingest`` until the engine's subscribers have the deltas;
 * ``add_policy_ms`` - ``upsert_policy`` of one new ten-rule NetworkPolicy;
@@ -27,7 +30,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from fqdnpolicy.datapath import Delta
 from fqdnpolicy.dns.wire import Extracted, Record
@@ -39,6 +42,7 @@ from fqdnpolicy.workload import FULL_SIZE, Workload, generate, random_rule
 __all__ = ["measure", "rss_mb", "run_bench", "zipf_sample"]
 
 ZIPF_S = 1.1
+T = TypeVar("T")
 
 
 def rss_mb() -> float:
@@ -73,7 +77,7 @@ class _Progress:
             self.stream.write("\n")
 
 
-def zipf_sample(rng: random.Random, population: Sequence[str], count: int) -> list[str]:
+def zipf_sample(rng: random.Random, population: Sequence[T], count: int) -> list[T]:
     """Draw ``count`` items, the rank-r item (in a shuffled order) with weight 1/r^1.1."""
     ranked = list(population)
     rng.shuffle(ranked)
@@ -124,6 +128,12 @@ def measure(
     zipf = [(s, d, "TCP", 443) for s, d in zip(zipf_src, zipf_dst, strict=True)]
     _throughput(engine, zipf[:flows])
     zipf_rate = _throughput(engine, zipf[flows:])
+    # Real traffic repeats whole flows (a pod calls the same service again and again):
+    # (source, destination) pairs drawn from a Zipf distribution over a million flows.
+    population = [(rng.choice(sources), rng.choice(addresses)) for _ in range(1_000_000)]
+    zipf_flows = [(s, d, "TCP", 443) for s, d in zipf_sample(rng, population, flows * 2)]
+    _throughput(engine, zipf_flows[:flows])
+    zipf_flows_rate = _throughput(engine, zipf_flows[flows:])
     step("zipf verdicts")
 
     delta_us, rules_matched = _delta_latency(engine, workload, rng)
@@ -144,6 +154,7 @@ def measure(
         "compile_s": round(compile_s, 3),
         "verdicts_per_s_uniform": round(uniform_rate),
         "verdicts_per_s_zipf": round(zipf_rate),
+        "verdicts_per_s_zipf_flows": round(zipf_flows_rate),
         "delta_us_mean": round(sum(delta_us) / len(delta_us), 1),
         "delta_us_p99": round(sorted(delta_us)[int(len(delta_us) * 0.99) - 1], 1),
         "delta_sets_per_answer": round(rules_matched, 2),
@@ -215,7 +226,10 @@ def _plot(results: list[dict[str, Any]], path: str) -> None:
     endpoints = [r["sizes"]["endpoints"] for r in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot(endpoints, [r["verdicts_per_s_uniform"] for r in results], "o-", label="uniform")
-    left.plot(endpoints, [r["verdicts_per_s_zipf"] for r in results], "s-", label="Zipf")
+    left.plot(endpoints, [r["verdicts_per_s_zipf"] for r in results], "s-", label="Zipf src/dst")
+    left.plot(
+        endpoints, [r["verdicts_per_s_zipf_flows"] for r in results], "^-", label="Zipf flows"
+    )
     left.set(xlabel="endpoints", ylabel="verdicts / s", title="verdict throughput", xscale="log")
     left.legend()
     right.plot(endpoints, [r["rss_mb"] for r in results], "o-", color="tab:red")
@@ -250,7 +264,8 @@ def run_bench(
         ("scale", "scale"),
         ("compile s", "compile_s"),
         ("verdicts/s uniform", "verdicts_per_s_uniform"),
-        ("verdicts/s zipf", "verdicts_per_s_zipf"),
+        ("verdicts/s zipf dst", "verdicts_per_s_zipf"),
+        ("verdicts/s zipf flows", "verdicts_per_s_zipf_flows"),
         ("delta us mean", "delta_us_mean"),
         ("delta us p99", "delta_us_p99"),
         ("add policy ms", "add_policy_ms"),

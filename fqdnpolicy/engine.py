@@ -108,6 +108,9 @@ for _name, _number in PROTOCOL_NUMBERS.items():
 _PROTOCOL_CACHE.update({"ICMPv6": 58, "UDPLite": 136})
 
 _MEMO_LIMIT = 1 << 21
+# ICMP exists only in IPv4 and ICMPv6 only in IPv6: a rule naming one never matches a flow of
+# the other family (Calico renders each into its own family's tables).
+_OTHER_FAMILY: dict[int | None, int] = {1: 6, 58: 4}
 # Judged flows are forgotten on every change; a small table keeps that clearing cheap (a
 # million-entry dict takes tens of ms to clear, which would land on a DNS answer's latency).
 _FLOW_LIMIT = 1 << 16
@@ -718,7 +721,7 @@ class PolicyEngine:
                 families = tuple(
                     f
                     for f, ok in ((4, bound.ok4), (6, bound.ok6))
-                    if ok and rule.ip_version in (None, f)
+                    if ok and rule.ip_version in (None, f) and _OTHER_FAMILY.get(rule.protocol) != f
                 )
                 if not families:
                     continue
@@ -1893,6 +1896,8 @@ def _mismatch(
     rule = bound.rule
     if rule.protocol is not None and rule.protocol != proto:
         return "protocol differs"
+    if _OTHER_FAMILY.get(rule.protocol) == family:
+        return "ICMP of the other address family"
     if rule.not_protocol is not None and rule.not_protocol == proto:
         return "protocol excluded by notProtocol"
     if rule.ip_version is not None and rule.ip_version != family:

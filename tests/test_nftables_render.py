@@ -6,7 +6,8 @@ rendered table, and the outcome must equal ``PolicyEngine.verdict`` over hypothe
 worlds. The interpreter follows nft's rules for the subset the renderer emits: payload
 expressions carry implicit dependencies (``ip ...`` needs IPv4, ``ip6 ...`` IPv6, ``icmp ...``
 protocol 1, ``icmpv6 ...`` 58; a failed dependency fails the match whatever its operator), and
-a missing transport port equals nothing and differs from everything. The real kernel is held
+a port the flow does not give fails every port test, negated or not (a real packet always has
+both ports; the engine's convention for an unknown one). The real kernel is held
 to the same in ``tests/kernel/test_nftables_kernel.py``.
 """
 
@@ -71,7 +72,10 @@ def _field(packet: Packet, left: Any) -> Any:
             raise _Failed
         return packet.icmp_type if field == "type" else packet.icmp_code
     assert proto == "th", proto
-    return packet.sport if field == "sport" else packet.dport
+    port = packet.sport if field == "sport" else packet.dport
+    if port is None:  # an unknown port matches no port test, negated or not (as the engine)
+        raise _Failed
+    return port
 
 
 def _element_matches(value: Any, element: Any) -> bool:

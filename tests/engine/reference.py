@@ -489,8 +489,17 @@ def rule_matches(
 
 
 def protocol_matches(rule: Rule, flow: Flow) -> bool:
-    """``protocol`` must equal the flow's; ``notProtocol`` must not."""
+    """``protocol`` must equal the flow's; ``notProtocol`` must not.
+
+    ``ICMP`` exists only in IPv4 and ``ICMPv6`` only in IPv6: a rule naming one never matches
+    a flow of the other family (Calico renders each into its own family's tables).
+    """
     if rule.protocol is not None and protocol_number(rule.protocol) != flow.protocol:
+        return False
+    if (
+        rule.protocol is not None
+        and {1: 6, 58: 4}.get(protocol_number(rule.protocol)) == flow.family
+    ):
         return False
     return rule.not_protocol is None or protocol_number(rule.not_protocol) != flow.protocol
 
