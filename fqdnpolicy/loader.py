@@ -436,11 +436,19 @@ def _build_documents(
 _RESOLVER: Final = yaml.resolver.Resolver()
 
 
+# YAML 1.1 needs a '.' in a float ("1.0e5"); YAML 1.2, JSON and the YAML reader Kubernetes
+# uses also take "1e5" and "-5e-324" (JSON files are read as YAML, and json.dumps writes that).
+_FLOAT_12: Final = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+")
+
+
 @functools.lru_cache(maxsize=8192)
 def _implicit_tag(value: str, implicit: tuple[bool, bool]) -> str:
     # Policies repeat the same scalars (Allow, TCP, 443, ...): resolving each once saves ~10%
     # of a load.
-    return cast(str, _RESOLVER.resolve(yaml.ScalarNode, value, implicit))  # type: ignore[no-untyped-call]
+    tag = cast(str, _RESOLVER.resolve(yaml.ScalarNode, value, implicit))  # type: ignore[no-untyped-call]
+    if tag == _YAML_STR and implicit[0] and _FLOAT_12.fullmatch(value):
+        return "tag:yaml.org,2002:float"
+    return tag
 
 
 def _scalar(loader: Any, event: Any, filename: str) -> Any:

@@ -920,3 +920,18 @@ def test_k8s_and_calico_policies_with_the_same_converted_name_collide() -> None:
     )
     (dup,) = problems_of(text)
     assert dup.code == "duplicate-name"
+
+
+def test_exponent_floats_without_a_dot_are_numbers_as_in_json_and_kubernetes() -> None:
+    # json.dumps writes -5e-324; YAML 1.1 alone would read it as a string.
+    text = (
+        '{"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",'
+        ' "metadata": {"name": "x"}, "spec": {"order": -5e-324}}'
+    )
+    assert loads(text).policies[0].spec.order == -5e-324
+    yaml_text = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n"
+    yaml_text += "metadata: {name: x}\nspec: {order: 1e3}\n"
+    assert loads(yaml_text).policies[0].spec.order == 1000.0
+    quoted = yaml_text.replace("1e3", '"1e3"')
+    with pytest.raises(InvalidPolicy, match="expected a number"):
+        loads(quoted)
