@@ -13,6 +13,7 @@ from fqdnpolicy_nftables.render import (
     RenderOptions,
     SetMirror,
     dumps,
+    gc_paused,
     mirrors_of,
     render_delta_ops,
     render_full,
@@ -75,8 +76,9 @@ class NftablesBackend(Backend):
         Raises:
             InvalidPolicy: an interface or member that cannot be rendered safely.
         """
-        text, data = render_full(state, now, self.options)
-        self._mirrors = mirrors_of(state)
+        with gc_paused():  # the mirrors copy a million members too
+            text, data = render_full(state, now, self.options)
+            self._mirrors = mirrors_of(state)
         rendering = Rendering(self.name, "full", text, data)
         self._last_full = rendering
         return rendering

@@ -29,12 +29,13 @@ share them and rendering work is done once per distinct tier.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import gc
 import ipaddress
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -632,8 +633,9 @@ def _rule_json(table: str, chain: str, line: _Line) -> Json:
     return {"add": {"rule": rule}}
 
 
-def render_full(state: DatapathState, now: float, options: RenderOptions) -> tuple[str, Json]:
-    """Render the whole table (see :func:`_render_full`), with the cyclic GC paused.
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a burst of allocations.
 
     Rendering allocates millions of small acyclic dicts and strings; each allocation burst
     would trigger full collections that rescan the growing output. Pausing the collector cut
@@ -642,10 +644,16 @@ def render_full(state: DatapathState, now: float, options: RenderOptions) -> tup
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _render_full(state, now, options)
+        yield
     finally:
         if enabled:
             gc.enable()
+
+
+def render_full(state: DatapathState, now: float, options: RenderOptions) -> tuple[str, Json]:
+    """Render the whole table (see :func:`_render_full`), with the cyclic GC paused."""
+    with gc_paused():
+        return _render_full(state, now, options)
 
 
 def _render_full(state: DatapathState, now: float, options: RenderOptions) -> tuple[str, Json]:
