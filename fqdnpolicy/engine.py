@@ -661,7 +661,8 @@ class PolicyEngine:
                         self._index.prefix_members(ipset.num)
                     )
                     hosts = self._index.host_members(ipset.num)
-                    return {**out, **self._set_state(ipset, hosts, ()).members}
+                    state = self._set_state(ipset, hosts, (), self._children())
+                    return {**out, **state.members}
             raise KeyError(set_id)
 
     def datapath(self) -> DatapathState:
@@ -670,8 +671,11 @@ class PolicyEngine:
             if self._inbox:
                 self._changed()
             hosts, prefixes = self._index.members_by_set()
+            children = self._children()
             sets = [
-                self._set_state(ipset, hosts.get(ipset.num, ()), prefixes.get(ipset.num, ()))
+                self._set_state(
+                    ipset, hosts.get(ipset.num, ()), prefixes.get(ipset.num, ()), children
+                )
                 for ipset in sorted(self._sets.values(), key=lambda s: s.info.set_id)
             ]
             endpoints: list[DatapathEndpoint] = []
@@ -1389,16 +1393,28 @@ class PolicyEngine:
         if self._index.remove_host(ipset.num, host) and self._announce:
             self._pending.append(MemberChanged(ipset.info.set_id, host, False))
 
-    def _set_state(self, ipset: _IPSet, hosts: Iterable[str], prefixes: Iterable[str]) -> SetState:
+    def _children(self) -> dict[int, list[_IPSet]]:
+        """Domain sets by the selector sets that inherit their members (network sets)."""
+        children: dict[int, list[_IPSet]] = {}
+        for child in self._sets.values():
+            for parent in child.parents:
+                children.setdefault(parent, []).append(child)
+        return children
+
+    def _set_state(
+        self,
+        ipset: _IPSet,
+        hosts: Iterable[str],
+        prefixes: Iterable[str],
+        children: dict[int, list[_IPSet]],
+    ) -> SetState:
         """A set's members with their expiries.
 
         DNS-learned members (its own, or inherited from the domains of network sets it
-        selects) expire; CIDRs and endpoint addresses do not.
+        selects: ``children``) expire; CIDRs and endpoint addresses do not.
         """
         members: dict[str, float | None] = dict.fromkeys(prefixes)
-        sources = [ipset.dns_members] + [
-            child.dns_members for child in self._sets.values() if ipset.num in child.parents
-        ]
+        sources = [ipset.dns_members] + [c.dns_members for c in children.get(ipset.num, ())]
         for host in hosts:
             expiries = [source[host][1] for source in sources if host in source]
             members[host] = max(expiries) if expiries else None
