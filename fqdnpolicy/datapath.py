@@ -43,7 +43,7 @@ class SetState:
         return {m: e for m, e in self.members.items() if (":" in m) == want_v6}
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # renderers key chains on these: hash once
 class PortSpec:
     """Ports a rule side matches: ranges, plus named ports.
 
@@ -65,7 +65,7 @@ class PortSpec:
         return not (self.ranges or self.named or self.peer_named)
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # renderers key chains on these: hash once
 class RuleState:
     """One rule as a packet filter tests it, for one endpoint and direction.
 
@@ -107,7 +107,7 @@ class RuleState:
     not_src_ports: PortSpec = PortSpec()
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # renderers key chains on these: hash once
 class TierState:
     """The rules of one tier that apply to an endpoint, in evaluation order.
 
