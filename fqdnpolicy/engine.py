@@ -584,9 +584,10 @@ class PolicyEngine:
                 result = self._judge(
                     src, dst, proto, port, direction, src_port, icmp_type, icmp_code
                 )
-            if len(self._flows) >= _FLOW_LIMIT:
-                self._flows.clear()
-            self._flows[key] = result
+            # A full table keeps what it holds (under skewed traffic the hot flows came
+            # first) until the next change clears it; emptying it when full lost them all.
+            if len(self._flows) < _FLOW_LIMIT:
+                self._flows[key] = result
             return result
 
     def verdicts(
