@@ -926,8 +926,9 @@ class PolicyEngine:
 
         src_state: _EndpointState | None
         if direction == "ingress" and isinstance(src, str) and "/" not in src:
-            src_ip: str | None = self._address(src)
-            src_state = self._endpoint_of(src_ip)  # type: ignore[arg-type]
+            src_address = self._address(src)
+            src_ip: str | None = src_address
+            src_state = self._endpoint_of(src_address)
         else:
             src_state = self._state(src)
             src_ip = src_state.ip6 if family == 6 else src_state.ip4
