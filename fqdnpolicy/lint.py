@@ -40,6 +40,7 @@ from fqdnpolicy.model import (
     DEFAULT_TIER,
     EntityRule,
     NamedPort,
+    NetworkSet,
     Policy,
     PortRange,
     ResourceSet,
@@ -79,28 +80,20 @@ def lint(resources: ResourceSet) -> list[Problem]:
             problem = _wildcard_problem(pattern)
             if problem is not None:
                 message, code, hint = problem
-                problems.append(
-                    Problem(
-                        message,
-                        path=f"spec.allowedEgressDomains[{i}]",
-                        resource=nset.display_name,
-                        file=nset.source.file if nset.source else None,
-                        line=nset.source.line if nset.source else None,
-                        hint=hint,
-                        severity="warning",
-                        code=code,
-                    )
-                )
+                path = f"spec.allowedEgressDomains[{i}]"
+                problems.append(_warn(nset, path, message, code, hint))
     return problems
 
 
-def _warn(policy: Policy, path: str, message: str, code: str, hint: str = "") -> Problem:
+def _warn(
+    resource: Policy | NetworkSet, path: str, message: str, code: str, hint: str = ""
+) -> Problem:
     return Problem(
         message,
         path=path,
-        resource=policy.display_name,
-        file=policy.source.file if policy.source else None,
-        line=policy.source.line if policy.source else None,
+        resource=resource.display_name,
+        file=resource.source.file if resource.source else None,
+        line=resource.source.line if resource.source else None,
         hint=hint,
         severity="warning",
         code=code,

@@ -187,3 +187,14 @@ def test_policy_in_an_undefined_tier_is_flagged() -> None:
         "metadata: {name: security.p}\nspec:\n  tier: security\n  egress:\n  - action: Deny\n"
     )
     assert codes(text) == [("unknown-tier", "spec.tier")]
+
+
+def test_network_set_domains_are_linted_too() -> None:
+    text = (
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\n"
+        "metadata: {name: saas, labels: {kind: saas}}\n"
+        'spec:\n  allowedEgressDomains: ["api.service.com", "*.co.uk"]\n'
+    )
+    (warning,) = lint(fqdnpolicy.loads(text))
+    assert (warning.code, warning.path) == ("broad-wildcard", "spec.allowedEgressDomains[1]")
+    assert warning.resource == "GlobalNetworkSet saas"
