@@ -496,7 +496,10 @@ class PolicyEngine:
         self._programs: dict[tuple[object, ...], _Program] = {}
         self._next_program = 0
         self._memo: dict[tuple[object, ...], Verdict] = {}
+        # Judged flows, in two generations: when the young one is full it becomes the old one,
+        # and a flow found only in the old one moves back. Hot flows stay; cold ones age out.
         self._flows: dict[tuple[object, ...], Verdict] = {}
+        self._flows_old: dict[tuple[object, ...], Verdict] = {}
         self._subscribers: list[Callable[[list[Delta]], None]] = []
         self._pending: list[Delta] = []
         # The first build is a full render, not a delta: no member deltas are made for it.
@@ -569,6 +572,15 @@ class PolicyEngine:
         """
         key = (src, dst, protocol, port, direction, src_port, icmp_type, icmp_code)
         found = self._flows.get(key)
+        if found is None:
+            old = self._flows_old
+            found = old.get(key)
+            if found is not None:
+                with self._lock:  # never move a verdict into a table a change just reset
+                    if old is self._flows_old:
+                        self._remember(key, found)
+                    else:
+                        found = None
         if found is not None and not self._inbox:
             return found
         proto = _PROTOCOL_CACHE.get(protocol)
@@ -593,11 +605,14 @@ class PolicyEngine:
                 result = self._judge(
                     src, dst, proto, port, direction, src_port, icmp_type, icmp_code
                 )
-            # A full table keeps what it holds (under skewed traffic the hot flows came
-            # first) until the next change clears it; emptying it when full lost them all.
-            if len(self._flows) < _FLOW_LIMIT:
-                self._flows[key] = result
+            self._remember(key, result)
             return result
+
+    def _remember(self, key: tuple[object, ...], verdict: Verdict) -> None:
+        if len(self._flows) >= _FLOW_LIMIT:
+            self._flows_old = self._flows
+            self._flows = {}
+        self._flows[key] = verdict
 
     def verdicts(
         self, flows: Iterable[tuple[Endpoint | str, Endpoint | str, str | int, int | None]]
@@ -1767,7 +1782,8 @@ class PolicyEngine:
         if self._building:
             return
         self._drain_inbox()
-        self._flows.clear()
+        self._flows = {}
+        self._flows_old = {}
         if len(self._programs) > 4 * max(1, len(self._endpoints)) + 1024:
             live = {id(p) for s in self._endpoints.values() for p in s.programs.values()}
             self._programs = {k: p for k, p in self._programs.items() if id(p) in live}
