@@ -22,12 +22,16 @@ Evaluation follows Calico (see ``docs/semantics.md``): tiers by order, policies 
 tier; a tier that has a policy applying to the endpoint and no deciding rule ends with its
 default action; traffic no policy applies to is allowed.
 
-Speed: a verdict is one dict lookup when the same flow was judged since the last change; else
-an address lookup plus a lookup of (program, address's sets, protocol, port) in a memo, and
-only when both miss a walk over the program's rules. ``benchmarks/bench_engine.py`` measures it.
+Speed: a verdict is one dict lookup when the same flow was judged since the last change (a
+two-generation table of recent flows); else an address lookup plus a lookup of (program, the
+address's sets that the program names, the flow) in a memo, and only when both miss a walk over
+the rules that can match (indexed by the IP set their peer needs and by protocol).
+``benchmarks/bench_engine.py`` and ``fqdnpolicy bench`` measure it.
 
-Thread safety: changes (including DNS changes, which arrive on the cache's writer thread) take
-the engine's lock; :meth:`PolicyEngine.verdict` takes it only when it must compute.
+Thread safety: policy, endpoint and namespace changes take the engine's lock. DNS changes
+arrive on the cache's writer thread holding the cache's lock; they queue and are applied by
+whoever next holds the engine's lock (verdicts check the queue first), so the two locks are
+never taken in opposite orders. :meth:`PolicyEngine.verdict` takes the lock only to compute.
 """
 
 from __future__ import annotations
