@@ -12,6 +12,9 @@ The public API is re-exported here; submodules hold one concern each:
 * :mod:`fqdnpolicy.cluster` - endpoints, namespaces and service accounts.
 * :mod:`fqdnpolicy.ipsets` - the address index (address -> IP sets holding it).
 * :mod:`fqdnpolicy.engine` - verdicts, explanations and datapath deltas.
+* :mod:`fqdnpolicy.datapath` - the engine's state and deltas as plain data for backends.
+* :mod:`fqdnpolicy.backends` - the backend plugin contract and discovery.
+* :mod:`fqdnpolicy.flows` - flows written as text (``default/backend -> api.github.com:443``).
 
 Names are imported lazily so that ``import fqdnpolicy`` stays cheap for embedders.
 """
