@@ -339,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the main job on built-in example data",
         description="Load the seed article's policies, lint them, learn their names from a "
-        "bundled zone file and show what each policy's domains resolve to.",
+        "bundled zone file, and show what each policy's domains resolve to, the verdicts of "
+        "the article's test flows beside its claims, one explained denial, and the rules each "
+        "installed backend would program.",
     )
     demo.set_defaults(func=cmd_demo)
     return parser
