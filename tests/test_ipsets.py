@@ -58,6 +58,48 @@ def test_invalid_address_is_in_no_set() -> None:
     assert AddressIndex().lookup("not-an-ip") == set()
 
 
+def test_answer_is_known_only_for_members_and_addresses_looked_up_before() -> None:
+    index = AddressIndex()
+    index.add_prefix(1, ipaddress.ip_network("10.0.0.0/8"))
+    index.add_host(2, "10.0.0.5")
+    assert index.answer("10.0.0.5") == {1, 2}  # a member: its text is canonical
+    assert index.answer("10.0.0.6") is None  # never seen: the caller canonicalises
+    assert index.lookup("10.0.0.6") == {1}
+    assert index.answer("10.0.0.6") == {1}  # looked up before: now known
+
+
+def test_a_cached_non_member_answer_follows_later_changes() -> None:
+    index = AddressIndex()
+    assert index.lookup("10.0.0.6") == set()
+    index.add_host(3, "10.0.0.6")
+    assert index.answer("10.0.0.6") == {3}
+    index.add_prefix(1, ipaddress.ip_network("10.0.0.0/24"))
+    assert index.answer("10.0.0.6") == {1, 3}
+    index.remove_host(3, "10.0.0.6")
+    assert index.answer("10.0.0.6") in (None, {1})  # never a stale answer
+    assert index.lookup("10.0.0.6") == {1}
+
+
+def test_version_moves_with_every_change_of_an_answer_and_only_then() -> None:
+    index = AddressIndex()
+    seen = [index.version]
+
+    def moved() -> bool:
+        seen.append(index.version)
+        return seen[-1] != seen[-2]
+
+    index.add_host(1, "10.0.0.1")
+    assert moved()
+    index.add_host(1, "10.0.0.1")  # a second source of the same member
+    assert not moved()
+    index.remove_host(1, "10.0.0.1")
+    assert not moved()
+    index.remove_host(1, "10.0.0.1")
+    assert moved()
+    index.add_prefix(2, ipaddress.ip_network("10.0.0.0/8"))
+    assert moved()
+
+
 # -- property: the index equals a brute-force scan after any sequence of changes -----------
 
 PREFIXES = [
@@ -121,3 +163,4 @@ def test_index_matches_brute_force(ops: list[tuple[str, int, int]]) -> None:
             expected = {s for (s, p), n in prefixes.items() if n and ip in ipaddress.ip_network(p)}
             expected |= {s for (s, h), n in hosts.items() if n and h == address}
             assert index.lookup(address) == expected, (address, ops)
+            assert index.answer(address) == expected, (address, ops)
