@@ -33,7 +33,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO, TypeVar
+from typing import Any, Generic, TextIO, TypeVar
 
 from fqdnpolicy.datapath import Delta
 from fqdnpolicy.dns.wire import Extracted, Record
@@ -80,12 +80,29 @@ class _Progress:
             self.stream.write("\n")
 
 
+class ZipfSampler(Generic[T]):
+    """Draws items of a population with Zipf weights: the rank-r item has weight 1/r^1.1.
+
+    Ranks are a shuffled order of the population, fixed at construction, so successive draws
+    continue one stream of traffic (the same items stay popular).
+    """
+
+    def __init__(self, rng: random.Random, population: Sequence[T]) -> None:
+        self._rng = rng
+        self._ranked = list(population)
+        rng.shuffle(self._ranked)
+        self._weights = list(
+            itertools.accumulate(1 / (rank + 1) ** ZIPF_S for rank in range(len(self._ranked)))
+        )
+
+    def draw(self, count: int) -> list[T]:
+        """Return the next ``count`` items of the stream."""
+        return self._rng.choices(self._ranked, cum_weights=self._weights, k=count)
+
+
 def zipf_sample(rng: random.Random, population: Sequence[T], count: int) -> list[T]:
     """Draw ``count`` items, the rank-r item (in a shuffled order) with weight 1/r^1.1."""
-    ranked = list(population)
-    rng.shuffle(ranked)
-    weights = list(itertools.accumulate(1 / (rank + 1) ** ZIPF_S for rank in range(len(ranked))))
-    return rng.choices(ranked, cum_weights=weights, k=count)
+    return ZipfSampler(rng, population).draw(count)
 
 
 def _throughput(engine: PolicyEngine, flows: list[tuple[str, str, str, int]]) -> float:

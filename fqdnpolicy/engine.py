@@ -116,9 +116,9 @@ _MEMO_LIMIT = 1 << 21
 # ICMP exists only in IPv4 and ICMPv6 only in IPv6: a rule naming one never matches a flow of
 # the other family (Calico renders each into its own family's tables).
 _OTHER_FAMILY: dict[int | None, int] = {1: 6, 58: 4}
-# Judged flows are forgotten on every change; a small table keeps that clearing cheap (a
-# million-entry dict takes tens of ms to clear, which would land on a DNS answer's latency).
-_FLOW_LIMIT = 1 << 16
+# Judged flows per generation of the flow table. Rotating frees the old generation inside
+# one verdict call (~30 ns per entry), so this bounds that call's delay as well as memory.
+_FLOW_LIMIT = 1 << 18
 _WITH_DOMAINS = " +allowedEgressDomains"
 # (protocol, port, source port, family, ICMP type, ICMP code)
 _Flow: TypeAlias = tuple[int, int | None, int | None, int, int | None, int | None]
@@ -504,6 +504,9 @@ class PolicyEngine:
         # and a flow found only in the old one moves back. Hot flows stay; cold ones age out.
         self._flows: dict[tuple[object, ...], Verdict] = {}
         self._flows_old: dict[tuple[object, ...], Verdict] = {}
+        self._epoch = 0  # part of every judged flow's key; moves when verdicts may change
+        self._mutations = 0  # counts policy, endpoint, namespace, tier and network set changes
+        self._stamp = (-1, -1)
         self._subscribers: list[Callable[[list[Delta]], None]] = []
         self._pending: list[Delta] = []
         # The first build is a full render, not a delta: no member deltas are made for it.
@@ -574,17 +577,14 @@ class PolicyEngine:
         Raises:
             InvalidPolicy: an unknown endpoint, a bad address or protocol.
         """
-        key = (src, dst, protocol, port, direction, src_port, icmp_type, icmp_code)
+        # The epoch in the key: a change makes every judged flow unreachable at once (they age
+        # out of the table) instead of clearing a big table inside a DNS answer's latency.
+        key = (src, dst, protocol, port, direction, src_port, icmp_type, icmp_code, self._epoch)
         found = self._flows.get(key)
         if found is None:
-            old = self._flows_old
-            found = old.get(key)
+            found = self._flows_old.get(key)
             if found is not None:
-                with self._lock:  # never move a verdict into a table a change just reset
-                    if old is self._flows_old:
-                        self._remember(key, found)
-                    else:
-                        found = None
+                self._remember(key, found)  # hot again: back into the young generation
         if found is not None and not self._inbox:
             return found
         proto = _PROTOCOL_CACHE.get(protocol)
@@ -593,19 +593,22 @@ class PolicyEngine:
         with self._lock:
             if self._inbox:
                 self._changed()
+                key = (*key[:-1], self._epoch)
             src_state = self._endpoints.get(src) if src.__class__ is str else None
+            result: Verdict | None = None
             if (
                 src_state is not None
                 and direction == "egress"
-                and dst.__class__ is str
+                and isinstance(dst, str)
                 and src_port is None
                 and icmp_type is None
                 and icmp_code is None
-                and (dst in self._owners or self._index.knows(dst))
             ):
-                # The common call, an endpoint key to a known address: no input handling.
-                result = self._egress(src_state, dst, proto, port)
-            else:
+                # The common call, an endpoint key to an address seen before: one lookup.
+                membership = self._index.answer(dst)
+                if membership is not None:
+                    result = self._egress(src_state, dst, membership, proto, port)
+            if result is None:
                 result = self._judge(
                     src, dst, proto, port, direction, src_port, icmp_type, icmp_code
                 )
@@ -613,10 +616,12 @@ class PolicyEngine:
             return result
 
     def _remember(self, key: tuple[object, ...], verdict: Verdict) -> None:
-        if len(self._flows) >= _FLOW_LIMIT:
-            self._flows_old = self._flows
-            self._flows = {}
-        self._flows[key] = verdict
+        # Not under the lock: a lost entry when two threads rotate at once only costs a miss.
+        flows = self._flows
+        if len(flows) >= _FLOW_LIMIT:
+            self._flows_old = flows
+            self._flows = flows = {}
+        flows[key] = verdict
 
     def verdicts(
         self, flows: Iterable[tuple[Endpoint | str, Endpoint | str, str | int, int | None]]
@@ -827,6 +832,7 @@ class PolicyEngine:
                     self._release_set(self._sets_by_num[num])
             for ep_key in affected:
                 self._rebuild_programs(ep_key)
+            self._mutations += 1
             self._changed()
 
     def remove_policy(self, policy: Policy) -> None:
@@ -834,6 +840,7 @@ class PolicyEngine:
         with self._lock:
             for ep_key in self._remove_policy_state(_policy_key(policy)):
                 self._rebuild_programs(ep_key)
+            self._mutations += 1
             self._changed()
 
     def upsert_tier(self, tier: Tier) -> None:
@@ -842,6 +849,7 @@ class PolicyEngine:
             self._tiers[tier.name] = tier
             self._programs.clear()  # tier order is part of every program
             self._rebuild_all_programs()
+            self._mutations += 1
             self._changed()
 
     def upsert_endpoint(self, endpoint: Endpoint) -> None:
@@ -851,6 +859,7 @@ class PolicyEngine:
                 self._drop_endpoint_state(endpoint.key)
             self._add_endpoint_state(endpoint)
             self._rebuild_programs(endpoint.key)
+            self._mutations += 1
             self._changed()
 
     def remove_endpoint(self, endpoint: Endpoint | str) -> None:
@@ -861,6 +870,7 @@ class PolicyEngine:
                 self._drop_endpoint_state(key)
                 for direction in _DIRECTIONS:
                     self._pending.append(EndpointChanged(key, direction))
+            self._mutations += 1
             self._changed()
 
     def upsert_network_set(self, nset: NetworkSet) -> None:
@@ -870,6 +880,7 @@ class PolicyEngine:
             if key in self._netsets:
                 self._drop_netset(key)
             self._add_netset(nset)
+            self._mutations += 1
             self._changed()
 
     def remove_network_set(self, nset: NetworkSet) -> None:
@@ -878,6 +889,7 @@ class PolicyEngine:
             key = _netset_key(nset)
             if key in self._netsets:
                 self._drop_netset(key)
+            self._mutations += 1
             self._changed()
 
     def upsert_namespace(self, namespace: Namespace) -> None:
@@ -893,6 +905,7 @@ class PolicyEngine:
                 if nset.metadata.namespace == namespace.name:
                     self._drop_netset(ns_key)
                     self._add_netset(nset)
+            self._mutations += 1
             self._changed()
 
     # -- evaluation -----------------------------------------------------------------------
@@ -975,16 +988,24 @@ class PolicyEngine:
         return self._run(dst_state, "ingress", src_ip, src_state, flow, trace)
 
     def _egress(
-        self, src_state: _EndpointState, dst_ip: str, proto: int, port: int | None
+        self,
+        src_state: _EndpointState,
+        dst_ip: str,
+        membership: frozenset[int],
+        proto: int,
+        port: int | None,
     ) -> Verdict:
         """Judge an egress flow from an endpoint to a canonical address (the fast path)."""
-        owner = self._owners.get(dst_ip)
-        dst_state = self._endpoints[owner] if owner is not None else None
         if ":" in dst_ip:
             flow: _Flow = (proto, port, None, 6, None, None)
-            return self._both(src_state, src_state.ip6, dst_state, dst_ip, flow, None)
-        flow = (proto, port, None, 4, None, None)
-        return self._both(src_state, src_state.ip4, dst_state, dst_ip, flow, None)
+            src_ip = src_state.ip6
+        else:
+            flow = (proto, port, None, 4, None, None)
+            src_ip = src_state.ip4
+        owner = self._owners.get(dst_ip)
+        if owner is None:  # most destinations: the sender's egress policy alone decides
+            return self._memoised(src_state.programs["egress"], "egress", membership, None, flow)
+        return self._both(src_state, src_ip, self._endpoints[owner], dst_ip, flow, None)
 
     def _both(
         self,
@@ -1014,22 +1035,32 @@ class PolicyEngine:
         program = state.programs[direction]
         membership = self._index.lookup(peer_ip) if peer_ip is not None else EMPTY
         if trace is None:
-            # Programs hash by identity; of the address's sets only those the program names
-            # matter; the peer itself only for peer-side named ports.
-            relevant = membership & program.refs if membership else EMPTY
-            key: tuple[object, ...] = (program, relevant, flow)
-            if program.peer_named and peer is not None:
-                key = (program, relevant, flow, peer.endpoint)
-            found = self._memo.get(key)
-            if found is not None:
-                return found
-            result = self._evaluate(program, direction, membership, peer, flow, None)
-            if len(self._memo) >= _MEMO_LIMIT:
-                self._memo.clear()
-            self._memo[key] = result
-            return result
+            return self._memoised(program, direction, membership, peer, flow)
         trace.extend(self._not_applying(state, direction))
         return self._evaluate(program, direction, membership, peer, flow, trace)
+
+    def _memoised(
+        self,
+        program: _Program,
+        direction: Direction,
+        membership: frozenset[int],
+        peer: _EndpointState | None,
+        flow: _Flow,
+    ) -> Verdict:
+        # Programs hash by identity; of the address's sets only those the program names
+        # matter; the peer itself only for peer-side named ports.
+        relevant = membership & program.refs if membership else EMPTY
+        key: tuple[object, ...] = (program, relevant, flow)
+        if program.peer_named and peer is not None:
+            key = (program, relevant, flow, peer.endpoint)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        result = self._evaluate(program, direction, membership, peer, flow, None)
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[key] = result
+        return result
 
     def _describe_set(self, ref: re.Match[str]) -> str:
         info = self._sets_by_num[int(ref.group(1))].info
@@ -1786,8 +1817,12 @@ class PolicyEngine:
         if self._building:
             return
         self._drain_inbox()
-        self._flows = {}
-        self._flows_old = {}
+        # Judged flows hold while no answer and no program changed: DNS refreshes (later
+        # expiries only) keep them.
+        stamp = (self._index.version, self._mutations)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self._epoch += 1
         if len(self._programs) > 4 * max(1, len(self._endpoints)) + 1024:
             live = {id(p) for s in self._endpoints.values() for p in s.programs.values()}
             self._programs = {k: p for k, p in self._programs.items() if id(p) in live}

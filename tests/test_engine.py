@@ -155,6 +155,32 @@ def test_new_dns_answer_is_a_member_delta_and_a_new_verdict(
     assert delta.set_id in engine.set_ids_of("198.51.100.20")
 
 
+def test_judged_flows_survive_a_dns_refresh_and_not_a_membership_change(
+    engine: PolicyEngine, cache: DNSCache, clock: Clock
+) -> None:
+    first = engine.verdict("default/backend", "198.51.100.10", "TCP", 443)
+    assert engine.verdict("default/backend", "198.51.100.10", "TCP", 443) is first
+    # The same answer again only extends an expiry: the judged flow is served as it was.
+    clock.now = 10
+    cache.observe(
+        answer("api.github.com", ("api.github.com.", "A", "198.51.100.10")), server="10.96.0.10"
+    )
+    assert engine.verdict("default/backend", "198.51.100.10", "TCP", 443) is first
+    # The address leaves the set: the flow is judged again, and denied.
+    clock.now = 200
+    cache.expire()
+    assert not engine.verdict("default/backend", "198.51.100.10", "TCP", 443).allowed
+
+
+def test_non_canonical_and_repeated_addresses_get_the_same_verdict(engine: PolicyEngine) -> None:
+    verdicts = [
+        engine.verdict("default/backend", address, "TCP", 443)
+        for address in ("fd00::0001", "FD00::1", "fd00::1", "fd00::1", "198.51.100.10")
+    ]
+    assert len({v.action for v in verdicts[:4]}) == 1
+    assert verdicts[4].allowed
+
+
 def test_expiry_removes_the_member_and_the_permission(
     engine: PolicyEngine, cache: DNSCache, clock: Clock
 ) -> None:
