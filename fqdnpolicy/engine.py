@@ -495,6 +495,7 @@ class PolicyEngine:
         self._service_accounts = {(sa.namespace, sa.name): sa for sa in cluster.service_accounts}
         self._endpoints: dict[str, _EndpointState] = {}
         self._endpoints_by_ns: dict[str, set[str]] = {}
+        self._applied: dict[str, set[str]] = {}  # policy key -> endpoints it applies to
         self._owners: dict[str, str] = {}  # endpoint IP -> endpoint key
         self._netsets: dict[str, tuple[NetworkSet, Subject]] = {}
         self._programs: dict[tuple[object, ...], _Program] = {}
@@ -1216,11 +1217,8 @@ class PolicyEngine:
             bucket.discard(key)
 
     def _endpoints_with(self, key: str) -> set[str]:
-        return {
-            ep_key
-            for ep_key, state in self._endpoints.items()
-            if key in state.policies["egress"] or key in state.policies["ingress"]
-        }
+        """The endpoints a policy applies to now (in either direction)."""
+        return set(self._applied.get(key, ()))
 
     def _remove_policy_state(self, key: str) -> set[str]:
         compiled = self._policies.get(key)
@@ -1429,7 +1427,7 @@ class PolicyEngine:
             for member in list(ipset.dns_members):
                 del ipset.dns_members[member]
                 self._host_removed(ipset, member)
-            self._forget_unmatched_names()
+            self._forget_unmatched_names(ipset.patterns)
         else:
             for subject_key in sorted(ipset.subjects):
                 if subject_key in self._endpoints:
@@ -1442,9 +1440,20 @@ class PolicyEngine:
         del self._sets_by_num[ipset.num]
         self._pending.append(IPSetChanged(set_id, False))
 
-    def _forget_unmatched_names(self) -> None:
-        for name in [n for n in self._name_ips if not self._patterns.match(n)]:
-            del self._name_ips[name]
+    def _forget_unmatched_names(self, patterns: Sequence[DomainPattern]) -> None:
+        """Drop the DNS pairs kept for names only the given (released) patterns matched.
+
+        Only names those patterns match in the cache are candidates (one index query each,
+        not a scan of every name). A kept name the cache has dropped since the last drain
+        goes when its removal, queued in the inbox, is applied.
+        """
+        candidates: set[str] = set()
+        for pattern in patterns:
+            candidates |= self._dns.names_matching(pattern)
+        name_ips, match = self._name_ips, self._patterns.match
+        for name in candidates:
+            if name in name_ips and not match(name):
+                del name_ips[name]
 
     def _host_added(self, ipset: _IPSet, host: str, expiry: float | None) -> None:
         if self._index.add_host(ipset.num, host) and self._announce:
@@ -1617,6 +1626,8 @@ class PolicyEngine:
             if self._owners.get(ip) == key:
                 del self._owners[ip]
         self._endpoints_by_ns[state.endpoint.namespace].discard(key)
+        for policy_key in state.policies["egress"] | state.policies["ingress"]:
+            self._unapply(policy_key, key)
         del self._endpoints[key]
 
     # -- programs ------------------------------------------------------------------------------
@@ -1638,6 +1649,7 @@ class PolicyEngine:
         applying = [
             self._policies[k] for k in keys if state.subject.matches(self._policies[k].selector)
         ]
+        before = state.policies["egress"] | state.policies["ingress"]
         for direction in _DIRECTIONS:
             relevant = [c for c in applying if direction.capitalize() in c.policy.spec.types]
             names = {c.key for c in relevant}
@@ -1654,6 +1666,17 @@ class PolicyEngine:
                 self._pending.append(EndpointChanged(ep_key, direction))
             state.policies[direction] = names
             state.programs[direction] = program
+        after = state.policies["egress"] | state.policies["ingress"]
+        for policy_key in before - after:
+            self._unapply(policy_key, ep_key)
+        for policy_key in after - before:
+            self._applied.setdefault(policy_key, set()).add(ep_key)
+
+    def _unapply(self, policy_key: str, ep_key: str) -> None:
+        holders = self._applied[policy_key]
+        holders.discard(ep_key)
+        if not holders:
+            del self._applied[policy_key]
 
     def _program_for(
         self, state: _EndpointState, direction: Direction, policies: list[_CompiledPolicy]

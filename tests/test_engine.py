@@ -240,6 +240,52 @@ def test_replacing_a_policy_keeps_sets_both_versions_use(engine: PolicyEngine) -
     assert not [d for d in deltas if isinstance(d, IPSetChanged | MemberChanged)]
 
 
+OTHER_GITHUB_POLICY = """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: github-only, namespace: default}
+spec:
+  selector: app == "backend"
+  egress:
+  - action: Allow
+    destination: {domains: ["api.github.com"]}
+"""
+
+
+def test_removing_one_of_two_policies_naming_a_domain_keeps_the_other_set_exact(
+    engine: PolicyEngine, cache: DNSCache, clock: Clock
+) -> None:
+    engine.upsert_policy(fqdnpolicy.loads(OTHER_GITHUB_POLICY).policies[0])
+    engine.remove_policy(fqdnpolicy.loads(POLICIES).policies[0])
+    (github,) = [s for s in engine.sets() if s.definition == "api.github.com"]
+    assert engine.members(github.set_id) == {"198.51.100.10": 60.0}
+    assert engine.policies_for("default/backend", "egress") == ["NetworkPolicy default/github-only"]
+    # The name is still followed: a new address joins, expiry takes both away.
+    clock.now = 30
+    cache.observe(
+        answer("api.github.com", ("api.github.com.", "A", "198.51.100.11")), server="10.96.0.10"
+    )
+    assert set(engine.members(github.set_id)) == {"198.51.100.10", "198.51.100.11"}
+    clock.now = 100
+    cache.expire()
+    assert engine.members(github.set_id) == {}
+    assert not engine.verdict("default/backend", "198.51.100.11", "TCP", 443).allowed
+
+
+def test_a_removed_policy_is_forgotten_by_the_endpoints_it_applied_to(
+    engine: PolicyEngine,
+) -> None:
+    policy = fqdnpolicy.loads(POLICIES).policies[1]  # database-ingress
+    assert engine.policies_for("default/db", "ingress") == [
+        "NetworkPolicy default/database-ingress"
+    ]
+    engine.remove_policy(policy)
+    assert engine.policies_for("default/db", "ingress") == []
+    assert engine.verdict("kube-system/coredns", "10.0.0.2", "TCP", 5432).allowed
+    engine.upsert_policy(policy)
+    assert not engine.verdict("kube-system/coredns", "10.0.0.2", "TCP", 5432).allowed
+
+
 def test_endpoint_label_change_moves_its_ip_between_selector_sets(
     engine: PolicyEngine,
 ) -> None:
