@@ -33,7 +33,7 @@ def watched(cache: DNSCache) -> list[int]:
             taken[0] += 1
         return result
 
-    cache._ingest_new = counting  # type: ignore[method-assign]
+    cache._ingest_new = counting  # type: ignore[method-assign,assignment]
     return taken
 
 
