@@ -45,9 +45,9 @@ def safe_text(text: str, limit: int) -> str:
     sanitising, so it cannot come from the input), keeping distinct originals distinct.
     The result is at most ``limit`` characters.
     """
+    if len(text) <= limit and _UNSAFE.search(text) is None:
+        return text  # the common case, without building a copy
     cleaned = _UNSAFE.sub("_", text)
-    if cleaned == text and len(text) <= limit:
-        return text
     mark = "#" + digest(text, 4)
     return cleaned[: max(0, limit - len(mark))] + mark
 
@@ -62,6 +62,16 @@ def set_name(set_id: str, family: int) -> str:
     if found is not None:
         return f"{found.group(1)}{family}_{found.group(2)}"
     return f"x{family}_{digest(set_id)}"
+
+
+def set_names(set_id: str) -> tuple[str, str]:
+    """Return the nft set names of both families (4, 6) of an engine IP set (see set_name)."""
+    found = _SET_ID.fullmatch(set_id)
+    if found is not None:
+        letter, rest = found.groups()
+        return f"{letter}4_{rest}", f"{letter}6_{rest}"
+    hashed = digest(set_id)
+    return f"x4_{hashed}", f"x6_{hashed}"
 
 
 def named_port_set_name(name: str, family: int) -> str:

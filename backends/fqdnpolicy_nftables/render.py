@@ -34,6 +34,7 @@ import gc
 import ipaddress
 import json
 import math
+import operator
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
@@ -59,6 +60,7 @@ from fqdnpolicy_nftables.names import (
     named_port_set_name,
     safe_text,
     set_name,
+    set_names,
 )
 
 __all__ = [
@@ -298,10 +300,12 @@ def _combinations(alternatives: Sequence[list[tuple[Part, Part]]]) -> list[list[
     return cases
 
 
-@attrs.frozen
-class _Line:
-    text: str
-    expr: tuple[Json, ...]
+# One rendered rule: nft text, its libnftables expressions, and its comment (None: none; the
+# comment is a field of the JSON rule, not an expression). Plain tuples, not attrs classes:
+# a full render makes a few hundred thousand of them.
+_Line = tuple[str, tuple[Json, ...], str | None]
+
+_NFPROTO: dict[int, Part] = {4: _nfproto(4), 6: _nfproto(6)}
 
 
 def _comment_part(text: str) -> tuple[str, str]:
@@ -310,14 +314,28 @@ def _comment_part(text: str) -> tuple[str, str]:
 
 
 class _Renderer:
-    """Per-render caches; the output is a pure function of the state and options."""
+    """Per-render caches; the output is a pure function of the state and options.
 
-    def __init__(self, options: RenderOptions) -> None:
+    Everything is cached twice over: by object identity first (the engine shares TierState
+    objects between alike endpoints, so most lookups end there without hashing a rule), then
+    by content. Small parts (set matches, port tests) are cached too, so a distinct rule costs
+    little more than joining prebuilt pieces; their JSON objects are shared between rules.
+    """
+
+    def __init__(self, options: RenderOptions, with_json: bool = True) -> None:
         self.options = options
+        self.with_json = with_json
         self.chains: dict[str, tuple[str, list[_Line]]] = {}  # name -> (comment, lines)
         self._rule_cache: dict[tuple[Direction, RuleState], list[_Line]] = {}
+        self._rule_ids: dict[tuple[Direction, int], tuple[RuleState, list[_Line]]] = {}
         self._tier_cache: dict[tuple[Direction, TierState], str | None] = {}
         self._tier_ids: dict[tuple[Direction, int], tuple[TierState, str | None]] = {}
+        self._addr_cache: dict[tuple[int, str, str, bool], Part] = {}
+        self._l4_cache: dict[tuple[int, bool], Part] = {}
+        self._side_cache: dict[
+            tuple[PortSpec, int | None, int | None, str, str], list[tuple[Part, Part]]
+        ] = {}
+        self._entry_cache: dict[tuple[str | None, str, str], _Line | None] = {}
         deny: Part = (
             (f"goto {_REJECT_CHAIN}", {"goto": {"target": _REJECT_CHAIN}})
             if options.reject
@@ -335,50 +353,93 @@ class _Renderer:
         prefix = safe_text(f"fp {rule.policy} {direction}[{rule.index}]", LOG_PREFIX_MAX - 1) + " "
         return f'log prefix "{prefix}"', {"log": {"prefix": prefix}}
 
+    def _l4(self, number: int, negate: bool) -> Part:
+        key = (number, negate)
+        part = self._l4_cache.get(key)
+        if part is None:
+            part = self._l4_cache[key] = _l4proto(number, negate)
+        return part
+
+    def _addr(self, family: int, field: str, set_id: str, negate: bool) -> Part:
+        key = (family, field, set_id, negate)
+        part = self._addr_cache.get(key)
+        if part is None:
+            name = set_name(set_id, family)
+            if self.with_json:
+                part = _addr(family, field, name, negate)
+            else:  # the same text, no JSON (most rules have sets of their own: rarely reused)
+                part = (
+                    f"{'ip' if family == 4 else 'ip6'} {field} {'!= ' if negate else ''}@{name}",
+                    {},
+                )
+            self._addr_cache[key] = part
+        return part
+
+    def _side(
+        self, spec: PortSpec, protocol: int | None, family: int | None, addr: str, port: str
+    ) -> list[tuple[Part, Part]]:
+        # The family only shapes peer named ports (address-and-port sets).
+        key = (spec, protocol, family if spec.peer_named else None, addr, port)
+        alts = self._side_cache.get(key)
+        if alts is None:
+            alts = self._side_cache[key] = _side_alternatives(spec, protocol, family, addr, port)
+        return alts
+
     def rule_lines(self, rule: RuleState, direction: Direction) -> list[_Line]:
+        by_id = self._rule_ids.get((direction, id(rule)))
+        if by_id is not None and by_id[0] is rule:
+            return by_id[1]
         key = (direction, rule)
         found = self._rule_cache.get(key)
-        if found is not None:
-            return found
+        if found is None:
+            found = self._rule_cache[key] = self._render_rule(rule, direction)
+        self._rule_ids[(direction, id(rule))] = (rule, found)
+        return found
+
+    def _render_rule(self, rule: RuleState, direction: Direction) -> list[_Line]:
         lines: list[_Line] = []
-        egress = direction == "egress"
-        peer_field = "daddr" if egress else "saddr"
-        statement = self.statement(rule, direction)
+        peer_field = "daddr" if direction == "egress" else "saddr"
+        statement_text, statement_json = self.statement(rule, direction)
         comment_text, comment = _comment_part(
             f"{rule.policy} {direction}[{rule.index}] {rule.action}"
         )
-        for family in _families(rule):
-            parts: list[Part] = []
-            if family is not None:
-                parts.append(_nfproto(family))
-            if rule.protocol is not None:
-                parts.append(_l4proto(rule.protocol))
-            if rule.not_protocol is not None:
-                parts.append(_l4proto(rule.not_protocol, negate=True))
-            if rule.protocol in (1, 58):
-                if rule.not_icmp is not None and rule.not_icmp[0] is None:
-                    continue  # notICMP without a type excludes every ICMP packet: never matches
-                for icmp_spec, negate in ((rule.icmp, False), (rule.not_icmp, True)):
-                    part = None if icmp_spec is None else _icmp(rule.protocol, icmp_spec, negate)
-                    if part is not None:
-                        parts.append(part)
-            for set_id in rule.peer_in:
-                assert family is not None
-                parts.append(_addr(family, peer_field, set_name(set_id, family), False))
-            for set_id in rule.peer_not_in:
-                assert family is not None
-                parts.append(_addr(family, peer_field, set_name(set_id, family), True))
-            positive: list[list[tuple[Part, Part]]] = []
-            never = False
-            for spec, addr_field, port_field, negate in (
+        tail = f"{statement_text}{comment_text}"
+        protocol = rule.protocol
+        sides = [
+            side
+            for side in (
                 (rule.dst_ports, "daddr", "dport", False),
                 (rule.src_ports, "saddr", "sport", False),
                 (rule.not_dst_ports, "daddr", "dport", True),
                 (rule.not_src_ports, "saddr", "sport", True),
-            ):
-                if spec.empty:
-                    continue
-                alts = _side_alternatives(spec, rule.protocol, family, addr_field, port_field)
+            )
+            if side[0].ranges or side[0].named or side[0].peer_named
+        ]
+        for family in _families(rule):
+            parts: list[Part] = []
+            if family is not None:
+                parts.append(_NFPROTO[family])
+            if protocol is not None:
+                parts.append(self._l4(protocol, False))
+            if rule.not_protocol is not None:
+                parts.append(self._l4(rule.not_protocol, True))
+            if protocol == 1 or protocol == 58:
+                if rule.not_icmp is not None and rule.not_icmp[0] is None:
+                    continue  # notICMP without a type excludes every ICMP packet: never matches
+                for icmp_spec, negate in ((rule.icmp, False), (rule.not_icmp, True)):
+                    part = None if icmp_spec is None else _icmp(protocol, icmp_spec, negate)
+                    if part is not None:
+                        parts.append(part)
+            for set_id in rule.peer_in:
+                assert family is not None
+                parts.append(self._addr(family, peer_field, set_id, False))
+            for set_id in rule.peer_not_in:
+                assert family is not None
+                parts.append(self._addr(family, peer_field, set_id, True))
+            positive: list[list[tuple[Part, Part]]] = []
+            never = False
+            for spec, addr_field, port_field, negate in sides:
+                alts = self._side(spec, protocol, family, addr_field, port_field)
                 if negate:
                     parts.extend(neg for _, neg in alts)
                 elif not alts:
@@ -387,17 +448,20 @@ class _Renderer:
                     positive.append(alts)
             if never:
                 continue
-            for case in _combinations(positive):
+            if all(len(alts) == 1 for alts in positive):
+                cases = [[alts[0][0] for alts in positive]]  # the common case: one test each
+            else:
+                cases = _combinations(positive)
+            for case in cases:
                 matches = parts + case
-                text = " ".join([*(t for t, _ in matches), statement[0]]) + comment_text
-                lines.append(_Line(text, (*(j for _, j in matches), statement[1])))
-        # Comments ride on each rule's JSON as its own field (see _rule_json).
-        lines = [attrs.evolve(line, expr=(*line.expr, {"comment": comment})) for line in lines]
-        self._rule_cache[key] = lines
+                texts = [t for t, _ in matches]
+                texts.append(tail)
+                exprs = (*[j for _, j in matches], statement_json) if self.with_json else ()
+                lines.append((" ".join(texts), exprs, comment))
         return lines
 
     def add_chain(self, prefix: str, comment: str, lines: list[_Line]) -> str:
-        name = prefix + digest("\n".join(line.text for line in lines))
+        name = prefix + digest("\n".join([line[0] for line in lines]))
         if name not in self.chains:
             self.chains[name] = (comment, lines)
         return name
@@ -422,21 +486,34 @@ class _Renderer:
             else:
                 groups.append([rule])
         following: str | None = None
-        for index, group in enumerate(reversed(groups)):
-            lines = [line for rule in group for line in self.rule_lines(rule, direction)]
+        for group in reversed(groups):
+            rule_lines = self.rule_lines
+            lines = [line for rule in group for line in rule_lines(rule, direction)]
             if following is not None:
-                lines.append(_Line(f"goto {following}", ({"goto": {"target": following}},)))
+                lines.append((f"goto {following}", ({"goto": {"target": following}},), None))
             elif tier.default_action == "Deny":
                 comment_text, comment = _comment_part(f"end of tier {tier.name}")
-                lines.append(
-                    _Line(self.deny[0] + comment_text, (self.deny[1], {"comment": comment}))
-                )
-            del index
+                lines.append((self.deny[0] + comment_text, (self.deny[1],), comment))
             policy = group[0].policy
             following = self.add_chain("p_", f"{policy} {direction} (tier {tier.name})", lines)
         self._tier_cache[key] = following
         self._tier_ids[(direction, id(tier))] = (tier, following)
         return following
+
+    def _entry_line(self, entry: str | None, tier: TierState) -> _Line | None:
+        """The endpoint chain's line for one tier: jump to its first policy chain."""
+        key = (entry, tier.name, tier.default_action)
+        if key in self._entry_cache:
+            return self._entry_cache[key]
+        line: _Line | None = None
+        if entry is not None:
+            comment_text, comment = _comment_part(f"tier {tier.name}")
+            line = (f"jump {entry}{comment_text}", ({"jump": {"target": entry}},), comment)
+        elif tier.default_action == "Deny":
+            comment_text, comment = _comment_part(f"end of tier {tier.name}")
+            line = (self.deny[0] + comment_text, (self.deny[1],), comment)
+        self._entry_cache[key] = line
+        return line
 
     def endpoint_chain(self, endpoint: EndpointState, direction: Direction) -> str | None:
         tiers = endpoint.tiers(direction)
@@ -444,22 +521,9 @@ class _Renderer:
             return None  # no policy applies: no dispatch entry, the base chain accepts
         lines: list[_Line] = []
         for tier in tiers:
-            entry = self.tier_entry(tier, direction)
-            comment_text, comment = _comment_part(f"tier {tier.name}")
-            if entry is not None:
-                lines.append(
-                    _Line(
-                        f"jump {entry}{comment_text}",
-                        ({"jump": {"target": entry}}, {"comment": comment}),
-                    )
-                )
-            elif tier.default_action == "Deny":
-                lines.append(
-                    _Line(
-                        self.deny[0] + _comment_part(f"end of tier {tier.name}")[0],
-                        (self.deny[1], {"comment": safe_text(f"end of tier {tier.name}", 120)}),
-                    )
-                )
+            line = self._entry_line(self.tier_entry(tier, direction), tier)
+            if line is not None:
+                lines.append(line)
         name = ("eg_" if direction == "egress" else "in_") + digest(endpoint.key)
         self.chains[name] = (f"{direction} of {endpoint.key}", lines)
         return name
@@ -562,6 +626,116 @@ def render_elements(
     return texts, datas
 
 
+# Separator between the elements of a set declaration (one element per line).
+_ELEMENT_SEP = ",\n\t\t\t"
+# The characters of a member without a prefix length (``_MEMBER`` without its "/" part).
+_ADDRESS_BYTES = b"0123456789abcdefABCDEF:."
+
+
+def _check_members(members: dict[str, float | None], joined: str, set_id: str) -> None:
+    """Check every member as :func:`_check_member` does, most of them at C speed.
+
+    ``joined`` is the members concatenated. When it holds only address characters (so no
+    "/"), each member matches ``_MEMBER`` exactly when its length is 2 to 45; otherwise each
+    member is checked on its own, so the first bad one is reported as before.
+    """
+    if joined.isascii() and not joined.encode("ascii").translate(None, _ADDRESS_BYTES):
+        lengths = set(map(len, members))
+        if min(lengths) >= 2 and max(lengths) <= 45:
+            return
+    for member in members:
+        _check_member(member, set_id)
+
+
+class _Timeouts:
+    """Per-expiry element suffixes for one render: ``" timeout 1234ms"`` and JSON seconds.
+
+    DNS members share few distinct expiries (one per answer and second), so each is
+    formatted once and every element is then one string concatenation.
+    """
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.text: dict[float | None, str] = {None: ""}
+        self.seconds: dict[float, int] = {}
+        self.expired: set[float] = set()
+
+    def learn(self, expiries: set[float | None]) -> bool:
+        """Format the expiries not seen yet; tell whether any of ``expiries`` has passed."""
+        for expiry in expiries.difference(self.text):
+            assert expiry is not None  # None is preset
+            timeout = _timeout_ms(expiry, self.now)
+            assert timeout is not None
+            self.text[expiry] = f" timeout {timeout}ms"
+            # JSON timeouts are whole seconds: round up so the kernel never forgets early.
+            self.seconds[expiry] = -(-timeout // 1000)
+            if timeout == 0:
+                self.expired.add(expiry)
+        return not self.expired.isdisjoint(expiries)
+
+
+def _plain_elements(
+    members: dict[str, float | None], timed: bool, timeouts: _Timeouts, with_json: bool
+) -> tuple[str, list[Any]]:
+    """Elements of one family of a set whose members are plain addresses (no "/").
+
+    The same text and JSON as :func:`render_elements`, built with C-level joins and maps
+    over prebuilt per-expiry suffixes instead of one formatted string per element.
+    """
+    if not members:
+        return "", []
+    if not timed:
+        return _ELEMENT_SEP.join(members), list(members) if with_json else []
+    expiries = set(members.values())
+    if timeouts.learn(expiries):
+        expired = timeouts.expired
+        members = {m: e for m, e in members.items() if e not in expired}
+        if not members:
+            return "", []
+    text = _ELEMENT_SEP.join(
+        map(operator.add, members, map(timeouts.text.__getitem__, members.values()))
+    )
+    if not with_json:
+        return text, []
+    seconds = timeouts.seconds
+    if None in expiries:
+        datas: list[Any] = [
+            m if e is None else {"elem": {"val": m, "timeout": seconds[e]}}
+            for m, e in members.items()
+        ]
+    else:
+        datas = [{"elem": {"val": m, "timeout": seconds[e]}} for m, e in members.items()]  # type: ignore[index]
+    return text, datas
+
+
+def _set_elements(
+    ipset: SetState, now: float, timeouts: _Timeouts, with_json: bool
+) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]]]:
+    """Checked elements of a set, IPv4 then IPv6, as (text joined by ``_ELEMENT_SEP``, JSON).
+
+    The JSON lists are empty unless ``with_json``.
+    """
+    members = ipset.members
+    if not members:
+        return ("", []), ("", [])
+    joined = "".join(members)
+    _check_members(members, joined, ipset.set_id)
+    if "/" in joined:  # CIDRs (or /32s) to canonicalise: the general path
+        v4, v6 = (
+            render_elements(ipset.family_members(family), ipset.kind, now) for family in (4, 6)
+        )
+        return (_ELEMENT_SEP.join(v4[0]), v4[1]), (_ELEMENT_SEP.join(v6[0]), v6[1])
+    timed = "timeout" in _flags(ipset.kind)
+    if ":" in joined:
+        four = {m: e for m, e in members.items() if ":" not in m}
+        six = {m: e for m, e in members.items() if ":" in m}
+        return (
+            _plain_elements(four, timed, timeouts, with_json),
+            _plain_elements(six, timed, timeouts, with_json),
+        )
+    return _plain_elements(members, timed, timeouts, with_json), ("", [])
+
+
 @attrs.frozen
 class ElementOp:
     """Net effect of a delta batch on one member: added (with expiry) or removed."""
@@ -593,43 +767,40 @@ def _set_decl(
     type_text: str,
     type_json: Any,
     flags: Sequence[str],
-    comment: str,
-    elements: tuple[list[str], list[Any]],
-) -> tuple[list[str], Json]:
-    lines = [f"\tset {name} {{", f"\t\ttype {type_text}"]
-    if flags:
-        lines.append(f"\t\tflags {','.join(flags)}")
-    safe = safe_text(comment, COMMENT_MAX)
-    lines.append(f'\t\tcomment "{safe}"')
-    texts, datas = elements
-    if texts:
-        lines.append("\t\telements = { " + ",\n\t\t\t".join(texts) + " }")
-    lines.append("\t}")
+    safe_comment: str,
+    elements: tuple[str, list[Any]],
+) -> tuple[str, Json]:
+    """A set's declaration: text (lines joined) and its JSON command.
+
+    ``elements`` is the element text already joined by ``_ELEMENT_SEP`` and the JSON
+    elements; ``safe_comment`` is already sanitised.
+    """
+    flags_line = f"\n\t\tflags {','.join(flags)}" if flags else ""
+    element_text, datas = elements
+    element_line = f"\n\t\telements = {{ {element_text} }}" if element_text else ""
+    text = (
+        f"\tset {name} {{\n\t\ttype {type_text}{flags_line}\n"
+        f'\t\tcomment "{safe_comment}"{element_line}\n\t}}'
+    )
     data: Json = {"family": "inet", "table": table, "name": name, "type": type_json}
     if flags:
         data["flags"] = list(flags)
-    data["comment"] = safe
+    data["comment"] = safe_comment
     if datas:
         data["elem"] = datas
-    return lines, {"add": {"set": data}}
+    return text, {"add": {"set": data}}
 
 
-def _chain_block(
-    name: str, comment: str, lines: Sequence[_Line], head: Sequence[str] = ()
-) -> list[str]:
-    out = [f"\tchain {name} {{", f'\t\tcomment "{safe_text(comment, COMMENT_MAX)}"']
-    out.extend(f"\t\t{h}" for h in head)
-    out.extend(f"\t\t{line.text}" for line in lines)
-    out.append("\t}")
-    return out
+def _chain_block(name: str, comment: str, lines: Sequence[_Line], head: Sequence[str] = ()) -> str:
+    body = [*head, *[line[0] for line in lines]]
+    inner = "".join([f"\n\t\t{b}" for b in body])
+    return f'\tchain {name} {{\n\t\tcomment "{safe_text(comment, COMMENT_MAX)}"{inner}\n\t}}'
 
 
 def _rule_json(table: str, chain: str, line: _Line) -> Json:
-    expr = [e for e in line.expr if "comment" not in e]
-    rule: Json = {"family": "inet", "table": table, "chain": chain, "expr": expr}
-    for e in line.expr:
-        if "comment" in e:
-            rule["comment"] = e["comment"]
+    rule: Json = {"family": "inet", "table": table, "chain": chain, "expr": list(line[1])}
+    if line[2] is not None:
+        rule["comment"] = line[2]
     return {"add": {"rule": rule}}
 
 
@@ -650,13 +821,17 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def render_full(state: DatapathState, now: float, options: RenderOptions) -> tuple[str, Json]:
+def render_full(
+    state: DatapathState, now: float, options: RenderOptions, *, with_json: bool = True
+) -> tuple[str, Json | None]:
     """Render the whole table (see :func:`_render_full`), with the cyclic GC paused."""
     with gc_paused():
-        return _render_full(state, now, options)
+        return _render_full(state, now, options, with_json)
 
 
-def _render_full(state: DatapathState, now: float, options: RenderOptions) -> tuple[str, Json]:
+def _render_full(
+    state: DatapathState, now: float, options: RenderOptions, with_json: bool
+) -> tuple[str, Json | None]:
     """Render the whole table: nft text and libnftables JSON, one atomic transaction.
 
     The transaction creates the table if missing, deletes it, and declares it anew with every
@@ -669,7 +844,7 @@ def _render_full(state: DatapathState, now: float, options: RenderOptions) -> tu
             endpoints sharing an interface.
     """
     table = options.table
-    r = _Renderer(options)
+    r = _Renderer(options, with_json)
     dispatch: dict[str, list[tuple[str, str]]] = {"egress": [], "ingress": []}
     seen_if: dict[str, str] = {}
     for endpoint in state.endpoints:
@@ -701,21 +876,18 @@ def _render_full(state: DatapathState, now: float, options: RenderOptions) -> tu
         {"delete": {"table": {"family": "inet", "name": table}}},
         {"add": {"table": {"family": "inet", "name": table}}},
     ]
+    timeouts = _Timeouts(now)
     for ipset in state.sets:
         flags = _flags(ipset.kind)
-        for member in ipset.members:
-            _check_member(member, ipset.set_id)
-        for family in (4, 6):
-            set_lines, set_data = _set_decl(
-                table,
-                set_name(ipset.set_id, family),
-                "ipv4_addr" if family == 4 else "ipv6_addr",
-                "ipv4_addr" if family == 4 else "ipv6_addr",
-                flags,
-                f"{ipset.kind} {ipset.definition}",
-                render_elements(ipset.family_members(family), ipset.kind, now),
-            )
-            text.extend(set_lines)
+        safe = safe_text(f"{ipset.kind} {ipset.definition}", COMMENT_MAX)
+        for name, addr_type, elements in zip(
+            set_names(ipset.set_id),
+            ("ipv4_addr", "ipv6_addr"),
+            _set_elements(ipset, now, timeouts, with_json),
+            strict=True,
+        ):
+            set_text, set_data = _set_decl(table, name, addr_type, addr_type, flags, safe, elements)
+            text.append(set_text)
             commands.append(set_data)
     for name in sorted(state.named_ports):
         for family in (4, 6):
@@ -735,13 +907,13 @@ def _render_full(state: DatapathState, now: float, options: RenderOptions) -> tu
                 f"{addr_type} . inet_proto . inet_service",
                 [addr_type, "inet_proto", "inet_service"],
                 (),
-                f"named port {name}",
+                safe_text(f"named port {name}", COMMENT_MAX),
                 (
-                    [f"{a} . {p} . {n}" for a, p, n in np_entries],
+                    _ELEMENT_SEP.join([f"{a} . {p} . {n}" for a, p, n in np_entries]),
                     [{"concat": [a, p, n]} for a, p, n in np_entries],
                 ),
             )
-            text.extend(set_lines)
+            text.append(set_lines)
             commands.append(set_data)
 
     chain_json: list[Json] = []
@@ -752,24 +924,26 @@ def _render_full(state: DatapathState, now: float, options: RenderOptions) -> tu
         ("ingress", "fwd_ingress", "oifname"),
     )
     for direction, base, key in bases:
-        base_lines = [
-            _Line(
+        base_lines: list[_Line] = [
+            (
                 "ct state established,related accept",
                 (
                     _match({"ct": {"key": "state"}}, ["established", "related"], "in"),
                     {"accept": None},
                 ),
+                None,
             ),
-            _Line(
+            (
                 "ct state invalid drop",
                 (_match({"ct": {"key": "state"}}, "invalid", "in"), {"drop": None}),
+                None,
             ),
         ]
         entries = dispatch[direction]
         if entries:
             vmap_text = ", ".join(f'"{iface}" : jump {chain}' for iface, chain in entries)
             base_lines.append(
-                _Line(
+                (
                     f"{key} vmap {{ {vmap_text} }}",
                     (
                         {
@@ -783,12 +957,13 @@ def _render_full(state: DatapathState, now: float, options: RenderOptions) -> tu
                             }
                         },
                     ),
+                    None,
                 )
             )
         priority = prio if direction == "egress" else prio + 1
         head = [f"type filter hook forward priority {priority}; policy accept;"]
         comment = f"fqdnpolicy {direction}: dispatch by {key}"
-        text.extend(_chain_block(base, comment, base_lines, head))
+        text.append(_chain_block(base, comment, base_lines, head))
         chain_json.append(
             {
                 "add": {
@@ -805,35 +980,42 @@ def _render_full(state: DatapathState, now: float, options: RenderOptions) -> tu
                 }
             }
         )
-        rule_json.extend(_rule_json(table, base, line) for line in base_lines)
+        if with_json:
+            rule_json.extend(_rule_json(table, base, line) for line in base_lines)
     if options.reject:
         r.chains[_REJECT_CHAIN] = (
             "deny (test mode): reset TCP, ICMP admin-prohibited otherwise",
             [
-                _Line(
+                (
                     "meta l4proto tcp reject with tcp reset",
                     (
                         _match(_meta("l4proto"), "tcp"),
                         {"reject": {"type": "tcp reset"}},
                     ),
+                    None,
                 ),
-                _Line(
+                (
                     "reject with icmpx type admin-prohibited",
                     ({"reject": {"type": "icmpx", "expr": "admin-prohibited"}},),
+                    None,
                 ),
             ],
         )
     for name, (chain_comment, chain_lines) in r.chains.items():
-        text.extend(_chain_block(name, chain_comment, chain_lines))
+        text.append(_chain_block(name, chain_comment, chain_lines))
         safe = safe_text(chain_comment, COMMENT_MAX)
         chain_json.append(
             {"add": {"chain": {"family": "inet", "table": table, "name": name, "comment": safe}}}
         )
-        rule_json.extend(_rule_json(table, name, line) for line in chain_lines)
+        if with_json:
+            rule_json.extend(_rule_json(table, name, line) for line in chain_lines)
     text.append("}")
+    text.append("")  # the final newline
+    if not with_json:
+        return "\n".join(text), None
     commands.extend(chain_json)
     commands.extend(rule_json)
-    return "\n".join(text) + "\n", {"nftables": commands}
+    return "\n".join(text), {"nftables": commands}
 
 
 # ---------------------------------------------------------------------------- delta render
