@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import attrs
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -207,3 +208,19 @@ def test_unusual_answers_take_the_general_path(records: list[tuple[str, int, int
     assert fast.ingest(answer("q.example", *records)) == slow.ingest(answer("q.example", *records))
     assert taken[0] == 0
     assert_same_state(fast, slow)
+
+
+def test_fast_path_events_are_ordinary_frozen_changes() -> None:
+    # The fast path fills DNSChange's slots directly; that is only right while these are
+    # all its fields (no defaults, validators or converters to run).
+    assert [f.name for f in attrs.fields(DNSChange)] == ["name", "ip", "added", "expiry"]
+    assert all(f.validator is None and f.converter is None for f in attrs.fields(DNSChange))
+    fast, _, _ = pair()
+    (change,) = fast.ingest(answer("q.example", ("q.example", A, 60, "10.0.0.1")))
+    expected = DNSChange("q.example", "10.0.0.1", True, 160.0)
+    assert type(change) is DNSChange
+    assert change == expected
+    assert hash(change) == hash(expected)
+    assert repr(change) == repr(expected)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        change.ip = "10.0.0.2"  # type: ignore[misc]
