@@ -692,12 +692,7 @@ class PolicyEngine:
                 self._changed()
             for ipset in self._sets.values():
                 if ipset.info.set_id == set_id:
-                    out: dict[str, float | None] = dict.fromkeys(
-                        self._index.prefix_members(ipset.num)
-                    )
-                    hosts = self._index.host_members(ipset.num)
-                    state = self._set_state(ipset, hosts, (), self._children())
-                    return {**out, **state.members}
+                    return self._set_state(ipset, self._children()).members
             raise KeyError(set_id)
 
     def datapath(self) -> DatapathState:
@@ -705,12 +700,9 @@ class PolicyEngine:
         with self._lock:
             if self._inbox:
                 self._changed()
-            hosts, prefixes = self._index.members_by_set()
             children = self._children()
             sets = [
-                self._set_state(
-                    ipset, hosts.get(ipset.num, ()), prefixes.get(ipset.num, ()), children
-                )
+                self._set_state(ipset, children)
                 for ipset in sorted(self._sets.values(), key=lambda s: s.info.set_id)
             ]
             endpoints: list[DatapathEndpoint] = []
@@ -718,6 +710,9 @@ class PolicyEngine:
             # Endpoints alike share programs; they share TierStates too, so renderers can
             # render them once (by identity).
             rendered: dict[int, tuple[TierState, ...]] = {}
+            # Bound rules are shared by many programs (every rule that binds alike for all
+            # endpoints): each becomes one RuleState, shared by identity too.
+            rule_states: dict[int, RuleState | None] = {}
             for key in sorted(self._endpoints):
                 state = self._endpoints[key]
                 tiers = {}
@@ -725,7 +720,9 @@ class PolicyEngine:
                     program = state.programs[d]
                     found = rendered.get(id(program))
                     if found is None:
-                        found = rendered[id(program)] = self._tier_states(program, d, peer_names)
+                        found = rendered[id(program)] = self._tier_states(
+                            program, d, peer_names, rule_states
+                        )
                     tiers[d] = found
                 endpoints.append(
                     DatapathEndpoint(
@@ -736,62 +733,72 @@ class PolicyEngine:
                         tiers["ingress"],
                     )
                 )
-            named: dict[str, tuple[tuple[str, int, int], ...]] = {}
-            for name in sorted(peer_names):
-                named[name] = tuple(
-                    sorted(
-                        (ip, PROTOCOL_NUMBERS[p.protocol], p.port)
-                        for st in self._endpoints.values()
-                        for p in st.endpoint.named_ports
-                        if p.name == name
-                        for ip in st.endpoint.ips
-                    )
-                )
+            found_named: dict[str, list[tuple[str, int, int]]] = {n: [] for n in peer_names}
+            for st in self._endpoints.values():
+                for p in st.endpoint.named_ports:
+                    entries = found_named.get(p.name)
+                    if entries is not None:
+                        number = PROTOCOL_NUMBERS[p.protocol]
+                        entries.extend((ip, number, p.port) for ip in st.endpoint.ips)
+            named = {name: tuple(sorted(found_named[name])) for name in sorted(found_named)}
             return DatapathState(tuple(sets), tuple(endpoints), named)
 
     def _tier_states(
-        self, program: _Program, direction: Direction, peer_names: set[str]
+        self,
+        program: _Program,
+        direction: Direction,
+        peer_names: set[str],
+        rule_states: dict[int, RuleState | None],
     ) -> tuple[TierState, ...]:
         tiers: list[TierState] = []
         for block in program.blocks:
             rules = []
             for bound in block.rules:
-                rule = bound.rule
-                families = tuple(
-                    f
-                    for f, ok in ((4, bound.ok4), (6, bound.ok6))
-                    if ok and rule.ip_version in (None, f) and _OTHER_FAMILY.get(rule.protocol) != f
-                )
-                if not families:
-                    continue
-                egress = direction == "egress"
-                peer = rule.destination if egress else rule.source
-                own = rule.source if egress else rule.destination
-                peer_names.update(peer.named_ports, peer.not_named_ports)
-
-                rules.append(
-                    RuleState(
-                        policy=rule.policy,
-                        tier=rule.tier,
-                        index=rule.index,
-                        action=rule.action,
-                        families=families,
-                        protocol=rule.protocol,
-                        not_protocol=rule.not_protocol,
-                        icmp=rule.icmp,
-                        not_icmp=rule.not_icmp,
-                        peer_in=tuple(self._sets_by_num[n].info.set_id for n in peer.required),
-                        peer_not_in=tuple(self._sets_by_num[n].info.set_id for n in peer.forbidden),
-                        dst_ports=_port_spec(rule.destination, own, bound.own_named, False),
-                        not_dst_ports=_port_spec(rule.destination, own, bound.own_not_named, True),
-                        src_ports=_port_spec(rule.source, own, bound.own_named, False),
-                        not_src_ports=_port_spec(rule.source, own, bound.own_not_named, True),
-                    )
-                )
+                key = id(bound)
+                if key in rule_states:
+                    found = rule_states[key]
+                else:
+                    found = rule_states[key] = self._rule_state(bound, direction, peer_names)
+                if found is not None:
+                    rules.append(found)
             tiers.append(
                 TierState(block.tier, tuple(rules), "Deny" if block.end is not None else "Pass")
             )
         return tuple(tiers)
+
+    def _rule_state(
+        self, bound: _Bound, direction: Direction, peer_names: set[str]
+    ) -> RuleState | None:
+        """A bound rule for datapaths; None when it can match no address family."""
+        rule = bound.rule
+        families = tuple(
+            f
+            for f, ok in ((4, bound.ok4), (6, bound.ok6))
+            if ok and rule.ip_version in (None, f) and _OTHER_FAMILY.get(rule.protocol) != f
+        )
+        if not families:
+            return None
+        egress = direction == "egress"
+        peer = rule.destination if egress else rule.source
+        own = rule.source if egress else rule.destination
+        peer_names.update(peer.named_ports, peer.not_named_ports)
+        return RuleState(
+            policy=rule.policy,
+            tier=rule.tier,
+            index=rule.index,
+            action=rule.action,
+            families=families,
+            protocol=rule.protocol,
+            not_protocol=rule.not_protocol,
+            icmp=rule.icmp,
+            not_icmp=rule.not_icmp,
+            peer_in=tuple(self._sets_by_num[n].info.set_id for n in peer.required),
+            peer_not_in=tuple(self._sets_by_num[n].info.set_id for n in peer.forbidden),
+            dst_ports=_port_spec(rule.destination, own, bound.own_named, False),
+            not_dst_ports=_port_spec(rule.destination, own, bound.own_not_named, True),
+            src_ports=_port_spec(rule.source, own, bound.own_named, False),
+            not_src_ports=_port_spec(rule.source, own, bound.own_not_named, True),
+        )
 
     def set_ids_of(self, address: str) -> set[str]:
         """Return the ids of every set holding ``address``."""
@@ -1471,24 +1478,34 @@ class PolicyEngine:
                 children.setdefault(parent, []).append(child)
         return children
 
-    def _set_state(
-        self,
-        ipset: _IPSet,
-        hosts: Iterable[str],
-        prefixes: Iterable[str],
-        children: dict[int, list[_IPSet]],
-    ) -> SetState:
-        """A set's members with their expiries.
+    def _set_state(self, ipset: _IPSet, children: dict[int, list[_IPSet]]) -> SetState:
+        """A set's members with their expiries, from the set's own sources.
 
-        DNS-learned members (its own, or inherited from the domains of network sets it
-        selects: ``children``) expire; CIDRs and endpoint addresses do not.
+        Domain sets hold what DNS taught them (with expiries); nets sets their CIDRs; selector
+        sets their endpoints' addresses and their network sets' CIDRs (never expiring) and the
+        DNS-learned members of those network sets' domains (``children``), expiring at the
+        latest of them. Built from the sources, not by scanning the address index: a full
+        render of a million DNS members would otherwise walk every host once per call.
         """
-        members: dict[str, float | None] = dict.fromkeys(prefixes)
-        sources = [ipset.dns_members] + [c.dns_members for c in children.get(ipset.num, ())]
-        for host in hosts:
-            expiries = [source[host][1] for source in sources if host in source]
-            members[host] = max(expiries) if expiries else None
         info = ipset.info
+        members: dict[str, float | None]
+        if info.kind == "domains":
+            members = {ip: entry[1] for ip, entry in ipset.dns_members.items()}
+        elif info.kind == "nets":
+            members = dict.fromkeys(map(str, ipset.nets))
+        else:
+            members = {}
+            for child in children.get(ipset.num, ()):
+                for ip, (_, expiry) in child.dns_members.items():
+                    known = members.get(ip)
+                    members[ip] = expiry if known is None else max(known, expiry)
+            # Endpoint addresses and CIDRs never expire, even where DNS also leads.
+            for subject in ipset.subjects:
+                state = self._endpoints.get(subject)
+                if state is not None:
+                    members.update(dict.fromkeys(state.endpoint.ips))
+                else:
+                    members.update(dict.fromkeys(map(str, self._netsets[subject][0].spec.nets)))
         return SetState(info.set_id, info.kind, info.definition, members)
 
     # -- selector sets: endpoints and network sets --------------------------------------------
@@ -1941,14 +1958,22 @@ def _bind(
     )
 
 
+_ANY_PORT = PortSpec()
+
+
 def _port_spec(
     side: _Side, own: _Side, resolved: tuple[tuple[int, int], ...], negated: bool
 ) -> PortSpec:
     """A side's ports for datapaths: own-side named ports come resolved, peer-side by name."""
-    ranges = tuple((r.first, r.last) for r in (side.not_ports if negated else side.ports))
+    ports = side.not_ports if negated else side.ports
     if side is own:
-        return PortSpec(ranges=ranges, named=resolved)
-    return PortSpec(ranges=ranges, peer_named=side.not_named_ports if negated else side.named_ports)
+        if not ports and not resolved:
+            return _ANY_PORT  # most sides: one shared object (a full render makes 400,000)
+        return PortSpec(ranges=tuple((r.first, r.last) for r in ports), named=resolved)
+    names = side.not_named_ports if negated else side.named_ports
+    if not ports and not names:
+        return _ANY_PORT
+    return PortSpec(ranges=tuple((r.first, r.last) for r in ports), peer_named=names)
 
 
 def _resolve_named(endpoint: Endpoint, names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
