@@ -286,6 +286,40 @@ def test_a_removed_policy_is_forgotten_by_the_endpoints_it_applied_to(
     assert not engine.verdict("kube-system/coredns", "10.0.0.2", "TCP", 5432).allowed
 
 
+DATABASE_NETSET = """\
+apiVersion: projectcalico.org/v3
+kind: NetworkSet
+metadata: {name: managed-db, namespace: default, labels: {tier: database}}
+spec:
+  nets: [203.0.113.0/28]
+  allowedEgressDomains: [db.example.com]
+"""
+
+
+def test_selector_set_members_expire_only_where_dns_alone_leads(
+    engine: PolicyEngine, cache: DNSCache
+) -> None:
+    # backend-egress allows tier == "database": the db pod and this network set, whose
+    # domain leads both to a new address and to the db pod's own address.
+    engine.upsert_network_set(fqdnpolicy.loads(DATABASE_NETSET).network_sets[0])
+    cache.observe(
+        answer(
+            "db.example.com",
+            ("db.example.com.", "A", "198.51.100.40"),
+            ("db.example.com.", "A", "10.0.0.2"),
+        ),
+        server="10.96.0.10",
+    )
+    (selector_set,) = [s for s in engine.sets() if 'tier == "database"' in s.definition]
+    assert engine.members(selector_set.set_id) == {
+        "10.0.0.2": None,  # the pod's address never expires, whatever DNS says
+        "203.0.113.0/28": None,
+        "198.51.100.40": 60.0,
+    }
+    (state,) = [s for s in engine.datapath().sets if s.set_id == selector_set.set_id]
+    assert state.members == engine.members(selector_set.set_id)
+
+
 def test_endpoint_label_change_moves_its_ip_between_selector_sets(
     engine: PolicyEngine,
 ) -> None:
