@@ -22,11 +22,14 @@ Evaluation follows Calico (see ``docs/semantics.md``): tiers by order, policies 
 tier; a tier that has a policy applying to the endpoint and no deciding rule ends with its
 default action; traffic no policy applies to is allowed.
 
-Speed: a verdict is one dict lookup when the same flow was judged since the last change (a
-two-generation table of recent flows); else an address lookup plus a lookup of (program, the
-address's sets that the program names, the flow) in a memo, and only when both miss a walk over
-the rules that can match (indexed by the IP set their peer needs and by protocol).
-``benchmarks/bench_engine.py`` and ``fqdnpolicy bench`` measure it.
+Speed: a verdict is one dict lookup when the same flow was judged at the current epoch (a
+two-generation table of recent flows; the epoch moves only when some address's sets or some
+program changed, so DNS refreshes keep judged flows); else one address lookup (the index
+caches every address's answer) plus a lookup of (program, the address's sets that the program
+names, the flow) in a memo, and only when both miss a walk over the rules that can match
+(indexed by the IP set their peer needs and by protocol). With a million addresses, a random
+lookup misses the CPU caches; verdicts over uniformly random destinations are bound by that,
+not by evaluation. ``benchmarks/bench_engine.py`` and ``fqdnpolicy bench`` measure it.
 
 Thread safety: policy, endpoint and namespace changes take the engine's lock. DNS changes
 arrive on the cache's writer thread holding the cache's lock; they queue and are applied by
