@@ -3,13 +3,17 @@
 Run: ``.venv/bin/pytest benchmarks/bench_dns_cache.py --benchmark-only -s``. Per-answer times,
 bytes per entry and so on are in each result's ``extra_info`` and printed with ``-s``.
 
-The "typical answer" is the issue's: a question, one CNAME and three A records. The cache
-part of the end-to-end target (100,000 responses/s from wire bytes) is about 4 us per answer;
-``bench_dns_wire.py`` measures the whole path from bytes.
+The "typical answer" is the issue's: a question, one CNAME and three A records. The issue asks
+for 100,000 such responses per second from wire bytes; ``test_observe_new_typical_responses``
+measures exactly that in the honest case, every response teaching new names (``cache.observe``
+from bytes, a fresh cache each round). ``bench_dns_wire.py`` measures the repeated and
+TTL-countdown cases and extraction alone.
 
 Memory is measured by building a cache of 1,000,000 (name, IP) address entries in two shapes
 (one IP per name, the worst case; four IPs per name, a typical answer) and reading both the
-traced Python allocations (tracemalloc) and the growth of the process's resident set.
+traced Python allocations (tracemalloc) and the growth of the process's resident set. The
+index behind ``names_matching`` is built on the first pattern lookup; its cost is reported
+separately (``bytes_per_entry_index_rss``), as a cache that no pattern ever asks does not pay it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import resource
 import tracemalloc
 from collections.abc import Callable
 
+import dns.message
+import dns.rrset
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
@@ -57,6 +63,17 @@ def _report(benchmark: BenchmarkFixture, count: int, what: str) -> None:
     )
 
 
+def typical_wire(i: int) -> bytes:
+    """``typical(i)`` as a server writes it (compressed names), in wire format."""
+    name = f"api{i}.team{i % 97}.example.com."
+    response = dns.message.make_response(dns.message.make_query(name, "A", id=i & 0xFFFF))
+    target = f"edge{i}.cdn.example.net."
+    response.answer.append(dns.rrset.from_text(name, 300, "IN", "CNAME", target))
+    addresses = [f"10.{i >> 8 & 255}.{i & 255}.{k}" for k in (1, 2, 3)]
+    response.answer.append(dns.rrset.from_text(target, 60, "IN", "A", *addresses))
+    return response.to_wire(want_shuffle=False)
+
+
 @pytest.fixture(scope="module")
 def answers() -> list[Extracted]:
     return [typical(i) for i in range(BATCH)]
@@ -80,6 +97,31 @@ def test_ingest_new_typical_answers(benchmark: BenchmarkFixture, answers: list[E
     benchmark.pedantic(run, setup=setup, rounds=5, iterations=1)  # type: ignore[no-untyped-call]
     assert caches[-1].ips(answers[7].qname or "") == {"10.0.7.1", "10.0.7.2", "10.0.7.3"}
     _report(benchmark, len(answers), "ingest, new typical answers")
+
+
+def test_observe_new_typical_responses(benchmark: BenchmarkFixture) -> None:
+    """The issue's figure, end to end from wire bytes: every response teaches new names."""
+    server = "10.96.0.10:53"
+    responses = [typical_wire(i) for i in range(BATCH)]
+    caches: list[DNSCache] = []
+
+    def setup() -> tuple[tuple[DNSCache], dict[str, object]]:
+        cache = DNSCache(clock=Clock(), max_names=1_000_000, trusted_servers=[server])
+        cache.subscribe(lambda batch: None)
+        caches.append(cache)
+        return (cache,), {}
+
+    def run(cache: DNSCache) -> None:
+        observe = cache.observe
+        for data in responses:
+            observe(data, server=server)
+
+    benchmark.pedantic(run, setup=setup, rounds=5, iterations=1)  # type: ignore[no-untyped-call]
+    assert len(caches[-1]) == 2 * BATCH
+    assert caches[-1].ips("api7.team7.example.com") == {"10.0.7.1", "10.0.7.2", "10.0.7.3"}
+    assert benchmark.stats is not None
+    benchmark.extra_info["per_second_best"] = round(BATCH / benchmark.stats.stats.min)
+    _report(benchmark, BATCH, "observe from wire bytes, new typical responses")
 
 
 def test_ingest_refreshed_typical_answers(
@@ -141,6 +183,10 @@ def test_memory_of_one_million_entries(benchmark: BenchmarkFixture, ips_per_name
         assert len(cache) == ENTRIES // ips_per_name
         sample = list(cache.names())[:1000]
         assert sum(len(cache.expiries(n)) for n in sample) == 1000 * ips_per_name
+        # The first pattern lookup builds the suffix index (a reversed copy of every name).
+        assert len(cache.names_matching(parse_domain_pattern("*.svc7.example.com"))) > 0
+        gc.collect()
+        result["index_rss"] = _rss() - before - result["rss"]
         del cache, fill
         gc.collect()
         # Again under tracemalloc, which counts exactly what Python allocates (slower).
@@ -155,10 +201,12 @@ def test_memory_of_one_million_entries(benchmark: BenchmarkFixture, ips_per_name
     benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
     benchmark.extra_info["bytes_per_entry_rss"] = round(result["rss"] / ENTRIES, 1)
     benchmark.extra_info["bytes_per_entry_traced"] = round(result["traced"] / ENTRIES, 1)
+    benchmark.extra_info["bytes_per_entry_index_rss"] = round(result["index_rss"] / ENTRIES, 1)
     print(
         f"\n1,000,000 entries as {ips_per_name} IP(s) per name: process RSS grew "
         f"{result['rss'] / 1e6:.0f} MB ({result['rss'] / ENTRIES:.0f} B/entry); traced "
-        f"{result['traced'] / 1e6:.0f} MB ({result['traced'] / ENTRIES:.0f} B/entry)"
+        f"{result['traced'] / 1e6:.0f} MB ({result['traced'] / ENTRIES:.0f} B/entry); "
+        f"names_matching index {result['index_rss'] / ENTRIES:.0f} B/entry more"
     )
 
 
