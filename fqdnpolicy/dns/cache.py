@@ -437,7 +437,9 @@ class DNSCache:
         self._lock = threading.RLock()
         self._addrs: dict[str, _AddrLinks] = {}
         self._cnames: dict[str, dict[str, float]] = {}
-        self._parents: dict[str, set[str]] = {}
+        # CNAME target -> the names with a CNAME link to it: the name itself when there is one
+        # (nearly always; a one-element set costs 216 bytes), a set of two or more.
+        self._parents: dict[str, str | set[str]] = {}
         # Effective mapping, stored only for names with CNAME links: for the others it is
         # their address links, which saves a dict per plain name (most names).
         self._eff: dict[str, dict[str, float]] = {}
@@ -734,28 +736,30 @@ class DNSCache:
         changes: list[DNSChange] = []
         if link_deadlines:
             cnames_of, eff_of = self._cnames, self._eff
-            width = math.inf
-            effective: list[dict[str, float]] = []
-            for j in range(len(link_deadlines) - 1, -1, -1):
+            # A chain name's pairs live while its weakest link to the tail does.
+            widths = link_deadlines[:]
+            for j in range(len(widths) - 2, -1, -1):
+                if widths[j + 1] < widths[j]:
+                    widths[j] = widths[j + 1]
+            # Question first, as the general path touches the names (and orders the events).
+            for j, width in enumerate(widths):
                 name, target, deadline = chain[j], chain[j + 1], link_deadlines[j]
                 cnames_of[name] = {target: deadline}
-                parents[target] = {name}
+                parents[target] = name
                 sched[name] = deadline
                 heapq.heappush(heap, (deadline, name))
-                if deadline < width:
-                    width = deadline
-                eff = {ip: width if width < d else d for ip, d in tail_links.items()}
-                eff_of[name] = eff
-                effective.append(eff)
-            # Events go question first, as the general path touches the names.
-            for name, eff in zip(chain, reversed(effective), strict=False):
-                for ip, deadline in eff.items():
+                eff = {}
+                for ip, d in tail_links.items():
+                    if width < d:
+                        d = width
+                    eff[ip] = d
                     change = _new_change(DNSChange)
                     _set_name(change, name)
                     _set_ip(change, ip)
                     _set_added(change, True)
-                    _set_expiry(change, deadline)
+                    _set_expiry(change, d)
                     changes.append(change)
+                eff_of[name] = eff
         for ip, deadline in tail_links.items():
             change = _new_change(DNSChange)
             _set_name(change, tail)
@@ -868,16 +872,26 @@ class DNSCache:
     def _add_parent(self, target: str, name: str) -> None:
         parents = self._parents.get(target)
         if parents is None:
-            self._parents[target] = {name}
+            self._parents[target] = name
+        elif isinstance(parents, str):
+            if parents != name:
+                self._parents[target] = {parents, name}
         else:
             parents.add(name)
 
     def _drop_parent(self, target: str, name: str) -> None:
         parents = self._parents.get(target)
-        if parents is not None:
-            parents.discard(name)
-            if not parents:
+        if parents is None:
+            return
+        if isinstance(parents, str):
+            if parents == name:
                 del self._parents[target]
+            return
+        parents.discard(name)
+        if len(parents) == 1:
+            self._parents[target] = next(iter(parents))
+        elif not parents:
+            del self._parents[target]
 
     def _evict(self, name: str, old: dict[str, Mapping[str, float]]) -> None:
         """Remove every link of ``name`` (popped from the heap by ``_pop_due``)."""
@@ -1027,7 +1041,10 @@ class DNSCache:
                 break
             nxt = []
             for name in frontier:
-                for parent in parents.get(name, ()):
+                found = parents.get(name)
+                if found is None:
+                    continue
+                for parent in (found,) if isinstance(found, str) else found:
                     if parent not in seen:
                         seen.add(parent)
                         result.append(parent)
