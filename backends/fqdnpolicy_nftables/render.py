@@ -307,6 +307,45 @@ _Line = tuple[str, tuple[Json, ...], str | None]
 
 _NFPROTO: dict[int, Part] = {4: _nfproto(4), 6: _nfproto(6)}
 
+# One line of a rule shape: family, texts and JSON before and after the peer set matches.
+_Template = tuple[int | None, tuple[str, ...], tuple[str, ...], tuple[Json, ...], tuple[Json, ...]]
+
+
+def _shape(rule: RuleState, direction: Direction) -> tuple[Any, ...]:
+    """What a rule's lines depend on besides its policy, index, action and set ids.
+
+    Port specs enter by their fields (plain tuples hash and compare in C; the attrs classes'
+    methods are Python calls).
+    """
+    dst, not_dst, src, not_src = (
+        rule.dst_ports,
+        rule.not_dst_ports,
+        rule.src_ports,
+        rule.not_src_ports,
+    )
+    return (
+        direction,
+        rule.families,
+        rule.protocol,
+        rule.not_protocol,
+        rule.icmp,
+        rule.not_icmp,
+        len(rule.peer_in),
+        len(rule.peer_not_in),
+        dst.ranges,
+        dst.named,
+        dst.peer_named,
+        not_dst.ranges,
+        not_dst.named,
+        not_dst.peer_named,
+        src.ranges,
+        src.named,
+        src.peer_named,
+        not_src.ranges,
+        not_src.named,
+        not_src.peer_named,
+    )
+
 
 def _comment_part(text: str) -> tuple[str, str]:
     safe = safe_text(text, COMMENT_MAX)
@@ -326,9 +365,9 @@ class _Renderer:
         self.options = options
         self.with_json = with_json
         self.chains: dict[str, tuple[str, list[_Line]]] = {}  # name -> (comment, lines)
-        self._rule_cache: dict[tuple[Direction, RuleState], list[_Line]] = {}
         self._rule_ids: dict[tuple[Direction, int], tuple[RuleState, list[_Line]]] = {}
-        self._tier_cache: dict[tuple[Direction, TierState], str | None] = {}
+        self._templates: dict[tuple[Any, ...], list[_Template]] = {}
+        self._rule_cache: dict[tuple[Any, ...], list[_Line]] = {}
         self._tier_ids: dict[tuple[Direction, int], tuple[TierState, str | None]] = {}
         self._addr_cache: dict[tuple[int, str, str, bool], Part] = {}
         self._l4_cache: dict[tuple[int, bool], Part] = {}
@@ -386,24 +425,33 @@ class _Renderer:
         return alts
 
     def rule_lines(self, rule: RuleState, direction: Direction) -> list[_Line]:
+        # By identity first (states that share RuleState objects), then by content as a
+        # plain tuple: hashing a RuleState calls attrs methods on it and its four PortSpecs,
+        # which costs about as much as rendering it from its template.
         by_id = self._rule_ids.get((direction, id(rule)))
         if by_id is not None and by_id[0] is rule:
             return by_id[1]
-        key = (direction, rule)
+        shape = _shape(rule, direction)
+        # Everything the lines depend on (the tier name does not enter them).
+        key = (shape, rule.policy, rule.index, rule.action, rule.peer_in, rule.peer_not_in)
         found = self._rule_cache.get(key)
         if found is None:
-            found = self._rule_cache[key] = self._render_rule(rule, direction)
+            found = self._rule_cache[key] = self._render_rule(rule, direction, shape)
         self._rule_ids[(direction, id(rule))] = (rule, found)
         return found
 
-    def _render_rule(self, rule: RuleState, direction: Direction) -> list[_Line]:
-        lines: list[_Line] = []
-        peer_field = "daddr" if direction == "egress" else "saddr"
-        statement_text, statement_json = self.statement(rule, direction)
-        comment_text, comment = _comment_part(
-            f"{rule.policy} {direction}[{rule.index}] {rule.action}"
-        )
-        tail = f"{statement_text}{comment_text}"
+    def _template(
+        self, rule: RuleState, direction: Direction, shape: tuple[Any, ...]
+    ) -> list[_Template]:
+        """The lines of every rule of this rule's shape, their set matches left out.
+
+        A shape is everything but the policy, index, action and which sets the peer must
+        (not) be in: a workload of a hundred thousand rules has a handful of shapes.
+        """
+        found = self._templates.get(shape)
+        if found is not None:
+            return found
+        template: list[_Template] = []
         protocol = rule.protocol
         sides = [
             side
@@ -413,51 +461,79 @@ class _Renderer:
                 (rule.not_dst_ports, "daddr", "dport", True),
                 (rule.not_src_ports, "saddr", "sport", True),
             )
-            if side[0].ranges or side[0].named or side[0].peer_named
+            if not side[0].empty
         ]
         for family in _families(rule):
-            parts: list[Part] = []
+            before: list[Part] = []
             if family is not None:
-                parts.append(_NFPROTO[family])
+                before.append(_NFPROTO[family])
             if protocol is not None:
-                parts.append(self._l4(protocol, False))
+                before.append(self._l4(protocol, False))
             if rule.not_protocol is not None:
-                parts.append(self._l4(rule.not_protocol, True))
+                before.append(self._l4(rule.not_protocol, True))
             if protocol == 1 or protocol == 58:
                 if rule.not_icmp is not None and rule.not_icmp[0] is None:
                     continue  # notICMP without a type excludes every ICMP packet: never matches
                 for icmp_spec, negate in ((rule.icmp, False), (rule.not_icmp, True)):
                     part = None if icmp_spec is None else _icmp(protocol, icmp_spec, negate)
                     if part is not None:
-                        parts.append(part)
-            for set_id in rule.peer_in:
-                assert family is not None
-                parts.append(self._addr(family, peer_field, set_id, False))
-            for set_id in rule.peer_not_in:
-                assert family is not None
-                parts.append(self._addr(family, peer_field, set_id, True))
+                        before.append(part)
+            # Here come the peer set matches (peer_in, then peer_not_in).
+            after: list[Part] = []
             positive: list[list[tuple[Part, Part]]] = []
             never = False
             for spec, addr_field, port_field, negate in sides:
                 alts = self._side(spec, protocol, family, addr_field, port_field)
                 if negate:
-                    parts.extend(neg for _, neg in alts)
+                    after.extend(neg for _, neg in alts)
                 elif not alts:
                     never = True
                 else:
                     positive.append(alts)
             if never:
                 continue
-            if all(len(alts) == 1 for alts in positive):
-                cases = [[alts[0][0] for alts in positive]]  # the common case: one test each
+            for case in _combinations(positive):
+                matches = after + case
+                template.append(
+                    (
+                        family,
+                        tuple(t for t, _ in before),
+                        tuple(t for t, _ in matches),
+                        tuple(j for _, j in before),
+                        tuple(j for _, j in matches),
+                    )
+                )
+        self._templates[shape] = template
+        return template
+
+    def _render_rule(
+        self, rule: RuleState, direction: Direction, shape: tuple[Any, ...]
+    ) -> list[_Line]:
+        statement_text, statement_json = self.statement(rule, direction)
+        comment_text, comment = _comment_part(
+            f"{rule.policy} {direction}[{rule.index}] {rule.action}"
+        )
+        tail = f"{statement_text}{comment_text}"
+        peer_field = "daddr" if direction == "egress" else "saddr"
+        with_json = self.with_json
+        lines: list[_Line] = []
+        for family, before, after, before_json, after_json in self._template(
+            rule, direction, shape
+        ):
+            if rule.peer_in or rule.peer_not_in:
+                assert family is not None  # _needs_family: per-family lines
+                sets = [self._addr(family, peer_field, s, False) for s in rule.peer_in]
+                sets += [self._addr(family, peer_field, s, True) for s in rule.peer_not_in]
+                text = " ".join([*before, *[t for t, _ in sets], *after, tail])
+                exprs = (
+                    (*before_json, *[j for _, j in sets], *after_json, statement_json)
+                    if with_json
+                    else ()
+                )
             else:
-                cases = _combinations(positive)
-            for case in cases:
-                matches = parts + case
-                texts = [t for t, _ in matches]
-                texts.append(tail)
-                exprs = (*[j for _, j in matches], statement_json) if self.with_json else ()
-                lines.append((" ".join(texts), exprs, comment))
+                text = " ".join([*before, *after, tail])
+                exprs = (*before_json, *after_json, statement_json) if with_json else ()
+            lines.append((text, exprs, comment))
         return lines
 
     def add_chain(self, prefix: str, comment: str, lines: list[_Line]) -> str:
@@ -468,17 +544,14 @@ class _Renderer:
 
     def tier_entry(self, tier: TierState, direction: Direction) -> str | None:
         """Name of the first policy chain of a tier (None when it has no rules)."""
-        # Identity first: a state whose endpoints share TierState objects (replicas) costs
-        # one lookup per tier; content next (hashing every rule) for states built per
-        # endpoint.
+        # By identity: a state whose endpoints share TierState objects (replicas; the
+        # engine's datapath() shares them between alike endpoints) costs one lookup per
+        # tier. Not by content: hashing a tier hashes every rule in it, which costs more
+        # than rendering the rare equal tier again (its chains come out with the same
+        # content-hashed names and are kept once).
         by_id = self._tier_ids.get((direction, id(tier)))
         if by_id is not None and by_id[0] is tier:
             return by_id[1]
-        key = (direction, tier)
-        if key in self._tier_cache:
-            found = self._tier_cache[key]
-            self._tier_ids[(direction, id(tier))] = (tier, found)
-            return found
         groups: list[list[RuleState]] = []
         for rule in tier.rules:
             if groups and groups[-1][0].policy == rule.policy:
@@ -496,7 +569,6 @@ class _Renderer:
                 lines.append((self.deny[0] + comment_text, (self.deny[1],), comment))
             policy = group[0].policy
             following = self.add_chain("p_", f"{policy} {direction} (tier {tier.name})", lines)
-        self._tier_cache[key] = following
         self._tier_ids[(direction, id(tier))] = (tier, following)
         return following
 
@@ -769,19 +841,20 @@ def _set_decl(
     flags: Sequence[str],
     safe_comment: str,
     elements: tuple[str, list[Any]],
-) -> tuple[str, Json]:
-    """A set's declaration: text (lines joined) and its JSON command.
+) -> tuple[list[str], Json]:
+    """A set's declaration: text pieces (newline-terminated lines) and its JSON command.
 
     ``elements`` is the element text already joined by ``_ELEMENT_SEP`` and the JSON
-    elements; ``safe_comment`` is already sanitised.
+    elements; ``safe_comment`` is already sanitised. The element text is a piece of its own,
+    so that the (large) text is copied once, into the final output.
     """
     flags_line = f"\n\t\tflags {','.join(flags)}" if flags else ""
     element_text, datas = elements
-    element_line = f"\n\t\telements = {{ {element_text} }}" if element_text else ""
-    text = (
-        f"\tset {name} {{\n\t\ttype {type_text}{flags_line}\n"
-        f'\t\tcomment "{safe_comment}"{element_line}\n\t}}'
-    )
+    head = f'\tset {name} {{\n\t\ttype {type_text}{flags_line}\n\t\tcomment "{safe_comment}"'
+    if element_text:
+        text = [f"{head}\n\t\telements = {{ ", element_text, " }\n\t}\n"]
+    else:
+        text = [f"{head}\n\t}}\n"]
     data: Json = {"family": "inet", "table": table, "name": name, "type": type_json}
     if flags:
         data["flags"] = list(flags)
@@ -792,9 +865,9 @@ def _set_decl(
 
 
 def _chain_block(name: str, comment: str, lines: Sequence[_Line], head: Sequence[str] = ()) -> str:
-    body = [*head, *[line[0] for line in lines]]
-    inner = "".join([f"\n\t\t{b}" for b in body])
-    return f'\tchain {name} {{\n\t\tcomment "{safe_text(comment, COMMENT_MAX)}"{inner}\n\t}}'
+    """A chain's text: newline-terminated lines."""
+    body = "".join([f"\t\t{b}\n" for b in (*head, *[line[0] for line in lines])])
+    return f'\tchain {name} {{\n\t\tcomment "{safe_text(comment, COMMENT_MAX)}"\n{body}\t}}\n'
 
 
 def _rule_json(table: str, chain: str, line: _Line) -> Json:
@@ -865,10 +938,12 @@ def _render_full(
             if chain is not None:
                 dispatch[direction].append((iface, chain))
 
+    # Pieces of the text, each ending in a newline (the big element texts are pieces of
+    # their own: joined once, copied once).
     text: list[str] = [
-        f"table inet {table}",
-        f"delete table inet {table}",
-        f"table inet {table} {{",
+        f"table inet {table}\n",
+        f"delete table inet {table}\n",
+        f"table inet {table} {{\n",
     ]
     commands: list[Json] = [
         {"metainfo": {"json_schema_version": 1}},
@@ -887,7 +962,7 @@ def _render_full(
             strict=True,
         ):
             set_text, set_data = _set_decl(table, name, addr_type, addr_type, flags, safe, elements)
-            text.append(set_text)
+            text.extend(set_text)
             commands.append(set_data)
     for name in sorted(state.named_ports):
         for family in (4, 6):
@@ -913,7 +988,7 @@ def _render_full(
                     [{"concat": [a, p, n]} for a, p, n in np_entries],
                 ),
             )
-            text.append(set_lines)
+            text.extend(set_lines)
             commands.append(set_data)
 
     chain_json: list[Json] = []
@@ -1009,13 +1084,12 @@ def _render_full(
         )
         if with_json:
             rule_json.extend(_rule_json(table, name, line) for line in chain_lines)
-    text.append("}")
-    text.append("")  # the final newline
+    text.append("}\n")
     if not with_json:
-        return "\n".join(text), None
+        return "".join(text), None
     commands.extend(chain_json)
     commands.extend(rule_json)
-    return "\n".join(text), {"nftables": commands}
+    return "".join(text), {"nftables": commands}
 
 
 # ---------------------------------------------------------------------------- delta render
