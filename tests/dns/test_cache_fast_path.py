@@ -20,7 +20,7 @@ from tests.dns.helpers import AAAA, CNAME, A, FakeClock, answer
 
 NAMES = [f"n{i}.example" for i in range(8)]
 IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "2001:db8::1"]
-TTLS = [1, 3, 30, 30, 30, 30, 0, 2**31]
+TTLS = [1, 3, 30, 30, 30, 30, 0, -1, 2**31]
 
 
 def watched(cache: DNSCache) -> list[int]:
