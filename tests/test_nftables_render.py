@@ -14,15 +14,22 @@ to the same in ``tests/kernel/test_nftables_kernel.py``.
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from typing import Any
 
 import attrs
+import pytest
 from fqdnpolicy_nftables import NftablesBackend
+from fqdnpolicy_nftables.render import RenderOptions, render_full
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fqdnpolicy.cluster import Cluster
+from fqdnpolicy.datapath import DatapathState, SetState
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.engine import PolicyEngine
+from fqdnpolicy.errors import InvalidPolicy
 from tests.engine.strategies import FakeClock, WorldSpec, worlds
 
 # ------------------------------------------------------------------ reference interpreter
@@ -271,3 +278,79 @@ def test_rendered_table_decides_every_flow_as_the_engine_does(world: WorldSpec) 
             continue
         verdict = engine.verdict(**flow.kwargs())
         assert table.allows(packet) == verdict.allowed, f"{flow}\n{engine.explain(**flow.kwargs())}"
+
+
+# ------------------------------------------------------------------ set elements, fast path
+
+NOW = 1000.0
+_V4 = st.builds(lambda n: str(ipaddress.IPv4Address(n)), st.integers(0, 2**32 - 1))
+_V6 = st.builds(lambda n: str(ipaddress.IPv6Address(n)), st.integers(0, 2**128 - 1))
+_EXPIRY = st.one_of(st.none(), st.floats(NOW - 5, NOW + 5000, allow_nan=False))
+# What a set member may look like (the renderer's contract, restated here on its own).
+_MEMBER_SPEC = re.compile(r"[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?")
+
+
+def _one_set_state(kind: str, members: dict[str, float | None]) -> DatapathState:
+    return DatapathState((SetState("d:S", kind, "test", members),), (), {})  # type: ignore[arg-type]
+
+
+def _elements_of(text: str, name: str) -> list[str]:
+    """The elements declared in set ``name`` of a rendered text (none: empty list)."""
+    found = re.search(rf"\tset {name} {{\n(.*?)\n\t}}\n", text, re.S)
+    assert found is not None, name
+    listed = re.search(r"elements = \{ (.*) \}", found.group(1), re.S)
+    return [] if listed is None else listed.group(1).split(",\n\t\t\t")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["domains", "selector"]),
+    st.dictionaries(st.one_of(_V4, _V6), _EXPIRY, max_size=12),
+)
+def test_set_elements_are_the_unexpired_members_with_their_remaining_lifetime(
+    kind: str, members: dict[str, float | None]
+) -> None:
+    if kind == "domains":
+        members = {m: NOW + 60 if e is None else e for m, e in members.items()}
+    text, _ = render_full(_one_set_state(kind, members), NOW, RenderOptions())
+    text_only, nothing = render_full(
+        _one_set_state(kind, members), NOW, RenderOptions(), with_json=False
+    )
+    assert text_only == text
+    assert nothing is None
+    for family, name in ((4, "d4_S"), (6, "d6_S")):
+        expected = []
+        for member, expiry in members.items():  # reference: one element at a time
+            if (":" in member) != (family == 6):
+                continue
+            if expiry is None:
+                expected.append(member)
+            elif (remaining := math.ceil((expiry - NOW) * 1000)) > 0:
+                expected.append(f"{member} timeout {remaining}ms")
+        assert _elements_of(text, name) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            _V4,
+            _V6,
+            st.text(alphabet='0123456789abcdefABCDEF:./ }\n\t,;"é', max_size=50),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_a_set_member_that_is_not_an_address_is_refused_before_reaching_the_ruleset(
+    members: list[str],
+) -> None:
+    state = _one_set_state("domains", dict.fromkeys(members, NOW + 60))
+    bad = [m for m in members if _MEMBER_SPEC.fullmatch(m) is None]
+    if bad:
+        with pytest.raises(InvalidPolicy) as raised:
+            render_full(state, NOW, RenderOptions(), with_json=False)
+        assert raised.value.problems[0].code == "bad-member"
+    else:
+        text, _ = render_full(state, NOW, RenderOptions(), with_json=False)
+        assert all(m in text for m in members)
