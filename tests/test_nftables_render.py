@@ -354,3 +354,14 @@ def test_a_set_member_that_is_not_an_address_is_refused_before_reaching_the_rule
     else:
         text, _ = render_full(state, NOW, RenderOptions(), with_json=False)
         assert all(m in text for m in members)
+
+
+def test_a_backend_without_json_data_renders_the_same_text_and_no_json() -> None:
+    state = _one_set_state("domains", {"192.0.2.1": NOW + 30, "2001:db8::1": NOW + 90})
+    full = NftablesBackend().render(state, now=NOW)
+    text_only = NftablesBackend(json_data=False).render(state, now=NOW)
+    forced = NftablesBackend(json_data=False, use_json=True).render(state, now=NOW)
+    assert text_only.text == full.text
+    assert text_only.data is None
+    assert forced.data == full.data
+    assert full.data is not None
