@@ -368,6 +368,8 @@ class _Renderer:
         self._rule_ids: dict[tuple[Direction, int], tuple[RuleState, list[_Line]]] = {}
         self._templates: dict[tuple[Any, ...], list[_Template]] = {}
         self._rule_cache: dict[tuple[Any, ...], list[_Line]] = {}
+        self._policy_safe: dict[str, bool] = {}
+        self._set_names: dict[str, tuple[str, str]] = {}
         self._tier_ids: dict[tuple[Direction, int], tuple[TierState, str | None]] = {}
         self._addr_cache: dict[tuple[int, str, str, bool], Part] = {}
         self._l4_cache: dict[tuple[int, bool], Part] = {}
@@ -399,11 +401,20 @@ class _Renderer:
             part = self._l4_cache[key] = _l4proto(number, negate)
         return part
 
+    def _safe_policy(self, policy: str) -> bool:
+        safe = self._policy_safe.get(policy)
+        if safe is None:
+            safe = self._policy_safe[policy] = safe_text(policy, COMMENT_MAX) == policy
+        return safe
+
     def _addr(self, family: int, field: str, set_id: str, negate: bool) -> Part:
         key = (family, field, set_id, negate)
         part = self._addr_cache.get(key)
         if part is None:
-            name = set_name(set_id, family)
+            names = self._set_names.get(set_id)
+            if names is None:
+                names = self._set_names[set_id] = set_names(set_id)
+            name = names[0] if family == 4 else names[1]
             if self.with_json:
                 part = _addr(family, field, name, negate)
             else:  # the same text, no JSON (most rules have sets of their own: rarely reused)
@@ -510,9 +521,11 @@ class _Renderer:
         self, rule: RuleState, direction: Direction, shape: tuple[Any, ...]
     ) -> list[_Line]:
         statement_text, statement_json = self.statement(rule, direction)
-        comment_text, comment = _comment_part(
-            f"{rule.policy} {direction}[{rule.index}] {rule.action}"
-        )
+        comment = f"{rule.policy} {direction}[{rule.index}] {rule.action}"
+        # Only the policy name can hold unsafe characters: check it once per policy.
+        if len(comment) > COMMENT_MAX or not self._safe_policy(rule.policy):
+            comment = safe_text(comment, COMMENT_MAX)
+        comment_text = f' comment "{comment}"'
         tail = f"{statement_text}{comment_text}"
         peer_field = "daddr" if direction == "egress" else "saddr"
         with_json = self.with_json
