@@ -365,3 +365,12 @@ def test_a_backend_without_json_data_renders_the_same_text_and_no_json() -> None
     assert text_only.data is None
     assert forced.data == full.data
     assert full.data is not None
+
+
+def test_a_cidr_like_member_that_is_no_network_is_refused() -> None:
+    state = DatapathState(
+        (SetState("n:S", "nets", "test", {"10.0.0.0/8": None, "1.2/3": None}),), (), {}
+    )
+    with pytest.raises(InvalidPolicy) as raised:
+        render_full(state, NOW, RenderOptions())
+    assert raised.value.problems[0].code == "bad-member"

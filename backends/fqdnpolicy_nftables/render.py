@@ -659,7 +659,16 @@ def canonical_elements(members: dict[str, float | None], interval: bool) -> dict
         return {m.removesuffix("/32").removesuffix("/128"): e for m, e in members.items()}
     spans: list[tuple[int, int, str]] = []
     for member in members:
-        net = ipaddress.ip_network(member, strict=False)
+        try:
+            net = ipaddress.ip_network(member, strict=False)
+        except ValueError:  # address-like characters, but no address ("1.2/3")
+            raise InvalidPolicy(
+                Problem(
+                    f"set member {safe_text(member, 60)!r} is not an address or CIDR",
+                    hint="canonical IPv4/IPv6 address or CIDR text",
+                    code="bad-member",
+                )
+            ) from None
         spans.append((int(net.network_address) + (net.version << 129), net.num_addresses, member))
     spans.sort(key=lambda s: (s[0], -s[1]))
     kept: dict[str, float | None] = {}
