@@ -728,6 +728,10 @@ class DNSCache:
         intern = sys.intern
         last_ttl: int | None = None
         deadline = now
+        # The general path schedules each address as it first appears, and a later repeat
+        # only extends it (leaving that key as the name's lower bound), so the heap key is
+        # the earliest first-appearance deadline, not the earliest final one.
+        first = math.inf
         while i < count:
             owner, rtype, ttl, value = records[i]
             if owner != tail or (rtype != RTYPE_A and rtype != RTYPE_AAAA):
@@ -746,6 +750,8 @@ class DNSCache:
             previous = tail_links.get(value)
             if previous is None:
                 tail_links[intern(value)] = deadline
+                if deadline < first:
+                    first = deadline
             elif deadline > previous:
                 tail_links[value] = deadline  # a repeated address keeps its first place
             i += 1
@@ -756,12 +762,12 @@ class DNSCache:
         heap = self._heap
         entry: _HeapEntry
         if len(tail_links) == 1:
-            ((ip, first),) = tail_links.items()
-            entry = (first, tail, ip)
-            self._addrs[tail] = entry
+            ((ip, last),) = tail_links.items()
+            entry = self._addrs[tail] = (last, tail, ip)
+            if first < last:
+                entry = (first, tail)  # a repeat extended the address: key the first sight
         else:
             self._addrs[tail] = tail_links
-            first = min(tail_links.values())
             entry = (first, tail)
         sched[tail] = first
         heapq.heappush(heap, entry)

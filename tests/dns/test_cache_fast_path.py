@@ -224,3 +224,23 @@ def test_fast_path_events_are_ordinary_frozen_changes() -> None:
     assert repr(change) == repr(expected)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         change.ip = "10.0.0.2"  # type: ignore[misc]
+
+
+def test_a_repeated_address_is_scheduled_at_its_first_sighting_as_on_the_general_path() -> None:
+    # The general path schedules an address when it first appears; a repeat with a later
+    # TTL only extends it. The heap key (a lower bound) then orders names due together.
+    fast, slow, clock = pair(min_ttl=0, max_ttl=60)
+    repeated = answer(
+        "n1.example",
+        ("n1.example", CNAME, 1, "n2.example"),
+        ("n2.example", A, 1, "10.0.0.1"),
+        ("n2.example", A, 3, "10.0.0.1"),
+    )
+    for cache in (fast, slow):
+        cache.ingest(answer("n0.example", ("n0.example", A, 3, "10.0.0.1")))
+    taken = watched(fast)
+    assert fast.ingest(repeated) == slow.ingest(repeated)
+    assert taken[0] == 1
+    clock.advance(3)
+    assert [c.name for c in fast.expire()] == [c.name for c in slow.expire()]
+    assert_same_state(fast, slow)
