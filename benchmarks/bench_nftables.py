@@ -164,10 +164,10 @@ def test_engine_datapath_of_the_workload(  # type: ignore[no-untyped-def]
 def test_render_text_of_the_engine_workload(  # type: ignore[no-untyped-def]
     benchmark, engine_state: tuple[DatapathState, float]
 ) -> None:
-    # The text rendering alone (what apply hands to nft unless use_json is set), the set
-    # mirrors and the collector's catch-up included: NftablesBackend(json_data=False).
+    # The text rendering alone (what apply hands to nft unless use_json is set: the default
+    # render), the set mirrors and the collector's catch-up included.
     state, now = engine_state
-    backend = NftablesBackend(json_data=False)
+    backend = NftablesBackend()
     rendering = benchmark.pedantic(lambda: backend.render(state, now=now), rounds=3, iterations=1)
     benchmark.extra_info["text_mb"] = round(len(rendering.text) / 1e6, 1)
     expected_sets = 2 * (len(state.sets) + len(state.named_ports))
@@ -178,10 +178,12 @@ def test_render_text_of_the_engine_workload(  # type: ignore[no-untyped-def]
 def test_render_full_of_the_engine_workload(  # type: ignore[no-untyped-def]
     benchmark, engine_state: tuple[DatapathState, float]
 ) -> None:
-    # NftablesBackend.render: text plus the libnftables JSON form, and the set mirrors.
+    # render_structured: text plus the libnftables JSON form, and the set mirrors.
     state, now = engine_state
     backend = NftablesBackend()
-    rendering = benchmark.pedantic(lambda: backend.render(state, now=now), rounds=3, iterations=1)
+    rendering = benchmark.pedantic(
+        lambda: backend.render_structured(state, now=now), rounds=3, iterations=1
+    )
     assert rendering.data is not None
     assert len(rendering.data["nftables"]) > 2 * len(state.sets)
 

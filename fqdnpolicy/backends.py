@@ -92,6 +92,16 @@ class Backend(abc.ABC):
             BackendError: the kernel or the tool refused it; nothing was half-applied.
         """
 
+    def render_structured(self, state: DatapathState, *, now: float) -> Rendering:
+        """Render the full state with its structured form (:attr:`Rendering.data`) filled in.
+
+        For callers that want the structured form (``fqdnpolicy render --format json``). A
+        backend whose structured form costs extra (millions of objects for a million set
+        members) leaves it out of :meth:`render` and builds it here; the default is
+        :meth:`render`.
+        """
+        return self.render(state, now=now)
+
     def check(self, rendering: Rendering) -> None:
         """Validate a rendering with the kernel's own tool without applying it.
 

@@ -205,7 +205,8 @@ def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     def body(resources: Any, cluster: Any, cache: Any) -> int:
         backend = backends.get(args.backend)
         engine = PolicyEngine(resources, cluster, cache)
-        rendering = backend.render(engine.datapath(), now=cache.clock())
+        render = backend.render_structured if args.format == "json" else backend.render
+        rendering = render(engine.datapath(), now=cache.clock())
         if args.format == "json":
             json.dump(rendering.data, out, indent=2)
             out.write("\n")

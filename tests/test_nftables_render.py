@@ -260,7 +260,7 @@ def table_of(world: WorldSpec, *, use_text_check: bool = False) -> tuple[PolicyE
     engine = PolicyEngine(world.resources, world.cluster, cache)
     for learned in world.answers:
         cache.ingest(learned.extracted())
-    rendering = NftablesBackend().render(engine.datapath(), now=clock())
+    rendering = NftablesBackend().render_structured(engine.datapath(), now=clock())
     return engine, Table(rendering.data)
 
 
@@ -356,15 +356,16 @@ def test_a_set_member_that_is_not_an_address_is_refused_before_reaching_the_rule
         assert all(m in text for m in members)
 
 
-def test_a_backend_without_json_data_renders_the_same_text_and_no_json() -> None:
+def test_render_leaves_json_out_unless_asked_and_the_text_is_the_same() -> None:
     state = _one_set_state("domains", {"192.0.2.1": NOW + 30, "2001:db8::1": NOW + 90})
-    full = NftablesBackend().render(state, now=NOW)
-    text_only = NftablesBackend(json_data=False).render(state, now=NOW)
-    forced = NftablesBackend(json_data=False, use_json=True).render(state, now=NOW)
-    assert text_only.text == full.text
+    text_only = NftablesBackend().render(state, now=NOW)
+    structured = NftablesBackend().render_structured(state, now=NOW)
+    with_data = NftablesBackend(json_data=True).render(state, now=NOW)
+    for_json_apply = NftablesBackend(use_json=True).render(state, now=NOW)
     assert text_only.data is None
-    assert forced.data == full.data
-    assert full.data is not None
+    assert structured.data is not None
+    assert with_data.data == for_json_apply.data == structured.data
+    assert text_only.text == structured.text == with_data.text
 
 
 def test_a_cidr_like_member_that_is_no_network_is_refused() -> None:

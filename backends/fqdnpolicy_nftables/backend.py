@@ -40,9 +40,9 @@ class NftablesBackend(Backend):
         reject: Deny with TCP reset / ICMP admin-prohibited instead of dropping (tests).
         use_json: Apply the libnftables JSON form instead of the text form.
         json_data: Build the libnftables JSON form (:attr:`Rendering.data`) of full renderings
-            even when applying text. Off, ``data`` of a full rendering is None unless
-            ``use_json`` is set, and a large render takes about 60% of the time (the JSON
-            form of a million set elements is millions of objects).
+            even when applying text. Off (the default), ``data`` of a full rendering is None
+            unless ``use_json`` is set or :meth:`render_structured` is called: the JSON form
+            of a million set elements is millions of objects and takes longer than the text.
         nft: The ``nft`` binary.
         use_library: Use libnftables (python3-nftables) when importable and no network
             namespace is given.
@@ -60,7 +60,7 @@ class NftablesBackend(Backend):
         priority: int = 0,
         reject: bool = False,
         use_json: bool = False,
-        json_data: bool = True,
+        json_data: bool = False,
         nft: str = "nft",
         use_library: bool = True,
     ) -> None:
@@ -82,8 +82,14 @@ class NftablesBackend(Backend):
         Raises:
             InvalidPolicy: an interface or member that cannot be rendered safely.
         """
+        return self._render(state, now, with_json=self.json_data or self.use_json)
+
+    def render_structured(self, state: DatapathState, *, now: float) -> Rendering:
+        """Like :meth:`render`, with the libnftables JSON form in :attr:`Rendering.data`."""
+        return self._render(state, now, with_json=True)
+
+    def _render(self, state: DatapathState, now: float, *, with_json: bool) -> Rendering:
         with gc_paused():  # the mirrors copy a million members too
-            with_json = self.json_data or self.use_json
             text, data = render_full(state, now, self.options, with_json=with_json)
             self._mirrors = mirrors_of(state)
         rendering = Rendering(self.name, "full", text, data)

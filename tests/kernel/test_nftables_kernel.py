@@ -336,7 +336,8 @@ def _listing(netns: str, table: str) -> str:
 def test_text_and_json_renderings_build_the_same_table(netns: str) -> None:
     engine, cache = small_engine(FakeClock())
     backend = NftablesBackend()
-    rendering = backend.render(engine.datapath(), now=cache.clock())
+    rendering = backend.render_structured(engine.datapath(), now=cache.clock())
+    assert rendering.data is not None
     backend.apply(rendering, netns=netns)
     from_text = _listing(netns, backend.table)
     backend.remove(netns=netns)
