@@ -68,11 +68,20 @@ groups names by parent domain and exists only once a pattern was looked up. Meas
 1,000,000 names with one address each (``benchmarks/bench_dns_cache.py``): about 330 bytes per
 name traced, 340 of resident memory, 16 more with the index.
 
-An answer that only adds new names (``q CNAME c1 ... -> addresses``, no name of the chain known
-or pointed to, no bound reached), the common case for a busy node, is learned on a fast path
-that writes the links, mappings and events directly instead of snapshotting, recomputing and
-diffing; it yields exactly what the general path would, events in the same order (tested
-against it). Everything else, refreshes included, takes the general path.
+Two common shapes of answer are learned on fast paths that write the links, mappings and
+events directly instead of snapshotting, recomputing and diffing; each yields exactly what the
+general path would, events in the same order (tested against it):
+
+* an answer that only adds new names (``q CNAME c1 ... -> addresses``, no name of the chain
+  known or pointed to, no bound reached), the common case for a busy node learning names;
+* a refresh of a chain the cache holds exactly so (each CNAME the only link of its owner, the
+  chain's end holding every address of the answer), the common case for popular names
+  re-resolved: only deadlines can move, so it extends the links the answer gives more time,
+  recomputes the chain's mappings from the link deadlines and those of names pointing into
+  the chain as usual, and reports nothing unless ``report_refresh``. Like the general path
+  it leaves the expiry heap alone (a key is a lower bound; expiry re-keys).
+
+Everything else takes the general path.
 """
 
 from __future__ import annotations
@@ -598,7 +607,10 @@ class DNSCache:
         c.answers += 1
         now = self.clock()
         if self._fast_path:
-            changes = self._ingest_new(qname, records, now)
+            if qname in self._sched:
+                changes = self._ingest_refresh(qname, records, now)
+            else:
+                changes = self._ingest_new(qname, records, now)
             if changes is not None:
                 return changes
         depth_limit = self.max_chain_depth
@@ -812,6 +824,175 @@ class DNSCache:
             self._rebuild_index()
         for callback in self._subscribers:
             callback(changes)
+        return changes
+
+    def _ingest_refresh(
+        self, qname: str, records: Sequence[RecordTuple], now: float
+    ) -> list[DNSChange] | None:
+        """Learn a refresh of a known chain directly, or return None for the general path.
+
+        The shape: ``q CNAME c1``, ``c1 CNAME c2``, ... (zero or more links, in that order,
+        at most ``max_chain_depth``), then only A/AAAA records of the chain's last name, where
+        each CNAME of the answer is already the only link its owner holds, and the last name
+        holds no CNAME and already every address of the answer. Then no link appears or
+        disappears, so no pair can appear or disappear anywhere: the answer can only extend
+        deadlines (the last name may hold addresses the answer leaves out; neither path
+        touches those). Each chain name has one path to the addresses, so its mapping follows
+        from the link deadlines directly; names outside the chain pointing into it are
+        recomputed as the general path does, and only when a chain name's mapping changed.
+        The result is exactly the general path's, events in the same order
+        (``test_cache_fast_path.py``).
+        """
+        cnames_of, addrs_of, lifetimes = self._cnames, self._addrs, self._lifetimes
+        parents = self._parents
+        chain: list[str] = []
+        link_deadlines: list[float] = []  # each chain link's deadline once the answer is in
+        grown: list[tuple[dict[str, float], str, float]] = []  # CNAME links to extend
+        later: list[tuple[str, float]] = []  # tail addresses to extend
+        # Whether a name outside the chain points into it: its mapping may then change too.
+        shared = qname in parents
+        tail = qname
+        tail_links: _AddrLinks | None = None
+        last_ttl: int | None = None
+        deadline = now
+        for owner, rtype, ttl, value in records:
+            if owner != tail:
+                return None
+            if ttl != last_ttl:
+                life = lifetimes.get(ttl)
+                if life is None:
+                    life = self._memo_lifetime(ttl)
+                deadline = now + life
+                if deadline <= now:
+                    return None
+                last_ttl = ttl
+            if rtype == RTYPE_CNAME:
+                links = cnames_of.get(owner)
+                if tail_links is not None or links is None or len(links) != 1:
+                    return None
+                current = links.get(value)
+                # A loop ends at a name holding a CNAME, which the last name may not.
+                if current is None or owner in addrs_of:
+                    return None
+                if deadline > current:
+                    grown.append((links, owner, deadline))
+                    link_deadlines.append(deadline)
+                else:
+                    link_deadlines.append(current)
+                if parents.get(value) != owner:
+                    shared = True
+                chain.append(owner)
+                tail = value
+                continue
+            if rtype != RTYPE_A and rtype != RTYPE_AAAA:
+                return None
+            if tail_links is None:
+                tail_links = addrs_of.get(tail)
+                if tail_links is None or tail in cnames_of:
+                    return None
+            if isinstance(tail_links, tuple):
+                if value != tail_links[2]:
+                    return None
+                current = tail_links[0]
+            else:
+                current = tail_links.get(value)
+                if current is None:
+                    return None  # sinkholes are never held, so they end up here too
+            if deadline > current:
+                later.append((value, deadline))
+        if tail_links is None or len(chain) > self.max_chain_depth:
+            return None
+
+        # Accepted: every link of the answer is held. Extend those the answer gives more time.
+        if not grown and not later:
+            return []  # the general path changes nothing either
+        touched: list[str] = []
+        for links, owner, deadline in grown:
+            ((target, _),) = links.items()
+            links[target] = deadline
+            touched.append(owner)
+        refresh = self.report_refresh
+        before: Mapping[str, float] = _EMPTY
+        if later:
+            if isinstance(tail_links, tuple):
+                before = {tail_links[2]: tail_links[0]}
+                deadline = max([d for _, d in later])  # the answer may repeat the address
+                # A new tuple: the old one may be the heap entry, a lower bound from now on.
+                tail_links = addrs_of[tail] = (deadline, tail_links[1], tail_links[2])
+            else:
+                if refresh:
+                    before = dict(tail_links)
+                for ip, deadline in later:
+                    if deadline > tail_links[ip]:
+                        tail_links[ip] = deadline
+            zombies = self._zombies
+            if zombies:
+                for ip, _ in later:
+                    zombies.pop((tail, ip), None)  # a real answer again: no longer kept
+            touched.append(tail)
+        # _sched stays a lower bound (an extension never lowers it), as on the general path;
+        # _settle_top and expire re-key a name whose bound turned out early.
+        if len(self._pending) + self._index_removed > len(self._sched) + 1024:
+            self._rebuild_index()
+
+        # Each chain name leads to every address of the tail, no later than the weakest link
+        # between them.
+        eff_of = self._eff
+        tail_map = _as_map(tail_links)
+        keep = refresh or shared
+        fresh: dict[str, tuple[Mapping[str, float], Mapping[str, float]]] = {}
+        changed = bool(later)
+        width = math.inf
+        for j in range(len(chain) - 1, -1, -1):
+            if link_deadlines[j] < width:
+                width = link_deadlines[j]
+            name = chain[j]
+            held = eff_of[name]
+            mapping = {ip: width if width < d else d for ip, d in tail_map.items()}
+            if mapping != held:
+                eff_of[name] = mapping
+                changed = True
+            if keep:
+                fresh[name] = (held, mapping)
+        if not changed or not keep:
+            # Without report_refresh only membership changes are events, and no name
+            # outside the chain depends on it: done.
+            return []
+        if later:
+            fresh[tail] = (before, tail_map)
+
+        changes: list[DNSChange] = []
+        old: Mapping[str, float]
+        new: Mapping[str, float]
+        for name in self._ancestors(touched):
+            pair = fresh.get(name)
+            if pair is not None:
+                if not refresh:
+                    continue
+                old, new = pair
+            else:
+                # A name outside the chain pointing into it: recomputed as the general path
+                # does (its own links are unchanged).
+                prior = eff_of.get(name)
+                old = prior if prior is not None else _snapshot(addrs_of.get(name))
+                if name in cnames_of:
+                    new = eff_of[name] = self._effective(name)
+                else:
+                    eff_of.pop(name, None)
+                    new = _as_map(addrs_of.get(name, _EMPTY))
+                if not refresh:
+                    continue
+            for ip, expiry in new.items():
+                if old.get(ip) != expiry:
+                    change = _new_change(DNSChange)
+                    _set_name(change, name)
+                    _set_ip(change, ip)
+                    _set_added(change, True)
+                    _set_expiry(change, expiry)
+                    changes.append(change)
+        if changes:
+            for callback in self._subscribers:
+                callback(changes)
         return changes
 
     def _memo_lifetime(self, ttl: int) -> float:

@@ -1,4 +1,5 @@
-"""The ingest fast path (new names, ``q CNAME ... -> addresses``) against the general path.
+"""The ingest fast paths against the general path: answers that only add new names
+(``q CNAME ... -> addresses``), and refreshes of chains the cache already holds.
 
 A cache with the fast path switched off is the reference: fed the same answers and clock
 moves, both must return the same events in the same order, hand subscribers the same batches
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from fqdnpolicy.dns import DNSCache, DNSChange
 from fqdnpolicy.dns.wire import Extracted, Record
+from fqdnpolicy.domains import parse_domain_pattern
 from tests.dns.helpers import AAAA, CNAME, A, FakeClock, answer
 
 NAMES = [f"n{i}.example" for i in range(8)]
@@ -23,18 +25,18 @@ IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "2001:db8::1"]
 TTLS = [1, 3, 30, 30, 30, 30, 0, -1, 2**31]
 
 
-def watched(cache: DNSCache) -> list[int]:
-    """Wrap the cache's fast path; the returned list counts the answers it took."""
+def watched(cache: DNSCache, path: str = "_ingest_new") -> list[int]:
+    """Wrap one of the cache's fast paths; the returned list counts the answers it took."""
     taken = [0]
-    inner = cache._ingest_new
+    inner: Callable[..., list[DNSChange] | None] = getattr(cache, path)
 
     def counting(*args: object) -> list[DNSChange] | None:
-        result = inner(*args)  # type: ignore[arg-type]
+        result = inner(*args)
         if result is not None:
             taken[0] += 1
         return result
 
-    cache._ingest_new = counting  # type: ignore[method-assign,assignment]
+    setattr(cache, path, counting)
     return taken
 
 
@@ -52,7 +54,10 @@ def assert_same_state(fast: DNSCache, slow: DNSCache) -> None:
     assert fast.next_expiry() == slow.next_expiry()
     assert fast.names() == slow.names()
     assert fast.stats == slow.stats
-    for name in NAMES:
+    # Private, but they decide later expiry order and keep-alive bounds.
+    assert fast._sched == slow._sched
+    assert fast._zombies == slow._zombies
+    for name in NAMES + sorted(fast.names()):
         assert fast.expiries(name) == slow.expiries(name)
 
 
@@ -243,4 +248,352 @@ def test_a_repeated_address_is_scheduled_at_its_first_sighting_as_on_the_general
     assert taken[0] == 1
     clock.advance(3)
     assert [c.name for c in fast.expire()] == [c.name for c in slow.expire()]
+    assert_same_state(fast, slow)
+
+
+# ------------------------------------------------------------------------------------------
+# Refreshes: answers whose links the cache already holds
+# ------------------------------------------------------------------------------------------
+
+IP1, IP2, IP3, IP6 = "10.0.0.1", "10.0.0.2", "10.0.0.3", "2001:db8::1"
+
+# Answers a resolver gives again and again: (question, CNAME targets in order, addresses).
+# They share names on purpose: n3 points into n0's chain beside n1, n4 sits above n0, n7 is
+# both the end of n6's chain and a question of its own, n5 holds one address (stored
+# compactly), and names n0..n7 are also those of the random new-name answers.
+ZONE = [
+    ("n0.example", ["n1.example", "n2.example"], [IP1, IP2, IP3]),
+    ("n3.example", ["n2.example"], [IP1, IP2, IP3]),
+    ("n4.example", ["n0.example", "n1.example", "n2.example"], [IP1, IP2, IP3]),
+    ("n5.example", [], [IP1]),
+    ("n6.example", ["n7.example"], [IP6]),
+    ("n7.example", [], [IP6]),
+    ("n2.example", [], [IP1, IP2, IP3]),
+]
+CNAME_TTL, ADDRESS_TTL = 30, 10
+
+
+@attrs.frozen
+class Send:
+    """Send ZONE[entry] again, as a caching resolver would at the clock's now.
+
+    mode: "countdown" (TTL = what the resolver has left; it reloads when that reaches 0),
+    "reset" (the resolver just reloaded) or "jitter" (countdown off by one second, as
+    resolvers round). ``keep`` picks which addresses the answer lists (at least one), and a
+    non-zero ``repeat`` lists the first one once more, with that many seconds more TTL.
+    """
+
+    entry: int
+    mode: str
+    keep: tuple[bool, ...]
+    repeat: int
+
+
+class Resolver:
+    """The TTLs a caching resolver hands out for ZONE: counting down from when it loaded."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[int, float] = {}
+
+    def answer(self, send: Send, now: float) -> Extracted:
+        qname, targets, ips = ZONE[send.entry]
+        if send.mode == "reset" or send.entry not in self.loaded:
+            self.loaded[send.entry] = now
+        age = int(now - self.loaded[send.entry])
+        if age >= ADDRESS_TTL:
+            self.loaded[send.entry], age = now, 0
+        shift = 1 if send.mode == "jitter" else 0
+        chain = [qname, *targets]
+        records = [
+            (chain[k], CNAME, CNAME_TTL - age + shift, chain[k + 1]) for k in range(len(targets))
+        ]
+        listed = [ip for ip, keep in zip(ips, send.keep, strict=False) if keep] or ips[:1]
+        records += [(chain[-1], AAAA if ":" in ip else A, ADDRESS_TTL - age, ip) for ip in listed]
+        if send.repeat:
+            ip, ttl = listed[0], ADDRESS_TTL - age + send.repeat
+            records.append((chain[-1], AAAA if ":" in ip else A, ttl, ip))
+        return answer(qname, *records)
+
+
+sends = st.builds(
+    Send,
+    entry=st.sampled_from([0, 0, 0, 1, 2, 3, 3, 4, 5, 6]),  # repeats are the point
+    mode=st.sampled_from(["countdown", "countdown", "reset", "jitter"]),
+    keep=st.sampled_from([(True, True, True)] * 4 + [(True, False, True), (False, True, False)]),
+    repeat=st.sampled_from([0, 0, 0, 1, -1]),
+)
+
+
+@st.composite
+def refresh_steps(draw: st.DrawFn) -> list[Send | Extracted | float | str]:
+    """Mostly zone answers again, between clock moves, new names and keep-alives."""
+    steps: list[Send | Extracted | float | str] = []
+    for _ in range(draw(st.integers(8, 40))):
+        kind = draw(st.sampled_from(["send"] * 6 + ["new", "tick", "wait", "keep"]))
+        if kind == "send":
+            steps.append(draw(sends))
+        elif kind == "new":  # new names, and links that turn a zone name into a general case
+            steps.append(draw(fresh_chains()))
+        elif kind == "tick":  # the clock moves a little (TTLs count down), then expire
+            steps.append(draw(st.sampled_from([0.0, 0.25, 0.5, 1.0])))
+        elif kind == "wait":
+            steps.append(draw(st.sampled_from([3.0, 9.5, 40.0])))
+        else:  # connections to an address are still seen
+            steps.append("keep " + draw(st.sampled_from([IP1, IP6])))
+    return steps
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    script=refresh_steps(),
+    # The simplest values (which hypothesis favours) are those that let the zone fit.
+    max_ips=st.sampled_from([4, 3, 1]),
+    max_names=st.sampled_from([12, 3]),
+    depth=st.sampled_from([4, 3, 2, 1]),
+    min_ttl=st.integers(0, 3),
+    max_ttl=st.sampled_from([5, 20, 60]),
+    extra_ttl=st.integers(0, 1),
+    grace_period=st.sampled_from([0, 0.5, 2]),
+    report_refresh=st.booleans(),
+    max_age=st.sampled_from([8, 2]),
+    max_kept=st.sampled_from([10, 1]),
+)
+def test_refresh_fast_path_gives_the_general_paths_events_and_state(
+    script: list[Send | Extracted | float | str],
+    max_ips: int,
+    max_names: int,
+    depth: int,
+    min_ttl: int,
+    max_ttl: int,
+    extra_ttl: int,
+    grace_period: float,
+    report_refresh: bool,
+    max_age: int,
+    max_kept: int,
+) -> None:
+    fast, slow, clock = pair(
+        max_ips_per_name=max_ips,
+        max_names=max_names,
+        max_chain_depth=depth,
+        min_ttl=min_ttl,
+        max_ttl=max_ttl,
+        extra_ttl=extra_ttl,
+        grace_period=grace_period,
+        report_refresh=report_refresh,
+        keep_alive_period=5,
+        keep_alive_max_age=max_age,
+        max_kept=max_kept,
+    )
+    batches: tuple[list[list[DNSChange]], list[list[DNSChange]]] = ([], [])
+    fast.subscribe(batches[0].append)
+    slow.subscribe(batches[1].append)
+    taken = watched(fast, "_ingest_refresh")
+    resolver = Resolver()
+    for step in script:
+        if isinstance(step, float):
+            clock.advance(step)
+            assert fast.expire() == slow.expire()
+        elif isinstance(step, str):
+            fast.keep_alive(step.split()[1])
+            slow.keep_alive(step.split()[1])
+        else:
+            ex = resolver.answer(step, clock()) if isinstance(step, Send) else step
+            assert fast.ingest(ex) == slow.ingest(ex)
+        assert batches[0] == batches[1]
+        assert_same_state(fast, slow)
+    event(f"refresh fast path taken: {min(taken[0], 5)}+")
+
+
+def known(cache: DNSCache, *entries: int) -> None:
+    """Teach ``cache`` the zone entries (reset TTLs) at the clock's now."""
+    resolver = Resolver()
+    for entry in entries:
+        cache.ingest(resolver.answer(Send(entry, "reset", (True, True, True), 0), cache.clock()))
+
+
+@pytest.mark.parametrize("report_refresh", [False, True], ids=["quiet", "report_refresh"])
+@pytest.mark.parametrize("mode", ["countdown", "reset", "jitter"])
+def test_typical_refreshes_take_the_refresh_fast_path(mode: str, report_refresh: bool) -> None:
+    fast, slow, clock = pair(report_refresh=report_refresh)
+    for cache in (fast, slow):
+        known(cache, *range(len(ZONE)))
+    taken = watched(fast, "_ingest_refresh")
+    resolver = Resolver()
+    sent = 0
+    for step in range(40):
+        clock.advance(0.75)
+        ex = resolver.answer(Send(step % len(ZONE), mode, (True, True, True), 0), clock())
+        assert fast.ingest(ex) == slow.ingest(ex)
+        sent += 1
+        assert_same_state(fast, slow)
+    assert taken[0] == sent
+    assert fast.stats.answers == slow.stats.answers == sent + len(ZONE)
+
+
+def test_refresh_of_some_of_the_addresses_takes_the_fast_path_and_leaves_the_rest() -> None:
+    fast, slow, clock = pair(report_refresh=True)
+    for cache in (fast, slow):
+        known(cache, 0)
+    taken = watched(fast, "_ingest_refresh")
+    clock.advance(4)
+    partial = Resolver().answer(Send(0, "reset", (False, True, False), 0), clock())
+    changes = fast.ingest(partial)
+    assert changes == slow.ingest(partial)
+    assert taken[0] == 1
+    assert {(c.name, c.ip) for c in changes} == {(n, IP2) for n in ZONE[0][1] + ["n0.example"]}
+    assert fast.expiries("n0.example") == {IP1: 110.0, IP2: 114.0, IP3: 110.0}
+    assert_same_state(fast, slow)
+
+
+@pytest.mark.parametrize("entry", [0, 3], ids=["addresses in a dict", "one address"])
+@pytest.mark.parametrize("repeat", [1, -1], ids=["repeat later", "repeat earlier"])
+def test_refresh_repeating_an_address_keeps_its_latest_deadline(entry: int, repeat: int) -> None:
+    fast, slow, clock = pair(report_refresh=True)
+    for cache in (fast, slow):
+        known(cache, entry)
+    taken = watched(fast, "_ingest_refresh")
+    clock.advance(2)
+    again = Resolver().answer(Send(entry, "reset", (True, True, True), repeat), clock())
+    assert fast.ingest(again) == slow.ingest(again)
+    assert taken[0] == 1
+    assert fast.expiries(ZONE[entry][0])[IP1] == clock() + ADDRESS_TTL + max(repeat, 0)
+    assert_same_state(fast, slow)
+
+
+def test_refreshing_a_kept_alive_address_makes_it_an_ordinary_link_again() -> None:
+    fast, slow, clock = pair(keep_alive_period=3, max_kept=1)
+    for cache in (fast, slow):
+        known(cache, 3)
+        clock.advance(ADDRESS_TTL)
+        cache.keep_alive(IP1)
+        clock.advance(-ADDRESS_TTL)
+    clock.advance(ADDRESS_TTL)
+    assert fast.expire() == slow.expire() == []
+    assert fast._zombies == slow._zombies != {}
+    taken = watched(fast, "_ingest_refresh")
+    clock.advance(1)
+    again = Resolver().answer(Send(3, "reset", (True, True, True), 0), clock())
+    assert fast.ingest(again) == slow.ingest(again)
+    assert taken[0] == 1
+    assert fast._zombies == slow._zombies == {}
+    assert_same_state(fast, slow)
+
+
+def test_refresh_rebuilds_the_name_index_when_the_general_path_would() -> None:
+    fast, slow, clock = pair()
+    for cache in (fast, slow):
+        known(cache, 0)
+        assert cache.names_matching(parse_domain_pattern("*.example")) == {
+            "n0.example",
+            "n1.example",
+            "n2.example",
+        }
+        cache._index_removed = 2000  # as after many names expired since the index was built
+    taken = watched(fast, "_ingest_refresh")
+    clock.advance(1)
+    again = Resolver().answer(Send(0, "reset", (True, True, True), 0), clock())
+    assert fast.ingest(again) == slow.ingest(again)
+    assert taken[0] == 1
+    assert fast._index_built is slow._index_built is False
+    assert_same_state(fast, slow)
+
+
+TAIL = ("n2.example", A, 10)
+REFRESH_FALLBACKS = {
+    "a new address": [
+        ("n0.example", CNAME, 30, "n1.example"),
+        ("n1.example", CNAME, 30, "n2.example"),
+        (*TAIL, IP1),
+        (*TAIL, "10.0.0.9"),
+    ],
+    "another CNAME target": [("n0.example", CNAME, 30, "n2.example"), (*TAIL, IP1)],
+    "a chain member left out": [("n0.example", CNAME, 30, "n1.example"), (*TAIL, IP1)],
+    "addresses of a chain member": [
+        ("n0.example", CNAME, 30, "n1.example"),
+        ("n1.example", A, 10, IP1),
+    ],
+    "no address": [
+        ("n0.example", CNAME, 30, "n1.example"),
+        ("n1.example", CNAME, 30, "n2.example"),
+    ],
+    "address before CNAME": [
+        (*TAIL, IP1),
+        ("n0.example", CNAME, 30, "n1.example"),
+        ("n1.example", CNAME, 30, "n2.example"),
+    ],
+    "a sinkhole address": [
+        ("n0.example", CNAME, 30, "n1.example"),
+        ("n1.example", CNAME, 30, "n2.example"),
+        (*TAIL, "0.0.0.0"),
+    ],
+    "an out-of-chain record": [
+        ("n0.example", CNAME, 30, "n1.example"),
+        ("n1.example", CNAME, 30, "n2.example"),
+        (*TAIL, IP1),
+        ("n5.example", A, 10, IP1),
+    ],
+    "an unsupported record": [
+        ("n0.example", CNAME, 30, "n1.example"),
+        ("n1.example", CNAME, 30, "n2.example"),
+        ("n2.example", 16, 10, "text"),
+    ],
+    "a zero lifetime": [
+        ("n0.example", CNAME, 0, "n1.example"),
+        ("n1.example", CNAME, 30, "n2.example"),
+        (*TAIL, IP1),
+    ],
+}
+
+
+@pytest.mark.parametrize("records", REFRESH_FALLBACKS.values(), ids=REFRESH_FALLBACKS.keys())
+def test_answers_that_differ_from_the_held_links_take_the_general_path(
+    records: list[tuple[str, int, int, str]],
+) -> None:
+    fast, slow, clock = pair(min_ttl=0, report_refresh=True)
+    for cache in (fast, slow):
+        known(cache, 0)
+    taken = watched(fast, "_ingest_refresh")
+    clock.advance(1)
+    assert fast.ingest(answer("n0.example", *records)) == slow.ingest(
+        answer("n0.example", *records)
+    )
+    assert taken[0] == 0
+    assert_same_state(fast, slow)
+
+
+@pytest.mark.parametrize(
+    "prepare",
+    [
+        lambda c: c.ingest(answer("n1.example", ("n1.example", CNAME, 30, "n5.example"))),
+        lambda c: c.ingest(answer("n1.example", ("n1.example", A, 30, IP1))),
+        lambda c: c.ingest(answer("n2.example", ("n2.example", CNAME, 30, "n5.example"))),
+    ],
+    ids=["a second CNAME held", "addresses held by a chain member", "a CNAME held by the end"],
+)
+def test_refreshes_of_chains_holding_more_links_take_the_general_path(
+    prepare: Callable[[DNSCache], None],
+) -> None:
+    fast, slow, clock = pair(report_refresh=True)
+    for cache in (fast, slow):
+        known(cache, 0)
+        prepare(cache)
+    taken = watched(fast, "_ingest_refresh")
+    clock.advance(1)
+    again = Resolver().answer(Send(0, "reset", (True, True, True), 0), clock())
+    assert fast.ingest(again) == slow.ingest(again)
+    assert taken[0] == 0
+    assert_same_state(fast, slow)
+
+
+def test_refresh_of_a_chain_longer_than_the_depth_limit_takes_the_general_path() -> None:
+    fast, slow, clock = pair(max_chain_depth=2)
+    for cache in (fast, slow):
+        known(cache, 0)
+    taken = watched(fast, "_ingest_refresh")
+    for _ in range(2):  # the first teaches n4 (new name), the second would be a refresh
+        clock.advance(1)
+        again = Resolver().answer(Send(2, "reset", (True, True, True), 0), clock())
+        assert fast.ingest(again) == slow.ingest(again)
+    assert taken[0] == 0
+    assert fast.stats.chain_too_deep == 2
     assert_same_state(fast, slow)

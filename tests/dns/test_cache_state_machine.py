@@ -1,6 +1,7 @@
 """The cache against a from-scratch reference model, through random sequences of operations.
 
-Steps: answers (typical ones, of the ingest fast path's shape, and ones with chains, loops,
+Steps: answers (typical ones, of the ingest fast path's shape, the same again with new TTLs
+and maybe fewer addresses, as the refresh fast path takes them, and ones with chains, loops,
 branches, out-of-chain records, zero addresses, odd TTLs, wrong rcodes), clock moves, expiry,
 save + load into a fresh cache (a restart) and load into the same cache. After every step the
 cache's effective mapping, its ``ips()``, its next expiry, ``names_matching`` and the mapping
@@ -13,9 +14,9 @@ import os
 import tempfile
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from fqdnpolicy.dns import DNSCache, DNSChange
 from fqdnpolicy.dns.wire import Extracted, Record
@@ -92,6 +93,7 @@ class CacheMatchesReference(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="dnscache-sm-")
         self.path = os.path.join(self.dir, "cache.jsonl")
+        self.sent: list[Extracted] = []  # typical answers, for refreshes
 
     @initialize(
         min_ttl=st.integers(0, 3),
@@ -137,6 +139,15 @@ class CacheMatchesReference(RuleBasedStateMachine):
         )
         self.seen: dict[tuple[str, str], float] = {}
         cache.subscribe(self.apply)
+        self.refreshes = [0]
+        inner = cache._ingest_refresh
+
+        def counting(*args: Any) -> list[DNSChange] | None:
+            result = inner(*args)
+            self.refreshes[0] += result is not None
+            return result
+
+        cache._ingest_refresh = counting  # type: ignore[method-assign,assignment]
         return cache
 
     def apply(self, batch: list[DNSChange]) -> None:
@@ -157,7 +168,25 @@ class CacheMatchesReference(RuleBasedStateMachine):
 
     @rule(ex=typical_answers())
     def ingest_typical(self, ex: Extracted) -> None:
+        self.sent.append(ex)
         self.ingest(ex)
+
+    @precondition(lambda self: bool(self.sent))
+    @rule(data=st.data())
+    def refresh_typical(self, data: st.DataObject) -> None:
+        """A typical answer again, as resolvers repeat them: new TTLs, maybe fewer addresses."""
+        ex = data.draw(st.sampled_from(self.sent))
+        addresses = [r for r in ex.records if r.rtype != 5]
+        kept = data.draw(st.lists(st.sampled_from(addresses), min_size=1, unique=True))
+        # Mostly TTLs that give a lifetime (a resolver counting down or reloading), some not.
+        refresh_ttls = st.sampled_from([30, 9, 5, 2, 1, 0, 2**32 - 1])
+        ttls = {key: data.draw(refresh_ttls) for key in {(r.name, r.rtype) for r in ex.records}}
+        records = [
+            r._replace(ttl=ttls[r.name, r.rtype]) for r in ex.records if r.rtype == 5 or r in kept
+        ]
+        before = self.refreshes[0]
+        self.ingest(ex._replace(records=tuple(records)))
+        event(f"refresh fast path taken: {self.refreshes[0] > before}")
 
     @rule(seconds=st.integers(0, 30))
     def advance(self, seconds: int) -> None:
