@@ -943,7 +943,7 @@ class DNSCache:
             latest = tail_links[0]
         else:
             tail_map = tail_links
-            latest = max(tail_links.values())
+            latest = max(tail_links.values(), default=math.inf) if chain else math.inf
         keep = refresh or shared
         fresh: dict[str, tuple[Mapping[str, float], Mapping[str, float]]] = {}
         changed = bool(later)
