@@ -870,6 +870,7 @@ class PolicyEngine:
     def upsert_endpoint(self, endpoint: Endpoint) -> None:
         """Add an endpoint or replace the one with the same namespace and name."""
         with self._lock:
+            self._check_addresses(endpoint)  # before anything changes: refused, nothing done
             if endpoint.key in self._endpoints:
                 self._drop_endpoint_state(endpoint.key)
             self._add_endpoint_state(endpoint)
@@ -1628,7 +1629,7 @@ class PolicyEngine:
             service_account_labels=account.labels if account is not None else {},
         )
 
-    def _add_endpoint_state(self, endpoint: Endpoint) -> None:
+    def _check_addresses(self, endpoint: Endpoint) -> None:
         key = endpoint.key
         for ip in endpoint.ips:
             owner = self._owners.get(ip)
@@ -1636,6 +1637,10 @@ class PolicyEngine:
                 raise InvalidPolicy(
                     Problem(f"IP {ip} belongs to both {owner} and {key}", resource=key)
                 )
+
+    def _add_endpoint_state(self, endpoint: Endpoint) -> None:
+        key = endpoint.key
+        self._check_addresses(endpoint)
         if endpoint.namespace not in self._namespaces:
             self._namespaces[endpoint.namespace] = Namespace(endpoint.namespace)
         subject = self._subject_of(endpoint)

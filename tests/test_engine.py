@@ -320,6 +320,17 @@ def test_selector_set_members_expire_only_where_dns_alone_leads(
     assert state.members == engine.members(selector_set.set_id)
 
 
+def test_an_endpoint_update_taking_another_endpoints_address_is_refused_and_changes_nothing(
+    engine: PolicyEngine,
+) -> None:
+    before = engine.verdict("default/backend", "default/db", "TCP", 5432)
+    moved = Endpoint("backend", "default", {"app": "backend"}, ips=["10.0.0.2"])  # db's IP
+    with pytest.raises(fqdnpolicy.InvalidPolicy, match="belongs to both"):
+        engine.upsert_endpoint(moved)
+    assert "default/backend" in {ep.key for ep in engine.endpoints()}
+    assert engine.verdict("default/backend", "default/db", "TCP", 5432) == before
+
+
 def test_endpoint_label_change_moves_its_ip_between_selector_sets(
     engine: PolicyEngine,
 ) -> None:
