@@ -1021,14 +1021,10 @@ class PolicyEngine:
         owner = self._owners.get(dst_ip)
         if owner is not None:
             return self._both(src_state, src_ip, self._endpoints[owner], dst_ip, flow, None)
-        # Most destinations: the sender's egress policy alone decides (_memoised, inlined).
+        # Most destinations: the sender's egress policy alone decides.
         program = src_state.egress
         assert program is not None
-        key = (program, membership & program.refs if membership else EMPTY, flow)
-        found = self._memo.get(key)
-        if found is None:
-            found = self._memoised(program, "egress", membership, None, flow)
-        return found
+        return self._memoised(program, "egress", membership, None, flow)
 
     def _both(
         self,

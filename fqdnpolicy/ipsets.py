@@ -143,18 +143,6 @@ class AddressIndex:
             return b
         return self._intern(a | b)
 
-    def members_by_set(self) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
-        """Return (hosts by set id, prefixes by set id) in one pass over every member."""
-        hosts: dict[int, list[str]] = {}
-        for host, counts in self._host_sets.items():
-            for set_id in _ids(counts):
-                hosts.setdefault(set_id, []).append(host)
-        prefixes: dict[int, list[str]] = {}
-        for prefix, counts in self._prefix_sets.items():
-            for set_id in counts:
-                prefixes.setdefault(set_id, []).append(prefix)
-        return hosts, prefixes
-
     def host_members(self, set_id: int) -> set[str]:
         """Return the host members of a set (slow: scans; for tests and full renders)."""
         return {host for host, ids in self._host_sets.items() if set_id in _ids(ids)}
