@@ -86,6 +86,71 @@ def test_records_of_one_owner_and_type_are_grouped_at_their_first_place_with_the
     )
 
 
+NS, SOA = 2, 6
+_SOA_RDATA = b"\x02ns\x00\x01h\x00" + struct.pack("!IIIII", 1, 2, 3, 4, 5)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # (owner, type, value, ttl); the owner of the first record is the question
+        [("q", CNAME, "t", 300), ("t", A, "1", 60), ("t", A, "2", 60), ("t", A, "3", 60)],
+        [("q", A, "1", 60), ("q", AAAA, "1", 60)],  # one owner, two RRsets side by side
+        [("q", A, "1", 60), ("q", A, "2", 30)],  # a later record lowers the RRset's TTL
+        [("q", A, "1", 30), ("q", A, "2", 60)],
+        [("q", A, "1", 60), ("q", A, "2", 60), ("q", A, "1", 60)],  # a value again
+        [("q", A, "1", 60), ("q", A, "1", 60)],
+        [("q", A, "1", 60), ("t", A, "2", 60), ("q", A, "3", 60)],  # an RRset split
+        [("q", CNAME, "t", 60), ("q", A, "1", 60), ("q", CNAME, "u", 30)],
+        [("q", CNAME, "t", 60), ("q", CNAME, "u", 90)],  # a second CNAME replaces the first
+        [("q", CNAME, "t", 60), ("q", CNAME, "u", 60)],
+        [("q", CNAME, "t", 60), ("q", CNAME, "t", 60)],
+        [("q", NS, "t", 60), ("q", A, "1", 60), ("q", A, "2", 60)],  # NS among the answers
+        [("q", A, "1", 60), ("q", SOA, "", 60), ("q", A, "2", 50)],  # SOA among the answers
+        [("q", A, "1", 60), ("x", A, "1", 60)],  # one address for two owners
+    ],
+    ids=[
+        "typical",
+        "two types",
+        "ttl lowered",
+        "ttl higher later",
+        "value repeated",
+        "value twice in a row",
+        "rrset split",
+        "cname split",
+        "second cname",
+        "second cname, same ttl",
+        "cname twice",
+        "ns in answer",
+        "soa in answer",
+        "address shared",
+    ],
+)
+def test_answer_records_come_out_as_dnspython_groups_them_however_they_arrive(
+    answer: list[tuple[str, int, str, int]],
+) -> None:
+    # The fast path keeps records as they come while each RRset's are adjacent, share a TTL
+    # and repeat no value, and regroups otherwise: both must give dnspython's RRsets, and so
+    # must a remembered layout for a repeat of the message with other TTLs.
+    def message(ttl_delta: int) -> bytes:
+        w = Wire().header(0x8180, 1, len(answer), 0, 0).question(labels_of("q.example"))
+        for owner, rtype, value, ttl in answer:
+            labels = labels_of(f"{owner}.example")
+            if rtype in (CNAME, NS):
+                w.rr_name(labels, rtype, labels_of(f"{value}.example"), ttl + ttl_delta)
+            elif rtype == SOA:
+                w.rr(labels, rtype, _SOA_RDATA, ttl + ttl_delta)
+            else:
+                rdata = bytes([10, 0, 0, int(value)]) if rtype == A else bytes(15) + b"\1"
+                w.rr(labels, rtype, rdata, ttl + ttl_delta)
+        return w.bytes()
+
+    wire._TEMPLATES.clear()  # the cases share their keys (header and question)
+    for _ in range(3):  # seen once, then its layout is remembered, then used
+        fast_and_full(message(0))
+    fast_and_full(message(7))
+
+
 def test_ttl_above_2_to_the_31_minus_1_reads_as_zero() -> None:
     owner = labels_of("a.example")
     for ttl, expected in ((2**31 - 1, 2**31 - 1), (2**31, 0), (2**32 - 1, 0)):
