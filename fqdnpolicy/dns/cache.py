@@ -712,10 +712,8 @@ class DNSCache:
         chain = [qname]
         link_deadlines: list[float] = []
         tail = qname
-        count = len(records)
-        i = 0
-        while i < count:
-            owner, rtype, ttl, value = records[i]
+        i = 0  # records before the addresses
+        for owner, rtype, ttl, value in records:
             if rtype != RTYPE_CNAME:
                 break
             if owner != tail or value in sched or value in parents or value in chain:
@@ -730,9 +728,10 @@ class DNSCache:
             chain.append(value)
             tail = value
             i += 1
-        if i == count or i > self.max_chain_depth or len(sched) + len(chain) > self.max_names:
+        if i == len(records) or i > self.max_chain_depth or len(sched) + i + 1 > self.max_names:
             return None
         tail_links: dict[str, float] = {}
+        setdefault = tail_links.setdefault
         intern = sys.intern
         last_ttl: int | None = None
         deadline = now
@@ -740,8 +739,7 @@ class DNSCache:
         # only extends it (leaving that key as the name's lower bound), so the heap key is
         # the earliest first-appearance deadline, not the earliest final one.
         first = math.inf
-        while i < count:
-            owner, rtype, ttl, value = records[i]
+        for owner, rtype, ttl, value in records[i:] if i else records:
             if owner != tail or (rtype != RTYPE_A and rtype != RTYPE_AAAA):
                 return None
             if value in _ZERO_ADDRESSES:
@@ -755,19 +753,20 @@ class DNSCache:
                 if deadline <= now:
                     return None
                 last_ttl = ttl
-            previous = tail_links.get(value)
-            if previous is None:
-                tail_links[intern(value)] = deadline
+            # One lookup: ``deadline`` itself comes back for a new address (or a repeat
+            # holding this very float, for which nothing changes either way).
+            previous = setdefault(intern(value), deadline)
+            if previous is deadline:
                 if deadline < first:
                     first = deadline
             elif deadline > previous:
                 tail_links[value] = deadline  # a repeated address keeps its first place
-            i += 1
         if len(tail_links) > self.max_ips_per_name:
             return None
 
         # Accepted: from here on every step is the general path's outcome for this shape.
         heap = self._heap
+        heappush = heapq.heappush
         entry: _HeapEntry
         if len(tail_links) == 1:
             ((ip, last),) = tail_links.items()
@@ -778,36 +777,41 @@ class DNSCache:
             self._addrs[tail] = tail_links
             entry = (first, tail)
         sched[tail] = first
-        heapq.heappush(heap, entry)
+        heappush(heap, entry)
         self._structure += 1
-        if self._index_built:
-            self._pending.extend(chain)
         changes: list[DNSChange] = []
-        if link_deadlines:
+        append = changes.append
+        if i:
             cnames_of, eff_of = self._cnames, self._eff
             # A chain name's pairs live while its weakest link to the tail does.
-            widths = link_deadlines[:]
-            for j in range(len(widths) - 2, -1, -1):
-                if widths[j + 1] < widths[j]:
-                    widths[j] = widths[j + 1]
+            widths = link_deadlines
+            if i > 1:
+                widths = link_deadlines[:]
+                for j in range(i - 2, -1, -1):
+                    if widths[j + 1] < widths[j]:
+                        widths[j] = widths[j + 1]
             # Question first, as the general path touches the names (and orders the events).
             for j, width in enumerate(widths):
                 name, target, deadline = chain[j], chain[j + 1], link_deadlines[j]
                 cnames_of[name] = {target: deadline}
                 parents[target] = name
                 sched[name] = deadline
-                heapq.heappush(heap, (deadline, name))
+                heappush(heap, (deadline, name))
                 eff = {}
                 for ip, d in tail_links.items():
                     if width < d:
                         d = width
                     eff[ip] = d
-                    changes.append(_new_tuple(DNSChange, (name, ip, True, d)))
+                    append(_new_tuple(DNSChange, (name, ip, True, d)))
                 eff_of[name] = eff
         for ip, deadline in tail_links.items():
-            changes.append(_new_tuple(DNSChange, (tail, ip, True, deadline)))
-        if len(self._pending) + self._index_removed > len(sched) + 1024:
-            self._rebuild_index()
+            append(_new_tuple(DNSChange, (tail, ip, True, deadline)))
+        if self._index_built:
+            # Only a built index has pending names (and every operation ends with this check,
+            # so without one it cannot have become due here, where names are only added).
+            self._pending.extend(chain)
+            if len(self._pending) + self._index_removed > len(sched) + 1024:
+                self._rebuild_index()
         for callback in self._subscribers:
             callback(changes)
         return changes
