@@ -108,6 +108,8 @@ _SOA_RDATA = b"\x02ns\x00\x01h\x00" + struct.pack("!IIIII", 1, 2, 3, 4, 5)
         [("q", NS, "t", 60), ("q", A, "1", 60), ("q", A, "2", 60)],  # NS among the answers
         [("q", A, "1", 60), ("q", SOA, "", 60), ("q", A, "2", 50)],  # SOA among the answers
         [("q", A, "1", 60), ("x", A, "1", 60)],  # one address for two owners
+        [("q", AAAA, "1", 60), ("q", AAAA, "2", 60), ("q", AAAA, "3", 60)],
+        [("q", AAAA, "1", 60), ("q", AAAA, "2", 60), ("q", AAAA, "1", 60)],
     ],
     ids=[
         "typical",
@@ -124,6 +126,8 @@ _SOA_RDATA = b"\x02ns\x00\x01h\x00" + struct.pack("!IIIII", 1, 2, 3, 4, 5)
         "ns in answer",
         "soa in answer",
         "address shared",
+        "aaaa rrset",
+        "aaaa repeated",
     ],
 )
 def test_answer_records_come_out_as_dnspython_groups_them_however_they_arrive(
@@ -141,7 +145,7 @@ def test_answer_records_come_out_as_dnspython_groups_them_however_they_arrive(
             elif rtype == SOA:
                 w.rr(labels, rtype, _SOA_RDATA, ttl + ttl_delta)
             else:
-                rdata = bytes([10, 0, 0, int(value)]) if rtype == A else bytes(15) + b"\1"
+                rdata = bytes([10, 0, 0, int(value)] if rtype == A else [0] * 15 + [int(value)])
                 w.rr(labels, rtype, rdata, ttl + ttl_delta)
         return w.bytes()
 
@@ -149,6 +153,17 @@ def test_answer_records_come_out_as_dnspython_groups_them_however_they_arrive(
     for _ in range(3):  # seen once, then its layout is remembered, then used
         fast_and_full(message(0))
     fast_and_full(message(7))
+
+
+def test_an_address_record_like_the_last_answer_but_in_the_next_section_is_not_an_answer() -> None:
+    owner = labels_of("q.example")
+    for an, ns, ar in ((1, 1, 0), (1, 0, 1), (2, 1, 0)):
+        w = Wire().header(0x8180, 1, an, ns, ar).question(owner)
+        for k in range(an + ns + ar):
+            w.rr(owner, A, bytes([10, 0, 0, k + 1]), ttl=60)
+        assert [r.value for r in fast_and_full(w.bytes()).records] == [
+            f"10.0.0.{k + 1}" for k in range(an)
+        ]
 
 
 def test_ttl_above_2_to_the_31_minus_1_reads_as_zero() -> None:
