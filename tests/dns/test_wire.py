@@ -166,6 +166,62 @@ def test_an_address_record_like_the_last_answer_but_in_the_next_section_is_not_a
         ]
 
 
+@pytest.mark.parametrize(
+    ("question", "target"),
+    [
+        ([b"a\x00b", b"example"], [b"t", b"example"]),  # the first zero byte is in a label
+        ([b"\x01x\x00"], [b"t\x00", b"\x00"]),  # zeros that look like name ends
+        ([b"q", b"example"], [b"\x03a\x00", b"x"]),
+        ([b"x" * 63] * 3 + [b"x" * 61], [b"t"]),  # 254 octets in all: the longest name
+        ([b"Q", b"Example"], [b"T" * 63, b"Example"]),
+    ],
+)
+def test_names_written_out_in_full_read_as_dnspython_reads_them(
+    question: list[bytes], target: list[bytes]
+) -> None:
+    # The fast path takes a name written out in full from its first zero byte (question) or
+    # its record's last byte (CNAME target) when the bytes before it split into labels.
+    data = (
+        Wire()
+        .header(0x8180, 1, 2, 0, 0)
+        .question(question)
+        .rr_name(question, CNAME, target, 300)
+        .rr(target, A, bytes([10, 0, 0, 1]), 60)
+        .bytes()
+    )
+    wire._RUN_TEXT.clear()
+    for _ in range(2):  # with the label runs remembered from the first read, then without
+        fast_and_full(data)
+
+
+def test_a_cname_target_followed_by_a_stray_zero_byte_is_rejected_by_both() -> None:
+    owner = labels_of("q.example")
+    data = (
+        Wire().header(0x8180, 1, 1, 0, 0).question(owner).rr(owner, CNAME, b"\x01a\x00\x00")
+    ).bytes()
+    assert reference(data) == REJECTED
+    with pytest.raises(MalformedDNSMessage):
+        extract_wire_fast(data)
+
+
+@pytest.mark.parametrize("octet", [0x40, 0x41, 0x7F])
+def test_a_label_type_octet_in_a_name_written_out_in_full_is_rejected_by_both(octet: int) -> None:
+    # 0x40-0x7F start an extended label (unknown to dnspython), not a label of that length,
+    # even where the octet's value would end the "label" exactly at a zero byte.
+    name = b"\x01x" + bytes([octet]) + b"a" * octet + b"\x00"
+    for data in (
+        Wire().header(0x8180, 1, 0, 0, 0).raw(name).u16(1).u16(1).bytes(),
+        Wire()
+        .header(0x8180, 1, 1, 0, 0)
+        .question(labels_of("q.example"))
+        .rr(labels_of("q.example"), CNAME, name)
+        .bytes(),
+    ):
+        assert reference(data) == REJECTED
+        with pytest.raises(MalformedDNSMessage):
+            extract_wire_fast(data)
+
+
 def test_ttl_above_2_to_the_31_minus_1_reads_as_zero() -> None:
     owner = labels_of("a.example")
     for ttl, expected in ((2**31 - 1, 2**31 - 1), (2**31, 0), (2**32 - 1, 0)):
