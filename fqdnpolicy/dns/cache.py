@@ -550,7 +550,12 @@ class DNSCache:
                 return []
             try:
                 if type(response) is bytes:
-                    extracted: Answer = wire.extract_wire(response)
+                    # The fast path without extract_wire's frame around it (0.2 us of ~11.5);
+                    # what it declines goes the whole way.
+                    try:
+                        extracted: Answer = wire._extract_fast(response)
+                    except wire._Unusual:
+                        extracted = wire.extract_wire(response)
                 elif isinstance(response, bytes | bytearray | memoryview):
                     extracted = wire.extract_wire(bytes(response))
                 else:

@@ -9,7 +9,7 @@ import pytest
 
 from fqdnpolicy.dns import DNSCache, DNSChange
 from fqdnpolicy.dns.cache import parse_server
-from fqdnpolicy.dns.wire import Extracted
+from fqdnpolicy.dns.wire import Extracted, extract_wire_fast
 from fqdnpolicy.domains import parse_domain_pattern
 from fqdnpolicy.errors import InvalidPolicy
 from tests.dns.helpers import AAAA, CNAME, A, FakeClock, answer, message
@@ -53,6 +53,20 @@ def test_chain_learned_from_a_message_object_and_from_wire_bytes_alike() -> None
     from_wire.observe(response.to_wire(), server=SERVER)
     assert from_message.mapping() == from_wire.mapping()
     assert from_wire.ips("www.example.com") == {"2001:db8::7"}
+
+
+def test_wire_bytes_the_fast_parser_declines_are_learned_through_dnspython() -> None:
+    response = message(
+        "www.example.com.",
+        ("www.example.com.", "MX", 60, "10 mail.example.com."),  # not read by the fast path
+        ("www.example.com.", "A", 60, "10.0.0.7"),
+    )
+    data = response.to_wire()
+    assert extract_wire_fast(data) is None
+    cache = make_cache()
+    cache.observe(data, server=SERVER)
+    assert cache.ips("www.example.com") == {"10.0.0.7"}
+    assert cache.stats.unsupported_record == 0  # the extraction keeps only A/AAAA/CNAME
 
 
 def test_chain_stored_in_reverse_order_is_learned_the_same() -> None:
