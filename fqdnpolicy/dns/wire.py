@@ -450,8 +450,11 @@ class _Template:
 # a flood of unique messages costs one dict entry each. Bounded: cleared when full, few
 # layouts per key (a server rotating its answers gives each order its own layout), and only
 # messages of at most 512 bytes (classic UDP size, nearly all answers) are remembered: at
-# most 8192 layouts of about 1.5 kB, 12 MB in the worst case.
-_TEMPLATES: dict[bytes, list[_Template]] = {}
+# most 8192 layouts of about 1.5 kB, 12 MB in the worst case. The mark is the empty tuple
+# (one shared object), not an empty list: a list per unique message is a new object for the
+# garbage collector to track, and a flood of unique messages made it run full collections
+# over the whole process (and the DNS cache) again and again. See _extract_fast.
+_TEMPLATES: dict[bytes, list[_Template] | tuple[()]] = {}
 _TEMPLATES_MAX = 2048
 _TEMPLATES_PER_KEY = 4
 _TEMPLATE_MAX_MESSAGE = 512
@@ -775,8 +778,10 @@ def _extract_fast(data: bytes) -> Extracted:
             # A key is first only marked (see _TEMPLATES): one dict entry per unique message.
             if len(_TEMPLATES) >= _TEMPLATES_MAX:
                 _TEMPLATES.clear()
-            _TEMPLATES[key] = []
+            _TEMPLATES[key] = ()
         else:
+            if not templates:
+                templates = _TEMPLATES[key] = []
             _remember(
                 data,
                 key,

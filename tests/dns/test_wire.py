@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import itertools
 import struct
@@ -463,6 +464,20 @@ def test_remembered_layouts_stay_bounded() -> None:
         fast_and_full(data)
     assert len(wire._TEMPLATES) <= wire._TEMPLATES_MAX
     assert all(len(t) <= wire._TEMPLATES_PER_KEY for t in wire._TEMPLATES.values())
+
+
+def test_a_unique_message_leaves_nothing_for_the_garbage_collector() -> None:
+    # Its key is only marked, with an object the collector does not track: a flood of unique
+    # messages must not make it scan the process again and again.
+    owner = labels_of("once.example")
+    data = Wire().header(0x8180, 1, 1, 0, 0).question(owner).rr(owner, A, b"\n\0\0\1").bytes()
+    key = data[2 : 12 + len(b"\x04once\x07example\x00") + 4]
+    assert key not in wire._TEMPLATES
+    assert extract_wire_fast(data) == reference(data)
+    assert not gc.is_tracked(wire._TEMPLATES[key])
+    assert extract_wire_fast(data) == reference(data)  # the second sighting remembers it
+    assert len(wire._TEMPLATES[key]) == 1
+    assert fast_and_full(data).records[0].value == "10.0.0.1"
 
 
 def test_messages_over_512_bytes_are_extracted_but_not_remembered() -> None:
