@@ -122,6 +122,8 @@ _OTHER_FAMILY: dict[int | None, int] = {1: 6, 58: 4}
 # Judged flows per generation of the flow table. Rotating frees the old generation inside
 # one verdict call (~30 ns per entry), so this bounds that call's delay as well as memory.
 _FLOW_LIMIT = 1 << 18
+# Distinct named port lists numbered before they are numbered afresh (_ports_id).
+_PORT_LISTS_LIMIT = 1 << 16
 _WITH_DOMAINS = " +allowedEgressDomains"
 # (protocol, port, source port, family, ICMP type, ICMP code)
 _Flow: TypeAlias = tuple[int, int | None, int | None, int, int | None, int | None]
@@ -435,6 +437,9 @@ class _EndpointState:
     ip4: str | None = None  # the endpoint's first address of each family
     ip6: str | None = None
     egress: _Program | None = None  # programs["egress"], one dict lookup less per verdict
+    # Its named ports, as a small id equal for equal port lists: all a peer-side named port
+    # rule sees of a peer endpoint, so verdict memo keys use it instead of the endpoint.
+    ports_id: int = 0
 
     def __attrs_post_init__(self) -> None:
         self.ip4 = next((ip for ip in self.endpoint.ips if ":" not in ip), None)
@@ -531,6 +536,9 @@ class PolicyEngine:
         # the build already saw).
         self._inbox: collections.deque[DNSChange] = collections.deque()
         self._unsubscribe = dns.subscribe(self._on_dns)
+        # Named port lists of endpoints -> small ids (_EndpointState.ports_id); pods of one
+        # workload share theirs.
+        self._port_lists: dict[tuple[object, ...], int] = {(): 0}
 
         # The build allocates millions of small objects and frees none: generational
         # collections would rescan the growing heap again and again for nothing.
@@ -1071,7 +1079,7 @@ class PolicyEngine:
         relevant = membership & program.refs if membership else EMPTY
         key: tuple[object, ...] = (program, relevant, flow)
         if program.peer_named and peer is not None:
-            key = (program, relevant, flow, peer.endpoint)
+            key = (program, relevant, flow, peer.ports_id)
         found = self._memo.get(key)
         if found is not None:
             return found
@@ -1641,6 +1649,7 @@ class PolicyEngine:
             self._namespaces[endpoint.namespace] = Namespace(endpoint.namespace)
         subject = self._subject_of(endpoint)
         state = _EndpointState(endpoint, subject, {"egress": set(), "ingress": set()}, {})
+        state.ports_id = self._ports_id(endpoint.named_ports)
         self._endpoints[key] = state
         self._endpoints_by_ns.setdefault(endpoint.namespace, set()).add(key)
         for ip in endpoint.ips:
@@ -1649,6 +1658,25 @@ class PolicyEngine:
             assert ipset.selector is not None
             if subject.matches(ipset.selector):
                 self._selector_add_endpoint(ipset, key)
+
+    def _ports_id(self, ports: tuple[object, ...]) -> int:
+        found = self._port_lists.get(ports)
+        if found is not None:
+            return found
+        if len(self._port_lists) >= _PORT_LISTS_LIMIT:
+            # Bounded under churn of distinct lists: number the live ones afresh. Memoised
+            # verdicts carry old numbers, so they go too.
+            self._port_lists = {(): 0}
+            self._memo.clear()
+            for state in self._endpoints.values():
+                state.ports_id = self._port_lists.setdefault(
+                    state.endpoint.named_ports, len(self._port_lists)
+                )
+            found = self._port_lists.get(ports)
+            if found is not None:
+                return found
+        found = self._port_lists[ports] = len(self._port_lists)
+        return found
 
     def _drop_endpoint_state(self, key: str) -> None:
         state = self._endpoints[key]

@@ -12,6 +12,7 @@ import dns.rrset
 import pytest
 
 import fqdnpolicy
+import fqdnpolicy.engine
 from fqdnpolicy.cluster import Cluster, Endpoint, NamedPort, Namespace
 from fqdnpolicy.datapath import Delta, EndpointChanged, IPSetChanged, MemberChanged
 from fqdnpolicy.dns import DNSCache
@@ -478,3 +479,43 @@ spec:
         Endpoint("backend", "default", {"app": "backend"}, ips=["10.0.0.1", "fd00::1"])
     )
     assert engine.verdict("default/backend", "198.51.100.10", "TCP", 443).allowed
+
+
+# -- named ports of destination endpoints ----------------------------------------------------
+
+
+def _database(name: str, ip: str, port: int) -> Endpoint:
+    return Endpoint(
+        name,
+        "default",
+        {"tier": "database"},
+        ips=[ip],
+        named_ports=[NamedPort("postgres", port)],
+    )
+
+
+def test_endpoints_with_different_named_ports_are_judged_apart(engine: PolicyEngine) -> None:
+    engine.upsert_endpoint(_database("db-a", "10.0.0.11", 5432))
+    engine.upsert_endpoint(_database("db-b", "10.0.0.12", 6432))
+    for _ in range(2):  # judged, then answered from what was judged
+        assert engine.verdict("default/backend", "10.0.0.11", "TCP", 5432).allowed
+        assert not engine.verdict("default/backend", "10.0.0.12", "TCP", 5432).allowed
+        assert engine.verdict("default/backend", "10.0.0.12", "TCP", 6432).allowed
+    # Moving db-b's port changes its verdicts and nobody else's.
+    engine.upsert_endpoint(_database("db-b", "10.0.0.12", 5432))
+    assert engine.verdict("default/backend", "10.0.0.12", "TCP", 5432).allowed
+    assert not engine.verdict("default/backend", "10.0.0.12", "TCP", 6432).allowed
+    assert engine.verdict("default/backend", "10.0.0.11", "TCP", 5432).allowed
+
+
+def test_named_port_lists_are_numbered_afresh_when_too_many_were_seen(
+    engine: PolicyEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fqdnpolicy.engine, "_PORT_LISTS_LIMIT", 4)
+    for i in range(12):
+        # Churn through distinct port lists: numbers stay bounded, verdicts right.
+        engine.upsert_endpoint(_database("db-churn", "10.0.0.20", 7000 + i))
+        assert engine.verdict("default/backend", "10.0.0.20", "TCP", 7000 + i).allowed
+        assert not engine.verdict("default/backend", "10.0.0.20", "TCP", 6999 + i).allowed
+        assert engine.verdict("default/backend", "10.0.0.2", "TCP", 5432).allowed
+        assert len(engine._port_lists) <= 4
