@@ -34,7 +34,9 @@ not by evaluation. ``benchmarks/bench_engine.py`` and ``fqdnpolicy bench`` measu
 Thread safety: policy, endpoint and namespace changes take the engine's lock. DNS changes
 arrive on the cache's writer thread holding the cache's lock; they queue and are applied by
 whoever next holds the engine's lock (verdicts check the queue first), so the two locks are
-never taken in opposite orders. :meth:`PolicyEngine.verdict` takes the lock only to compute.
+never taken in opposite orders. :meth:`PolicyEngine.verdict` takes the lock only to compute:
+judged flows, and kept verdicts for outside addresses no rule names, are read without it,
+under a sequence lock that sends a reader to the locked path while a change is in progress.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence, Set
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import attrs
@@ -124,6 +127,8 @@ _OTHER_FAMILY: dict[int | None, int] = {1: 6, 58: 4}
 _FLOW_LIMIT = 1 << 18
 # Distinct named port lists numbered before they are numbered afresh (_ports_id).
 _PORT_LISTS_LIMIT = 1 << 16
+# Verdicts kept for peers in none of their program's sets (_Program.clear4/6), all programs.
+_CLEAR_LIMIT = 1 << 20
 _WITH_DOMAINS = " +allowedEgressDomains"
 # (protocol, port, source port, family, ICMP type, ICMP code)
 _Flow: TypeAlias = tuple[int, int | None, int | None, int, int | None, int | None]
@@ -408,6 +413,11 @@ class _Program:
     # Every IP set a rule's peer side names: a verdict depends only on which of these hold the
     # peer's address, so memo keys use that intersection (for most destinations: empty).
     refs: frozenset[int] = frozenset()
+    # Verdicts for a peer in none of ``refs`` that is no endpoint (most destinations), per
+    # address family, by the protocol as verdict() was given it and then the port: what the
+    # lock-free path of verdict() reads. Filled under the lock, bounded per protocol.
+    clear4: dict[str | int, dict[int | None, Verdict]] = attrs.field(factory=dict)
+    clear6: dict[str | int, dict[int | None, Verdict]] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False, slots=True)
@@ -496,6 +506,7 @@ class PolicyEngine:
         self._lock = threading.RLock()
         self._dns = dns
         self._index = AddressIndex()
+        self._answers = self._index.answers  # the same dict for life: one attribute less
         self._sets: dict[str, _IPSet] = {}  # by definition key
         self._sets_by_num: dict[int, _IPSet] = {}
         self._next_set = 0
@@ -536,9 +547,17 @@ class PolicyEngine:
         # the build already saw).
         self._inbox: collections.deque[DNSChange] = collections.deque()
         self._unsubscribe = dns.subscribe(self._on_dns)
+        # Lock-free reads (verdict's common call) use a sequence lock: a writer, holding the
+        # lock, counts itself in _writers and moves _seq at its start and end, so a reader
+        # that saw no writer and the same _seq before and after its reads read one state.
+        self._seq = 0
+        self._writers = 0
+        self._egress_of: dict[str, _Program] = {}  # endpoint key -> its egress program
+        self._clear_holders: list[_Program] = []  # programs with kept verdicts in clear4/6
         # Named port lists of endpoints -> small ids (_EndpointState.ports_id); pods of one
         # workload share theirs.
         self._port_lists: dict[tuple[object, ...], int] = {(): 0}
+        self._clear_count = 0
 
         # The build allocates millions of small objects and frees none: generational
         # collections would rescan the growing heap again and again for nothing.
@@ -607,6 +626,36 @@ class PolicyEngine:
                 self._remember(key, found)  # hot again: back into the young generation
         if found is not None and not self._inbox:
             return found
+        if (
+            direction == "egress"
+            and isinstance(src, str)
+            and isinstance(dst, str)
+            and src_port is None
+            and icmp_type is None
+            and icmp_code is None
+        ):
+            # The common call, from an endpoint to an address that is no endpoint and in none
+            # of the IP sets the sender's egress rules name: its verdict depends only on the
+            # sender's program and the flow, and was judged before. Read without the lock
+            # (see _mutating); anything else, or a change meanwhile, takes the path below.
+            seq = self._seq
+            program = self._egress_of.get(src)
+            answer = self._answers.get(dst)
+            if (
+                program is not None
+                and answer is not None
+                and answer[1] == self._index.generation
+                and not self._writers
+                and not self._inbox
+                and answer[0].isdisjoint(program.refs)
+                and dst not in self._owners
+            ):
+                by_port = (program.clear6 if ":" in dst else program.clear4).get(protocol)
+                if by_port is not None:
+                    found = by_port.get(port)
+                    if found is not None and self._seq == seq and not self._writers:
+                        self._remember(key, found)
+                        return found
         proto = _PROTOCOL_CACHE.get(protocol)
         if proto is None:
             proto = protocol_number(protocol)
@@ -628,12 +677,58 @@ class PolicyEngine:
                 membership = self._index.answer(dst)
                 if membership is not None:
                     result = self._egress(src_state, dst, membership, proto, port)
+                else:
+                    result = self._judge(src, dst, proto, port, direction, None, None, None)
+                    membership = self._index.answer(dst)  # known now if dst is canonical
+                program = src_state.egress
+                if (
+                    membership is not None
+                    and program is not None
+                    and dst not in self._owners
+                    and membership.isdisjoint(program.refs)
+                ):
+                    kept = (program.clear6 if ":" in dst else program.clear4).get(protocol)
+                    if kept is None or port not in kept:  # (mostly kept already)
+                        self._clear_verdict(program, dst, protocol, port, result)
             if result is None:
                 result = self._judge(
                     src, dst, proto, port, direction, src_port, icmp_type, icmp_code
                 )
             self._remember(key, result)
             return result
+
+    def _clear_verdict(
+        self, program: _Program, dst: str, protocol: str | int, port: int | None, verdict: Verdict
+    ) -> None:
+        """Keep a verdict for the lock-free path: ``dst`` is in none of ``program.refs``."""
+        if self._clear_count >= _CLEAR_LIMIT:
+            # Bounded in total (a port scan from every endpoint must not grow it): start over.
+            for holder in self._clear_holders:
+                holder.clear4.clear()
+                holder.clear6.clear()
+            self._clear_holders.clear()
+            self._clear_count = 0
+        if not program.clear4 and not program.clear6:
+            self._clear_holders.append(program)
+        by_protocol = program.clear6 if ":" in dst else program.clear4
+        by_port = by_protocol.get(protocol)
+        if by_port is None:
+            by_port = by_protocol[protocol] = {}
+        if port not in by_port:
+            self._clear_count += 1
+        by_port[port] = verdict
+
+    @contextmanager
+    def _mutating(self) -> Iterator[None]:
+        """Hold the lock and mark a change in progress for lock-free readers."""
+        with self._lock:
+            self._seq += 1
+            self._writers += 1
+            try:
+                yield
+            finally:
+                self._writers -= 1
+                self._seq += 1
 
     def _remember(self, key: tuple[object, ...], verdict: Verdict) -> None:
         # Not under the lock: a lost entry when two threads rotate at once only costs a miss.
@@ -840,7 +935,7 @@ class PolicyEngine:
 
     def upsert_policy(self, policy: Policy) -> None:
         """Add a policy or replace the one with the same kind, namespace and name."""
-        with self._lock:
+        with self._mutating():
             key = _policy_key(policy)
             old = self._policies.get(key)
             if old is not None and old.policy.namespace is None:
@@ -860,7 +955,7 @@ class PolicyEngine:
 
     def remove_policy(self, policy: Policy) -> None:
         """Remove a policy (matched by kind, namespace and name)."""
-        with self._lock:
+        with self._mutating():
             for ep_key in self._remove_policy_state(_policy_key(policy)):
                 self._rebuild_programs(ep_key)
             self._mutations += 1
@@ -868,7 +963,7 @@ class PolicyEngine:
 
     def upsert_tier(self, tier: Tier) -> None:
         """Add or replace a tier (its order and default action)."""
-        with self._lock:
+        with self._mutating():
             self._tiers[tier.name] = tier
             self._programs.clear()  # tier order is part of every program
             self._rebuild_all_programs()
@@ -877,7 +972,7 @@ class PolicyEngine:
 
     def upsert_endpoint(self, endpoint: Endpoint) -> None:
         """Add an endpoint or replace the one with the same namespace and name."""
-        with self._lock:
+        with self._mutating():
             self._check_addresses(endpoint)  # before anything changes: refused, nothing done
             if endpoint.key in self._endpoints:
                 self._drop_endpoint_state(endpoint.key)
@@ -888,7 +983,7 @@ class PolicyEngine:
 
     def remove_endpoint(self, endpoint: Endpoint | str) -> None:
         """Remove an endpoint (by object or ``namespace/name``)."""
-        with self._lock:
+        with self._mutating():
             key = endpoint.key if isinstance(endpoint, Endpoint) else endpoint
             if key in self._endpoints:
                 self._drop_endpoint_state(key)
@@ -899,7 +994,7 @@ class PolicyEngine:
 
     def upsert_network_set(self, nset: NetworkSet) -> None:
         """Add or replace a (Global)NetworkSet."""
-        with self._lock:
+        with self._mutating():
             key = _netset_key(nset)
             if key in self._netsets:
                 self._drop_netset(key)
@@ -909,7 +1004,7 @@ class PolicyEngine:
 
     def remove_network_set(self, nset: NetworkSet) -> None:
         """Remove a (Global)NetworkSet."""
-        with self._lock:
+        with self._mutating():
             key = _netset_key(nset)
             if key in self._netsets:
                 self._drop_netset(key)
@@ -918,7 +1013,7 @@ class PolicyEngine:
 
     def upsert_namespace(self, namespace: Namespace) -> None:
         """Add or relabel a namespace; its endpoints and network sets are re-evaluated."""
-        with self._lock:
+        with self._mutating():
             self._namespaces[namespace.name] = namespace
             for ep_key in sorted(self._endpoints_by_ns.get(namespace.name, ())):
                 endpoint = self._endpoints[ep_key].endpoint
@@ -1690,6 +1785,7 @@ class PolicyEngine:
         for policy_key in state.policies["egress"] | state.policies["ingress"]:
             self._unapply(policy_key, key)
         del self._endpoints[key]
+        self._egress_of.pop(key, None)
 
     # -- programs ------------------------------------------------------------------------------
 
@@ -1729,6 +1825,7 @@ class PolicyEngine:
             state.programs[direction] = program
             if direction == "egress":
                 state.egress = program
+                self._egress_of[ep_key] = program
         after = state.policies["egress"] | state.policies["ingress"]
         for policy_key in before - after:
             self._unapply(policy_key, ep_key)
@@ -1808,12 +1905,20 @@ class PolicyEngine:
 
     def _drain_inbox(self) -> None:
         inbox = self._inbox
-        while inbox:
-            change = inbox.popleft()
-            if change.added:
-                self._dns_pair_added(change.name, change.ip, change.expiry)
-            else:
-                self._dns_pair_removed(change.name, change.ip)
+        if not inbox:
+            return
+        self._seq += 1
+        self._writers += 1
+        try:
+            while inbox:
+                change = inbox.popleft()
+                if change.added:
+                    self._dns_pair_added(change.name, change.ip, change.expiry)
+                else:
+                    self._dns_pair_removed(change.name, change.ip)
+        finally:
+            self._writers -= 1
+            self._seq += 1
 
     def _learn_all(self, dns: DNSCache) -> None:
         """Fill the domain sets from every cached name (the first build).

@@ -55,11 +55,15 @@ class AddressIndex:
         # host text -> the set id when it is in one set once (most DNS-learned hosts: a
         # million small dicts cost ~230 MB), else {set id: refcount}
         self._host_sets: dict[str, int | dict[int, int]] = {}
-        # address text -> (merged ids, prefix generation they were computed at): a cache of
-        # answers, for member hosts and for canonical non-member addresses looked up before.
-        # An entry proves its key canonical, so a verdict needs this one lookup per address.
-        self._hosts: dict[str, tuple[frozenset[int], int]] = {}
-        self._generation = 0
+        #: Cached answers, read-only for callers: address text -> (merged ids, the prefix
+        #: :attr:`generation` they were computed at), valid while that is still the
+        #: generation. For member hosts and canonical non-member addresses looked up before;
+        #: an entry proves its key canonical, so a verdict needs this one lookup per address.
+        #: The same dict object for the index's life (cleared in place), so callers may
+        #: hold it.
+        self.answers: dict[str, tuple[frozenset[int], int]] = {}
+        #: Moves whenever a prefix member changes (every cached answer may be stale then).
+        self.generation = 0
         self._interned: dict[frozenset[int], frozenset[int]] = {EMPTY: EMPTY}
         self._singles: dict[int, frozenset[int]] = {}  # set id -> interned {set id}
         #: Counts changes of any address's answer: verdicts judged at one version hold
@@ -84,8 +88,8 @@ class AddressIndex:
 
     def lookup(self, address: str) -> frozenset[int]:
         """Return the ids of every set containing ``address`` (canonical text)."""
-        entry = self._hosts.get(address)
-        if entry is not None and entry[1] == self._generation:
+        entry = self.answers.get(address)
+        if entry is not None and entry[1] == self.generation:
             return entry[0]
         return self._compute(address)
 
@@ -95,9 +99,9 @@ class AddressIndex:
         Known canonical: a host member, or an address :meth:`lookup` answered before. The
         caller canonicalises anything else (parsing costs more than the lookup itself).
         """
-        entry = self._hosts.get(address)
+        entry = self.answers.get(address)
         if entry is not None:
-            return entry[0] if entry[1] == self._generation else self._compute(address)
+            return entry[0] if entry[1] == self.generation else self._compute(address)
         if address in self._host_sets:
             return self._compute(address)
         return None
@@ -116,12 +120,12 @@ class AddressIndex:
             merged = self._merge(single, self._prefix_lookup(address))
         else:
             merged = self._merge(self._intern(_ids(counts)), self._prefix_lookup(address))
-        hosts = self._hosts
+        hosts = self.answers
         if len(hosts) >= len(self._host_sets) + _EXTRA_ANSWERS:
             # Non-member addresses (a scan of random destinations) must not grow this
             # without bound; member answers come back on their next lookup.
             hosts.clear()
-        hosts[address] = (merged, self._generation)
+        hosts[address] = (merged, self.generation)
         return merged
 
     def knows(self, address: str) -> bool:
@@ -158,8 +162,8 @@ class AddressIndex:
         counts = self._host_sets.get(address)
         if counts is None:
             self._host_sets[address] = set_id
-            if self._hosts:  # (empty while a policy set is being compiled)
-                self._hosts.pop(address, None)  # its answer as a non-member
+            if self.answers:  # (empty while a policy set is being compiled)
+                self.answers.pop(address, None)  # its answer as a non-member
             self.version += 1
             return True
         if isinstance(counts, int):
@@ -167,14 +171,14 @@ class AddressIndex:
                 self._host_sets[address] = {set_id: 2}
                 return False
             self._host_sets[address] = {counts: 1, set_id: 1}
-            self._hosts.pop(address, None)
+            self.answers.pop(address, None)
             self.version += 1
             return True
         count = counts.get(set_id, 0)
         counts[set_id] = count + 1
         if count:
             return False
-        self._hosts.pop(address, None)
+        self.answers.pop(address, None)
         self.version += 1
         return True
 
@@ -187,7 +191,7 @@ class AddressIndex:
             if counts != set_id:
                 return False
             del self._host_sets[address]
-            self._hosts.pop(address, None)
+            self.answers.pop(address, None)
             self.version += 1
             return True
         if set_id not in counts:
@@ -198,7 +202,7 @@ class AddressIndex:
         del counts[set_id]
         if not counts:
             del self._host_sets[address]
-        self._hosts.pop(address, None)
+        self.answers.pop(address, None)
         self.version += 1
         return True
 
@@ -233,7 +237,7 @@ class AddressIndex:
     def _rebuild_prefix(self, network: IPNetwork, key: str) -> None:
         """Recompute the merged ids of ``network`` and of every prefix below it."""
         tree = self._trees[network.version]
-        self._generation += 1
+        self.generation += 1
         self.version += 1
         # `in` on a pytricia tree is a longest-prefix match; has_key is the exact test.
         present = tree.has_key(key)

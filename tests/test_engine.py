@@ -7,6 +7,10 @@ says, what the datapath state holds, and how bad input is refused.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
+import attrs
 import dns.message
 import dns.rrset
 import pytest
@@ -16,7 +20,7 @@ import fqdnpolicy.engine
 from fqdnpolicy.cluster import Cluster, Endpoint, NamedPort, Namespace
 from fqdnpolicy.datapath import Delta, EndpointChanged, IPSetChanged, MemberChanged
 from fqdnpolicy.dns import DNSCache
-from fqdnpolicy.engine import PolicyEngine, protocol_number
+from fqdnpolicy.engine import PolicyEngine, Verdict, protocol_number
 
 POLICIES = """\
 apiVersion: projectcalico.org/v3
@@ -76,18 +80,19 @@ def cache(clock: Clock) -> DNSCache:
     return DNSCache(clock=clock, min_ttl=1, trusted_servers=["10.96.0.10"])
 
 
+def _database(name: str, ip: str, port: int) -> Endpoint:
+    """A database pod in ``default`` naming its port ``postgres``."""
+    return Endpoint(
+        name, "default", {"tier": "database"}, ips=[ip], named_ports=[NamedPort("postgres", port)]
+    )
+
+
 @pytest.fixture
 def cluster() -> Cluster:
     return Cluster(
         [
             Endpoint("backend", "default", {"app": "backend"}, ips=["10.0.0.1", "fd00::1"]),
-            Endpoint(
-                "db",
-                "default",
-                {"tier": "database"},
-                ips=["10.0.0.2"],
-                named_ports=[NamedPort("postgres", 5432)],
-            ),
+            _database("db", "10.0.0.2", 5432),
             Endpoint("coredns", "kube-system", {"k8s-app": "kube-dns"}, ips=["10.96.0.10"]),
         ],
         [Namespace("default"), Namespace("kube-system")],
@@ -411,8 +416,6 @@ def test_ipv6_destination_uses_the_sources_ipv6_address(
 def test_dns_writer_thread_and_policy_changes_never_deadlock(
     engine: PolicyEngine, cache: DNSCache
 ) -> None:
-    import threading
-
     from fqdnpolicy.dns.wire import Extracted, Record
 
     stop = threading.Event()
@@ -481,17 +484,140 @@ spec:
     assert engine.verdict("default/backend", "198.51.100.10", "TCP", 443).allowed
 
 
-# -- named ports of destination endpoints ----------------------------------------------------
+# -- reads without the lock ----------------------------------------------------------------
+# A flow from an endpoint to an outside address that is in none of the sets its egress rules
+# name is answered again without the engine's lock (the embedding datapath's common question).
+# These tests pin what that path may and may not serve.
 
 
-def _database(name: str, ip: str, port: int) -> Endpoint:
-    return Endpoint(
-        name,
-        "default",
-        {"tier": "database"},
-        ips=[ip],
-        named_ports=[NamedPort("postgres", port)],
+def _in_thread(call: Callable[[], Verdict]) -> tuple[threading.Thread, list[Verdict]]:
+    out: list[Verdict] = []
+    thread = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _holding_the_lock(engine: PolicyEngine) -> tuple[threading.Event, threading.Thread]:
+    """Hold the engine's lock in another thread (as a long ``datapath()`` render does)."""
+    release, held = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with engine._lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(5)
+    return release, holder
+
+
+def test_a_judged_flow_to_an_outside_address_is_answered_while_the_lock_is_held(
+    engine: PolicyEngine,
+) -> None:
+    first = engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
+    assert first.action == "Deny"
+    release, holder = _holding_the_lock(engine)
+    try:
+        reader, out = _in_thread(
+            lambda: engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
+        )
+        reader.join(5)
+        assert out == [first], "the reader waited for the lock"
+    finally:
+        release.set()
+        holder.join(5)
+
+
+def test_a_dns_change_not_yet_applied_is_waited_for_not_read_past(
+    engine: PolicyEngine, cache: DNSCache
+) -> None:
+    assert not engine.verdict("default/backend", "198.51.100.20", "TCP", 443).allowed
+    release, holder = _holding_the_lock(engine)
+    try:
+        # The answer arrives while the lock is taken: the engine queues it.
+        cache.observe(
+            answer("api.github.com", ("api.github.com.", "A", "198.51.100.20")),
+            server="10.96.0.10",
+        )
+        reader, out = _in_thread(
+            lambda: engine.verdict("default/backend", "198.51.100.20", "TCP", 443)
+        )
+        reader.join(0.3)
+        assert reader.is_alive(), "served the verdict from before the answer"
+        assert not out
+    finally:
+        release.set()
+        holder.join(5)
+    reader.join(5)
+    assert len(out) == 1
+    assert out[0].allowed
+
+
+def test_no_kept_verdict_is_served_while_a_change_is_in_progress(engine: PolicyEngine) -> None:
+    judged = engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
+    program = engine._egress_of["default/backend"]
+    assert program.clear4["TCP"][443] is judged  # kept for the lock-free path
+    # A stand-in for a state the change has half written: served outside a change only.
+    marker = attrs.evolve(judged, policy="marker")
+    program.clear4["TCP"][443] = marker
+    engine._flows.clear()  # judged flows are looked up first: forget this one
+    engine._flows_old.clear()
+    assert engine.verdict("default/backend", "203.0.113.7", "TCP", 443) is marker
+    engine._flows.clear()
+    engine._flows_old.clear()
+    with engine._mutating():
+        assert engine.verdict("default/backend", "203.0.113.7", "TCP", 443) == judged
+
+
+def test_kept_verdicts_are_bounded_in_total(
+    engine: PolicyEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fqdnpolicy.engine, "_CLEAR_LIMIT", 16)
+    for port in range(1, 200):
+        # A port scan to one outside address: every verdict judged, at most 16 kept.
+        verdict = engine.verdict("default/backend", "203.0.113.7", "TCP", port)
+        assert verdict.action == "Deny"
+        assert engine.verdict("default/backend", "203.0.113.7", "TCP", port) == verdict
+        assert engine._clear_count <= 16
+    program = engine._egress_of["default/backend"]
+    assert sum(len(by_port) for by_port in program.clear4.values()) <= 16
+
+
+def test_kept_verdicts_follow_the_senders_program(engine: PolicyEngine) -> None:
+    assert engine.verdict("default/backend", "203.0.113.7", "TCP", 443).action == "Deny"
+    (allow_all,) = fqdnpolicy.loads(
+        """
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: allow-all, namespace: default}
+spec:
+  order: 1
+  selector: app == "backend"
+  egress: [{action: Allow}]
+"""
+    ).policies
+    engine.upsert_policy(allow_all)
+    assert engine.verdict("default/backend", "203.0.113.7", "TCP", 443).policy == (
+        "NetworkPolicy default/allow-all"
     )
+    engine.remove_policy(allow_all)
+    assert engine.verdict("default/backend", "203.0.113.7", "TCP", 443).action == "Deny"
+
+
+def test_an_outside_address_taken_by_an_endpoint_is_judged_as_that_endpoint(
+    engine: PolicyEngine,
+) -> None:
+    # Judged (and kept) as an outside address, then a new database pod gets that address:
+    # the flow now needs the pod's named port and ingress.
+    assert engine.verdict("default/backend", "203.0.113.7", "TCP", 5432).action == "Deny"
+    engine.upsert_endpoint(_database("db2", "203.0.113.7", 5432))
+    assert engine.verdict("default/backend", "203.0.113.7", "TCP", 5432).allowed
+    engine.remove_endpoint("default/db2")
+    assert engine.verdict("default/backend", "203.0.113.7", "TCP", 5432).action == "Deny"
+
+
+# -- named ports of destination endpoints ----------------------------------------------------
 
 
 def test_endpoints_with_different_named_ports_are_judged_apart(engine: PolicyEngine) -> None:
