@@ -415,7 +415,8 @@ class _Program:
     refs: frozenset[int] = frozenset()
     # Verdicts for a peer in none of ``refs`` that is no endpoint (most destinations), per
     # address family, by the protocol as verdict() was given it and then the port: what the
-    # lock-free path of verdict() reads. Filled under the lock, bounded per protocol.
+    # lock-free path of verdict() reads. Filled under the lock; bounded in total
+    # (_CLEAR_LIMIT over all programs).
     clear4: dict[str | int, dict[int | None, Verdict]] = attrs.field(factory=dict)
     clear6: dict[str | int, dict[int | None, Verdict]] = attrs.field(factory=dict)
 
