@@ -7,12 +7,13 @@ import threading
 
 import pytest
 
-from fqdnpolicy.dns import DNSCache, DNSChange
+from fqdnpolicy.dns import DNSCache, DNSChange, wire
 from fqdnpolicy.dns.cache import parse_server
 from fqdnpolicy.dns.wire import Extracted, extract_wire_fast
 from fqdnpolicy.domains import parse_domain_pattern
 from fqdnpolicy.errors import InvalidPolicy
 from tests.dns.helpers import AAAA, CNAME, A, FakeClock, answer, message
+from tests.dns.test_wire_fuzz import Wire, labels_of
 
 SERVER = "10.96.0.10"
 
@@ -67,6 +68,30 @@ def test_wire_bytes_the_fast_parser_declines_are_learned_through_dnspython() -> 
     cache.observe(data, server=SERVER)
     assert cache.ips("www.example.com") == {"10.0.0.7"}
     assert cache.stats.unsupported_record == 0  # the extraction keeps only A/AAAA/CNAME
+
+
+@pytest.mark.parametrize("regrouped", [False, True], ids=["as it comes", "regrouped"])
+def test_wire_bytes_read_afresh_and_from_a_remembered_layout_teach_the_same(
+    regrouped: bool,
+) -> None:
+    # observe takes a message parsed afresh as plain tuples and a repeat from the layout it
+    # remembered as an Extracted of Records: the cache must learn the same from either.
+    question, target = labels_of("fresh-or-remembered.example"), labels_of("edge.example.net")
+    # (last octet, TTL): a second TTL in the RRset, or also an address again, is regrouped
+    addresses = [(1, 60), (2, 60), (3, 60)] if not regrouped else [(1, 60), (2, 50), (1, 60)]
+    w = Wire().header(0x8180, 1, 1 + len(addresses), 0, 0).question(question)
+    w.rr_name(question, CNAME, target, 300)
+    for last_octet, ttl in addresses:
+        w.rr(target, A, bytes([10, 0, 0, last_octet]), ttl)
+    data = w.bytes()
+    wire._TEMPLATES.clear()
+    seen = []
+    for _ in range(3):  # afresh, afresh (its layout remembered), from the layout
+        cache = make_cache()
+        seen.append((cache.observe(data, server=SERVER), cache.mapping(), cache.links()))
+    assert seen[0] == seen[1] == seen[2]
+    expected = {"10.0.0.1", "10.0.0.2"} | (set() if regrouped else {"10.0.0.3"})
+    assert seen[0][1]["fresh-or-remembered.example"].keys() == expected
 
 
 def test_chain_stored_in_reverse_order_is_learned_the_same() -> None:
