@@ -605,6 +605,33 @@ spec:
     assert engine.verdict("default/backend", "203.0.113.7", "TCP", 443).action == "Deny"
 
 
+def test_a_kept_verdict_is_not_served_for_an_address_in_a_set_the_rules_name(
+    engine: PolicyEngine,
+) -> None:
+    assert engine.verdict("default/backend", "203.0.113.7", "TCP", 443).action == "Deny"  # kept
+    engine.verdict("kube-system/coredns", "198.51.100.10", "TCP", 443)  # its answer now known
+    assert engine.verdict("default/backend", "198.51.100.10", "TCP", 443).allowed
+
+
+def test_a_kept_verdict_is_not_served_once_a_network_set_cidr_covers_the_address(
+    engine: PolicyEngine,
+) -> None:
+    assert engine.verdict("default/backend", "203.0.113.9", "UDP", 53).action == "Deny"  # kept
+    # A network set the DNS rule's selector picks now covers the address by its CIDR: the
+    # address's answer moves with the prefix generation, not by being forgotten.
+    resources = fqdnpolicy.loads(
+        """
+apiVersion: projectcalico.org/v3
+kind: NetworkSet
+metadata: {name: resolvers, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec: {nets: [203.0.113.0/24]}
+"""
+    )
+    (resolvers,) = resources.network_sets
+    engine.upsert_network_set(resolvers)
+    assert engine.verdict("default/backend", "203.0.113.9", "UDP", 53).allowed
+
+
 def test_an_outside_address_taken_by_an_endpoint_is_judged_as_that_endpoint(
     engine: PolicyEngine,
 ) -> None:
@@ -615,6 +642,28 @@ def test_an_outside_address_taken_by_an_endpoint_is_judged_as_that_endpoint(
     assert engine.verdict("default/backend", "203.0.113.7", "TCP", 5432).allowed
     engine.remove_endpoint("default/db2")
     assert engine.verdict("default/backend", "203.0.113.7", "TCP", 5432).action == "Deny"
+
+
+def test_an_outside_address_taken_by_an_endpoint_no_rule_names_gets_its_ingress(
+    engine: PolicyEngine,
+) -> None:
+    # coredns has no egress policy: allowed to any outside address, and kept so. A pod in no
+    # set any rule names takes that address; its ingress policy now decides.
+    (closed,) = fqdnpolicy.loads(
+        """
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: closed, namespace: default}
+spec:
+  selector: app == "closed"
+  types: [Ingress]
+"""
+    ).policies
+    engine.upsert_policy(closed)
+    assert engine.verdict("kube-system/coredns", "203.0.113.8", "TCP", 80).allowed
+    engine.upsert_endpoint(Endpoint("closed", "default", {"app": "closed"}, ips=["203.0.113.8"]))
+    denied = engine.verdict("kube-system/coredns", "203.0.113.8", "TCP", 80)
+    assert (denied.action, denied.direction) == ("Deny", "ingress")
 
 
 # -- named ports of destination endpoints ----------------------------------------------------

@@ -175,6 +175,14 @@ class Mirror:
         assert outcome(got) == outcome(expected), (
             f"{flow}\n engine:    {outcome(got)}\n reference: {outcome(expected)}"
         )
+        # Asked again with judged flows forgotten: answered from what else the engine keeps
+        # (verdicts kept per program for outside addresses, the memo), which must agree too.
+        engine._flows.clear()
+        engine._flows_old.clear()
+        again = engine.verdict(**flow.kwargs())
+        assert outcome(again) == outcome(expected), (
+            f"{flow} asked again\n engine:    {outcome(again)}\n reference: {outcome(expected)}"
+        )
 
     def check_all(self, flow_list: list[FlowSpec] | tuple[FlowSpec, ...]) -> None:
         for flow in flow_list:
