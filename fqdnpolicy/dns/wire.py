@@ -254,7 +254,8 @@ _RUN_TEXT_MAX = 8192
 
 def _run_text(run: bytes) -> str:
     """The text of a label run that ``_RUN_TEXT`` does not hold yet; remembered there."""
-    if not run.translate(None, _PLAIN):
+    # Every byte in _PLAIN: what run.translate(None, _PLAIN) tells, faster (_plain_run_text).
+    if run.isascii() and 0x2E not in run and 0x5C not in run:
         # Plain labels (and no length octet that is "." itself): lowercase (length octets are
         # below "A"), overwrite each length octet after the first with a dot and decode once,
         # rather than slicing and decoding label by label.
@@ -289,7 +290,9 @@ def _plain_run_text(run: bytes) -> str | None:
     measured). Anything else is left to ``_read_name``, which also says what is wrong.
     """
     n = len(run)
-    if n >= _MAX_NAME_WIRE or run.translate(None, _PLAIN):
+    # Every byte in _PLAIN, checked without the copy run.translate(None, _PLAIN) makes: 0.1 us
+    # less per name, extract of a distinct typical response 3% faster (A/B, one process).
+    if n >= _MAX_NAME_WIRE or not run.isascii() or 0x2E in run or 0x5C in run:
         return None
     buf = bytearray(run.lower())  # length octets are below "A": lower() leaves them alone
     c = run[0]

@@ -184,6 +184,10 @@ def test_an_address_record_like_the_last_answer_but_in_the_next_section_is_not_a
         ([b"q", b"example"], [b"\x03a\x00", b"x"]),
         ([b"x" * 63] * 3 + [b"x" * 61], [b"t"]),  # 254 octets in all: the longest name
         ([b"Q", b"Example"], [b"T" * 63, b"Example"]),
+        # a length octet that is "." (46); a ".", a "\\" or a byte above 127 inside a label
+        ([b"q" * 46, b"example"], [b"t", b"x" * 46]),
+        ([b"a.b", b"example"], [b"t\\u", b"example"]),
+        ([b"caf\xe9", b"example"], [b"t", b"\xff"]),
     ],
 )
 def test_names_written_out_in_full_read_as_dnspython_reads_them(
