@@ -644,11 +644,15 @@ class PolicyEngine:
             answer = self._answers.get(dst)
             if (
                 program is not None
-                and answer is not None
-                and answer[1] == self._index.generation
+                and (
+                    answer[1] == self._index.generation and answer[0].isdisjoint(program.refs)
+                    if answer is not None
+                    # Not looked up yet: a member host's own sets and covering prefixes are
+                    # read in place (a radix lookup), much cheaper than the locked path.
+                    else self._index.host_outside(dst, program.refs)
+                )
                 and not self._writers
                 and not self._inbox
-                and answer[0].isdisjoint(program.refs)
                 and dst not in self._owners
             ):
                 by_port = (program.clear6 if ":" in dst else program.clear4).get(protocol)

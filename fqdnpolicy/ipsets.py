@@ -128,6 +128,24 @@ class AddressIndex:
         hosts[address] = (merged, self.generation)
         return merged
 
+    def host_outside(self, address: str, ids: frozenset[int]) -> bool:
+        """True when ``address`` is a host member and no set in ``ids`` holds it.
+
+        Reads only (no answer is cached), so a lock-free reader may call it: what it read is
+        checked afterwards by the caller's own means. False for non-members, whose text is
+        not known to be canonical.
+        """
+        counts = self._host_sets.get(address)
+        if counts is None:
+            return False
+        if counts.__class__ is int:
+            if counts in ids:
+                return False
+        elif not ids.isdisjoint(counts):  # type: ignore[arg-type]
+            return False
+        covering = self._trees[6 if ":" in address else 4].get(address)
+        return covering is None or covering.isdisjoint(ids)
+
     def knows(self, address: str) -> bool:
         """True when ``address`` is a host member of some set (so its text is canonical)."""
         return address in self._host_sets

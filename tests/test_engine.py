@@ -529,6 +529,41 @@ def test_a_judged_flow_to_an_outside_address_is_answered_while_the_lock_is_held(
         holder.join(5)
 
 
+def test_a_member_host_first_seen_is_answered_while_the_lock_is_held(
+    engine: PolicyEngine, cache: DNSCache
+) -> None:
+    # An address in a set only another endpoint's rules name: no answer cached for it yet,
+    # its sets are read in place, and the sender's kept verdict serves it.
+    (db_egress,) = fqdnpolicy.loads(
+        """
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: db-egress, namespace: default}
+spec:
+  selector: tier == "database"
+  egress:
+  - {action: Allow, protocol: TCP, destination: {domains: [www.example.org]}}
+"""
+    ).policies
+    engine.upsert_policy(db_egress)
+    cache.observe(
+        answer("www.example.org", ("www.example.org.", "A", "198.51.100.30")), server="10.96.0.10"
+    )
+    kept = engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
+    assert "198.51.100.30" not in engine._answers
+    release, holder = _holding_the_lock(engine)
+    try:
+        reader, out = _in_thread(
+            lambda: engine.verdict("default/backend", "198.51.100.30", "TCP", 443)
+        )
+        reader.join(5)
+        assert out == [kept], "the reader waited for the lock"
+    finally:
+        release.set()
+        holder.join(5)
+    assert engine.verdict("default/db", "198.51.100.30", "TCP", 443).allowed
+
+
 def test_a_dns_change_not_yet_applied_is_waited_for_not_read_past(
     engine: PolicyEngine, cache: DNSCache
 ) -> None:

@@ -80,6 +80,18 @@ def test_a_cached_non_member_answer_follows_later_changes() -> None:
     assert index.lookup("10.0.0.6") == {1}
 
 
+def test_host_outside_reads_a_member_hosts_sets_and_covering_prefixes() -> None:
+    index = AddressIndex()
+    index.add_host(7, "198.51.100.10")
+    index.add_prefix(1, ipaddress.ip_network("198.51.100.0/24"))
+    assert index.host_outside("198.51.100.10", frozenset({2, 3}))
+    assert not index.host_outside("198.51.100.10", frozenset({7}))  # its own set
+    assert not index.host_outside("198.51.100.10", frozenset({1}))  # a covering prefix
+    # Not a member host: its text is not known to be canonical, so never "outside".
+    assert not index.host_outside("198.51.100.11", frozenset({2}))
+    assert "198.51.100.10" not in index.answers  # nothing was cached
+
+
 def test_version_moves_with_every_change_of_an_answer_and_only_then() -> None:
     index = AddressIndex()
     seen = [index.version]
@@ -125,6 +137,8 @@ HOSTS = [
     "fd00::1",
 ]
 
+ID_PICKS = [frozenset(), frozenset({0}), frozenset({1, 2}), frozenset({3, 4}), frozenset(range(5))]
+
 operations = st.lists(
     st.tuples(
         st.sampled_from(["add_prefix", "remove_prefix", "add_host", "remove_host"]),
@@ -164,3 +178,8 @@ def test_index_matches_brute_force(ops: list[tuple[str, int, int]]) -> None:
             expected |= {s for (s, h), n in hosts.items() if n and h == address}
             assert index.lookup(address) == expected, (address, ops)
             assert index.answer(address) == frozenset(expected), (address, ops)
+            # What a lock-free reader asks of a member host: in none of these sets?
+            member = any(n and h == address for (_, h), n in hosts.items())
+            for ids in ID_PICKS:
+                outside = member and expected.isdisjoint(ids)
+                assert index.host_outside(address, ids) == outside, (address, ids, ops)
