@@ -512,21 +512,24 @@ def _holding_the_lock(engine: PolicyEngine) -> tuple[threading.Event, threading.
     return release, holder
 
 
+def _asked_while_locked(engine: PolicyEngine, destination: str) -> list[Verdict]:
+    """backend -> destination:443/TCP while another thread holds the lock; [] if it waited."""
+    release, holder = _holding_the_lock(engine)
+    try:
+        reader, out = _in_thread(lambda: engine.verdict("default/backend", destination, "TCP", 443))
+        reader.join(5)
+        return list(out)
+    finally:
+        release.set()
+        holder.join(5)
+
+
 def test_a_judged_flow_to_an_outside_address_is_answered_while_the_lock_is_held(
     engine: PolicyEngine,
 ) -> None:
     first = engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
     assert first.action == "Deny"
-    release, holder = _holding_the_lock(engine)
-    try:
-        reader, out = _in_thread(
-            lambda: engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
-        )
-        reader.join(5)
-        assert out == [first], "the reader waited for the lock"
-    finally:
-        release.set()
-        holder.join(5)
+    assert _asked_while_locked(engine, "203.0.113.7") == [first], "the reader waited"
 
 
 def test_a_member_host_first_seen_is_answered_while_the_lock_is_held(
@@ -551,16 +554,7 @@ spec:
     )
     kept = engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
     assert "198.51.100.30" not in engine._answers
-    release, holder = _holding_the_lock(engine)
-    try:
-        reader, out = _in_thread(
-            lambda: engine.verdict("default/backend", "198.51.100.30", "TCP", 443)
-        )
-        reader.join(5)
-        assert out == [kept], "the reader waited for the lock"
-    finally:
-        release.set()
-        holder.join(5)
+    assert _asked_while_locked(engine, "198.51.100.30") == [kept], "the reader waited"
     assert engine.verdict("default/db", "198.51.100.30", "TCP", 443).allowed
 
 
