@@ -71,7 +71,7 @@ from fqdnpolicy.datapath import (
 from fqdnpolicy.datapath import EndpointState as DatapathEndpoint
 from fqdnpolicy.domains import DomainPattern, PatternIndex
 from fqdnpolicy.errors import InvalidPolicy, Problem
-from fqdnpolicy.ipsets import EMPTY, AddressIndex, IPNetwork
+from fqdnpolicy.ipsets import CANONICAL_IPV4, EMPTY, AddressIndex, IPNetwork
 from fqdnpolicy.model import (
     DEFAULT_TIER,
     EntityRule,
@@ -132,9 +132,7 @@ _CLEAR_LIMIT = 1 << 20
 _WITH_DOMAINS = " +allowedEgressDomains"
 # (protocol, port, source port, family, ICMP type, ICMP code)
 _Flow: TypeAlias = tuple[int, int | None, int | None, int, int | None, int | None]
-_IPV4 = re.compile(
-    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-)
+_IPV4 = CANONICAL_IPV4
 _SET_REF = re.compile(r"set #(\d+)")  # entries per memo before it is dropped and rebuilt
 
 

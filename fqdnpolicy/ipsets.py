@@ -25,6 +25,7 @@ Two kinds of members, stored two ways:
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 import pytricia
@@ -32,6 +33,11 @@ import pytricia
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 EMPTY: frozenset[int] = frozenset()
+#: IPv4 addresses in canonical text (dotted quad, no leading zeros): what the index and the
+#: engine hold, so text that matches needs no parsing.
+CANONICAL_IPV4 = re.compile(
+    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+)
 # Answers cached for addresses that are in no host set, beyond one per member host.
 _EXTRA_ANSWERS = 1 << 20
 
@@ -129,16 +135,18 @@ class AddressIndex:
         return merged
 
     def host_outside(self, address: str, ids: frozenset[int]) -> bool:
-        """True when ``address`` is a host member and no set in ``ids`` holds it.
+        """True when ``address`` is canonical text and no set in ``ids`` holds it.
 
         Reads only (no answer is cached), so a lock-free reader may call it: what it read is
-        checked afterwards by the caller's own means. False for non-members, whose text is
-        not known to be canonical.
+        checked afterwards by the caller's own means. Canonical: a host member, or IPv4
+        text in canonical form; False for anything else (IPv6 that is no member is not
+        known to be canonical without parsing).
         """
         counts = self._host_sets.get(address)
         if counts is None:
-            return False
-        if counts.__class__ is int:
+            if CANONICAL_IPV4.fullmatch(address) is None:
+                return False
+        elif counts.__class__ is int:
             if counts in ids:
                 return False
         elif not ids.isdisjoint(counts):  # type: ignore[arg-type]

@@ -532,6 +532,14 @@ def test_a_judged_flow_to_an_outside_address_is_answered_while_the_lock_is_held(
     assert _asked_while_locked(engine, "203.0.113.7") == [first], "the reader waited"
 
 
+def test_an_outside_ipv4_address_never_seen_is_answered_while_the_lock_is_held(
+    engine: PolicyEngine,
+) -> None:
+    # Canonical IPv4 text needs no parsing: its covering prefixes are read in place.
+    kept = engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
+    assert _asked_while_locked(engine, "203.0.113.99") == [kept], "the reader waited"
+
+
 def test_a_member_host_first_seen_is_answered_while_the_lock_is_held(
     engine: PolicyEngine, cache: DNSCache
 ) -> None:

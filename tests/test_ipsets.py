@@ -80,16 +80,20 @@ def test_a_cached_non_member_answer_follows_later_changes() -> None:
     assert index.lookup("10.0.0.6") == {1}
 
 
-def test_host_outside_reads_a_member_hosts_sets_and_covering_prefixes() -> None:
+def test_host_outside_reads_sets_and_covering_prefixes_in_place() -> None:
     index = AddressIndex()
     index.add_host(7, "198.51.100.10")
     index.add_prefix(1, ipaddress.ip_network("198.51.100.0/24"))
     assert index.host_outside("198.51.100.10", frozenset({2, 3}))
     assert not index.host_outside("198.51.100.10", frozenset({7}))  # its own set
     assert not index.host_outside("198.51.100.10", frozenset({1}))  # a covering prefix
-    # Not a member host: its text is not known to be canonical, so never "outside".
-    assert not index.host_outside("198.51.100.11", frozenset({2}))
-    assert "198.51.100.10" not in index.answers  # nothing was cached
+    # No member: canonical IPv4 text is judged by its covering prefixes alone ...
+    assert index.host_outside("198.51.100.11", frozenset({2}))
+    assert not index.host_outside("198.51.100.11", frozenset({1}))
+    # ... other text is not known to be canonical without parsing: never "outside".
+    assert not index.host_outside("198.51.100.011", frozenset({2}))
+    assert not index.host_outside("2001:db8::1", frozenset({2}))
+    assert not index.answers  # nothing was cached
 
 
 def test_version_moves_with_every_change_of_an_answer_and_only_then() -> None:
@@ -180,6 +184,7 @@ def test_index_matches_brute_force(ops: list[tuple[str, int, int]]) -> None:
             assert index.answer(address) == frozenset(expected), (address, ops)
             # What a lock-free reader asks of a member host: in none of these sets?
             member = any(n and h == address for (_, h), n in hosts.items())
+            canonical = member or ":" not in address  # (every IPv4 text here is canonical)
             for ids in ID_PICKS:
-                outside = member and expected.isdisjoint(ids)
+                outside = canonical and expected.isdisjoint(ids)
                 assert index.host_outside(address, ids) == outside, (address, ids, ops)
