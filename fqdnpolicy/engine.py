@@ -132,7 +132,6 @@ _CLEAR_LIMIT = 1 << 20
 _WITH_DOMAINS = " +allowedEgressDomains"
 # (protocol, port, source port, family, ICMP type, ICMP code)
 _Flow: TypeAlias = tuple[int, int | None, int | None, int, int | None, int | None]
-_IPV4 = CANONICAL_IPV4
 _SET_REF = re.compile(r"set #(\d+)")  # entries per memo before it is dropped and rebuilt
 
 
@@ -690,9 +689,7 @@ class PolicyEngine:
                     and dst not in self._owners
                     and membership.isdisjoint(program.refs)
                 ):
-                    kept = (program.clear6 if ":" in dst else program.clear4).get(protocol)
-                    if kept is None or port not in kept:  # (mostly kept already)
-                        self._clear_verdict(program, dst, protocol, port, result)
+                    self._clear_verdict(program, dst, protocol, port, result)
             if result is None:
                 result = self._judge(
                     src, dst, proto, port, direction, src_port, icmp_type, icmp_code
@@ -704,6 +701,9 @@ class PolicyEngine:
         self, program: _Program, dst: str, protocol: str | int, port: int | None, verdict: Verdict
     ) -> None:
         """Keep a verdict for the lock-free path: ``dst`` is in none of ``program.refs``."""
+        by_port = (program.clear6 if ":" in dst else program.clear4).get(protocol)
+        if by_port is not None and port in by_port:
+            return  # (mostly kept already: equal flows give equal verdicts)
         if self._clear_count >= _CLEAR_LIMIT:
             # Bounded in total (a port scan from every endpoint must not grow it): start over.
             for holder in self._clear_holders:
@@ -717,9 +717,8 @@ class PolicyEngine:
         by_port = by_protocol.get(protocol)
         if by_port is None:
             by_port = by_protocol[protocol] = {}
-        if port not in by_port:
-            self._clear_count += 1
         by_port[port] = verdict
+        self._clear_count += 1
 
     @contextmanager
     def _mutating(self) -> Iterator[None]:
@@ -1910,18 +1909,13 @@ class PolicyEngine:
         inbox = self._inbox
         if not inbox:
             return
-        self._seq += 1
-        self._writers += 1
-        try:
+        with self._mutating():  # (the lock is held already: this marks the change)
             while inbox:
                 change = inbox.popleft()
                 if change.added:
                     self._dns_pair_added(change.name, change.ip, change.expiry)
                 else:
                     self._dns_pair_removed(change.name, change.ip)
-        finally:
-            self._writers -= 1
-            self._seq += 1
 
     def _learn_all(self, dns: DNSCache) -> None:
         """Fill the domain sets from every cached name (the first build).
@@ -2030,7 +2024,7 @@ class PolicyEngine:
 
 
 def _canonical_ip(text: str) -> str:
-    if _IPV4.fullmatch(text):  # already canonical IPv4 (no leading zeros): ~10x cheaper
+    if CANONICAL_IPV4.fullmatch(text):  # already canonical IPv4 (no leading zeros): ~10x cheaper
         return text
     try:
         return str(ipaddress.ip_address(text))

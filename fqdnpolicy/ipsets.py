@@ -146,13 +146,12 @@ class AddressIndex:
         if counts is None:
             if CANONICAL_IPV4.fullmatch(address) is None:
                 return False
-        elif counts.__class__ is int:
+        elif isinstance(counts, int):
             if counts in ids:
                 return False
-        elif not ids.isdisjoint(counts):  # type: ignore[arg-type]
+        elif not ids.isdisjoint(counts):
             return False
-        covering = self._trees[6 if ":" in address else 4].get(address)
-        return covering is None or covering.isdisjoint(ids)
+        return self._prefix_lookup(address).isdisjoint(ids)
 
     def knows(self, address: str) -> bool:
         """True when ``address`` is a host member of some set (so its text is canonical)."""
