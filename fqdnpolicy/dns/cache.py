@@ -135,6 +135,10 @@ _Compact = tuple[float, str, str]
 _AddrLinks = dict[str, float] | _Compact
 _HeapEntry = tuple[float, str] | _Compact
 _TRUST_MEMO_LIMIT = 4096
+# observe_many takes responses in chunks of this many: parsing a chunk and then learning it
+# was fastest at 64 for new names (16: 1.24x, 64: 1.32x, 256: 1.27x, 4096: 1.1x against
+# one at a time, measured); the lock is held for one chunk at a time.
+_OBSERVE_CHUNK = 64
 
 
 RecordTuple = tuple[str, int, int, str]
@@ -536,6 +540,9 @@ class DNSCache:
         Returns:
             The changes this response caused (also delivered to subscribers); empty when it
             was untrusted, malformed or filtered (see :attr:`stats`).
+
+        Raises:
+            TypeError: ``response`` is neither wire bytes nor a dnspython message.
         """
         del client  # global mapping: see the docstring
         # The module, not an import statement: that costs 1 us per call (measured), about a
@@ -549,22 +556,100 @@ class DNSCache:
                 self._c.untrusted += 1
                 return []
             try:
-                if type(response) is bytes:
-                    # The fast path without extract_wire's frame around it (0.2 us of ~11.5)
-                    # and, for a message parsed afresh, in plain tuples rather than Record and
-                    # Extracted (see wire._Raw); what it declines goes the whole way.
-                    try:
-                        extracted: Answer = wire._extract_fast(response)
-                    except wire._Unusual:
-                        extracted = wire.extract_wire(response)
-                elif isinstance(response, bytes | bytearray | memoryview):
-                    extracted = wire.extract_wire(bytes(response))
-                else:
-                    extracted = wire.extract_message(response)
+                extracted = _extract(wire, response)
             except wire.MalformedDNSMessage:
                 self._c.malformed += 1
                 return []
             return self._ingest(extracted)
+
+    def observe_many(
+        self,
+        responses: Iterable[tuple[dns.message.Message | bytes | bytearray | memoryview, str]],
+    ) -> int:
+        """Learn from many snooped responses: what :meth:`observe` does for each in turn, faster.
+
+        For an embedder that captures responses in batches (a packet ring, a queue, a
+        capture file). The cache ends in the same state, with the same counters, and
+        subscribers get the same changes in the same calls, as after ``observe(response,
+        server)`` for each pair in turn. What differs is when: the responses are taken in
+        chunks of 64, each parsed first, outside the lock, and then learned under it, so a
+        reader waits at most for one chunk to be learned, and a response's changes reach
+        subscribers once its chunk is parsed.
+
+        Parsing a chunk and then learning it keeps each step's code and data in the CPU's
+        caches: for new names that is faster than ``observe`` one response at a time
+        (``benchmarks/bench_dns_cache.py`` measures both in one run).
+
+        Args:
+            responses: ``(response, server)`` pairs: the response as a dnspython message or
+                wire bytes, the server as in :meth:`observe`.
+
+        Returns:
+            How many changes the responses caused. The changes themselves go only to
+            subscribers, so a long stream is not held in memory (a list of them all also
+            made learning new names 1.25x slower, measured, by keeping every one alive).
+
+        Raises:
+            TypeError: An item is not a pair, or its response neither wire bytes nor a
+                dnspython message. The items before it are learned, those after it not.
+        """
+        wire = _WIRE or _load_wire()
+        malformed_error = wire.MalformedDNSMessage
+        fast, unusual = wire._extract_fast, wire._Unusual
+        trust_memo = self._trust_memo
+        changes = 0
+        chunk: list[Answer] = []
+        append = chunk.append
+        untrusted = malformed = 0
+        try:
+            for index, item in enumerate(responses):
+                try:
+                    response, server = item
+                except (TypeError, ValueError):
+                    raise TypeError(
+                        f"observe_many: item {index} is not a (response, server) pair: "
+                        f"{item!r:.100}"
+                    ) from None
+                if not (trust_memo.get(server) or self.is_trusted(server)):
+                    untrusted += 1
+                    continue
+                try:
+                    if type(response) is bytes:
+                        # _extract's first case, inlined: its call is 0.3 us a response here.
+                        try:
+                            append(fast(response))
+                        except unusual:
+                            append(wire.extract_wire(response))
+                    else:
+                        append(_extract(wire, response))
+                except malformed_error:
+                    malformed += 1
+                    continue
+                if len(chunk) == _OBSERVE_CHUNK:
+                    # Taken out before it is learned: should a subscriber raise, the finally
+                    # below must not learn it again.
+                    full, counts = chunk, (untrusted, malformed)
+                    chunk = []
+                    append = chunk.append
+                    untrusted = malformed = 0
+                    changes += self._learn_chunk(full, *counts)
+        finally:
+            # Also when an item turns out bad: what came before it is learned, as a loop
+            # of observe calls would have learned it.
+            if chunk or untrusted or malformed:
+                changes += self._learn_chunk(chunk, untrusted, malformed)
+        return changes
+
+    def _learn_chunk(self, chunk: list[Answer], untrusted: int, malformed: int) -> int:
+        """Learn ``chunk`` as :meth:`observe_many` does; tell how many changes it caused."""
+        changes = 0
+        with self._lock:
+            self._c.untrusted += untrusted
+            self._c.malformed += malformed
+            ingest = self._ingest
+            for answer in chunk:
+                changes += len(ingest(answer))
+        return changes
 
     def ingest(self, extracted: Answer, server: str | None = None) -> list[DNSChange]:
         """Learn from an already-extracted answer (zone files, resolvers, replays).
@@ -1730,6 +1815,34 @@ class DNSCache:
     def __iter__(self) -> Iterator[str]:
         """Iterate over a snapshot of the names holding links."""
         return iter(self.names())
+
+
+def _extract(wire: ModuleType, response: object) -> Answer:
+    """Extract the answer of ``response`` (wire bytes or a dnspython message).
+
+    Raises:
+        MalformedDNSMessage: The bytes are not a message dnspython accepts.
+        TypeError: ``response`` is neither.
+    """
+    if type(response) is bytes:
+        # The fast path without extract_wire's frame around it (0.2 us of ~11.5) and, for a
+        # message parsed afresh, in plain tuples rather than Record and Extracted (see
+        # wire._Raw); what it declines goes the whole way.
+        try:
+            extracted: Answer = wire._extract_fast(response)
+        except wire._Unusual:
+            extracted = wire.extract_wire(response)
+        return extracted
+    if isinstance(response, bytes | bytearray | memoryview):
+        return wire.extract_wire(bytes(response))  # type: ignore[no-any-return]
+    import dns.message  # loaded with wire already: this only binds the name
+
+    if not isinstance(response, dns.message.Message):
+        raise TypeError(
+            "a DNS response is wire bytes (bytes, bytearray, memoryview) or a "
+            f"dns.message.Message, not {type(response).__name__}"
+        )
+    return wire.extract_message(response)  # type: ignore[no-any-return]
 
 
 def _by_deadline_then_value(item: tuple[str, float]) -> tuple[float, str]:
