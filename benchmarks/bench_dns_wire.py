@@ -68,11 +68,13 @@ def _versus(
     count: int,
     what: str,
     rounds: int = 20,
+    labels: tuple[str, str] = ("fast paths", "general path"),
 ) -> None:
     """Time ``count`` responses per round on the general path and the fast paths, alternately.
 
     ``make_round(fast)`` builds a cache (fast paths on or off) and returns one round of
     feeding it. The general round runs in pytest-benchmark's untimed setup, timed here.
+    ``labels`` name the two kinds of round (``make_round(True)``'s first).
     """
     general_round, fast_round = make_round(False), make_round(True)
     general: list[float] = []
@@ -83,14 +85,14 @@ def _versus(
         general.append(time.perf_counter() - start)
 
     benchmark.pedantic(fast_round, setup=setup, rounds=rounds, iterations=1)  # type: ignore[no-untyped-call]
-    _report(benchmark, count, f"{what} [fast paths]")
+    _report(benchmark, count, f"{what} [{labels[0]}]")
     assert benchmark.stats is not None
     fast_best, general_best = benchmark.stats.stats.min, min(general)
     benchmark.extra_info["per_second_best_general"] = round(count / general_best)
     benchmark.extra_info["speedup_vs_general"] = round(general_best / fast_best, 2)
     print(
-        f"{what} [general path]: {count / general_best:,.0f}/s best round "
-        f"({general_best / count * 1e6:.3f} us each); fast paths "
+        f"{what} [{labels[1]}]: {count / general_best:,.0f}/s best round "
+        f"({general_best / count * 1e6:.3f} us each); {labels[0]} "
         f"{general_best / fast_best:.2f}x (best rounds, alternating, same process)"
     )
 
@@ -206,6 +208,37 @@ def test_cache_observe_same_response_ttl_counting_down(
 
     what = "cache.observe, same response, TTLs counting down"
     _versus(benchmark, make_round, len(variants), what + ", report_refresh" * report_refresh)
+
+
+def test_cache_observe_many_same_response_ttl_counting_down(benchmark: BenchmarkFixture) -> None:
+    # The countdown case above handed over in one batch; the clock moves 10 ms at each read
+    # (one per response either way), and the other round observes one response at a time.
+    variants = countdown_variants()
+    pairs = [(data, SERVER) for data in variants]
+
+    def make_round(batched: bool) -> Callable[[], None]:
+        now = [1000.0]
+
+        def clock() -> float:
+            now[0] += 0.01
+            return now[0]
+
+        cache = DNSCache(trusted_servers=[SERVER], clock=clock)
+        cache.observe(variants[0], server=SERVER)
+        cache.subscribe(lambda batch: None)
+
+        def run() -> None:
+            if batched:
+                cache.observe_many(pairs)
+            else:
+                for data in variants:
+                    cache.observe(data, server=SERVER)
+            assert cache.ips("api1.team1.example.com")
+
+        return run
+
+    what = "cache.observe_many, same response, TTLs counting down"
+    _versus(benchmark, make_round, len(variants), what, labels=("batch", "one at a time"))
 
 
 def test_cache_observe_distinct_typical_responses(

@@ -116,11 +116,12 @@ class Extracted(NamedTuple):
 
 
 _RawRecord = tuple[str, int, int, str]
-# What _extract_fast gives: an Extracted (a remembered layout's), or the same fields in plain
-# tuples for a message parsed afresh. The cache reads either alike (it unpacks them), and a
-# plain tuple is made with no call: the four records and the result of a typical response
-# cost 0.3 us less than as Record and Extracted instances built with tuple.__new__
-# (measured). The public functions turn them into an Extracted (_as_extracted).
+# What _extract_fast gives: the fields of an Extracted in plain tuples, for a message parsed
+# afresh and for a repeat extracted from a remembered layout alike. The cache reads them as it
+# reads an Extracted (it unpacks them), and a plain tuple is made with no call: the four
+# records and the result of a typical response cost 0.3 us less than as Record and Extracted
+# instances built with tuple.__new__ (measured). The public functions turn them into an
+# Extracted (_as_extracted).
 _Raw = tuple[str | None, bool, int, int, bool, tuple[_RawRecord, ...]]
 
 
@@ -421,10 +422,11 @@ class _Template:
     OPT record's TTL (which carries rcode bits) is not among them. So a message that matches
     a template byte for byte outside those fields (one ``struct`` unpack and one tuple
     comparison) gets the template's records with its own TTLs, each RRset's the smallest
-    (with the same clamp as dnspython).
+    (with the same clamp as dnspython). The result is in plain tuples, as for a message parsed
+    afresh (see ``_Raw``).
     """
 
-    __slots__ = ("fixed", "groups", "last", "layout", "size")
+    __slots__ = ("fixed", "groups", "head", "last", "layout", "size")
 
     def __init__(
         self,
@@ -432,29 +434,44 @@ class _Template:
         layout: struct.Struct,
         fixed: tuple[bytes, ...],
         groups: tuple[tuple[str, int, tuple[str, ...], tuple[int, ...]], ...],
-        last: tuple[tuple[int, ...], Extracted],
+        last: tuple[tuple[int, ...], _Raw],
     ) -> None:
         self.size = size
         self.layout = layout
         self.fixed = fixed
-        self.groups = groups
+        # Each RRset's TTL positions as a slice when they are adjacent (nearly always): its
+        # TTL is then min() of one slice, not of a list built position by position.
+        self.groups: tuple[tuple[str, int, tuple[str, ...], slice | tuple[int, ...]], ...] = tuple(
+            (owner, rtype, values, _span(at)) for owner, rtype, values, at in groups
+        )
+        self.head = last[1][:5]  # the header fields, the same for every repeat
         # (TTLs, result) of the latest match, in one tuple so that threads sharing the
         # template always see a matching pair.
         self.last = last
 
-    def extract(self, ttls: tuple[int, ...]) -> Extracted:
+    def extract(self, ttls: tuple[int, ...]) -> _Raw:
         last_ttls, last = self.last
         if ttls == last_ttls:
             return last
-        clamped = [t if t <= 0x7FFFFFFF else 0 for t in ttls]
-        records = []
-        for owner, rtype, values, indices in self.groups:
-            ttl = clamped[indices[0]] if len(indices) == 1 else min([clamped[i] for i in indices])
+        seen = ttls
+        if max(ttls, default=0) > 0x7FFFFFFF:  # rare: only then a copy with dnspython's clamp
+            ttls = tuple([t if t <= 0x7FFFFFFF else 0 for t in ttls])
+        records: list[_RawRecord] = []
+        append = records.append
+        for owner, rtype, values, at in self.groups:
+            ttl = min(ttls[at]) if type(at) is slice else min([ttls[i] for i in at])
             for value in values:
-                records.append(_new_tuple(Record, (owner, rtype, ttl, value)))
-        result: Extracted = _new_tuple(Extracted, (*last[:5], tuple(records)))
-        self.last = (ttls, result)
+                append((owner, rtype, ttl, value))
+        result: _Raw = (*self.head, tuple(records))
+        self.last = (seen, result)
         return result
+
+
+def _span(at: tuple[int, ...]) -> slice | tuple[int, ...]:
+    """``at`` as a slice when its positions are consecutive, else as it is."""
+    if at == tuple(range(at[0], at[0] + len(at))):
+        return slice(at[0], at[0] + len(at))
+    return at
 
 
 # Key bytes (after the ID, up to the question's end; see _extract_fast) -> layouts seen with
@@ -531,7 +548,7 @@ def _remember(
     records_at: int,
     count: int,
     answers: list[_RawRecord | None],
-    result: Extracted,
+    result: _Raw,
 ) -> None:
     """Record the layout of ``data`` (a key seen before) under ``key``.
 
@@ -586,8 +603,6 @@ def extract_wire_fast(data: bytes) -> Extracted | None:
 
 def _as_extracted(raw: _Raw) -> Extracted:
     """``raw`` (from :func:`_extract_fast`) as an :class:`Extracted` of :class:`Record`."""
-    if type(raw) is Extracted:
-        return raw
     qname, is_response, opcode, rcode, truncated, records = raw
     result: Extracted = _new_tuple(
         Extracted,
@@ -604,7 +619,7 @@ def _as_extracted(raw: _Raw) -> Extracted:
 
 
 def _extract_fast(data: bytes) -> _Raw:
-    """The fast path: an :class:`Extracted`, or its fields in plain tuples (see ``_Raw``)."""
+    """The fast path: the fields of an :class:`Extracted` in plain tuples (see ``_Raw``)."""
     n = len(data)
     if n < 12:
         raise MalformedDNSMessage("shorter than the 12-byte header", 0)
@@ -810,9 +825,6 @@ def _extract_fast(data: bytes) -> _Raw:
         else:
             if not templates:
                 templates = _TEMPLATES[key] = []
-            # The layout keeps the result its repeats give while their TTLs stay the same:
-            # the public type, so that this message's repeats all give the same object.
-            result = _as_extracted(result)
             _remember(
                 data,
                 key,

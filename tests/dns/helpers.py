@@ -9,6 +9,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
+from fqdnpolicy.dns import wire
 from fqdnpolicy.dns.wire import Extracted, Record
 
 A, CNAME, AAAA = 1, 5, 28
@@ -62,3 +63,15 @@ def message(
             )
             rrset.add(dns.rdata.from_text(dns.rdataclass.IN, rdtype, text), ttl)
     return response
+
+
+def fast_path_result(data: bytes) -> object:
+    """What the wire fast path itself gives, or None when it declines the message.
+
+    The public functions wrap its plain tuples in a new ``Extracted`` on every call; the
+    tuple itself shows whether a repeat came from a remembered layout (the same object).
+    """
+    try:
+        return wire._extract_fast(data)
+    except wire._Unusual:
+        return None

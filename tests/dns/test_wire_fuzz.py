@@ -27,6 +27,7 @@ from fqdnpolicy.dns.wire import (
     extract_wire,
     extract_wire_fast,
 )
+from tests.dns.helpers import fast_path_result
 
 REJECTED = "rejected"
 
@@ -350,13 +351,14 @@ def test_repeats_with_other_ids_and_ttls_are_extracted_like_dnspython(
     repeat[0:2] = struct.pack("!H", data.draw(st.integers(0, 0xFFFF)))
     for at in ttl_offsets:
         repeat[at : at + 4] = struct.pack("!I", data.draw(ttls))
-    first = extract_wire_fast(bytes(repeat)) if reference(original) != REJECTED else None
+    # The fast path's own result: a repeat from the layout is the very tuple it gave last.
+    first = fast_path_result(bytes(repeat)) if reference(original) != REJECTED else None
     check_against_dnspython(bytes(repeat))
     # With one question written out in full, the remembered layout's key (the bytes up to
     # the question's end) never holds a TTL, so a repeat must come from the layout.
     one_plain_question = original[4:6] == b"\x00\x01" and original[12] < 0xC0
     if first is not None and one_plain_question:
-        assert extract_wire_fast(bytes(repeat)) is first, "a repeat was parsed again"
+        assert fast_path_result(bytes(repeat)) is first, "a repeat was parsed again"
         event("remembered layout used")
     # A change anywhere else must not be taken for a repeat.
     variable = set(range(2)) | {at + k for at in ttl_offsets for k in range(4)}
