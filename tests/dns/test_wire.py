@@ -446,6 +446,48 @@ def test_extract_message_skips_deleting_rrsets_of_dynamic_updates() -> None:
     assert extract_message(update).records == ()
 
 
+@pytest.mark.parametrize(
+    "parent",
+    [
+        [b"Team7", b"Example", b"com"],
+        [b"caf\xc3\xa9", b"example"],  # bytes above 127: the whole name goes to _read_name
+        [b"a\\b", b"example"],  # a backslash in a label: the same
+    ],
+    ids=["plain", "non-ASCII", "backslash"],
+)
+@pytest.mark.parametrize("first", [b"www", b"WWW-Api", b"x" * 63, b"a"])
+def test_a_name_under_a_parent_read_before_reads_as_dnspython_reads_it(
+    parent: list[bytes], first: bytes
+) -> None:
+    # A name written out in full whose labels after the first were read before (as a name of
+    # their own, as the tail of another name, or before a compression pointer) takes only its
+    # first label from the bytes: it must still read exactly as dnspython reads it.
+    parent_run = b"".join(bytes([len(label)]) + label for label in parent)
+
+    def forget() -> None:  # neither a run nor a whole message read before
+        wire._RUN_TEXT.clear()
+        wire._TEMPLATES.clear()
+
+    def read_the_name() -> None:
+        if all(label.isascii() and b"." not in label and b"\\" not in label for label in parent):
+            assert parent_run in wire._RUN_TEXT  # what the name's reading starts from
+        data = Wire().header(0x8180, 1, 0, 0, 0).question([first, *parent]).bytes()
+        assert fast_and_full(data) == reference(data)
+
+    for seen_before in (
+        parent,  # the parent itself
+        [b"other", *parent],  # the parent as the tail of a name walked label by label
+    ):
+        forget()
+        fast_and_full(Wire().header(0x8180, 1, 0, 0, 0).question(seen_before).bytes())
+        read_the_name()
+    forget()
+    w = Wire().header(0x8180, 1, 1, 0, 0).question([b"net"])
+    w.rr_name([b"net"], CNAME, [*parent, b"net"])  # the parent's labels, then a pointer
+    fast_and_full(w.bytes())
+    read_the_name()
+
+
 def test_label_run_cache_stays_bounded() -> None:
     for i in range(wire._RUN_TEXT_MAX + 10):
         label = f"n{i}".encode()
