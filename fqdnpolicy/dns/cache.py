@@ -625,6 +625,8 @@ class DNSCache:
                 except malformed_error:
                     malformed += 1
                     continue
+                except TypeError as exc:  # not a response: say which item
+                    raise TypeError(f"observe_many: item {index}: {exc}") from None
                 if len(chunk) == _OBSERVE_CHUNK:
                     # Taken out before it is learned: should a subscriber raise, the finally
                     # below must not learn it again.
