@@ -303,10 +303,11 @@ def _plain_run_text(run: bytes) -> str | None:
         return None
     i = c + 1
     # Names come in families under a few parents (api1.example.com, api2.example.com): when
-    # the labels after the first are a run read before, only the first label is new. Half
-    # the cost of walking every label of a typical name (measured). A run in _RUN_TEXT is a
-    # sound label sequence (both ways of reading one put it there), and the checks above
-    # cover the first label and the whole run's length and bytes.
+    # the labels after the first are a run read before, only the first label is new: 0.8 us
+    # for a four-label name against 1.7 us for the walk below, which also leaves the parent
+    # (measured). Every key of _RUN_TEXT is a sound label sequence (each way of reading one
+    # checks it), and the checks above cover the first label and the whole run's length and
+    # bytes.
     if i < n:
         rest = _RUN_TEXT.get(run[i:])
         if rest is not None:
