@@ -595,7 +595,6 @@ class DNSCache:
         """
         wire = _WIRE or _load_wire()
         malformed_error = wire.MalformedDNSMessage
-        fast, unusual = wire._extract_fast, wire._Unusual
         trust_memo = self._trust_memo
         changes = 0
         chunk: list[Answer] = []
@@ -614,14 +613,7 @@ class DNSCache:
                     untrusted += 1
                     continue
                 try:
-                    if type(response) is bytes:
-                        # _extract's first case, inlined: its call is 0.3 us a response here.
-                        try:
-                            append(fast(response))
-                        except unusual:
-                            append(wire.extract_wire(response))
-                    else:
-                        append(_extract(wire, response))
+                    append(_extract(wire, response))
                 except malformed_error:
                     malformed += 1
                     continue
