@@ -587,7 +587,8 @@ class DNSCache:
         Returns:
             How many changes the responses caused. The changes themselves go only to
             subscribers, so a long stream is not held in memory (a list of them all also
-            made learning new names 1.25x slower, measured, by keeping every one alive).
+            made learning new names 1.14x slower by keeping every one alive: 24.7 against
+            21.7 us, measured).
 
         Raises:
             TypeError: An item is not a pair, or its response neither wire bytes nor a
