@@ -74,8 +74,8 @@ def test_wire_bytes_the_fast_parser_declines_are_learned_through_dnspython() -> 
 def test_wire_bytes_read_afresh_and_from_a_remembered_layout_teach_the_same(
     regrouped: bool,
 ) -> None:
-    # observe takes a message parsed afresh as plain tuples and a repeat from the layout it
-    # remembered as an Extracted of Records: the cache must learn the same from either.
+    # observe takes a message parsed afresh and a repeat rebuilt from the layout it remembered
+    # (two different ways to the same plain tuples): the cache must learn the same from either.
     question, target = labels_of("fresh-or-remembered.example"), labels_of("edge.example.net")
     # (last octet, TTL): a second TTL in the RRset, or also an address again, is regrouped
     addresses = [(1, 60), (2, 60), (3, 60)] if not regrouped else [(1, 60), (2, 50), (1, 60)]
