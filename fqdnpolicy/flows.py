@@ -16,10 +16,10 @@ import re
 import attrs
 
 from fqdnpolicy.errors import InvalidPolicy, Problem
+from fqdnpolicy.protocols import PROTOCOL_NUMBERS
 
 __all__ = ["Flow", "parse_flow"]
 
-_PROTOCOL_WORDS = {"tcp", "udp", "icmp", "icmpv6", "sctp", "udplite"}
 _HOST_PORT = re.compile(r"^(?P<host>[^:\s\[\]]+)(?::(?P<port>\d+))?$")
 _BRACKETED = re.compile(r"^\[(?P<host>[^\]]+)\](?::(?P<port>\d+))?$")
 
@@ -52,7 +52,7 @@ class Flow:
 def _split_protocol(rest: str) -> tuple[str, str]:
     """Split a trailing ``/PROTOCOL`` (a protocol name or number) off the destination."""
     head, sep, tail = rest.rpartition("/")
-    if sep and (tail.lower() in _PROTOCOL_WORDS or tail.isdigit()):
+    if sep and (tail.upper() in PROTOCOL_NUMBERS or tail.isdigit()):
         return head, tail.upper()
     return rest, "TCP"
 

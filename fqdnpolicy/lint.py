@@ -46,12 +46,11 @@ from fqdnpolicy.model import (
     ResourceSet,
     Rule,
 )
+from fqdnpolicy.protocols import PROTOCOL_FAMILY, TCP, UDP, protocol_number_or_none
 
 __all__ = ["DNS_PORT", "lint"]
 
 DNS_PORT = 53
-_TCP, _UDP, _ICMP, _ICMPV6 = 6, 17, 1, 58
-_NAMES = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPV6": 58, "SCTP": 132, "UDPLITE": 136}
 _KUBE_DNS_FIX = 'namespaceSelector: projectcalico.org/name == "kube-system"'
 
 
@@ -106,12 +105,6 @@ def _rules(policy: Policy) -> Iterator[tuple[str, int, Rule]]:
             yield direction, i, rule
 
 
-def _protocol(value: str | int | None) -> int | None:
-    if value is None or isinstance(value, int):
-        return value
-    return _NAMES.get(value.upper(), int(value) if value.isdigit() else None)
-
-
 # -- wildcards ---------------------------------------------------------------------------------
 
 
@@ -156,7 +149,7 @@ def _allows_dns(rule: Rule) -> bool:
     """Whether the rule allows some traffic to port 53 over UDP or TCP."""
     if rule.action != "Allow" or rule.destination.domains:
         return False
-    if _protocol(rule.protocol) not in (None, _UDP, _TCP):
+    if protocol_number_or_none(rule.protocol) not in (None, UDP, TCP):
         return False
     ports = rule.destination.ports
     if ports and not _port_listed(DNS_PORT, ports):
@@ -233,11 +226,9 @@ def _domains_without_dns(policy: Policy, scopes: set[str | None]) -> Iterator[Pr
 
 def _families(rule: Rule) -> set[int]:
     families = {4, 6} if rule.ip_version is None else {rule.ip_version}
-    protocol = _protocol(rule.protocol)
-    if protocol == _ICMP:
-        families &= {4}
-    elif protocol == _ICMPV6:
-        families &= {6}
+    protocol = protocol_number_or_none(rule.protocol)
+    if protocol is not None and protocol in PROTOCOL_FAMILY:
+        families &= {PROTOCOL_FAMILY[protocol]}
     for side in (rule.source, rule.destination):
         if side.nets:
             families &= {net.version for net in side.nets}
@@ -316,13 +307,16 @@ def _side_covers(wide: EntityRule, narrow: EntityRule, family: int) -> bool:
 
 def _covers(wide: Rule, narrow: Rule, family: int) -> bool:
     """Whether every packet of ``family`` matching ``narrow`` also matches ``wide``."""
-    wide_proto, narrow_proto = _protocol(wide.protocol), _protocol(narrow.protocol)
+    wide_proto, narrow_proto = (
+        protocol_number_or_none(wide.protocol),
+        protocol_number_or_none(narrow.protocol),
+    )
     if wide_proto is not None and wide_proto != narrow_proto:
         return False
-    wide_not = _protocol(wide.not_protocol)
+    wide_not = protocol_number_or_none(wide.not_protocol)
     if wide_not is not None and not (
         (narrow_proto is not None and narrow_proto != wide_not)
-        or _protocol(narrow.not_protocol) == wide_not
+        or protocol_number_or_none(narrow.not_protocol) == wide_not
     ):
         return False
     if wide.icmp is not None and wide.icmp != narrow.icmp:

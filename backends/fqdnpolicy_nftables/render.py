@@ -51,6 +51,7 @@ from fqdnpolicy.datapath import (
     TierState,
 )
 from fqdnpolicy.errors import InvalidPolicy, Problem
+from fqdnpolicy.protocols import ICMP, ICMPV6, PORTED_PROTOCOLS, PROTOCOL_FAMILY
 from fqdnpolicy_nftables.names import (
     COMMENT_MAX,
     LOG_PREFIX_MAX,
@@ -78,9 +79,6 @@ __all__ = [
 Json = dict[str, Any]
 Part = tuple[str, Json]  # one match or statement: nft text and its libnftables JSON form
 
-# Transport protocols that carry ports (TCP, UDP, SCTP, UDPLite): a port rule without a
-# protocol is matched on these only, as the engine matches a port only when there is one.
-_PORT_PROTOCOLS = (6, 17, 132, 136)
 _MEMBER = re.compile(r"[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?")
 _REJECT_CHAIN = "fp_reject"
 
@@ -140,7 +138,7 @@ def _addr(family: int, field: str, name: str, negate: bool) -> Part:
 
 
 def _icmp(protocol: int, spec: tuple[int | None, int | None], negate: bool) -> Part | None:
-    kind = "icmpv6" if protocol == 58 else "icmp"
+    kind = "icmpv6" if protocol == ICMPV6 else "icmp"
     icmp_type, code = spec
     op = "!=" if negate else "=="
     neg = "!= " if negate else ""
@@ -200,7 +198,7 @@ def _own_ports(spec: PortSpec, protocol: int | None, field: str, negate: bool) -
         )
     # No protocol: pair each port with the protocols that carry one (exactly the engine's
     # rule that only a packet with a port can match a port).
-    pairs: dict[int, list[tuple[int, int]]] = {p: list(spec.ranges) for p in _PORT_PROTOCOLS}
+    pairs: dict[int, list[tuple[int, int]]] = {p: list(spec.ranges) for p in PORTED_PROTOCOLS}
     for proto, port in spec.named:
         pairs.setdefault(proto, []).append((port, port))
     elements = [(proto, r) for proto in sorted(pairs) for r in _merge_ranges(pairs[proto])]
@@ -244,10 +242,8 @@ def _needs_family(rule: RuleState) -> bool:
 def _families(rule: RuleState) -> Sequence[int | None]:
     """Families to render the rule for; None means once for both without a family test."""
     families = set(rule.families)
-    if rule.protocol == 1:
-        families &= {4}  # ICMP exists in IPv4 only (IPv6 carries ICMPv6, 58)
-    elif rule.protocol == 58:
-        families &= {6}
+    if rule.protocol is not None and rule.protocol in PROTOCOL_FAMILY:
+        families &= {PROTOCOL_FAMILY[rule.protocol]}
     if not families:
         return []
     if families == {4, 6} and not _needs_family(rule):
@@ -482,7 +478,7 @@ class _Renderer:
                 before.append(self._l4(protocol, False))
             if rule.not_protocol is not None:
                 before.append(self._l4(rule.not_protocol, True))
-            if protocol == 1 or protocol == 58:
+            if protocol in (ICMP, ICMPV6):
                 if rule.not_icmp is not None and rule.not_icmp[0] is None:
                     continue  # notICMP without a type excludes every ICMP packet: never matches
                 for icmp_spec, negate in ((rule.icmp, False), (rule.not_icmp, True)):
