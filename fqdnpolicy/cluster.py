@@ -24,8 +24,10 @@ import attrs
 import yaml
 
 from fqdnpolicy.errors import InvalidPolicy, Problem
+from fqdnpolicy.protocols import KUBERNETES_PROTOCOLS
 
-PROTOCOLS = ("TCP", "UDP", "SCTP")
+#: The protocols a container port may name (kept here for importers of this name).
+PROTOCOLS = KUBERNETES_PROTOCOLS
 
 
 def _frozen_labels(value: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -42,7 +44,16 @@ def _canonical_ips(values: Iterable[str]) -> tuple[str, ...]:
 
 @attrs.frozen
 class NamedPort:
-    """A named container port, the target of a rule's named port (``ports: [http]``)."""
+    """A port a pod declares by name: a container port with a name, number and protocol.
+
+    It is what a rule's :class:`fqdnpolicy.model.NamedPort` (a reference by name only)
+    resolves to on this pod.
+
+    Attributes:
+        name: The port name (``containerPorts[].name``).
+        port: The port number, 1-65535.
+        protocol: ``TCP``, ``UDP`` or ``SCTP``.
+    """
 
     name: str
     port: int

@@ -16,7 +16,8 @@ from typing import Literal, TypeAlias
 
 import attrs
 
-Direction: TypeAlias = Literal["egress", "ingress"]
+from fqdnpolicy.model import Direction as Direction  # here too for backends importing it
+
 RuleAction: TypeAlias = Literal["Allow", "Deny", "Log", "Pass"]
 
 

@@ -70,6 +70,7 @@ from fqdnpolicy.errors import InvalidPolicy, Problem
 from fqdnpolicy.model import (
     CALICO_API_VERSION,
     DEFAULT_TIER,
+    DEFAULT_TIER_ORDER,
     K8S_API_VERSION,
     Action,
     EntityRule,
@@ -95,6 +96,17 @@ from fqdnpolicy.model import (
     TierDefaultAction,
     TierSpec,
 )
+from fqdnpolicy.protocols import (
+    ICMP,
+    ICMPV6,
+    KUBERNETES_PROTOCOLS,
+    PORT_RULE_PROTOCOLS,
+    PROTOCOL_FAMILY,
+    PROTOCOL_NAMES,
+    PROTOCOL_NUMBERS,
+    protocol_name,
+    protocol_number_or_none,
+)
 from fqdnpolicy.selector import Selector, parse_selector
 
 __all__ = [
@@ -117,9 +129,6 @@ MAX_NODES: Final = 2_000_000
 """Most values one file may yield, alias expansions included."""
 
 _SUFFIXES: Final = (".yaml", ".yml", ".json")
-_PORT_PROTOCOLS: Final = frozenset({"TCP", "UDP", "SCTP", 6, 17, 132})
-_ICMP_PROTOCOLS: Final = frozenset({"ICMP", "ICMPv6", 1, 58})
-_PROTOCOL_NAMES: Final = ("TCP", "UDP", "ICMP", "ICMPv6", "SCTP", "UDPLite")
 _GLOBAL_ONLY_SPEC: Final = ("namespaceSelector", "doNotTrack", "preDNAT", "applyOnForward")
 # Filled in by the API server; harmless in files exported with `kubectl get -o yaml`, so they
 # are accepted and dropped rather than reported as unknown fields.
@@ -166,7 +175,6 @@ _KINDS: Final = {
 _K8S_ORCHESTRATOR_TERM: Final = "projectcalico.org/orchestrator == 'k8s'"
 _K8S_ORDER: Final = 1000.0
 _K8S_NAME_PREFIX: Final = "knp.default."
-_DEFAULT_TIER_ORDER: Final = 1_000_000.0
 
 
 # ============================================================================================
@@ -761,13 +769,13 @@ def _structure_protocol(value: Any, _: Any) -> Protocol | None:
             )
         return value
     # Accepted in any case (Kubernetes manifests sometimes write tcp), stored canonically.
-    for name in _PROTOCOL_NAMES:
-        if value.lower() == name.lower():
-            return name
+    number = PROTOCOL_NUMBERS.get(value.upper())
+    if number is not None:
+        return protocol_name(number)
     raise InvalidPolicy(
         Problem(
             f"unknown protocol {value!r}",
-            hint=_suggest(value, _PROTOCOL_NAMES) + ", or a number 1-255",
+            hint=_suggest(value, PROTOCOL_NAMES) + ", or a number 1-255",
             code="invalid-protocol",
         )
     )
@@ -947,7 +955,11 @@ def _check_rule(rule: Rule) -> list[Problem]:
                 code="invalid-ip-version",
             )
         )
-    if rule.protocol not in _PORT_PROTOCOLS:
+    protocol, not_protocol = (
+        protocol_number_or_none(rule.protocol),
+        protocol_number_or_none(rule.not_protocol),
+    )
+    if protocol not in PORT_RULE_PROTOCOLS:
         for side, entity in (("source", rule.source), ("destination", rule.destination)):
             for field, ports in (("ports", entity.ports), ("notPorts", entity.not_ports)):
                 if ports:
@@ -962,7 +974,7 @@ def _check_rule(rule: Rule) -> list[Problem]:
                         )
                     )
     for field, icmp in (("icmp", rule.icmp), ("notICMP", rule.not_icmp)):
-        if icmp is not None and rule.protocol not in _ICMP_PROTOCOLS:
+        if icmp is not None and protocol not in (ICMP, ICMPV6):
             problems.append(
                 Problem(
                     f"rules that specify {field} must set protocol to ICMP or ICMPv6",
@@ -971,14 +983,11 @@ def _check_rule(rule: Rule) -> list[Problem]:
                     code="icmp-needs-protocol",
                 )
             )
-    for name, version in (("ICMP", 4), ("ICMPv6", 6)):
-        numbers = {"ICMP": 1, "ICMPv6": 58}[name]
-        if (rule.protocol in (name, numbers) or rule.not_protocol in (name, numbers)) and (
-            rule.ip_version not in (None, version)
-        ):
+    for number, version in PROTOCOL_FAMILY.items():
+        if number in (protocol, not_protocol) and rule.ip_version not in (None, version):
             problems.append(
                 Problem(
-                    f"protocol {name} needs ipVersion {version}",
+                    f"protocol {protocol_name(number)} needs ipVersion {version}",
                     path="ipVersion",
                     hint=f"set ipVersion: {version} or remove it",
                     code="invalid-ip-version",
@@ -1288,12 +1297,12 @@ def _check_k8s_peer(peer: _K8sPeer) -> list[Problem]:
 
 def _check_k8s_port(port: _K8sPort) -> list[Problem]:
     problems = []
-    if port.protocol not in ("TCP", "UDP", "SCTP"):
+    if port.protocol not in KUBERNETES_PROTOCOLS:
         problems.append(
             Problem(
                 f"invalid protocol {port.protocol!r}",
                 path="protocol",
-                hint=_suggest(port.protocol, ("TCP", "UDP", "SCTP")),
+                hint=_suggest(port.protocol, KUBERNETES_PROTOCOLS),
                 code="invalid-protocol",
             )
         )
@@ -1893,12 +1902,12 @@ def _process_resource(
         tspec, spec_problems = _structure(raw_spec, TierSpec, "spec")
         problems += spec_problems
         if meta is not None and tspec is not None:
-            if meta.name == DEFAULT_TIER and tspec.order not in (None, _DEFAULT_TIER_ORDER):
+            if meta.name == DEFAULT_TIER and tspec.order not in (None, DEFAULT_TIER_ORDER):
                 problems.append(
                     Problem(
-                        f"the default tier's order must be {int(_DEFAULT_TIER_ORDER)}",
+                        f"the default tier's order must be {int(DEFAULT_TIER_ORDER)}",
                         path="spec.order",
-                        hint=f"remove order or set it to {int(_DEFAULT_TIER_ORDER)}",
+                        hint=f"remove order or set it to {int(DEFAULT_TIER_ORDER)}",
                         code="invalid-tier",
                     )
                 )

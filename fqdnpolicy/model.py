@@ -29,8 +29,10 @@ from fqdnpolicy.selector import Selector
 __all__ = [
     "CALICO_API_VERSION",
     "DEFAULT_TIER",
+    "DEFAULT_TIER_ORDER",
     "K8S_API_VERSION",
     "Action",
+    "Direction",
     "DomainReference",
     "EntityRule",
     "ICMPFields",
@@ -60,12 +62,18 @@ __all__ = [
 CALICO_API_VERSION = "projectcalico.org/v3"
 K8S_API_VERSION = "networking.k8s.io/v1"
 DEFAULT_TIER = "default"
+#: Order of Calico's built-in ``default`` tier when no Tier resource of that name is loaded
+#: (``kube-admin`` is 1,000 and ``kube-baseline`` 10,000,000 in Calico).
+DEFAULT_TIER_ORDER = 1_000_000.0
 
 Action: TypeAlias = Literal["Allow", "Deny", "Log", "Pass"]
+#: The side of an endpoint traffic is judged on: leaving it (egress) or reaching it (ingress).
+Direction: TypeAlias = Literal["egress", "ingress"]
 PolicyType: TypeAlias = Literal["Ingress", "Egress"]
 PolicyKind: TypeAlias = Literal["NetworkPolicy", "GlobalNetworkPolicy"]
 NetworkSetKind: TypeAlias = Literal["NetworkSet", "GlobalNetworkSet"]
 TierDefaultAction: TypeAlias = Literal["Deny", "Pass"]
+#: An IPv4 or IPv6 network (a CIDR), as rules and network sets hold them.
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: A protocol: one of Calico's names (``TCP``, ``UDP``, ``ICMP``, ``ICMPv6``, ``SCTP``,
 #: ``UDPLite``, in that spelling) or an IP protocol number 1-255.
@@ -122,7 +130,11 @@ class PortRange:
 
 @attrs.frozen
 class NamedPort:
-    """A port given by name (``http``), resolved against the endpoint's named ports.
+    """A rule's reference to a port by name (``ports: [http]``).
+
+    The name is resolved against the ports pods declare, each a
+    :class:`fqdnpolicy.cluster.NamedPort` carrying the protocol and number the name stands
+    for on that pod.
 
     Attributes:
         name: The port name (an IANA service name: lowercase letters, digits, ``-``).
