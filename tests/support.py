@@ -1,5 +1,7 @@
 """Helpers shared by the tests (import as `from tests.support import require_tool`).
 
+:class:`FakeClock` is the clock every test that needs time moves by hand.
+
 Tests marked ``kernel`` need root, network namespaces or kernel/system tools (nft, ipset,
 bpftool, dnsmasq). On a machine without them they skip with the reason, unless the environment
 sets ``FQDNPOLICY_REQUIRE_KERNEL=1`` (CI does), which turns every such skip into a failure so CI
@@ -14,6 +16,24 @@ import shutil
 import pytest
 
 REQUIRE_KERNEL = os.environ.get("FQDNPOLICY_REQUIRE_KERNEL") == "1"
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand.
+
+    The DNS cache expires nothing on its own and tests never sleep: time moves when a test
+    sets ``now`` or calls :meth:`advance`.
+    """
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds
 
 
 def kernel_unavailable(reason: str) -> None:

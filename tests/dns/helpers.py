@@ -11,21 +11,9 @@ import dns.rdatatype
 
 from fqdnpolicy.dns import wire
 from fqdnpolicy.dns.wire import Extracted, Record
+from tests.support import FakeClock as FakeClock  # the cache tests import it from here
 
 A, CNAME, AAAA = 1, 5, 28
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand (tests never sleep)."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def answer(qname: str | None, *records: tuple[str, int, int, str], rcode: int = 0) -> Extracted:

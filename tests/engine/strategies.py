@@ -27,6 +27,7 @@ from fqdnpolicy.dns.wire import Extracted, Record
 from fqdnpolicy.domains import DomainPattern, parse_domain_pattern
 from fqdnpolicy.model import (
     Action,
+    Direction,
     EntityRule,
     ICMPFields,
     IPNetwork,
@@ -47,8 +48,7 @@ from fqdnpolicy.model import (
     TierSpec,
 )
 from fqdnpolicy.selector import Selector, parse_selector
-
-Direction = Literal["egress", "ingress"]
+from tests.support import FakeClock as FakeClock  # the engine tests import it from here
 
 # ----------------------------------------------------------------------------- builders
 
@@ -244,20 +244,6 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-class FakeClock:
-    """A clock tests move by hand (the cache expires nothing on its own)."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.now += seconds
 
 
 # ----------------------------------------------------------------------------- vocabulary
