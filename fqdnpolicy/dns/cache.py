@@ -55,8 +55,16 @@ Threads
 Every public method runs under one re-entrant lock, readers included: a reader sees the cache
 before or after an answer, never in between (an answer touches several names, so per-name
 atomic replacement alone would not be enough). Under CPython's global interpreter lock the
-reader lock costs about as much as a dict lookup. Subscribers run inside the lock, in order;
-they may read the cache (the lock is re-entrant) and see the state the batch describes.
+reader lock costs about as much as a dict lookup.
+
+Subscribers are never called under that lock, so a subscriber may take its own locks (the
+engine's) while another thread holding those calls into the cache, without a lock-order
+deadlock. A change made under the lock queues its batch, in the order the changes were made;
+after releasing the lock, the call that made it delivers the queue, one thread at a time: each
+subscriber gets every batch exactly once, in order, never two at once. Used from one thread, a
+call returns once its changes are delivered. When another thread is delivering, the call may
+return first and leave its batch to that thread, which delivers until the queue is empty. A
+subscriber may read the cache, which may already be past the batch it is handed.
 
 Storage and speed
 -----------------
@@ -92,6 +100,7 @@ import math
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -101,6 +110,7 @@ from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from fqdnpolicy.domains import canonical_dns_name
 from fqdnpolicy.errors import InvalidPolicy, Problem
+from fqdnpolicy.subscribers import Subscribers
 
 if TYPE_CHECKING:
     import dns.message
@@ -185,6 +195,9 @@ class DNSChange(NamedTuple):
 # 0.09 us per event against 0.25 us for an attrs instance with its slots set directly (0.35
 # through its __init__), measured; a new typical answer makes six.
 _new_tuple = tuple.__new__
+
+
+_Subscriber = Callable[[list[DNSChange]], None]
 
 
 @attrs.frozen
@@ -491,7 +504,11 @@ class DNSCache:
         self._index_built = False
         self._pending: list[str] = []
         self._index_removed = 0
-        self._subscribers: list[Callable[[list[DNSChange]], None]] = []
+        self._subscribers: Subscribers[list[DNSChange]] = Subscribers()
+        # Batches made under the lock and not yet delivered, each with the subscribers of the
+        # moment it was made; _delivering is held by the one thread delivering them.
+        self._outbox: deque[tuple[list[DNSChange], tuple[_Subscriber, ...]]] = deque()
+        self._delivering = threading.Lock()
         self._c = _Counters()
         self._trust_memo: dict[str, bool] = {}
         self._alive: dict[str, float] = {}  # ip -> last keep_alive time
@@ -560,7 +577,10 @@ class DNSCache:
             except wire.MalformedDNSMessage:
                 self._c.malformed += 1
                 return []
-            return self._ingest(extracted)
+            changes = self._ingest(extracted)
+        if self._outbox:
+            self._deliver()
+        return changes
 
     def observe_many(
         self,
@@ -638,12 +658,20 @@ class DNSCache:
     def _learn_chunk(self, chunk: list[Answer], untrusted: int, malformed: int) -> int:
         """Learn ``chunk`` as :meth:`observe_many` does; tell how many changes it caused."""
         changes = 0
-        with self._lock:
+        lock, outbox, ingest = self._lock, self._outbox, self._ingest
+        with lock:
             self._c.untrusted += untrusted
             self._c.malformed += malformed
-            ingest = self._ingest
             for answer in chunk:
                 changes += len(ingest(answer))
+                if outbox:
+                    # Delivered before the next answer is learned, as observe would: a
+                    # subscriber that raises stops the chunk at the same answer.
+                    lock.release()
+                    try:
+                        self._deliver()
+                    finally:
+                        lock.acquire()
         return changes
 
     def ingest(self, extracted: Answer, server: str | None = None) -> list[DNSChange]:
@@ -665,7 +693,10 @@ class DNSCache:
             if server is not None and not self.is_trusted(server):
                 self._c.untrusted += 1
                 return []
-            return self._ingest(extracted)
+            changes = self._ingest(extracted)
+        if self._outbox:
+            self._deliver()
+        return changes
 
     def _ingest(self, ex: Answer) -> list[DNSChange]:
         # One tuple unpack instead of attribute reads: this is the ingest hot path, where
@@ -898,8 +929,9 @@ class DNSCache:
             self._pending.extend(chain)
             if len(self._pending) + self._index_removed > len(sched) + 1024:
                 self._rebuild_index()
-        for callback in self._subscribers:
-            callback(changes)
+        callbacks = self._subscribers.callbacks
+        if callbacks:
+            self._outbox.append((changes, callbacks))
         return changes
 
     def _ingest_refresh(
@@ -1072,8 +1104,9 @@ class DNSCache:
                 if old.get(ip) != expiry:
                     changes.append(_new_tuple(DNSChange, (name, ip, True, expiry)))
         if changes:
-            for callback in self._subscribers:
-                callback(changes)
+            callbacks = self._subscribers.callbacks
+            if callbacks:
+                self._outbox.append((changes, callbacks))
         return changes
 
     def _memo_lifetime(self, ttl: int) -> float:
@@ -1446,8 +1479,9 @@ class DNSCache:
                     if ip not in mapping:
                         changes.append(_new_tuple(DNSChange, (name, ip, False, expiry)))
         if changes:
-            for callback in self._subscribers:
-                callback(changes)
+            callbacks = self._subscribers.callbacks
+            if callbacks:
+                self._outbox.append((changes, callbacks))
         return changes
 
     def _keep_zombies(
@@ -1509,7 +1543,10 @@ class DNSCache:
                 cutoff = now - self.keep_alive_period
                 for ip in [ip for ip, mark in self._alive.items() if mark <= cutoff]:
                     del self._alive[ip]
-            return self._commit(old, now, origin)
+            changes = self._commit(old, now, origin)
+        if self._outbox:
+            self._deliver()
+        return changes
 
     def _take_due(self, now: float) -> Iterator[_HeapEntry]:
         """Pop the heap entries with a key <= ``now`` (callers may push later keys meanwhile)."""
@@ -1741,24 +1778,55 @@ class DNSCache:
     # ---------------------------------------------------------------------------------------
 
     def subscribe(self, callback: Callable[[list[DNSChange]], None]) -> Callable[[], None]:
-        """Call ``callback`` with each batch of changes, in order, from now on.
+        """Call ``callback`` with each batch of changes made from now on, in order.
+
+        The callback never runs under the cache lock (see "Threads" in the module docs): it
+        may read the cache, which may already be past the batch, and take its own locks.
+        Batches are delivered one at a time, by the thread that made them or by the one
+        delivering when they were made. A change the callback makes to the cache is queued
+        and delivered after the callback returns.
+
+        If the callback raises, the subscribers after it do not get that batch; the
+        exception propagates from the call that was delivering (the one that made the batch,
+        when only one thread uses the cache), after the batches still queued are delivered.
+        Should another callback raise meanwhile, its exception is added as a note to the
+        first. Every subscription stays, and later batches are delivered as usual.
 
         Args:
-            callback: Receives a non-empty list of :class:`DNSChange`; it runs under the
-                cache lock, may read the cache, and should be quick.
+            callback: Receives a non-empty list of :class:`DNSChange`; it should be quick.
 
         Returns:
-            A function that cancels the subscription.
+            A function that cancels the subscription (calling it again does nothing). A batch
+            made before the cancel may still reach the callback after it, from the thread
+            delivering it.
         """
-        with self._lock:
-            self._subscribers.append(callback)
+        with self._lock:  # so "from now on" falls between two batches
+            return self._subscribers.add(callback)
 
-        def cancel() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return cancel
+    def _deliver(self) -> None:
+        """Hand the queued batches to their subscribers: outside the lock, in order."""
+        outbox, delivering = self._outbox, self._delivering
+        error: Exception | None = None
+        # A thread that finds the flag taken leaves its batch to the holder. The holder checks
+        # the queue again after letting go of the flag: a batch queued after its last check
+        # but before the release would otherwise wait for the next change.
+        while outbox and delivering.acquire(blocking=False):
+            try:
+                while outbox:
+                    batch, callbacks = outbox.popleft()
+                    for callback in callbacks:
+                        try:
+                            callback(batch)
+                        except Exception as exc:
+                            if error is None:
+                                error = exc
+                            else:
+                                error.add_note(f"a DNS cache subscriber also raised {exc!r}")
+                            break
+            finally:
+                delivering.release()
+        if error is not None:
+            raise error
 
     # ---------------------------------------------------------------------------------------
     # Persistence (format in fqdnpolicy.dns.persist)
@@ -1805,7 +1873,10 @@ class DNSCache:
                     self._put_cname(link.name, link.target, link.expiry, old)
                 elif link.target not in _ZERO_ADDRESSES:
                     self._put_addr(link.name, sys.intern(link.target), link.expiry, old)
-            return self._commit(old, now)
+            changes = self._commit(old, now)
+        if self._outbox:
+            self._deliver()
+        return changes
 
     def __iter__(self) -> Iterator[str]:
         """Iterate over a snapshot of the names holding links."""

@@ -288,7 +288,8 @@ def load(cache: DNSCache, path: str) -> LoadReport:
                 skipped.append(SkippedLine(number, parsed, _show(raw)))
             else:
                 links.append(parsed)
-        cache.restore(links)
+    # Outside the lock: restore delivers its changes to subscribers, which never run under it.
+    cache.restore(links)
     skipped.sort(key=lambda s: s.line)
     return LoadReport(path, restored=len(links), expired=expired, skipped=tuple(skipped))
 

@@ -1,6 +1,8 @@
-"""Builders of DNS answers for the cache tests, and a fake clock."""
+"""Builders of DNS answers for the cache tests, a fake clock, and a probe of the cache lock."""
 
 from __future__ import annotations
+
+import threading
 
 import dns.flags
 import dns.message
@@ -9,7 +11,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from fqdnpolicy.dns import wire
+from fqdnpolicy.dns import DNSCache, wire
 from fqdnpolicy.dns.wire import Extracted, Record
 from tests.support import FakeClock as FakeClock  # the cache tests import it from here
 
@@ -63,3 +65,23 @@ def fast_path_result(data: bytes) -> object:
         return wire._extract_fast(data)
     except wire._Unusual:
         return None
+
+
+def lock_is_free(cache: DNSCache) -> bool:
+    """Whether another thread could take the cache's lock right now.
+
+    The lock is re-entrant, so asking from the calling thread would always succeed; a probe
+    thread tells whether the caller (or anyone) holds it.
+    """
+    free: list[bool] = []
+
+    def probe() -> None:
+        got = cache._lock.acquire(blocking=False)
+        if got:
+            cache._lock.release()
+        free.append(got)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join(timeout=30)
+    return free[0]
