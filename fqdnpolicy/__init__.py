@@ -10,7 +10,6 @@ The public API is re-exported here; submodules hold one concern each:
 * :mod:`fqdnpolicy.lint` - warnings about policies that load but are risky.
 * :mod:`fqdnpolicy.dns` - the DNS cache (name -> IP learned from DNS answers).
 * :mod:`fqdnpolicy.cluster` - endpoints, namespaces and service accounts.
-* :mod:`fqdnpolicy.ipsets` - the address index (address -> IP sets holding it).
 * :mod:`fqdnpolicy.engine` - verdicts, explanations and datapath deltas.
 * :mod:`fqdnpolicy.datapath` - the engine's state and deltas as plain data for backends.
 * :mod:`fqdnpolicy.backends` - the backend plugin contract and discovery.

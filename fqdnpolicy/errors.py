@@ -110,3 +110,7 @@ class InvalidPolicy(ValueError):
     def problem(self) -> Problem:
         """The first problem (convenient when only one is expected)."""
         return self.problems[0]
+
+
+class MissingDependency(ImportError):
+    """An optional dependency a feature needs is not installed; the message says what to run."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-import attrs
 import dns.message
 import dns.rrset
 import pytest
@@ -484,10 +483,9 @@ spec:
     assert engine.verdict("default/backend", "198.51.100.10", "TCP", 443).allowed
 
 
-# -- reads without the lock ----------------------------------------------------------------
-# A flow from an endpoint to an outside address that is in none of the sets its egress rules
-# name is answered again without the engine's lock (the embedding datapath's common question).
-# These tests pin what that path may and may not serve.
+# -- readers never wait ------------------------------------------------------------------
+# verdict() takes no lock: it reads what the writer side published. These tests hold the
+# writer lock, or stop a change half way, and pin what a reader sees meanwhile.
 
 
 def _in_thread(call: Callable[[], Verdict]) -> tuple[threading.Thread, list[Verdict]]:
@@ -498,7 +496,7 @@ def _in_thread(call: Callable[[], Verdict]) -> tuple[threading.Thread, list[Verd
 
 
 def _holding_the_lock(engine: PolicyEngine) -> tuple[threading.Event, threading.Thread]:
-    """Hold the engine's lock in another thread (as a long ``datapath()`` render does)."""
+    """Hold the engine's writer lock in another thread (as a long ``datapath()`` does)."""
     release, held = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -512,11 +510,13 @@ def _holding_the_lock(engine: PolicyEngine) -> tuple[threading.Event, threading.
     return release, holder
 
 
-def _asked_while_locked(engine: PolicyEngine, destination: str) -> list[Verdict]:
-    """backend -> destination:443/TCP while another thread holds the lock; [] if it waited."""
+def _asked_while_locked(
+    engine: PolicyEngine, src: str, destination: str, port: int
+) -> list[Verdict]:
+    """src -> destination:port/TCP while another thread holds the lock; [] if it waited."""
     release, holder = _holding_the_lock(engine)
     try:
-        reader, out = _in_thread(lambda: engine.verdict("default/backend", destination, "TCP", 443))
+        reader, out = _in_thread(lambda: engine.verdict(src, destination, "TCP", port))
         reader.join(5)
         return list(out)
     finally:
@@ -524,101 +524,139 @@ def _asked_while_locked(engine: PolicyEngine, destination: str) -> list[Verdict]
         holder.join(5)
 
 
-def test_a_judged_flow_to_an_outside_address_is_answered_while_the_lock_is_held(
-    engine: PolicyEngine,
+@pytest.mark.parametrize(
+    ("src", "destination", "port", "action"),
+    [
+        ("default/backend", "203.0.113.7", 443, "Deny"),  # outside, never seen
+        ("default/backend", "198.51.100.10", 443, "Allow"),  # DNS-learned member
+        ("default/backend", "fd00::0001", 443, "Deny"),  # non-canonical text
+        ("default/backend", "10.0.0.2", 5432, "Allow"),  # an endpoint: egress and ingress
+        ("kube-system/coredns", "10.0.0.1", 80, "Allow"),  # no policy on either side
+    ],
+)
+def test_every_kind_of_verdict_is_answered_while_the_writer_lock_is_held(
+    engine: PolicyEngine, src: str, destination: str, port: int, action: str
 ) -> None:
-    first = engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
-    assert first.action == "Deny"
-    assert _asked_while_locked(engine, "203.0.113.7") == [first], "the reader waited"
+    answered = _asked_while_locked(engine, src, destination, port)
+    assert [v.action for v in answered] == [action], "the reader waited"
 
 
-def test_an_outside_ipv4_address_never_seen_is_answered_while_the_lock_is_held(
-    engine: PolicyEngine,
+def _paused_change(
+    engine: PolicyEngine, monkeypatch: pytest.MonkeyPatch, *, after_settle: bool
+) -> tuple[threading.Event, threading.Event]:
+    """Make the next change stop before (or after) publishing its values, until released."""
+    from fqdnpolicy.engine.graph import Graph
+
+    paused, go_on = threading.Event(), threading.Event()
+    real = Graph.settle
+
+    def settle(graph: Graph) -> None:
+        if after_settle:
+            real(graph)
+        paused.set()
+        assert go_on.wait(10)
+        if not after_settle:
+            real(graph)
+
+    monkeypatch.setattr(Graph, "settle", settle)
+    return paused, go_on
+
+
+@pytest.mark.parametrize("after_settle", [False, True])
+def test_a_reader_sees_the_state_before_a_change_in_progress_then_the_state_after(
+    engine: PolicyEngine, monkeypatch: pytest.MonkeyPatch, after_settle: bool
 ) -> None:
-    # Canonical IPv4 text needs no parsing: its covering prefixes are read in place.
-    kept = engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
-    assert _asked_while_locked(engine, "203.0.113.99") == [kept], "the reader waited"
-
-
-def test_a_member_host_first_seen_is_answered_while_the_lock_is_held(
-    engine: PolicyEngine, cache: DNSCache
-) -> None:
-    # An address in a set only another endpoint's rules name: no answer cached for it yet,
-    # its sets are read in place, and the sender's kept verdict serves it.
-    (db_egress,) = fqdnpolicy.loads(
+    # backend may reach the database pod db; a change removes db's ingress policy's
+    # permission and relabels nothing else. Stopped before its values are published, or
+    # after all of them are assigned but before the change is declared done, a reader must
+    # get the verdict of the state before it: never a mix.
+    assert engine.verdict("default/backend", "10.0.0.2", "TCP", 5432).allowed
+    before_drop = engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
+    (deny_db,) = fqdnpolicy.loads(
         """
 apiVersion: projectcalico.org/v3
 kind: NetworkPolicy
-metadata: {name: db-egress, namespace: default}
+metadata: {name: database-ingress, namespace: default}
 spec:
   selector: tier == "database"
-  egress:
-  - {action: Allow, protocol: TCP, destination: {domains: [www.example.org]}}
+  ingress:
+  - action: Deny
+    protocol: TCP
+    source: {selector: app == "backend"}
 """
     ).policies
-    engine.upsert_policy(db_egress)
-    cache.observe(
-        answer("www.example.org", ("www.example.org.", "A", "198.51.100.30")), server="10.96.0.10"
-    )
-    kept = engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
-    assert "198.51.100.30" not in engine._answers
-    assert _asked_while_locked(engine, "198.51.100.30") == [kept], "the reader waited"
-    assert engine.verdict("default/db", "198.51.100.30", "TCP", 443).allowed
+    paused, go_on = _paused_change(engine, monkeypatch, after_settle=after_settle)
+    writer = threading.Thread(target=lambda: engine.upsert_policy(deny_db), daemon=True)
+    writer.start()
+    try:
+        assert paused.wait(5)
+        for destination, port, expected in (
+            ("10.0.0.2", 5432, True),
+            ("203.0.113.7", 443, before_drop.allowed),
+        ):
+
+            def ask(d: str = destination, p: int = port) -> Verdict:
+                return engine.verdict("default/backend", d, "TCP", p)
+
+            reader, out = _in_thread(ask)
+            reader.join(5)
+            assert [v.allowed for v in out] == [expected], "mixed, or the reader waited"
+    finally:
+        go_on.set()
+        writer.join(5)
+    denied = engine.verdict("default/backend", "10.0.0.2", "TCP", 5432)
+    assert (denied.action, denied.direction) == ("Deny", "ingress")
 
 
-def test_a_dns_change_not_yet_applied_is_waited_for_not_read_past(
+def test_dns_changes_are_applied_on_the_delivering_thread_and_never_inside_a_verdict(
     engine: PolicyEngine, cache: DNSCache
 ) -> None:
+    delivered_on: list[str] = []
+    engine.subscribe(lambda batch: delivered_on.append(threading.current_thread().name))
     assert not engine.verdict("default/backend", "198.51.100.20", "TCP", 443).allowed
     release, holder = _holding_the_lock(engine)
     try:
-        # The answer arrives while the lock is taken: the engine queues it.
-        cache.observe(
-            answer("api.github.com", ("api.github.com.", "A", "198.51.100.20")),
-            server="10.96.0.10",
+        # The answer arrives while a long datapath() holds the writer lock: the cache's
+        # caller waits to apply it; verdicts meanwhile answer from the state before it.
+        observer = threading.Thread(
+            target=lambda: cache.observe(
+                answer("api.github.com", ("api.github.com.", "A", "198.51.100.20")),
+                server="10.96.0.10",
+            ),
+            name="dns-writer",
+            daemon=True,
         )
+        observer.start()
         reader, out = _in_thread(
             lambda: engine.verdict("default/backend", "198.51.100.20", "TCP", 443)
         )
-        reader.join(0.3)
-        assert reader.is_alive(), "served the verdict from before the answer"
-        assert not out
+        reader.join(5)
+        assert [v.allowed for v in out] == [False], "the reader waited"
     finally:
         release.set()
         holder.join(5)
-    reader.join(5)
-    assert len(out) == 1
-    assert out[0].allowed
-
-
-def test_no_kept_verdict_is_served_while_a_change_is_in_progress(engine: PolicyEngine) -> None:
-    judged = engine.verdict("default/backend", "203.0.113.7", "TCP", 443)
-    program = engine._egress_of["default/backend"]
-    assert program.clear4["TCP"][443] is judged  # kept for the lock-free path
-    # A stand-in for a state the change has half written: served outside a change only.
-    marker = attrs.evolve(judged, policy="marker")
-    program.clear4["TCP"][443] = marker
-    engine._flows.clear()  # judged flows are looked up first: forget this one
-    engine._flows_old.clear()
-    assert engine.verdict("default/backend", "203.0.113.7", "TCP", 443) is marker
-    engine._flows.clear()
-    engine._flows_old.clear()
-    with engine._mutating():
-        assert engine.verdict("default/backend", "203.0.113.7", "TCP", 443) == judged
+    observer.join(5)
+    assert engine.verdict("default/backend", "198.51.100.20", "TCP", 443).allowed
+    assert delivered_on == ["dns-writer"]
 
 
 def test_kept_verdicts_are_bounded_in_total(
     engine: PolicyEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fqdnpolicy.engine, "_CLEAR_LIMIT", 16)
+    monkeypatch.setattr(fqdnpolicy.engine.engine, "KEPT_LIMIT", 16)
+
+    def kept() -> int:
+        programs = {
+            id(p): p for r in engine._records.values() for p in (r.egress, r.ingress)
+        }.values()
+        return sum(len(p.outside) + len(p.judged) for p in programs)
+
     for port in range(1, 200):
         # A port scan to one outside address: every verdict judged, at most 16 kept.
         verdict = engine.verdict("default/backend", "203.0.113.7", "TCP", port)
         assert verdict.action == "Deny"
         assert engine.verdict("default/backend", "203.0.113.7", "TCP", port) == verdict
-        assert engine._clear_count <= 16
-    program = engine._egress_of["default/backend"]
-    assert sum(len(by_port) for by_port in program.clear4.values()) <= 16
+        assert kept() <= 16
 
 
 def test_kept_verdicts_follow_the_senders_program(engine: PolicyEngine) -> None:
@@ -720,14 +758,18 @@ def test_endpoints_with_different_named_ports_are_judged_apart(engine: PolicyEng
     assert engine.verdict("default/backend", "10.0.0.11", "TCP", 5432).allowed
 
 
-def test_named_port_lists_are_numbered_afresh_when_too_many_were_seen(
-    engine: PolicyEngine, monkeypatch: pytest.MonkeyPatch
+def test_endpoints_alike_share_an_identity_and_ports_tell_them_apart(
+    engine: PolicyEngine,
 ) -> None:
-    monkeypatch.setattr(fqdnpolicy.engine, "_PORT_LISTS_LIMIT", 4)
+    engine.upsert_endpoint(_database("db-a", "10.0.0.11", 5432))
+    engine.upsert_endpoint(_database("db-b", "10.0.0.12", 5432))
+    engine.upsert_endpoint(_database("db-c", "10.0.0.13", 6432))
+    hosts = engine._hosts  # the structure under test
+    assert hosts["10.0.0.11"] is hosts["10.0.0.12"]
+    assert hosts["10.0.0.11"] is not hosts["10.0.0.13"]
     for i in range(12):
-        # Churn through distinct port lists: numbers stay bounded, verdicts right.
+        # Churn through distinct port lists: verdicts follow each.
         engine.upsert_endpoint(_database("db-churn", "10.0.0.20", 7000 + i))
         assert engine.verdict("default/backend", "10.0.0.20", "TCP", 7000 + i).allowed
         assert not engine.verdict("default/backend", "10.0.0.20", "TCP", 6999 + i).allowed
         assert engine.verdict("default/backend", "10.0.0.2", "TCP", 5432).allowed
-        assert len(engine._port_lists) <= 4

@@ -1,0 +1,344 @@
+"""Batch verdicts: many egress flows judged at once from the identity tables, with NumPy.
+
+A flow's egress verdict depends on the sender's program, the destination's identity and
+(protocol, port). Destinations become identity codes by array search (host addresses sorted,
+then the CIDR intervals of the prefix table); most identities are in none of the sets a
+program names, so for them the verdict depends on (program, family, protocol, port) only and is
+judged once per distinct combination. The few flows whose destination is in one of the
+program's sets are judged once per distinct (program, identity, protocol, port); flows to an
+endpoint, which also need its ingress policy, go through :meth:`PolicyEngine.verdict`.
+
+The tables are built from the published state on first use and kept until an identity
+changes (``AddressTable.version``): replaying a day of flows against one state builds them once.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from fqdnpolicy.engine.identities import Identity, identity_of
+from fqdnpolicy.engine.programs import Program
+from fqdnpolicy.engine.published import View
+from fqdnpolicy.errors import InvalidPolicy, MissingDependency, Problem
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from fqdnpolicy.engine.engine import PolicyEngine
+
+    BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+
+__all__ = ["verdict_array"]
+
+_NO_PORT = -1
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:
+        raise MissingDependency(
+            "verdict_array needs NumPy: pip install 'fqdnpolicy[fast]' (or pip install numpy)"
+        ) from None
+    return numpy
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value it holds (other values as they are)."""
+    item = getattr(value, "item", None)
+    return item() if item is not None and getattr(value, "ndim", None) == 0 else value
+
+
+def _bad(message: str, hint: str = "") -> InvalidPolicy:
+    return InvalidPolicy(Problem(message, hint=hint))
+
+
+class _Tables:
+    """Identity codes for packed IPv4 destinations, and each code's identity."""
+
+    def __init__(self, np: Any, hosts: dict[str, Identity], engine: PolicyEngine) -> None:
+        prefixes = engine._snapshot.prefixes
+        self.prefixes = prefixes
+        self.idents: list[Identity] = []
+        self._code: dict[int, int] = {}
+        v4 = [(address, ident) for address, ident in hosts.items() if ":" not in address]
+        v4.sort(key=lambda item: socket.inet_aton(item[0]))
+        packed = b"".join(socket.inet_aton(address) for address, _ in v4)
+        self.host_addr = np.frombuffer(packed, dtype=">u4").astype(np.uint32)
+        self.host_code = np.fromiter((self.code(i) for _, i in v4), np.int64, len(v4))
+        # Elementary IPv4 intervals between prefix boundaries, each with its identity.
+        points = {0}
+        for net in prefixes.prefixes:
+            if net.version == 4:
+                points.add(int(net.network_address))
+                end = int(net.broadcast_address) + 1
+                if end < 1 << 32:
+                    points.add(end)
+        starts = sorted(points)
+        self.bounds = np.array(starts, dtype=np.uint32)
+        self.bound_code = np.array(
+            [self.code(prefixes.identity(socket.inet_ntoa(s.to_bytes(4, "big")))) for s in starts],
+            dtype=np.int64,
+        )
+        self._relevant: dict[int, tuple[Program, Any]] = {}
+        self._by_set: dict[int, list[int]] | None = None
+
+    def code(self, ident: Identity) -> int:
+        """The code of an identity (new identities get the next one)."""
+        found = self._code.get(id(ident))
+        if found is None:
+            found = self._code[id(ident)] = len(self.idents)
+            self.idents.append(ident)
+        return found
+
+    def lookup(self, np: Any, packed: Any) -> Any:
+        """Identity codes of packed IPv4 addresses."""
+        codes = self.bound_code[np.searchsorted(self.bounds, packed, side="right") - 1]
+        if len(self.host_addr):
+            pos = np.searchsorted(self.host_addr, packed)
+            pos_clipped = np.minimum(pos, len(self.host_addr) - 1)
+            hit = self.host_addr[pos_clipped] == packed
+            codes = np.where(hit, self.host_code[pos_clipped], codes)
+        return codes
+
+    def relevant(self, np: Any, program: Program) -> Any:
+        """Codes of the non-endpoint identities in some set ``program`` names (sorted)."""
+        found = self._relevant.get(id(program))
+        if found is not None and found[0] is program:
+            return found[1]
+        if self._by_set is None or len(self._by_set_seen) != len(self.idents):
+            self._index_sets()
+        assert self._by_set is not None
+        codes = sorted({c for n in program.refs for c in self._by_set.get(n, ())})
+        array = np.array(codes, dtype=np.int64)
+        self._relevant[id(program)] = (program, array)
+        return array
+
+    def _index_sets(self) -> None:
+        by_set: dict[int, list[int]] = {}
+        for code, ident in enumerate(self.idents):
+            if ident.ports is None:
+                for num in ident.sets:
+                    by_set.setdefault(num, []).append(code)
+        self._by_set = by_set
+        self._by_set_seen = list(self.idents)
+        self._relevant.clear()
+
+
+def _tables(np: Any, engine: PolicyEngine) -> _Tables:
+    table = engine._graph.table
+    cached = engine._batch
+    if cached is not None and cached[0] == table.version and cached[1].prefixes is table.prefixes:
+        found: _Tables = cached[1]
+        return found
+    version = table.version
+    tables = _Tables(np, dict(engine._hosts), engine)
+    engine._batch = (version, tables)
+    return tables
+
+
+def _column(np: Any, value: Any, n: int, what: str) -> tuple[Any, bool]:
+    """(array, is_scalar) of one per-flow argument."""
+    if isinstance(value, str | int | type(None)) or np.isscalar(value):
+        return value, True
+    array = np.asarray(value, dtype=object if isinstance(value, Sequence) else None)
+    if array.ndim != 1 or len(array) != n:
+        raise _bad(f"{what} has {array.size} elements for {n} flows", "one per flow, or one value")
+    return array, False
+
+
+def verdict_array(
+    engine: PolicyEngine,
+    src: Sequence[str] | npt.ArrayLike,
+    dst: Sequence[str] | npt.ArrayLike,
+    protocol: Any,
+    port: Any,
+) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """See :meth:`PolicyEngine.verdict_array`."""
+    np = _numpy()
+    src_array = np.asarray(src, dtype=None if hasattr(src, "dtype") else object)
+    dst_array = np.asarray(dst, dtype=None if hasattr(dst, "dtype") else object)
+    n = len(src_array)
+    if src_array.ndim != 1 or dst_array.ndim != 1 or len(dst_array) != n:
+        raise _bad(
+            f"src and dst have {src_array.size} and {dst_array.size} elements",
+            "equal-length one-dimensional sequences",
+        )
+    protocols, one_protocol = _column(np, protocol, n, "protocol")
+    ports, one_port = _column(np, port, n, "port")
+    if n == 0:
+        return cast("BoolArray", np.zeros(0, dtype=bool))
+    snapshot = engine._snapshot
+    if snapshot.commit is None:
+        result = _vectorised(
+            np, engine, src_array, dst_array, protocols, one_protocol, ports, one_port
+        )
+        if engine._snapshot is snapshot:
+            return cast("BoolArray", result)
+    # A change began or ended meanwhile: judge flow by flow (each consistent on its own).
+    keys = engine.endpoint_keys() if src_array.dtype.kind in "iu" else None
+    out = np.empty(n, dtype=bool)
+    for i in range(n):
+        source = keys[int(src_array[i])] if keys is not None else src_array[i]
+        target = dst_array[i]
+        if dst_array.dtype.kind in "iu":
+            target = socket.inet_ntoa(int(target).to_bytes(4, "big"))
+        out[i] = engine.verdict(
+            _plain(source),
+            _plain(target),
+            _plain(protocols if one_protocol else protocols[i]),
+            _plain(ports if one_port else ports[i]),
+        ).allowed
+    return cast("BoolArray", out)
+
+
+def _vectorised(
+    np: Any,
+    engine: PolicyEngine,
+    src: Any,
+    dst: Any,
+    protocols: Any,
+    one_protocol: bool,
+    ports: Any,
+    one_port: bool,
+) -> Any:
+    from fqdnpolicy.engine.engine import _port, _protocol
+
+    n = len(src)
+    records = engine._records
+    # Sources -> records -> program codes.
+    keys = sorted(records)
+    if src.dtype.kind in "iu":
+        if len(src) and (src.min() < 0 or src.max() >= len(keys)):
+            raise _bad("an endpoint index is out of range", f"0 to {len(keys) - 1}")
+        src_idx = src.astype(np.int64)
+    else:
+        index = {key: i for i, key in enumerate(keys)}
+        try:
+            src_idx = np.fromiter((index[k] for k in src), np.int64, n)
+        except (KeyError, TypeError):
+            bad = next(k for k in src if not isinstance(k, str) or k not in index)
+            raise _bad(f"unknown endpoint {bad!r}", "a namespace/name the cluster holds") from None
+    programs: list[Program] = []
+    program_code: dict[int, int] = {}
+    record_program = np.empty(len(keys), dtype=np.int64)
+    for i, key in enumerate(keys):
+        program = records[key].egress
+        code = program_code.get(id(program))
+        if code is None:
+            code = program_code[id(program)] = len(programs)
+            programs.append(program)
+        record_program[i] = code
+    prog = record_program[src_idx]
+
+    # Destinations -> identity codes.
+    tables = _tables(np, engine)
+    if dst.dtype.kind in "iu":
+        if len(dst) and (dst.min() < 0 or dst.max() >= 1 << 32):
+            raise _bad("a packed IPv4 address is out of range", "0 to 2**32 - 1")
+        ident = tables.lookup(np, dst.astype(np.uint32))
+    else:
+        view = View(engine._snapshot, engine._hosts, records, engine._owners)
+        seen: dict[object, int] = {}
+        codes = np.empty(n, dtype=np.int64)
+        for i, text in enumerate(dst):
+            code = seen.get(text)
+            if code is None:
+                if not isinstance(text, str):
+                    raise _bad(f"not an IP address: {text!r}", "an IPv4 or IPv6 address")
+                code = seen[text] = tables.code(identity_of(view.host, view.prefixes, text)[0])
+            codes[i] = code
+        ident = codes
+    idents = tables.idents
+    family6 = np.fromiter((i.family == 6 for i in idents), bool, len(idents))[ident]
+    endpoint = np.fromiter((i.ports is not None for i in idents), bool, len(idents))[ident]
+
+    # Protocols and ports -> numbers (validated once per distinct value).
+    if one_protocol:
+        proto = np.full(n, _protocol(_plain(protocols)), dtype=np.int64)
+    else:
+        numbers: dict[object, int] = {}
+        for value in set(protocols.tolist()):
+            numbers[value] = _protocol(value)
+        proto = np.fromiter((numbers[p] for p in protocols.tolist()), np.int64, n)
+    if one_port:
+        checked = _port(_plain(ports), "port")
+        port = np.full(n, _NO_PORT if checked is None else checked, dtype=np.int64)
+    else:
+        if ports.dtype.kind not in "iu":
+            for p in ports:
+                _port(p, "port")
+        port = ports.astype(np.int64)
+        if len(port) and (port.min() < 0 or port.max() > 65535):
+            bad = port[(port < 0) | (port > 65535)][0]
+            raise _bad(f"port {int(bad)!r} is not a port", "an integer 0-65535, or None")
+
+    # Which flows are to an identity in some set of the sender's program.
+    present = np.unique(prog)
+    n_idents = len(idents)
+    pair = prog * n_idents + ident
+    rel_keys = [c * n_idents + tables.relevant(np, programs[c]) for c in present]
+    relevant_keys = np.sort(np.concatenate(rel_keys)) if rel_keys else np.zeros(0, np.int64)
+    if len(relevant_keys):
+        pos = np.minimum(np.searchsorted(relevant_keys, pair), len(relevant_keys) - 1)
+        relevant = relevant_keys[pos] == pair
+    else:
+        relevant = np.zeros(n, dtype=bool)
+
+    out = np.empty(n, dtype=bool)
+    plain = ~relevant & ~endpoint
+    _judge_groups(
+        np, engine, out, plain, (prog, family6, proto, port), programs, idents, ident, True
+    )
+    special = relevant & ~endpoint
+    if special.any():
+        _judge_groups(
+            np, engine, out, special, (prog, ident, proto, port), programs, idents, ident, False
+        )
+    for i in np.flatnonzero(endpoint):  # to endpoints: their ingress policy too
+        target = identity_address(engine, dst, int(i))
+        out[i] = engine.verdict(
+            keys[int(src_idx[i])], target, int(proto[i]), None if port[i] < 0 else int(port[i])
+        ).allowed
+    return out
+
+
+def identity_address(engine: PolicyEngine, dst: Any, i: int) -> str:
+    """Destination ``i`` as text."""
+    value = dst[i]
+    if dst.dtype.kind in "iu":
+        return socket.inet_ntoa(int(value).to_bytes(4, "big"))
+    return str(value)
+
+
+def _judge_groups(
+    np: Any,
+    engine: PolicyEngine,
+    out: Any,
+    mask: Any,
+    columns: tuple[Any, ...],
+    programs: list[Program],
+    idents: list[Identity],
+    ident: Any,
+    plain: bool,
+) -> None:
+    """Judge each distinct combination of ``columns`` among the ``mask`` flows once."""
+    rows = np.flatnonzero(mask)
+    if not len(rows):
+        return
+    stacked = np.stack([c[rows].astype(np.int64) for c in columns], axis=1)
+    combos, first, inverse = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
+    allowed = np.empty(len(combos), dtype=bool)
+    for k, row in enumerate(rows[first]):
+        program = programs[int(columns[0][row])]
+        peer = idents[int(ident[row])]
+        proto = int(columns[2][row])
+        port = int(columns[3][row])
+        verdict = engine._judge_program(
+            program, peer, proto, None if port < 0 else port, plain=plain
+        )
+        allowed[k] = verdict.allowed
+    out[rows] = allowed[inverse.reshape(-1)]

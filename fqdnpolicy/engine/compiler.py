@@ -1,0 +1,352 @@
+"""The rule compiler: policies into rules over IP sets, and rules bound to one endpoint.
+
+Compiling turns each rule's peer side (the destination of an egress rule, the source of an
+ingress rule) into the IP sets the peer's address must be in or must not be in; the policed
+endpoint's own side becomes sets too, decided once per endpoint when the rule is *bound* to
+it, as Calico's datapath does (the endpoint's address must be in its own side's selector
+sets). A rule that says nothing about the own side binds alike for every endpoint and is
+shared.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import attrs
+
+from fqdnpolicy.cluster import Endpoint
+from fqdnpolicy.datapath import Direction, RuleAction, RuleState
+from fqdnpolicy.domains import DomainPattern
+from fqdnpolicy.engine.results import Verdict
+from fqdnpolicy.model import EntityRule, IPNetwork, NamedPort, Policy, PortRange, Rule
+from fqdnpolicy.protocols import PROTOCOL_NUMBERS, protocol_number
+from fqdnpolicy.scoping import PeerMatch, peer_match, policy_selector
+from fqdnpolicy.selector import Selector
+
+__all__ = [
+    "DIRECTIONS",
+    "Bound",
+    "CompiledPolicy",
+    "Rule",
+    "SetSource",
+    "Side",
+    "bind",
+    "compile_policy",
+    "order_key",
+    "policy_key",
+]
+
+DIRECTIONS: tuple[Direction, Direction] = ("egress", "ingress")
+
+
+class SetSource(Protocol):
+    """Where compiled rules take their IP sets from (numbers of sets, referenced once more)."""
+
+    def nets(self, nets: Sequence[IPNetwork]) -> int:
+        """The set of these CIDRs."""
+
+    def selector(self, selector: Selector, *, with_domains: bool = False) -> int:
+        """The set of what ``selector`` picks (with network sets' domains if asked)."""
+
+    def domains(self, patterns: Sequence[DomainPattern]) -> int:
+        """The set of what names matching ``patterns`` resolve to."""
+
+
+def policy_key(policy: Policy) -> str:
+    """``kind/namespace/name``: what identifies a policy across upserts."""
+    return f"{policy.kind}/{policy.namespace or ''}/{policy.name}"
+
+
+def order_key(order: float | None, name: str) -> tuple[float, str]:
+    """Calico's ordering: by order (absent last), then by name."""
+    return (math.inf if order is None else order, name)
+
+
+@attrs.define(eq=False, slots=True)
+class Side:
+    """A compiled ``source`` or ``destination``."""
+
+    nets: tuple[IPNetwork, ...]
+    not_nets: tuple[IPNetwork, ...]
+    peer: PeerMatch
+    ports: tuple[PortRange, ...]
+    named_ports: tuple[str, ...]
+    not_ports: tuple[PortRange, ...]
+    not_named_ports: tuple[str, ...]
+    # IP sets the address must be in / must not be in
+    required: tuple[int, ...]
+    forbidden: tuple[int, ...]
+
+
+@attrs.define(eq=False, slots=True)
+class CompiledRule:
+    """One rule, its sides compiled."""
+
+    policy: str
+    tier: str
+    index: int
+    direction: Direction
+    action: RuleAction
+    protocol: int | None
+    not_protocol: int | None
+    ip_version: int | None
+    icmp: tuple[int | None, int | None] | None
+    not_icmp: tuple[int | None, int | None] | None
+    source: Side
+    destination: Side
+    verdict: Verdict | None  # for Allow/Deny
+    shared: Bound | None = None  # when every endpoint binds the rule alike
+
+    @property
+    def peer(self) -> Side:
+        """The side the flow's other address is judged on."""
+        return self.destination if self.direction == "egress" else self.source
+
+    @property
+    def own(self) -> Side:
+        """The side of the policed endpoint."""
+        return self.source if self.direction == "egress" else self.destination
+
+
+@attrs.define(eq=False, slots=True)
+class Bound:
+    """A rule bound to one endpoint: its own side decided, only the flow left to check."""
+
+    rule: CompiledRule
+    ok4: bool
+    ok6: bool
+    # own-side named ports resolved on the endpoint: (protocol number, port)
+    own_named: tuple[tuple[int, int], ...]
+    own_not_named: tuple[tuple[int, int], ...]
+    # What a datapath projection made of it, kept: bound rules never change.
+    rendered: tuple[RuleState | None, tuple[str, ...]] | None = None
+
+
+@attrs.define(eq=False, slots=True)
+class CompiledPolicy:
+    """A policy with its rules compiled, and the IP sets it holds references to."""
+
+    policy: Policy
+    key: str
+    display: str
+    selector: Selector
+    egress: tuple[CompiledRule, ...]
+    ingress: tuple[CompiledRule, ...]
+    set_nums: tuple[int, ...]
+    binds_alike: dict[Direction, bool] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        for direction in DIRECTIONS:
+            rules = self.egress if direction == "egress" else self.ingress
+            self.binds_alike[direction] = all(rule.shared is not None for rule in rules)
+
+    def rules(self, direction: Direction) -> tuple[CompiledRule, ...]:
+        """The rules of one direction (empty when the policy's types exclude it)."""
+        return self.egress if direction == "egress" else self.ingress
+
+    @property
+    def sort_key(self) -> tuple[float, str]:
+        """Order within a tier."""
+        return order_key(self.policy.spec.order, self.policy.name)
+
+
+def compile_policy(policy: Policy, sets: SetSource) -> CompiledPolicy:
+    """Compile every rule of ``policy``, taking references to the IP sets they name."""
+    display = policy.display_name
+    spec = policy.spec
+    nums: list[int] = []
+    rules: dict[Direction, tuple[CompiledRule, ...]] = {}
+    for direction in DIRECTIONS:
+        source = spec.egress if direction == "egress" else spec.ingress
+        compiled: list[CompiledRule] = []
+        if direction.capitalize() in spec.types:
+            for index, rule in enumerate(source):
+                compiled.append(_compile_rule(policy, display, direction, index, rule, sets, nums))
+        rules[direction] = tuple(compiled)
+    return CompiledPolicy(
+        policy=policy,
+        key=policy_key(policy),
+        display=display,
+        selector=policy_selector(
+            namespace=policy.namespace,
+            selector=spec.selector,
+            namespace_selector=spec.namespace_selector,
+            service_account_selector=spec.service_account_selector,
+        ),
+        egress=rules["egress"],
+        ingress=rules["ingress"],
+        set_nums=tuple(nums),
+    )
+
+
+def _compile_rule(
+    policy: Policy,
+    display: str,
+    direction: Direction,
+    index: int,
+    rule: Rule,
+    sets: SetSource,
+    nums: list[int],
+) -> CompiledRule:
+    tier = policy.spec.tier
+    verdict: Verdict | None = None
+    if rule.action in ("Allow", "Deny"):
+        verdict = Verdict(
+            action="Allow" if rule.action == "Allow" else "Deny",
+            policy=display,
+            tier=tier,
+            rule_index=index,
+            direction=direction,
+        )
+    peer_is_dst = direction == "egress"
+    compiled = CompiledRule(
+        policy=display,
+        tier=tier,
+        index=index,
+        direction=direction,
+        action=rule.action,
+        protocol=None if rule.protocol is None else protocol_number(rule.protocol),
+        not_protocol=None if rule.not_protocol is None else protocol_number(rule.not_protocol),
+        ip_version=rule.ip_version,
+        icmp=None if rule.icmp is None else (rule.icmp.type, rule.icmp.code),
+        not_icmp=None if rule.not_icmp is None else (rule.not_icmp.type, rule.not_icmp.code),
+        source=_compile_side(policy, rule.source, not peer_is_dst, sets, nums, False),
+        destination=_compile_side(
+            policy,
+            rule.destination,
+            peer_is_dst,
+            sets,
+            nums,
+            peer_is_dst and rule.action == "Allow",
+        ),
+        verdict=verdict,
+    )
+    own = compiled.own
+    if not (
+        own.required
+        or own.forbidden
+        or own.nets
+        or own.not_nets
+        or own.named_ports
+        or own.not_named_ports
+    ):
+        compiled.shared = Bound(compiled, True, True, (), ())
+    return compiled
+
+
+def _compile_side(
+    policy: Policy,
+    entity: EntityRule,
+    is_peer: bool,
+    sets: SetSource,
+    nums: list[int],
+    allows_egress: bool,
+) -> Side:
+    """Compile a source/destination; ``allows_egress`` for an egress Allow destination."""
+    sa = entity.service_accounts
+    match = peer_match(
+        policy_namespace=policy.namespace,
+        selector=entity.selector,
+        not_selector=entity.not_selector,
+        namespace_selector=entity.namespace_selector,
+        service_account_names=sa.names if sa else (),
+        service_account_selector=sa.selector if sa else None,
+    )
+    required: list[int] = []
+    forbidden: list[int] = []
+
+    def take(num: int, into: list[int]) -> None:
+        into.append(num)
+        nums.append(num)
+
+    if not is_peer:
+        # The policed endpoint's own side: its selectors become IP sets as well (see bind).
+        if match.selector is not None:
+            take(sets.selector(match.selector), required)
+        if match.not_selector is not None:
+            take(sets.selector(match.not_selector), forbidden)
+    else:
+        if entity.nets:
+            take(sets.nets(entity.nets), required)
+        if entity.not_nets:
+            take(sets.nets(entity.not_nets), forbidden)
+        if match.selector is not None:
+            # A selected network set's allowedEgressDomains count only where Calico honours
+            # them: the destination of egress Allow rules.
+            take(sets.selector(match.selector, with_domains=allows_egress), required)
+        if match.not_selector is not None:
+            take(sets.selector(match.not_selector), forbidden)
+        if entity.domains:
+            take(sets.domains(entity.domains), required)
+    return Side(
+        nets=entity.nets,
+        not_nets=entity.not_nets,
+        peer=match,
+        ports=tuple(p for p in entity.ports if isinstance(p, PortRange)),
+        named_ports=tuple(p.name for p in entity.ports if isinstance(p, NamedPort)),
+        not_ports=tuple(p for p in entity.not_ports if isinstance(p, PortRange)),
+        not_named_ports=tuple(p.name for p in entity.not_ports if isinstance(p, NamedPort)),
+        required=tuple(required),
+        forbidden=tuple(forbidden),
+    )
+
+
+def resolve_named(endpoint: Endpoint, names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """The ``(protocol number, port)`` pairs the endpoint declares under ``names``."""
+    if not names:
+        return ()
+    return tuple(
+        (PROTOCOL_NUMBERS[p.protocol.upper()], p.port)
+        for p in endpoint.named_ports
+        if p.name in names
+    )
+
+
+def bind(
+    rule: CompiledRule,
+    endpoint: Endpoint,
+    addresses: tuple[str | None, str | None],
+    sets_of: Callable[[str], frozenset[int]],
+) -> Bound | None:
+    """Decide a rule's own side for one endpoint; None when it can never match there.
+
+    As in Calico's datapath, the own side's selectors are IP sets too: the endpoint's address
+    of the flow's family (``addresses`` holds its first IPv4 and IPv6 address) must be in
+    them, which it is when its labels match or when a selected network set's ``nets`` hold it.
+    """
+    if rule.shared is not None:
+        return rule.shared
+    own = rule.own
+    oks = []
+    for ip in addresses:
+        ok = True
+        if own.required or own.forbidden:
+            membership = sets_of(ip) if ip is not None else frozenset()
+            ok = all(n in membership for n in own.required) and not any(
+                n in membership for n in own.forbidden
+            )
+        if ok and (own.nets or own.not_nets):
+            if ip is None:
+                ok = False
+            else:
+                address = ipaddress.ip_address(ip)
+                if own.nets and not any(address in net for net in own.nets):
+                    ok = False
+                if any(address in net for net in own.not_nets):
+                    ok = False
+        oks.append(ok)
+    if not any(oks):
+        return None
+    own_named = resolve_named(endpoint, own.named_ports)
+    if own.named_ports and not own.ports and not own_named:
+        return None  # only named ports, none of which this endpoint has: never matches
+    return Bound(
+        rule=rule,
+        ok4=oks[0],
+        ok6=oks[1],
+        own_named=own_named,
+        own_not_named=resolve_named(endpoint, own.not_named_ports),
+    )

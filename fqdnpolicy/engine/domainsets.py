@@ -1,0 +1,163 @@
+"""The name manager: DNS pairs in, domain-set members out.
+
+A domain set (a rule's ``domains``, a network set's ``allowedEgressDomains``) holds every
+address the DNS cache maps a matching name to. When a set appears, the names already cached
+are pulled from the cache; afterwards each DNS change (a name gaining or losing an address)
+goes through the pattern index to the sets whose patterns match the name. A member's expiry
+is the latest among the names that lead to it; selector sets that picked the network set
+owning a domain set (its ``parents``) receive the same members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence, Set
+from typing import TYPE_CHECKING
+
+from fqdnpolicy.domains import DomainPattern, PatternIndex
+from fqdnpolicy.engine.ipsets import IPSet, IPSetRegistry
+
+if TYPE_CHECKING:
+    from fqdnpolicy.dns import DNSCache
+
+__all__ = ["NameManager", "domains_key"]
+
+
+def domains_key(patterns: Sequence[DomainPattern]) -> tuple[str, str]:
+    """The registry key and canonical text of a domain set."""
+    text = ",".join(sorted({p.text for p in patterns}))
+    return f"domains:{text}", text
+
+
+class NameManager:
+    """Domain sets' members, kept in step with the DNS cache."""
+
+    def __init__(self, registry: IPSetRegistry, dns: DNSCache) -> None:
+        self._registry = registry
+        self._dns = dns
+        self._patterns: PatternIndex[int] = PatternIndex()
+        # DNS pairs seen for names some set matches: removals of pairs never added (or
+        # learned twice, once by a pull and once as a change) are recognised.
+        self._name_ips: dict[str, set[str]] = {}
+
+    def acquire(self, patterns: Sequence[DomainPattern], *, pull: bool) -> IPSet:
+        """Take a reference to the domain set of ``patterns``, creating it if needed.
+
+        With ``pull``, a new set is filled from the names already cached (the first build
+        skips this and fills every set in one pass, :meth:`learn_all`).
+        """
+        key, text = domains_key(patterns)
+        ipset = self._registry.get(key)
+        if ipset is None:
+            ipset = self._registry.create(key, "domains", text)
+            ipset.patterns = tuple(patterns)
+            names: set[str] = set()
+            for pattern in ipset.patterns:
+                self._patterns.add(pattern, ipset.num)
+                if pull:
+                    names |= self._dns.names_matching(pattern)
+            for name in sorted(names):  # each name once, even if several patterns match it
+                for ip, expiry in self._dns.expiries(name).items():
+                    self.pair_added(name, ip, expiry, only={ipset.num})
+        ipset.refs += 1
+        return ipset
+
+    def dropped(self, ipset: IPSet) -> None:
+        """Empty a domain set whose last reference went."""
+        registry = self._registry
+        for pattern in ipset.patterns:
+            self._patterns.discard(pattern, ipset.num)
+        for member in list(ipset.dns_members):
+            del ipset.dns_members[member]
+            registry.remove_host(ipset, member)
+        ipset.dns_sources.clear()
+        # Names only these patterns matched are no longer followed. Only names they match
+        # in the cache are candidates (one index query each, not a scan of every name).
+        candidates: set[str] = set()
+        for pattern in ipset.patterns:
+            candidates |= self._dns.names_matching(pattern)
+        name_ips, match = self._name_ips, self._patterns.match
+        for name in candidates:
+            if name in name_ips and not match(name):
+                del name_ips[name]
+
+    def learn_all(self) -> None:
+        """Fill every domain set from every cached name (the first build).
+
+        One pass over the cache instead of one range scan per pattern: each name goes through
+        the pattern index once, and every pair is new (no deltas).
+        """
+        dns, match, name_ips = self._dns, self._patterns.match, self._name_ips
+        sets = self._registry.by_num
+        add_host = self._registry.table.add_host
+        for name in dns.names():
+            nums = match(name)
+            if not nums:
+                continue
+            pairs = dns.expiries(name)
+            if not pairs:
+                continue
+            name_ips[name] = set(pairs)
+            for num in nums:
+                ipset = sets[num]
+                members = ipset.dns_members
+                for ip, expiry in pairs.items():
+                    known = members.get(ip)
+                    if known is None:
+                        members[ip] = expiry
+                        add_host(num, ip)
+                        for parent in ipset.parents:
+                            add_host(parent, ip)
+                    else:
+                        ipset.dns_sources[ip] = ipset.dns_sources.get(ip, 1) + 1
+                        if expiry > known:
+                            members[ip] = expiry
+
+    def pair_added(self, name: str, ip: str, expiry: float, only: Set[int] | None = None) -> None:
+        """The cache maps ``name`` to ``ip`` until ``expiry`` (new, or refreshed)."""
+        nums = self._patterns.match(name) if only is None else only
+        if not nums:
+            return
+        ips = self._name_ips.setdefault(name, set())
+        fresh = ip not in ips
+        ips.add(ip)
+        registry = self._registry
+        sets = registry.by_num
+        for num in nums:
+            ipset = sets[num]
+            known = ipset.dns_members.get(ip)
+            if known is None:
+                ipset.dns_members[ip] = expiry
+                registry.add_host(ipset, ip, expiry)
+                for parent in ipset.parents:
+                    registry.add_host(sets[parent], ip, expiry)
+                continue
+            if fresh or only is not None:
+                ipset.dns_sources[ip] = ipset.dns_sources.get(ip, 1) + 1
+            if expiry > known:  # a refresh: datapaths with element timeouts extend them
+                ipset.dns_members[ip] = expiry
+                registry.refresh_host(ipset, ip, expiry)
+                for parent in ipset.parents:
+                    registry.refresh_host(sets[parent], ip, expiry)
+
+    def pair_removed(self, name: str, ip: str) -> None:
+        """The cache no longer maps ``name`` to ``ip``."""
+        ips = self._name_ips.get(name)
+        if ips is None or ip not in ips:
+            return
+        ips.discard(ip)
+        if not ips:
+            del self._name_ips[name]
+        registry = self._registry
+        sets = registry.by_num
+        for num in self._patterns.match(name):
+            ipset = sets[num]
+            if ip not in ipset.dns_members:
+                continue
+            left = ipset.dns_sources.pop(ip, 1) - 1
+            if left > 1:
+                ipset.dns_sources[ip] = left
+            elif left <= 0:
+                del ipset.dns_members[ip]
+                registry.remove_host(ipset, ip)
+                for parent in ipset.parents:
+                    registry.remove_host(sets[parent], ip)

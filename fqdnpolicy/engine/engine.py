@@ -1,0 +1,570 @@
+"""The engine's face: :class:`PolicyEngine`, its readers and its writer side.
+
+Readers (:meth:`PolicyEngine.verdict`, :meth:`~PolicyEngine.verdicts`,
+:meth:`~PolicyEngine.verdict_array`) take no lock: they read what the writer side published
+(see :mod:`fqdnpolicy.engine.published`). Everything else runs under one writer lock, which
+changes go through (:mod:`fqdnpolicy.engine.graph` does the work) and which explanations and
+datapath projections hold while they read.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from fqdnpolicy.cluster import Cluster, Endpoint, Namespace
+from fqdnpolicy.datapath import DatapathState, Delta, Direction
+from fqdnpolicy.engine.evaluate import Flow, evaluate
+from fqdnpolicy.engine.explain import describe_reason, not_applying
+from fqdnpolicy.engine.graph import Graph
+from fqdnpolicy.engine.identities import Identity, family_of, identity_of
+from fqdnpolicy.engine.programs import Program
+from fqdnpolicy.engine.project import children_of, set_state
+from fqdnpolicy.engine.published import Commit, EndpointRecord, Snapshot, View
+from fqdnpolicy.engine.results import IPSetInfo, Trace, TraceStep, Verdict
+from fqdnpolicy.errors import InvalidPolicy, Problem
+from fqdnpolicy.model import NetworkSet, Policy, ResourceSet, Tier
+from fqdnpolicy.protocols import protocol_number
+from fqdnpolicy.subscribers import Subscribers
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from fqdnpolicy.dns import DNSCache, DNSChange
+
+__all__ = ["PolicyEngine"]
+
+# Verdicts programs keep for readers, over all programs, before they all start over: a port
+# scan from every endpoint must not grow them without bound.
+KEPT_LIMIT = 1 << 21
+_DIRECTIONS = ("egress", "ingress")
+
+
+def _bad(message: str, hint: str = "") -> InvalidPolicy:
+    return InvalidPolicy(Problem(message, hint=hint))
+
+
+def _port(value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    # bool is an int subclass and 443.0 hashes like 443: only a plain int is a port.
+    if not isinstance(value, int) or value.__class__ is bool or not 0 <= value <= 65535:
+        raise _bad(f"{what} {value!r} is not a port", "an integer 0-65535, or None")
+    assert isinstance(value, int)
+    return value
+
+
+def _icmp(value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or value.__class__ is bool or not 0 <= value <= 255:
+        raise _bad(f"{what} {value!r} is out of range", "an integer 0-255, or None")
+    assert isinstance(value, int)
+    return value
+
+
+def _protocol(value: object) -> int:
+    if value.__class__ is bool or not isinstance(value, str | int):
+        raise _bad(f"unknown protocol {value!r}", "TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or 1-255")
+    return protocol_number(value)
+
+
+class PolicyEngine:
+    """Judge flows against policies, cluster state and learned DNS; emit datapath deltas.
+
+    Args:
+        resources: What :func:`fqdnpolicy.load` returned.
+        cluster: Endpoints and namespaces (:func:`fqdnpolicy.load_cluster`).
+        dns: The DNS cache whose names give ``domains`` rules their addresses. The engine
+            subscribes to it: each batch of DNS changes the cache delivers is applied and
+            published on the delivering thread before the cache's call returns (see
+            :meth:`subscribe`).
+    """
+
+    def __init__(self, resources: ResourceSet, cluster: Cluster, dns: DNSCache) -> None:
+        self._lock = threading.RLock()
+        self._dns = dns
+        self._subscribers: Subscribers[list[Delta]] = Subscribers()
+        self._inbox: deque[DNSChange] = deque()
+        self._kept = 0
+        self._batch: tuple[int, Any] | None = None  # verdict_array's tables and their version
+        # The build allocates millions of small objects and frees none: generational
+        # collections would rescan the growing heap again and again for nothing.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            with self._lock:
+                self._unsubscribe = dns.subscribe(self._on_dns)
+                graph = Graph(resources, cluster, dns)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        self._graph = graph
+        # The published dicts, the same objects for the engine's life.
+        self._hosts = graph.table.hosts
+        self._records = graph.records
+        self._owners = graph.owners
+        self._snapshot = Snapshot(graph.table.prefixes)
+        self.flush()  # DNS changes that arrived while building
+
+    # -- readers -------------------------------------------------------------------------
+
+    def verdict(
+        self,
+        src: Endpoint | str,
+        dst: Endpoint | str,
+        protocol: str | int = "TCP",
+        port: int | None = None,
+        direction: Direction = "egress",
+        *,
+        src_port: int | None = None,
+        icmp_type: int | None = None,
+        icmp_code: int | None = None,
+    ) -> Verdict:
+        """Judge one flow. Takes no lock and never waits for a change in progress.
+
+        Args:
+            src: The sending endpoint (an :class:`Endpoint` or ``"namespace/name"``); with
+                ``direction="ingress"`` also an IP address.
+            dst: An IP address, an :class:`Endpoint` or ``"namespace/name"``.
+            protocol: Protocol name or number.
+            port: Destination port (None for protocols without ports).
+            direction: ``"egress"`` judges the sender's egress policy and, when the
+                destination is a known endpoint, the receiver's ingress policy too (the
+                reported verdict is the egress side's if it denies, else the ingress side's
+                if it denies, else the egress side's). ``"ingress"`` judges only the
+                receiver's ingress policy.
+            src_port: Source port, for rules that match on it.
+            icmp_type: ICMP type, for ICMP rules.
+            icmp_code: ICMP code.
+
+        Raises:
+            InvalidPolicy: an unknown endpoint, a bad address, protocol, port, ICMP type or
+                code, or direction.
+        """
+        snapshot = self._snapshot
+        if (
+            snapshot.commit is None
+            and direction == "egress"
+            and src_port is icmp_type is icmp_code is None
+            and protocol.__class__ is str
+            and port.__class__ is int
+        ):
+            # The common question: an endpoint to an address that no endpoint owns, judged
+            # before for the sender's program. Three lookups: the sender's record, the
+            # address's identity, the program's kept verdict.
+            try:
+                record = self._records.get(src)  # type: ignore[arg-type]
+                ident = self._hosts.get(dst)  # type: ignore[arg-type]
+            except TypeError:  # an Endpoint object (unhashable labels): the general path
+                record = None
+            if record is not None:
+                if ident is None:
+                    ident = snapshot.prefixes.outside.get(dst)  # type: ignore[arg-type]
+                if ident is not None and ident.ports is None:
+                    program = record.egress
+                    if ident.sets.isdisjoint(program.refs):
+                        found = program.outside.get((ident.family, protocol, port))
+                    else:
+                        found = program.judged.get((ident, protocol, port))
+                    if found is not None and self._snapshot is snapshot:
+                        return found
+        while True:
+            view = View(snapshot, self._hosts, self._records, self._owners)
+            try:
+                result = self._judge(
+                    view, src, dst, protocol, port, direction, src_port, icmp_type, icmp_code
+                )
+            except InvalidPolicy:
+                if self._snapshot is snapshot:
+                    raise
+            else:
+                if self._snapshot is snapshot:
+                    return result
+            snapshot = self._snapshot  # a change began or ended meanwhile: read again
+
+    def verdicts(
+        self, flows: Iterable[tuple[Endpoint | str, Endpoint | str, str | int, int | None]]
+    ) -> list[Verdict]:
+        """Judge many ``(src, dst, protocol, port)`` egress flows; same order out."""
+        verdict = self.verdict
+        return [verdict(src, dst, proto, port) for src, dst, proto, port in flows]
+
+    def verdict_array(
+        self,
+        src: Sequence[str] | npt.ArrayLike,
+        dst: Sequence[str] | npt.ArrayLike,
+        protocol: str | int | Sequence[object] | npt.ArrayLike = "TCP",
+        port: int | Sequence[object] | npt.ArrayLike | None = None,
+    ) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Judge many egress flows at once; element ``i`` is ``verdict(...).allowed``.
+
+        Args:
+            src: Endpoint keys, or an integer array of indices into :meth:`endpoint_keys`.
+            dst: Address text, or an integer array of packed IPv4 addresses.
+            protocol: One protocol for every flow, or one per flow.
+            port: One port (or None) for every flow, or one per flow.
+
+        Needs NumPy (``pip install 'fqdnpolicy[fast]'``); takes no lock.
+
+        Raises:
+            InvalidPolicy: lengths differ, or some flow is invalid (see :meth:`verdict`).
+            MissingDependency: NumPy is not installed.
+        """
+        from fqdnpolicy.engine.batch import verdict_array
+
+        return verdict_array(self, src, dst, protocol, port)
+
+    def endpoint_keys(self) -> list[str]:
+        """The keys of the endpoints readers see now, sorted (``verdict_array`` indexes)."""
+        return sorted(self._records)
+
+    def _judge(
+        self,
+        view: View,
+        src: Endpoint | str,
+        dst: Endpoint | str,
+        protocol: object,
+        port: object,
+        direction: object,
+        src_port: object,
+        icmp_type: object,
+        icmp_code: object,
+        trace: list[TraceStep] | None = None,
+    ) -> Verdict:
+        """The general path: any flow, read through ``view``."""
+        proto = _protocol(protocol)
+        dport = _port(port, "port")
+        sport = _port(src_port, "source port")
+        itype = _icmp(icmp_type, "ICMP type")
+        icode = _icmp(icmp_code, "ICMP code")
+        if direction not in _DIRECTIONS:
+            raise _bad(f"unknown direction {direction!r}", "egress or ingress")
+        # Kept verdicts are keyed by the protocol as asked when it is text (the fast path's
+        # key), else by its number.
+        asked: object = protocol if protocol.__class__ is str else proto
+
+        src_record: EndpointRecord | None = None
+        src_ident: Identity | None = None
+        src_ip: str | None = None
+        if direction == "ingress" and isinstance(src, str) and "/" not in src:
+            src_ident, src_ip = identity_of(view.host, view.prefixes, src)
+            src_record = view.owner(src_ip)
+        else:
+            src_record = self._record(view, src)
+
+        if isinstance(dst, str) and "/" not in dst:
+            dst_ident, dst_ip = identity_of(view.host, view.prefixes, dst)
+            dst_record = view.owner(dst_ip)
+        else:
+            dst_record = self._record(view, dst)
+            if not dst_record.endpoint.ips:
+                raise _bad(f"endpoint {dst_record.key!r} has no IP address")
+            family = family_of(src_ip) if src_ip is not None else None
+            dst_ip = next(
+                (ip for ip in dst_record.endpoint.ips if family_of(ip) == family),
+                dst_record.endpoint.ips[0],
+            )
+            dst_ident, _ = identity_of(view.host, view.prefixes, dst_ip)
+        family = dst_ident.family
+        flow: Flow = (proto, dport, sport, family, itype, icode)
+        simple = sport is None and itype is None and icode is None
+
+        if direction == "egress":
+            assert src_record is not None
+            egress = self._run(src_record, "egress", dst_ident, flow, asked, simple, trace)
+            if not egress.allowed or dst_record is None:
+                return egress
+            src_ip = src_record.address(family)
+            src_ident = self._peer_identity(view, src_ip, src_record, family)
+            ingress = self._run(dst_record, "ingress", src_ident, flow, asked, simple, trace)
+            return ingress if not ingress.allowed else egress
+        if dst_record is None:
+            raise _bad(
+                f"ingress needs a destination endpoint; {dst!r} is not one",
+                "an endpoint, its namespace/name, or one of its IPs",
+            )
+        if src_ident is None:
+            assert src_record is not None
+            src_ident = self._peer_identity(view, src_record.address(family), src_record, family)
+        return self._run(dst_record, "ingress", src_ident, flow, asked, simple, trace)
+
+    @staticmethod
+    def _record(view: View, value: Endpoint | str) -> EndpointRecord:
+        """An endpoint given as object or ``namespace/name``."""
+        if isinstance(value, Endpoint):
+            key = value.key
+        elif isinstance(value, str):
+            key = value
+        else:
+            raise _bad(f"not an endpoint: {value!r}", "an Endpoint or namespace/name")
+        record = view.record(key)
+        if record is None:
+            raise _bad(f"unknown endpoint {key!r}", "a namespace/name the cluster holds")
+        return record
+
+    @staticmethod
+    def _peer_identity(
+        view: View, address: str | None, record: EndpointRecord, family: int
+    ) -> Identity:
+        """The identity of an endpoint's address of ``family``.
+
+        For an endpoint without one, an identity in no set that still carries its ports.
+        """
+        if address is not None:
+            found = view.host(address)
+            if found is not None:
+                return found
+        return Identity(family, frozenset(), record.endpoint.named_ports)
+
+    def _run(
+        self,
+        record: EndpointRecord,
+        direction: Direction,
+        peer: Identity,
+        flow: Flow,
+        asked: object,
+        simple: bool,
+        trace: list[TraceStep] | None,
+    ) -> Verdict:
+        """Judge with ``record``'s program of ``direction``, from what it kept if it can."""
+        program = record.egress if direction == "egress" else record.ingress
+        if trace is not None:
+            graph = self._graph
+            state = graph.endpoints[record.key]
+            scope = graph.in_scope(record.endpoint.namespace)
+            trace.extend(not_applying(scope, state.policies[direction], direction))
+            return evaluate(
+                program,
+                peer,
+                flow,
+                trace,
+                lambda reason: describe_reason(reason, self._graph.describe_set),
+            )
+        port = flow[1]
+        if simple and program.plain(peer):
+            key: tuple[Any, ...] = (peer.family, asked, port)
+            found = program.outside.get(key)
+            if found is None:
+                found = evaluate(program, peer, flow)
+                self._keep(program.outside, key, found)
+            return found
+        key = (peer, asked, port) if simple else (peer, flow)
+        found = program.judged.get(key)
+        if found is None:
+            found = evaluate(program, peer, flow)
+            self._keep(program.judged, key, found)
+        return found
+
+    def _judge_program(
+        self, program: Program, peer: Identity, proto: int, port: int | None, *, plain: bool
+    ) -> Verdict:
+        """One program's verdict for a peer identity and (protocol number, port)."""
+        flow: Flow = (proto, port, None, peer.family, None, None)
+        key: tuple[Any, ...] = (peer.family, proto, port) if plain else (peer, proto, port)
+        table = program.outside if plain else program.judged
+        found = table.get(key)
+        if found is None:
+            found = evaluate(program, peer, flow)
+            self._keep(table, key, found)
+        return found
+
+    def _keep(self, table: dict[Any, Verdict], key: tuple[Any, ...], verdict: Verdict) -> None:
+        # Readers fill these (a lost count between threads only delays the bound a little).
+        self._kept += 1
+        if self._kept >= KEPT_LIMIT:
+            self._kept = 0
+            for record in list(self._records.values()):
+                record.egress.forget()
+                record.ingress.forget()
+        table[key] = verdict
+
+    # -- explanations and state (under the writer lock) ------------------------------------
+
+    def explain(
+        self,
+        src: Endpoint | str,
+        dst: Endpoint | str,
+        protocol: str | int = "TCP",
+        port: int | None = None,
+        direction: Direction = "egress",
+        *,
+        src_port: int | None = None,
+        icmp_type: int | None = None,
+        icmp_code: int | None = None,
+    ) -> Trace:
+        """Return every tier, policy and rule considered for a flow, and why.
+
+        Same arguments as :meth:`verdict`, whose answer the trace ends with.
+        """
+        with self._lock:
+            view = View(self._snapshot, self._hosts, self._records, self._owners)
+            steps: list[TraceStep] = []
+            result = self._judge(
+                view, src, dst, protocol, port, direction, src_port, icmp_type, icmp_code, steps
+            )
+            dst_text = dst.key if isinstance(dst, Endpoint) else dst
+            src_text = src.key if isinstance(src, Endpoint) else src
+            flow = f"{src_text} -> {dst_text}:{port if port is not None else '*'}/{protocol}"
+            return Trace(flow, result, tuple(steps))
+
+    def subscribe(self, callback: Callable[[list[Delta]], None]) -> Callable[[], None]:
+        """Call ``callback`` with each batch of deltas, in order; returns an unsubscribe.
+
+        Thread contract: callbacks run on the writer side, one batch at a time and in order,
+        holding the engine's writer lock: in the thread of the change that made them (an
+        ``upsert_*``/``remove_*`` call), in the thread through which the DNS cache delivered
+        its changes (the caller of ``observe``/``ingest``/``expire``..., after the cache has
+        let go of its own lock), or in :meth:`flush`. Never inside :meth:`verdict`,
+        :meth:`verdict_array`, :meth:`explain` or :meth:`datapath`, and never while the DNS
+        cache's lock is held. A callback may call :meth:`verdict` (it sees the state the
+        deltas describe).
+        """
+        return self._subscribers.add(callback)
+
+    def close(self) -> None:
+        """Stop following the DNS cache."""
+        self._unsubscribe()
+
+    def flush(self) -> None:
+        """Apply and publish every DNS change delivered to the engine so far."""
+        with self._writing(commit=False):
+            pass
+
+    def sets(self) -> list[IPSetInfo]:
+        """Return every IP set in use, ordered by id."""
+        with self._lock:
+            return sorted((s.info for s in self._graph.registry), key=lambda i: i.set_id)
+
+    def members(self, set_id: str) -> dict[str, float | None]:
+        """Return a set's members (addresses and CIDRs) with their DNS expiry, if any."""
+        with self._lock:
+            graph = self._graph
+            ipset = graph.registry.by_id(set_id)
+            if ipset is None:
+                raise KeyError(set_id)
+            children = children_of(graph.registry).get(ipset.num, [])
+            return set_state(ipset, children, graph.selectors).members
+
+    def datapath(self) -> DatapathState:
+        """Return everything a datapath must enforce now (see :mod:`fqdnpolicy.datapath`)."""
+        with self._lock:
+            return self._graph.datapath()
+
+    def set_ids_of(self, address: str) -> set[str]:
+        """Return the ids of every set holding ``address``."""
+        with self._lock:
+            view = View(self._snapshot, self._hosts, self._records, self._owners)
+            ident, _ = identity_of(view.host, view.prefixes, address)
+            by_num = self._graph.registry.by_num
+            return {by_num[n].info.set_id for n in ident.sets}
+
+    def endpoints(self) -> list[Endpoint]:
+        """Return the endpoints the engine knows."""
+        with self._lock:
+            return [state.endpoint for state in self._graph.endpoints.values()]
+
+    def policies_for(self, endpoint: Endpoint | str, direction: Direction) -> list[str]:
+        """Return the display names of the policies applying to an endpoint, in order."""
+        with self._lock:
+            view = View(self._snapshot, self._hosts, self._records, self._owners)
+            record = self._record(view, endpoint)
+            state = self._graph.endpoints[record.key]
+            policies = self._graph.resolver.policies
+            compiled = [policies[key] for key in state.policies[direction]]
+            return [c.display for c in sorted(compiled, key=lambda c: c.sort_key)]
+
+    # -- writers -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self, *, commit: bool = True) -> Iterator[Graph]:
+        """Hold the writer lock for one change; publish it whole; hand deltas out after."""
+        with self._lock:
+            graph = self._graph
+            self._apply_dns()
+            if commit:
+                graph.commit = Commit(self._snapshot.prefixes)
+                self._snapshot = Snapshot(self._snapshot.prefixes, graph.commit)
+            try:
+                yield graph
+            finally:
+                if commit:
+                    try:
+                        graph.settle()
+                    finally:
+                        graph.commit = None
+                        self._snapshot = Snapshot(graph.table.prefixes)
+            self._apply_dns()
+            self._deliver()
+
+    def _apply_dns(self) -> None:
+        inbox = self._inbox
+        if not inbox:
+            return
+        changes = []
+        while inbox:
+            changes.append(inbox.popleft())
+        self._graph.dns(changes)
+
+    def _deliver(self) -> None:
+        deltas = self._graph.deltas
+        if not deltas:
+            return
+        batch = list(deltas)
+        deltas.clear()
+        self._subscribers(batch)
+
+    def _on_dns(self, changes: list[DNSChange]) -> None:
+        self._inbox.extend(changes)
+        if getattr(self, "_graph", None) is None:
+            return  # still building: the build reads the cache itself, flush() follows
+        with self._writing(commit=False):
+            pass
+
+    def upsert_policy(self, policy: Policy) -> None:
+        """Add a policy or replace the one with the same kind, namespace and name."""
+        with self._writing() as graph:
+            graph.upsert_policy(policy)
+
+    def remove_policy(self, policy: Policy) -> None:
+        """Remove a policy (matched by kind, namespace and name)."""
+        with self._writing() as graph:
+            graph.remove_policy(policy)
+
+    def upsert_tier(self, tier: Tier) -> None:
+        """Add or replace a tier (its order and default action)."""
+        with self._writing() as graph:
+            graph.upsert_tier(tier)
+
+    def upsert_endpoint(self, endpoint: Endpoint) -> None:
+        """Add an endpoint or replace the one with the same namespace and name."""
+        with self._lock:
+            self._graph.check_addresses(endpoint)  # refused before anything changes
+            with self._writing() as graph:
+                graph.upsert_endpoint(endpoint)
+
+    def remove_endpoint(self, endpoint: Endpoint | str) -> None:
+        """Remove an endpoint (by object or ``namespace/name``)."""
+        key = endpoint.key if isinstance(endpoint, Endpoint) else endpoint
+        with self._writing() as graph:
+            graph.remove_endpoint(key)
+
+    def upsert_network_set(self, nset: NetworkSet) -> None:
+        """Add or replace a (Global)NetworkSet."""
+        with self._writing() as graph:
+            graph.upsert_network_set(nset)
+
+    def remove_network_set(self, nset: NetworkSet) -> None:
+        """Remove a (Global)NetworkSet."""
+        with self._writing() as graph:
+            graph.remove_network_set(nset)
+
+    def upsert_namespace(self, namespace: Namespace) -> None:
+        """Add or relabel a namespace; its endpoints and network sets are re-evaluated."""
+        with self._writing() as graph:
+            graph.upsert_namespace(namespace)

@@ -1,0 +1,58 @@
+"""Explanations in words: the prose of a trace, made only when one is asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from fqdnpolicy.datapath import Direction
+from fqdnpolicy.engine.compiler import CompiledPolicy
+from fqdnpolicy.engine.evaluate import Reason
+from fqdnpolicy.engine.results import TraceStep
+
+__all__ = ["describe_reason", "not_applying"]
+
+_FIXED = {
+    "protocol": "protocol differs",
+    "other-family": "ICMP of the other address family",
+    "not-protocol": "protocol excluded by notProtocol",
+    "icmp": "ICMP type/code differs",
+    "not-icmp": "ICMP type/code excluded by notICMP",
+    "dst-port": "destination port not in ports",
+    "dst-port-unknown": "destination port unknown: notPorts cannot hold",
+    "dst-not-port": "destination port in notPorts",
+    "src-port": "source port not in ports",
+    "src-port-unknown": "source port unknown: notPorts cannot hold",
+    "src-not-port": "source port in notPorts",
+}
+
+
+def describe_reason(reason: Reason, describe_set: Callable[[int], str]) -> str:
+    """Put why a rule did not match into words (``describe_set`` names an IP set)."""
+    code = reason[0]
+    fixed = _FIXED.get(str(code))
+    if fixed is not None:
+        return fixed
+    if code == "ip-version":
+        return f"ipVersion {reason[1]}"
+    if code == "own-nets":
+        return f"{reason[1]} nets do not hold the endpoint's IPv{reason[2]} address"
+    num = reason[2]
+    assert isinstance(num, int)
+    if code == "peer-not-in":
+        return f"{reason[1]} address not in {describe_set(num)}"
+    return f"{reason[1]} address in excluded {describe_set(num)}"
+
+
+def not_applying(
+    in_scope: Iterable[CompiledPolicy], applying: frozenset[str], direction: Direction
+) -> Iterator[TraceStep]:
+    """Trace steps for the policies of an endpoint's scope that do not apply to it."""
+    for compiled in sorted(in_scope, key=lambda c: c.sort_key):
+        if compiled.key in applying:
+            continue
+        spec = compiled.policy.spec
+        if direction.capitalize() not in spec.types:
+            why = f"types {list(spec.types)} do not include {direction.capitalize()}"
+        else:
+            why = f"selector {compiled.selector} does not match the endpoint"
+        yield TraceStep(direction, spec.tier, compiled.display, None, "does not apply", why)

@@ -1,0 +1,409 @@
+"""Identities: every address maps to the interned set of IP-set numbers that hold it.
+
+This is the idea behind Cilium's ipcache and Calico's IP sets. An :class:`Identity` is what a
+verdict needs to know about a peer address: its family, the numbers of every IP set holding it
+(its own host memberships merged with those of every CIDR covering it), and, when the address
+belongs to an endpoint, that endpoint's named ports. Identities are interned and never change:
+a DNS answer that puts an address into a set gives the address another identity, so whatever
+was judged for the old identity stays true.
+
+Two kinds of members, two structures:
+
+* **Hosts** (DNS-learned members, endpoint addresses) are in :attr:`AddressTable.hosts`, a
+  dict from canonical text to identity: one lookup per verdict.
+* **Prefixes** (CIDRs of ``nets`` and network sets) are in a :class:`PrefixTable`, a radix
+  tree per family whose nodes hold prefix-only identities. A table is never changed once
+  published: a prefix change builds a new one, so a reader always sees one whole table. Each
+  table caches the identities of outside addresses readers asked about.
+
+Writers change membership counts and mark addresses dirty; :meth:`AddressTable.settle`
+computes the new identities and stores each with one dict assignment, recording what it
+replaced when a commit needs a before-image (see :mod:`fqdnpolicy.engine.published`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Callable, Iterable, Iterator
+
+import pytricia
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
+
+from fqdnpolicy.cluster import NamedPort
+from fqdnpolicy.errors import InvalidPolicy, Problem
+from fqdnpolicy.model import IPNetwork
+
+__all__ = [
+    "CANONICAL_IPV4",
+    "EMPTY",
+    "AddressTable",
+    "Identity",
+    "PrefixTable",
+    "canonical_ip",
+    "family_of",
+    "identity_of",
+]
+
+EMPTY: frozenset[int] = frozenset()
+#: IPv4 addresses in canonical text (dotted quad, no leading zeros): what the engine holds,
+#: so text that matches needs no parsing.
+CANONICAL_IPV4 = re.compile(
+    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+)
+# Outside addresses whose identity a prefix table caches before it starts over: a scan of
+# random destinations must not grow it without bound.
+OUTSIDE_LIMIT = 1 << 20
+# Interned identities kept before the table starts over (identity is a speed-up for memo
+# hits, never relied on for meaning).
+_INTERN_LIMIT = 1 << 20
+
+
+def family_of(address: str) -> int:
+    """4 or 6, from canonical text."""
+    return 6 if ":" in address else 4
+
+
+def canonical_ip(text: str) -> str:
+    """Canonical text of an address (IPv4 dotted quad, compressed lower-case IPv6).
+
+    Raises:
+        InvalidPolicy: ``text`` is not an IP address.
+    """
+    if text.__class__ is str and CANONICAL_IPV4.fullmatch(text):
+        return text
+    try:
+        return str(ipaddress.ip_address(text))
+    except (ValueError, TypeError):
+        raise InvalidPolicy(
+            Problem(f"not an IP address: {text!r}", hint="an IPv4 or IPv6 address")
+        ) from None
+
+
+class Identity:
+    """What a verdict needs to know about a peer address; interned, never changed.
+
+    Attributes:
+        family: 4 or 6.
+        sets: Numbers of every IP set holding the address.
+        ports: The named ports of the endpoint owning the address; None when no endpoint
+            owns it.
+    """
+
+    __slots__ = ("family", "ports", "sets")
+
+    def __init__(
+        self, family: int, sets: frozenset[int], ports: tuple[NamedPort, ...] | None
+    ) -> None:
+        self.family = family
+        self.sets = sets
+        self.ports = ports
+
+    def __repr__(self) -> str:
+        endpoint = "" if self.ports is None else f", endpoint ports {list(self.ports)}"
+        return f"Identity(IPv{self.family}, sets {sorted(self.sets)}{endpoint})"
+
+
+class _Interner:
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, frozenset[int], tuple[NamedPort, ...] | None], Identity] = {}
+
+    def __call__(
+        self, family: int, sets: frozenset[int], ports: tuple[NamedPort, ...] | None
+    ) -> Identity:
+        key = (family, sets, ports)
+        found = self._known.get(key)
+        if found is None:
+            if len(self._known) >= _INTERN_LIMIT:
+                self._known.clear()
+            found = self._known[key] = Identity(family, sets, ports)
+        return found
+
+
+class PrefixTable:
+    """CIDR members of one moment, read-only once published.
+
+    Each radix node holds the prefix-only identity of its prefix: its own sets merged with
+    those of every shorter prefix covering it, so one longest-prefix lookup answers.
+    """
+
+    __slots__ = ("_trees", "_world", "outside", "prefixes")
+
+    def __init__(self, prefixes: dict[IPNetwork, frozenset[int]], intern: _Interner) -> None:
+        self._trees = {4: pytricia.PyTricia(32), 6: pytricia.PyTricia(128)}
+        self._world = {4: intern(4, EMPTY, None), 6: intern(6, EMPTY, None)}
+        #: prefix -> its prefix-only identity (merged), for datapath projections and batches.
+        self.prefixes: dict[IPNetwork, Identity] = {}
+        # Shorter prefixes first: each merges its own sets with its nearest cover's.
+        for net in sorted(prefixes, key=lambda n: (n.version, n.prefixlen)):
+            tree = self._trees[net.version]
+            text = str(net)
+            cover: Identity | None = tree.get(text)
+            sets = prefixes[net] if cover is None else prefixes[net] | cover.sets
+            ident = intern(net.version, sets, None)
+            tree[text] = ident
+            self.prefixes[net] = ident
+        #: Canonical outside address -> identity, filled by readers (see identity_of).
+        self.outside: dict[str, Identity] = {}
+
+    def world(self, family: int) -> Identity:
+        """The identity of an address no set holds."""
+        return self._world[family]
+
+    def identity(self, address: str) -> Identity:
+        """The prefix-only identity of canonical ``address``."""
+        found: Identity | None = self._trees[6 if ":" in address else 4].get(address)
+        return self._world[6 if ":" in address else 4] if found is None else found
+
+
+def _to_int(address: str) -> tuple[int, int]:
+    if ":" in address:
+        return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, address), "big")
+    return 4, int.from_bytes(socket.inet_aton(address), "big")
+
+
+def _from_int(family: int, value: int) -> str:
+    if family == 4:
+        return socket.inet_ntoa(value.to_bytes(4, "big"))
+    return str(ipaddress.IPv6Address(value))
+
+
+class _HostRanges:
+    """Host addresses in address order, to find those a changed prefix covers."""
+
+    def __init__(self, hosts: Iterable[str]) -> None:
+        by_family: dict[int, list[int]] = {4: [], 6: []}
+        for host in hosts:
+            family, value = _to_int(host)
+            by_family[family].append(value)
+        self._sorted = {f: SortedList(values) for f, values in by_family.items()}
+
+    def add(self, host: str) -> None:
+        family, value = _to_int(host)
+        self._sorted[family].add(value)
+
+    def discard(self, host: str) -> None:
+        family, value = _to_int(host)
+        self._sorted[family].discard(value)
+
+    def within(self, net: IPNetwork) -> Iterator[str]:
+        first = int(net.network_address)
+        last = int(net.broadcast_address)
+        for value in self._sorted[net.version].irange(first, last):
+            yield _from_int(net.version, value)
+
+
+class AddressTable:
+    """Addresses to identities: membership counts in, one published dict out.
+
+    Members are counted per (set, member): a set may receive the same address from several
+    sources (two DNS names leading to one IP, an endpoint IP also inside a network set) and
+    keeps it until the last source goes.
+    """
+
+    def __init__(self) -> None:
+        self._intern = _Interner()
+        #: Canonical host address -> identity. Published: readers look addresses up here
+        #: without a lock; only :meth:`settle` stores into it, one assignment per address.
+        self.hosts: dict[str, Identity] = {}
+        # host -> its own set number when in one set once (most DNS members), else counts
+        self._own: dict[str, int | dict[int, int]] = {}
+        self._ports: dict[str, tuple[NamedPort, ...]] = {}  # endpoint addresses
+        self._prefix_counts: dict[IPNetwork, dict[int, int]] = {}
+        #: The published prefix table (replaced, never changed, when prefixes change).
+        self.prefixes = PrefixTable({}, self._intern)
+        self._dirty: set[str] = set()
+        self._changed_prefixes: list[IPNetwork] = []
+        self._ranges: _HostRanges | None = None  # built on the first prefix change
+        #: Moves whenever some address's identity changes (batch tables follow it).
+        self.version = 0
+
+    # -- membership (writers) ----------------------------------------------------------------
+
+    def add_host(self, num: int, address: str) -> bool:
+        """Count one more source of ``address`` in set ``num``; True when newly a member."""
+        own = self._own
+        counts = own.get(address)
+        if counts is None:
+            own[address] = num
+        elif counts.__class__ is int:
+            if counts == num:
+                own[address] = {num: 2}
+                return False
+            own[address] = {counts: 1, num: 1}
+        else:
+            assert isinstance(counts, dict)
+            count = counts.get(num, 0)
+            counts[num] = count + 1
+            if count:
+                return False
+        self._dirty.add(address)
+        return True
+
+    def remove_host(self, num: int, address: str) -> bool:
+        """Drop one source of ``address`` from set ``num``; True when no longer a member."""
+        counts = self._own.get(address)
+        if counts is None:
+            return False
+        if isinstance(counts, int):
+            if counts != num:
+                return False
+            del self._own[address]
+        else:
+            if num not in counts:
+                return False
+            if counts[num] > 1:
+                counts[num] -= 1
+                return False
+            del counts[num]
+            if not counts:
+                del self._own[address]
+        self._dirty.add(address)
+        return True
+
+    def set_endpoint(self, address: str, ports: tuple[NamedPort, ...] | None) -> None:
+        """Mark ``address`` as an endpoint's (with its named ports), or as no longer one."""
+        if ports is None:
+            self._ports.pop(address, None)
+        else:
+            self._ports[address] = ports
+        self._dirty.add(address)
+
+    def add_prefix(self, num: int, net: IPNetwork) -> bool:
+        """Count one more source of ``net`` in set ``num``; True when newly a member."""
+        counts = self._prefix_counts.setdefault(net, {})
+        count = counts.get(num, 0)
+        counts[num] = count + 1
+        if count:
+            return False
+        self._changed_prefixes.append(net)
+        return True
+
+    def remove_prefix(self, num: int, net: IPNetwork) -> bool:
+        """Drop one source of ``net`` from set ``num``; True when no longer a member."""
+        counts = self._prefix_counts.get(net)
+        if counts is None or num not in counts:
+            return False
+        if counts[num] > 1:
+            counts[num] -= 1
+            return False
+        del counts[num]
+        if not counts:
+            del self._prefix_counts[net]
+        self._changed_prefixes.append(net)
+        return True
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def settle(self, before: dict[str, Identity | None] | None = None) -> None:
+        """Publish the identities of every address whose membership changed.
+
+        With ``before``, the identity each store replaces is recorded there first (once per
+        address), so a reader of a commit in progress can read the state before it.
+        """
+        if self._changed_prefixes:
+            self._publish_prefixes()
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = set()
+        hosts, own, ports, intern = self.hosts, self._own, self._ports, self._intern
+        table = self.prefixes
+        ranges = self._ranges
+        for address in dirty:
+            counts = own.get(address)
+            port_list = ports.get(address)
+            old = hosts.get(address)
+            if counts is None and port_list is None:
+                if old is None:
+                    continue
+                if before is not None and address not in before:
+                    before[address] = old
+                del hosts[address]
+                if ranges is not None:
+                    ranges.discard(address)
+                self.version += 1
+                continue
+            if counts is None:
+                sets = EMPTY
+            elif isinstance(counts, int):
+                sets = frozenset((counts,))
+            else:
+                sets = frozenset(counts)
+            covering = table.identity(address).sets
+            if covering:
+                sets = sets | covering
+            ident = intern(6 if ":" in address else 4, sets, port_list)
+            if ident is old:
+                continue
+            if before is not None and address not in before:
+                before[address] = old
+            hosts[address] = ident
+            if old is None and ranges is not None:
+                ranges.add(address)
+            self.version += 1
+
+    def _publish_prefixes(self) -> None:
+        changed, self._changed_prefixes = self._changed_prefixes, []
+        merged = {net: frozenset(counts) for net, counts in self._prefix_counts.items()}
+        self.prefixes = PrefixTable(merged, self._intern)
+        self.version += 1
+        if not self.hosts:
+            return
+        if self._ranges is None:
+            self._ranges = _HostRanges(self.hosts)
+        for net in changed:
+            self._dirty.update(self._ranges.within(net))
+
+    # -- reading (writers, tools) ------------------------------------------------------------
+
+    def identity(self, address: str) -> Identity:
+        """The published identity of canonical ``address`` (host or prefix-only)."""
+        found = self.hosts.get(address)
+        return found if found is not None else self.prefixes.identity(address)
+
+    def sets_of(self, address: str) -> frozenset[int]:
+        """Numbers of the sets holding canonical ``address`` now."""
+        return self.identity(address).sets
+
+    def host_members(self, num: int) -> set[str]:
+        """Host members of set ``num`` (a scan: for tests and tools)."""
+        return {
+            host
+            for host, counts in self._own.items()
+            if (counts == num if isinstance(counts, int) else num in counts)
+        }
+
+    def prefix_members(self, num: int) -> set[str]:
+        """Prefix members of set ``num`` (a scan: for tests and tools)."""
+        return {str(net) for net, counts in self._prefix_counts.items() if num in counts}
+
+
+def identity_of(
+    host: Callable[[str], Identity | None], table: PrefixTable, address: str
+) -> tuple[Identity, str]:
+    """Resolve any address text for a reader: its identity and canonical text.
+
+    Host members are found by canonical text; other canonical addresses are cached in the
+    prefix table they were resolved against.
+
+    Raises:
+        InvalidPolicy: ``address`` is not an IP address.
+    """
+    found = host(address)
+    if found is not None:
+        return found, address
+    found = table.outside.get(address)
+    if found is not None:
+        return found, address
+    canonical = canonical_ip(address)
+    if canonical != address:
+        found = host(canonical)
+        return (found if found is not None else table.identity(canonical)), canonical
+    found = table.identity(address)
+    outside = table.outside
+    if len(outside) >= OUTSIDE_LIMIT:
+        outside.clear()
+    outside[address] = found
+    return found, address

@@ -1,0 +1,142 @@
+"""The IP-set registry: every rule peer becomes a reference-counted set with a stable id.
+
+A rule's ``nets``, its selectors (``selector``/``notSelector``/``namespaceSelector``/
+``serviceAccounts``), its ``domains``, and a selected network set's ``allowedEgressDomains``
+each become an IP set, shared by every rule naming the same thing: the definition text is the
+key. Sets carry a small number (what identities hold) and a stable id derived from the
+definition (what datapaths name them by), and live while some rule or network set refers to
+them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from typing import Literal, TypeAlias
+
+import attrs
+
+from fqdnpolicy.datapath import Delta, IPSetChanged, MemberChanged
+from fqdnpolicy.domains import DomainPattern
+from fqdnpolicy.engine.identities import AddressTable
+from fqdnpolicy.engine.results import IPSetInfo
+from fqdnpolicy.model import IPNetwork
+from fqdnpolicy.selector import Selector
+
+__all__ = ["IPSet", "IPSetRegistry", "SetKind", "stable_id"]
+
+SetKind: TypeAlias = Literal["nets", "domains", "selector"]
+
+
+def stable_id(kind: str, definition: str) -> str:
+    """A kind letter, ``:`` and 22 characters of base64url(SHA-224) of the definition."""
+    digest = hashlib.sha224(f"{kind}\0{definition}".encode()).digest()
+    return f"{kind[0]}:{base64.urlsafe_b64encode(digest).decode()[:22]}"
+
+
+@attrs.define(eq=False, slots=True)
+class IPSet:
+    """One set and what fills it (only the fields of its kind are used).
+
+    Attributes:
+        num: Small number, unique while the set lives (identities hold these).
+        info: Stable id, kind and definition.
+        key: Definition key in the registry.
+        refs: Rules (and network sets) referring to it.
+        with_domains: Selector sets: whether selected network sets' ``allowedEgressDomains``
+            addresses count (only for the destination of egress Allow rules, as in Calico).
+        nets: Nets sets: the CIDRs.
+        patterns: Domain sets: the patterns.
+        selector: Selector sets: the selector.
+        dns_members: Domain sets: member address -> latest expiry.
+        dns_sources: Domain sets: cached names leading to a member, kept where above one.
+        parents: Domain sets: selector sets inheriting the members (network sets' domains),
+            with how many selected network sets lead there.
+        subjects: Selector sets: endpoint and network set keys currently matched.
+    """
+
+    num: int
+    info: IPSetInfo
+    key: str
+    refs: int = 0
+    with_domains: bool = False
+    nets: tuple[IPNetwork, ...] = ()
+    patterns: tuple[DomainPattern, ...] = ()
+    selector: Selector | None = None
+    dns_members: dict[str, float] = attrs.field(factory=dict)
+    dns_sources: dict[str, int] = attrs.field(factory=dict)
+    parents: dict[int, int] = attrs.field(factory=dict)
+    subjects: set[str] = attrs.field(factory=set)
+
+
+class IPSetRegistry:
+    """Sets by definition key and by number, and their members in the address table.
+
+    Creating and removing a set, and a member joining or leaving one, each add a delta for
+    datapaths. Host member deltas are held back while :attr:`announce` is off (the first
+    build: a full rendering follows it, not deltas).
+    """
+
+    def __init__(self, deltas: list[Delta], table: AddressTable) -> None:
+        self._deltas = deltas
+        self.table = table
+        self.by_key: dict[str, IPSet] = {}
+        self.by_num: dict[int, IPSet] = {}
+        self._next = 0
+        self.announce = False
+
+    def add_host(self, ipset: IPSet, host: str, expiry: float | None) -> None:
+        """Count a source of ``host`` in ``ipset``."""
+        if self.table.add_host(ipset.num, host) and self.announce:
+            self._deltas.append(MemberChanged(ipset.info.set_id, host, True, expiry))
+
+    def remove_host(self, ipset: IPSet, host: str) -> None:
+        """Drop a source of ``host`` from ``ipset``."""
+        if self.table.remove_host(ipset.num, host) and self.announce:
+            self._deltas.append(MemberChanged(ipset.info.set_id, host, False))
+
+    def refresh_host(self, ipset: IPSet, host: str, expiry: float) -> None:
+        """Tell datapaths that ``host`` stays in ``ipset`` until a later ``expiry``."""
+        if self.announce:
+            self._deltas.append(MemberChanged(ipset.info.set_id, host, True, expiry))
+
+    def add_prefix(self, ipset: IPSet, net: IPNetwork) -> None:
+        """Count a source of ``net`` in ``ipset``."""
+        if self.table.add_prefix(ipset.num, net):
+            self._deltas.append(MemberChanged(ipset.info.set_id, str(net), True))
+
+    def remove_prefix(self, ipset: IPSet, net: IPNetwork) -> None:
+        """Drop a source of ``net`` from ``ipset``."""
+        if self.table.remove_prefix(ipset.num, net):
+            self._deltas.append(MemberChanged(ipset.info.set_id, str(net), False))
+
+    def get(self, key: str) -> IPSet | None:
+        """The live set with this definition key, if any."""
+        return self.by_key.get(key)
+
+    def create(self, key: str, kind: SetKind, text: str) -> IPSet:
+        """Register a new set (no references yet)."""
+        num = self._next
+        self._next += 1
+        ipset = IPSet(num=num, info=IPSetInfo(stable_id(kind, text), kind, text), key=key)
+        self.by_key[key] = ipset
+        self.by_num[num] = ipset
+        self._deltas.append(IPSetChanged(ipset.info.set_id, True))
+        return ipset
+
+    def remove(self, ipset: IPSet) -> None:
+        """Forget a set whose last reference went."""
+        del self.by_key[ipset.key]
+        del self.by_num[ipset.num]
+        self._deltas.append(IPSetChanged(ipset.info.set_id, False))
+
+    def __iter__(self) -> Iterator[IPSet]:
+        return iter(self.by_key.values())
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def by_id(self, set_id: str) -> IPSet | None:
+        """The set with this stable id (a scan: for tests and tools)."""
+        return next((s for s in self.by_key.values() if s.info.set_id == set_id), None)

@@ -1,0 +1,104 @@
+"""Programs: an endpoint's ordered tiers of bound rules for one direction.
+
+Endpoints whose policies bind alike share one program. A program never changes once built (a
+policy or tier change builds new ones), so what readers judged with it stays true, and it
+keeps those verdicts: by (peer identity, protocol, port) where the peer is in some set the
+program names, and by (family, protocol, port) for every peer in none of them, which is most
+destinations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from fqdnpolicy.datapath import Direction
+from fqdnpolicy.engine.compiler import Bound
+from fqdnpolicy.engine.identities import Identity
+from fqdnpolicy.engine.results import Verdict
+
+__all__ = ["Block", "Program"]
+
+
+@attrs.define(eq=False, slots=True)
+class Block:
+    """The bound rules of one tier, and how that tier ends."""
+
+    tier: str
+    rules: tuple[Bound, ...]
+    end: Verdict | None  # None: the tier's default action is Pass
+    policies: tuple[str, ...]  # display names of the applying policies, in order
+    # Rule positions by the first IP set their peer must be in, and those that need none: a
+    # verdict looks only at rules that can match the peer's sets, and of the rules that need
+    # none only those of the flow's protocol (filled on first use; readers may fill it).
+    always_positions: tuple[int, ...] = ()
+    by_set: dict[int, tuple[int, ...]] = attrs.field(factory=dict)
+    always_for: dict[int, tuple[frozenset[int], tuple[Bound, ...]]] = attrs.field(factory=dict)
+
+    def index(self) -> None:
+        """Fill ``always_positions``/``by_set`` from ``rules``."""
+        always: list[int] = []
+        by_set: dict[int, list[int]] = {}
+        for position, bound in enumerate(self.rules):
+            peer = bound.rule.peer
+            if peer.required:
+                by_set.setdefault(peer.required[0], []).append(position)
+            else:
+                always.append(position)
+        self.always_positions = tuple(always)
+        self.by_set = {k: tuple(v) for k, v in by_set.items()}
+
+    def _always(self, proto: int) -> tuple[frozenset[int], tuple[Bound, ...]]:
+        found = self.always_for.get(proto)
+        if found is None:
+            positions = [
+                i for i in self.always_positions if self.rules[i].rule.protocol in (None, proto)
+            ]
+            found = (frozenset(positions), tuple(self.rules[i] for i in positions))
+            self.always_for[proto] = found
+        return found
+
+    def candidates(self, membership: frozenset[int], proto: int) -> Sequence[Bound]:
+        """The rules, in order, that can match a ``proto`` flow to a peer in ``membership``."""
+        positions, bounds = self._always(proto)
+        by_set = self.by_set
+        extra = [by_set[n] for n in membership if n in by_set]
+        if not extra:
+            return bounds
+        rules = self.rules
+        return [rules[i] for i in sorted(positions.union(*extra))]
+
+
+@attrs.define(eq=False, slots=True)
+class Program:
+    """One endpoint-side evaluation: tiers of bound rules, then the fallback.
+
+    Attributes:
+        direction: Whose rules these are: the sender's egress or the receiver's ingress.
+        blocks: Tiers in evaluation order.
+        peer_named: Some rule resolves named ports on the peer (its identity's ports).
+        fallback: The verdict when no tier decides.
+        refs: Every IP set a rule's peer side names: a peer in none of them is judged the
+            same whatever its address.
+        outside: Verdicts for peers in none of ``refs`` (and, where ``peer_named``, owned by
+            no endpoint), by (family, protocol as asked, port).
+        judged: Verdicts for other peers, by (identity, protocol as asked, port).
+    """
+
+    direction: Direction
+    blocks: tuple[Block, ...]
+    peer_named: bool
+    fallback: Verdict
+    refs: frozenset[int]
+    outside: dict[tuple[object, ...], Verdict] = attrs.field(factory=dict)
+    judged: dict[tuple[object, ...], Verdict] = attrs.field(factory=dict)
+
+    def plain(self, ident: Identity) -> bool:
+        """Whether ``ident`` is judged like any address in none of the program's sets."""
+        return ident.sets.isdisjoint(self.refs) and (ident.ports is None or not self.peer_named)
+
+    def forget(self) -> None:
+        """Drop the kept verdicts (they are recomputed on demand)."""
+        self.outside.clear()
+        self.judged.clear()

@@ -1,0 +1,125 @@
+"""What readers see: published state, and the before-image of a change in progress.
+
+Readers never take a lock. Writers hold one writer lock and publish in three ways:
+
+* one dict assignment per address or endpoint (an identity in ``hosts``, a record in
+  ``records``/``owners``): a reader sees the old value or the new one;
+* a new :class:`PrefixTable <fqdnpolicy.engine.identities.PrefixTable>` or program, built
+  aside and published by swapping a reference: never seen half built;
+* for a change touching many values at once (a policy, an endpoint, a network set, a
+  namespace, a tier), a :class:`Commit`: before its first assignment the writer publishes a
+  :class:`Snapshot` carrying the commit, and records in it the value each assignment replaces
+  before making it. A reader that finds a commit reads every value as it was before the change
+  (the live value unless the commit recorded an older one); a reader that finds none reads
+  live values. Either way, a reader checks at the end that the snapshot it started from is
+  still the published one, and reads again if not, so no verdict mixes two states.
+
+A DNS change is a change of one address's identity: one assignment, no commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fqdnpolicy.cluster import Endpoint
+from fqdnpolicy.engine.identities import Identity, PrefixTable
+from fqdnpolicy.engine.programs import Program
+
+__all__ = ["Commit", "EndpointRecord", "Snapshot", "View"]
+
+
+class EndpointRecord:
+    """An endpoint as readers see it: its programs and its first address of each family."""
+
+    __slots__ = ("egress", "endpoint", "ingress", "ip4", "ip6", "key")
+
+    def __init__(self, endpoint: Endpoint, egress: Program, ingress: Program) -> None:
+        self.key = endpoint.key
+        self.endpoint = endpoint
+        self.egress = egress
+        self.ingress = ingress
+        self.ip4 = next((ip for ip in endpoint.ips if ":" not in ip), None)
+        self.ip6 = next((ip for ip in endpoint.ips if ":" in ip), None)
+
+    def address(self, family: int) -> str | None:
+        """The endpoint's first address of ``family``."""
+        return self.ip6 if family == 6 else self.ip4
+
+
+_MISSING = object()
+
+
+class Commit:
+    """The before-image of a change in progress: the values its assignments replaced."""
+
+    __slots__ = ("hosts", "owners", "prefixes", "records")
+
+    def __init__(self, prefixes: PrefixTable) -> None:
+        self.prefixes = prefixes
+        self.hosts: dict[str, Identity | None] = {}
+        self.records: dict[str, EndpointRecord | None] = {}
+        self.owners: dict[str, EndpointRecord | None] = {}
+
+
+class Snapshot:
+    """The published prefix table, and the commit in progress if any."""
+
+    __slots__ = ("commit", "prefixes")
+
+    def __init__(self, prefixes: PrefixTable, commit: Commit | None = None) -> None:
+        self.prefixes = prefixes
+        self.commit = commit
+
+
+class View:
+    """One reader's consistent reading of the published dicts (see the module docstring)."""
+
+    __slots__ = ("_before", "_hosts", "_owners", "_records", "prefixes")
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        hosts: dict[str, Identity],
+        records: dict[str, EndpointRecord],
+        owners: dict[str, EndpointRecord],
+    ) -> None:
+        commit = snapshot.commit
+        self._before = commit
+        self._hosts = hosts
+        self._records = records
+        self._owners = owners
+        self.prefixes = snapshot.prefixes if commit is None else commit.prefixes
+
+    def host(self, address: str) -> Identity | None:
+        """The identity ``hosts`` holds for canonical ``address``."""
+        live = self._hosts.get(address)  # live first, then the before-image (see Commit)
+        if self._before is None:
+            return live
+        old = self._before.hosts.get(address, _MISSING)
+        return live if old is _MISSING else old  # type: ignore[return-value]
+
+    def record(self, key: str) -> EndpointRecord | None:
+        """The endpoint record of ``namespace/name``."""
+        live = self._records.get(key)
+        if self._before is None:
+            return live
+        old = self._before.records.get(key, _MISSING)
+        return live if old is _MISSING else old  # type: ignore[return-value]
+
+    def owner(self, address: str) -> EndpointRecord | None:
+        """The record of the endpoint owning canonical ``address``."""
+        live = self._owners.get(address)
+        if self._before is None:
+            return live
+        old = self._before.owners.get(address, _MISSING)
+        return live if old is _MISSING else old  # type: ignore[return-value]
+
+
+def record_before(before: dict[str, object] | None) -> Callable[[str, object], None]:
+    """A function recording ``key``'s old value in ``before`` once (no-op without a commit)."""
+
+    def note(key: str, old: object) -> None:
+        if before is not None and key not in before:
+            before[key] = old
+
+    return note

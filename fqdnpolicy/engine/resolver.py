@@ -1,0 +1,202 @@
+"""The policy resolver: which policies apply to an endpoint, in which order, as programs.
+
+Policies are filed in the label index by their selector, so an endpoint is tested only
+against the policies that can select it. For each endpoint and direction the applying
+policies are grouped by tier (tiers by order, policies by order then name), their rules bound
+to the endpoint, and the result interned as a :class:`~fqdnpolicy.engine.programs.Program`:
+endpoints alike (replicas) share one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from fqdnpolicy.cluster import Endpoint
+from fqdnpolicy.datapath import Direction
+from fqdnpolicy.engine.compiler import DIRECTIONS, Bound, CompiledPolicy, bind, order_key
+from fqdnpolicy.engine.labelindex import LabelIndex
+from fqdnpolicy.engine.programs import Block, Program
+from fqdnpolicy.engine.results import Verdict
+from fqdnpolicy.model import DEFAULT_TIER, Tier
+from fqdnpolicy.scoping import Subject
+
+__all__ = ["DEFAULT_TIER_ORDER", "PolicyResolver", "Resolved"]
+
+#: Order of the implicit ``default`` tier when no Tier resource of that name is loaded
+#: (Calico's built-in value; ``kube-admin`` is 1,000 and ``kube-baseline`` 10,000,000).
+DEFAULT_TIER_ORDER = 1_000_000.0
+
+#: Per direction: the keys of the applying policies and the endpoint's program.
+Resolved = dict[Direction, tuple[frozenset[str], Program]]
+
+
+class PolicyResolver:
+    """Compiled policies and tiers in; each endpoint's programs out."""
+
+    def __init__(self, tiers: Iterable[Tier], sets_of: Callable[[str], frozenset[int]]) -> None:
+        self.tiers: dict[str, Tier] = {t.name: t for t in tiers}
+        self.policies: dict[str, CompiledPolicy] = {}
+        self._sets_of = sets_of
+        self._index: LabelIndex[str, str] = LabelIndex()
+        self._applied: dict[str, set[str]] = {}  # policy key -> endpoints it applies to
+        self._programs: dict[tuple[object, ...], Program] = {}
+
+    # -- policies and tiers ------------------------------------------------------------------
+
+    def add(self, compiled: CompiledPolicy) -> None:
+        """File a compiled policy (replacing one with the same key)."""
+        self.policies[compiled.key] = compiled
+        self._index.add_selector(compiled.key, compiled.selector)
+
+    def remove(self, key: str) -> CompiledPolicy | None:
+        """Unfile a policy; returns it (None when unknown)."""
+        compiled = self.policies.pop(key, None)
+        if compiled is not None:
+            self._index.discard_selector(key)
+        return compiled
+
+    def set_tier(self, tier: Tier) -> None:
+        """Add or replace a tier; every program is built afresh after this."""
+        self.tiers[tier.name] = tier
+        self._programs.clear()
+
+    def tier_sort_key(self, name: str) -> tuple[float, str]:
+        """Order of a tier (Calico's default order for an implicit ``default`` tier)."""
+        tier = self.tiers.get(name)
+        if tier is None:
+            return order_key(DEFAULT_TIER_ORDER if name == DEFAULT_TIER else None, name)
+        return order_key(tier.spec.order, name)
+
+    def tier_default(self, name: str) -> str:
+        """The action ending a tier that has applying policies and no deciding rule."""
+        tier = self.tiers.get(name)
+        return "Deny" if tier is None else tier.spec.default_action
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def add_endpoint(self, key: str, subject: Subject) -> None:
+        """File an endpoint's labels (so new policies find it)."""
+        self._index.add_subject(key, subject.effective_labels)
+
+    def remove_endpoint(self, key: str, applied: Iterable[str]) -> None:
+        """Unfile an endpoint, and forget that the policies in ``applied`` applied to it."""
+        self._index.discard_subject(key)
+        for policy in applied:
+            self._unapply(policy, key)
+
+    def selecting(self, compiled: CompiledPolicy, subjects: dict[str, Subject]) -> set[str]:
+        """Endpoints (keys in ``subjects``) the policy's selector picks now."""
+        return {
+            key
+            for key in self._index.subjects_for(compiled.selector)
+            if subjects[key].matches(compiled.selector)
+        }
+
+    def applied_to(self, key: str) -> set[str]:
+        """Endpoints a policy applied to at their last resolution."""
+        return set(self._applied.get(key, ()))
+
+    def resolve(
+        self,
+        key: str,
+        endpoint: Endpoint,
+        subject: Subject,
+        addresses: tuple[str | None, str | None],
+        before: frozenset[str],
+    ) -> Resolved:
+        """Every direction's applying policies and program for one endpoint.
+
+        ``before``: the policies that applied at the endpoint's last resolution (to keep the
+        record of which endpoints each policy applies to).
+        """
+        labels = subject.effective_labels
+        applying = [
+            self.policies[k]
+            for k in self._index.selectors_for(labels)
+            if subject.matches(self.policies[k].selector)
+        ]
+        resolved: Resolved = {}
+        for direction in DIRECTIONS:
+            relevant = [c for c in applying if direction.capitalize() in c.policy.spec.types]
+            if all(c.binds_alike[direction] for c in relevant):
+                # Nothing endpoint-specific to bind: endpoints with the same policies share a
+                # program (compiled policies hash by identity, so a changed one is a new key).
+                alike = ("alike", direction, frozenset(relevant))
+                program = self._programs.get(alike)
+                if program is None:
+                    program = self._build(endpoint, addresses, direction, relevant)
+                    self._programs[alike] = program
+            else:
+                program = self._build(endpoint, addresses, direction, relevant)
+            resolved[direction] = (frozenset(c.key for c in relevant), program)
+        after = resolved["egress"][0] | resolved["ingress"][0]
+        for policy in before - after:
+            self._unapply(policy, key)
+        for policy in after - before:
+            self._applied.setdefault(policy, set()).add(key)
+        return resolved
+
+    def collect(self, live: Iterable[Program]) -> None:
+        """Forget interned programs no endpoint uses, once they outnumber the live ones."""
+        keep = {id(p) for p in live}
+        if len(self._programs) > 4 * max(1, len(keep)) + 1024:
+            self._programs = {k: p for k, p in self._programs.items() if id(p) in keep}
+
+    def _unapply(self, policy: str, key: str) -> None:
+        holders = self._applied.get(policy)
+        if holders is None:
+            return
+        holders.discard(key)
+        if not holders:
+            del self._applied[policy]
+
+    def _build(
+        self,
+        endpoint: Endpoint,
+        addresses: tuple[str | None, str | None],
+        direction: Direction,
+        policies: list[CompiledPolicy],
+    ) -> Program:
+        by_tier: dict[str, list[CompiledPolicy]] = {}
+        for compiled in policies:
+            by_tier.setdefault(compiled.policy.spec.tier, []).append(compiled)
+        blocks: list[Block] = []
+        key_parts: list[object] = [direction]
+        peer_named = False
+        for tier in sorted(by_tier, key=self.tier_sort_key):
+            bound_rules: list[Bound] = []
+            ordered = sorted(by_tier[tier], key=lambda c: c.sort_key)
+            for compiled in ordered:
+                for rule in compiled.rules(direction):
+                    bound = bind(rule, endpoint, addresses, self._sets_of)
+                    if bound is None:
+                        continue
+                    bound_rules.append(bound)
+                    key_parts.append(
+                        (id(rule), bound.ok4, bound.ok6, bound.own_named, bound.own_not_named)
+                    )
+                    peer = rule.peer
+                    if peer.named_ports or peer.not_named_ports:
+                        peer_named = True
+            end: Verdict | None = None
+            if self.tier_default(tier) == "Deny":
+                end = Verdict("Deny", tier=tier, direction=direction, default="end-of-tier")
+            key_parts.append(("end", tier, end is None))
+            block = Block(tier, tuple(bound_rules), end, tuple(c.display for c in ordered))
+            block.index()
+            blocks.append(block)
+        program_key = tuple(key_parts)
+        program = self._programs.get(program_key)
+        if program is None:
+            fallback = Verdict(
+                "Allow", direction=direction, default="profile" if blocks else "no-policy"
+            )
+            refs = frozenset(
+                n
+                for block in blocks
+                for bound in block.rules
+                for n in (*bound.rule.peer.required, *bound.rule.peer.forbidden)
+            )
+            program = Program(direction, tuple(blocks), peer_named, fallback, refs)
+            self._programs[program_key] = program
+        return program

@@ -1,0 +1,195 @@
+"""The address table gives every address the identity a brute-force scan would: its family,
+the sets holding it (own memberships and covering prefixes) and its endpoint's named ports."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fqdnpolicy.cluster import NamedPort
+from fqdnpolicy.engine.identities import AddressTable, Identity, canonical_ip, identity_of
+from fqdnpolicy.errors import InvalidPolicy
+
+
+def settled(table: AddressTable) -> AddressTable:
+    table.settle()
+    return table
+
+
+def test_overlapping_prefixes_belong_to_both_sets() -> None:
+    table = AddressTable()
+    table.add_prefix(1, ipaddress.ip_network("203.0.113.0/24"))
+    table.add_prefix(2, ipaddress.ip_network("203.0.113.12/32"))
+    settled(table)
+    assert table.sets_of("203.0.113.12") == {1, 2}
+    assert table.sets_of("203.0.113.13") == {1}
+    assert table.sets_of("198.51.100.1") == set()
+
+
+def test_families_are_kept_apart() -> None:
+    table = settled(AddressTable())
+    table.add_prefix(1, ipaddress.ip_network("::/0"))
+    settled(table)
+    assert table.sets_of("10.0.0.1") == set()
+    assert table.sets_of("2001:db8::1") == {1}
+    assert table.identity("2001:db8::1").family == 6
+
+
+def test_host_members_merge_with_covering_prefixes_added_later() -> None:
+    table = AddressTable()
+    table.add_host(7, "198.51.100.10")
+    assert settled(table).sets_of("198.51.100.10") == {7}
+    table.add_prefix(1, ipaddress.ip_network("198.51.100.0/24"))
+    assert settled(table).sets_of("198.51.100.10") == {1, 7}
+    table.remove_prefix(1, ipaddress.ip_network("198.51.100.0/24"))
+    assert settled(table).sets_of("198.51.100.10") == {7}
+
+
+def test_a_member_stays_until_its_last_source_goes() -> None:
+    table = AddressTable()
+    assert table.add_host(3, "203.0.113.5") is True
+    assert table.add_host(3, "203.0.113.5") is False  # a second DNS name, same IP
+    assert table.remove_host(3, "203.0.113.5") is False
+    assert settled(table).sets_of("203.0.113.5") == {3}
+    assert table.remove_host(3, "203.0.113.5") is True
+    assert settled(table).sets_of("203.0.113.5") == set()
+    assert "203.0.113.5" not in table.hosts
+
+
+def test_nothing_is_published_before_settle() -> None:
+    table = AddressTable()
+    table.add_host(1, "10.0.0.1")
+    assert "10.0.0.1" not in table.hosts
+    settled(table)
+    assert table.hosts["10.0.0.1"].sets == {1}
+
+
+def test_equal_identities_are_one_object_and_endpoints_carry_their_ports() -> None:
+    table = AddressTable()
+    table.add_host(1, "10.0.0.1")
+    table.add_host(1, "10.0.0.2")
+    table.set_endpoint("10.0.0.3", (NamedPort("http", 8080),))
+    settled(table)
+    assert table.hosts["10.0.0.1"] is table.hosts["10.0.0.2"]
+    assert table.hosts["10.0.0.1"].ports is None
+    assert table.hosts["10.0.0.3"].ports == (NamedPort("http", 8080),)
+    table.set_endpoint("10.0.0.3", None)
+    assert "10.0.0.3" not in settled(table).hosts
+
+
+def test_settle_records_what_each_store_replaced_once() -> None:
+    table = AddressTable()
+    table.add_host(1, "10.0.0.1")
+    settled(table)
+    first = table.hosts["10.0.0.1"]
+    before: dict[str, Identity | None] = {}
+    table.add_host(2, "10.0.0.1")
+    table.add_host(2, "10.0.0.9")
+    table.settle(before)
+    table.remove_host(1, "10.0.0.1")
+    table.settle(before)
+    assert before == {"10.0.0.1": first, "10.0.0.9": None}
+
+
+def test_a_prefix_change_publishes_a_new_table_and_leaves_the_old_one_whole() -> None:
+    table = settled(AddressTable())
+    old = table.prefixes
+    old_world = old.identity("203.0.113.7")
+    table.add_prefix(1, ipaddress.ip_network("203.0.113.0/24"))
+    settled(table)
+    assert table.prefixes is not old
+    assert old.identity("203.0.113.7") is old_world  # readers of the old table see it whole
+    assert table.prefixes.identity("203.0.113.7").sets == {1}
+
+
+def test_readers_resolve_any_text_and_cache_only_canonical_outside_addresses() -> None:
+    table = AddressTable()
+    table.add_host(1, "2001:db8::1")
+    settled(table)
+    ident, canonical = identity_of(table.hosts.get, table.prefixes, "2001:DB8::0001")
+    assert (set(ident.sets), canonical) == ({1}, "2001:db8::1")
+    assert "2001:DB8::0001" not in table.prefixes.outside
+    identity_of(table.hosts.get, table.prefixes, "198.51.100.9")
+    assert "198.51.100.9" in table.prefixes.outside
+    with pytest.raises(InvalidPolicy, match="not an IP address"):
+        identity_of(table.hosts.get, table.prefixes, "999.1.1.1")
+
+
+def test_canonical_text() -> None:
+    assert canonical_ip("10.0.0.1") == "10.0.0.1"
+    assert canonical_ip("FD00::0001") == "fd00::1"
+    with pytest.raises(InvalidPolicy):
+        canonical_ip("010.0.0.1")
+
+
+# -- property: identities equal a brute-force scan after any sequence of changes ----------
+
+PREFIXES = [
+    "0.0.0.0/0",
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "10.1.2.0/24",
+    "10.1.2.3/32",
+    "192.0.2.0/24",
+    "::/0",
+    "2001:db8::/32",
+    "2001:db8:1::/48",
+    "2001:db8:1::5/128",
+]
+HOSTS = [
+    "10.1.2.3",
+    "10.1.9.9",
+    "10.200.0.1",
+    "192.0.2.7",
+    "8.8.8.8",
+    "2001:db8:1::5",
+    "2001:db8:2::1",
+    "fd00::1",
+]
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["add_prefix", "remove_prefix", "add_host", "remove_host", "settle"]),
+        st.integers(0, 4),
+        st.integers(0, 9),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations)
+def test_identities_match_brute_force(ops: list[tuple[str, int, int]]) -> None:
+    table = AddressTable()
+    prefixes: Counter[tuple[int, str]] = Counter()
+    hosts: Counter[tuple[int, str]] = Counter()
+    for op, set_id, which in ops:
+        if op == "settle":
+            table.settle()
+        elif op.endswith("prefix"):
+            prefix = PREFIXES[which % len(PREFIXES)]
+            if op == "add_prefix":
+                table.add_prefix(set_id, ipaddress.ip_network(prefix))
+                prefixes[(set_id, prefix)] += 1
+            elif prefixes[(set_id, prefix)]:
+                table.remove_prefix(set_id, ipaddress.ip_network(prefix))
+                prefixes[(set_id, prefix)] -= 1
+        else:
+            host = HOSTS[which % len(HOSTS)]
+            if op == "add_host":
+                table.add_host(set_id, host)
+                hosts[(set_id, host)] += 1
+            elif hosts[(set_id, host)]:
+                table.remove_host(set_id, host)
+                hosts[(set_id, host)] -= 1
+    table.settle()
+    for address in HOSTS:
+        ip = ipaddress.ip_address(address)
+        expected = {s for (s, p), n in prefixes.items() if n and ip in ipaddress.ip_network(p)}
+        member = {s for (s, h), n in hosts.items() if n and h == address}
+        assert table.sets_of(address) == expected | member, (address, ops)
+        assert (address in table.hosts) == bool(member), (address, ops)
