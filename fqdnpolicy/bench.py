@@ -28,6 +28,7 @@ Results print as a table, optionally go to a JSON file and, with matplotlib inst
 from __future__ import annotations
 
 import gc
+import ipaddress
 import itertools
 import json
 import random
@@ -113,6 +114,44 @@ def _throughput(engine: PolicyEngine, flows: list[tuple[str, str, str, int]]) ->
     return len(flows) / (time.perf_counter() - start)
 
 
+def floor_rate(engine: PolicyEngine, flows: list[tuple[str, str, str, int]]) -> float:
+    """Flows/s of the reference verdict path, over the same flows, in this process.
+
+    A function of the flow doing three lookups and nothing else: the sender's key to its
+    program, the address to its identity, and the program's dict keyed by (identity,
+    protocol, port), every one filled beforehand from the engine's own tables. It is called
+    per flow in the same loop as :meth:`PolicyEngine.verdicts`, so the two differ only in
+    what the call does: the floor a verdict cannot beat in Python (the machine's speed moves
+    both alike).
+    """
+    records = engine._records  # the engine's published tables, read as verdict() reads them
+    programs: dict[int, dict[tuple[object, str, int], bool]] = {}
+    program_of: dict[str, dict[tuple[object, str, int], bool]] = {}
+    identity: dict[str, object] = {}
+    for src, dst, proto, port in flows:
+        record = records[src]
+        table = programs.setdefault(id(record.egress), {})
+        program_of[src] = table
+        found = identity.get(dst)
+        if found is None:
+            found = identity[dst] = engine.identity(dst)
+        table[(found, proto, port)] = True
+    # As big as the engine's own address table: a random lookup costs what it costs there.
+    for address, ident in engine._hosts.items():
+        identity.setdefault(address, ident)
+
+    def floor(src: str, dst: str, proto: str, port: int) -> bool:
+        return program_of[src][(identity[dst], proto, port)]
+
+    def run() -> list[bool]:
+        return [floor(src, dst, proto, port) for src, dst, proto, port in flows]
+
+    gc.collect()
+    start = time.perf_counter()
+    run()
+    return len(flows) / (time.perf_counter() - start)
+
+
 def measure(
     scale: float, *, seed: int = 1, flows: int = 200_000, progress: _Progress | None = None
 ) -> dict[str, Any]:
@@ -145,7 +184,9 @@ def measure(
         return [(rng.choice(sources), rng.choice(addresses), "TCP", 443) for _ in range(flows)]
 
     _throughput(engine, uniform())  # warm-up: programs' memos fill
-    uniform_rate = _throughput(engine, uniform())
+    uniform_flows = uniform()
+    uniform_rate = _throughput(engine, uniform_flows)
+    uniform_floor = floor_rate(engine, uniform_flows)
     step("uniform verdicts")
 
     zipf_src = zipf_sample(rng, sources, flows * 2)
@@ -161,7 +202,10 @@ def measure(
     zipf_flows = [(s, d, "TCP", 443) for s, d in zipf_sample(rng, population, flows * 5)]
     _throughput(engine, zipf_flows[: flows * 4])
     zipf_flows_rate = _throughput(engine, zipf_flows[flows * 4 :])
+    zipf_floor = floor_rate(engine, zipf_flows[flows * 4 :])
     step("zipf verdicts")
+    batch = _batch_rates(engine, sources, addresses, population, rng)
+    step("batch verdicts")
 
     delta_us, rules_matched = _delta_latency(engine, workload, rng)
     step("DNS delta latency")
@@ -182,6 +226,11 @@ def measure(
         "verdicts_per_s_uniform": round(uniform_rate),
         "verdicts_per_s_zipf": round(zipf_rate),
         "verdicts_per_s_zipf_flows": round(zipf_flows_rate),
+        "floor_per_s_uniform": round(uniform_floor),
+        "floor_per_s_zipf_flows": round(zipf_floor),
+        "ratio_uniform": round(uniform_rate / uniform_floor, 3),
+        "ratio_zipf_flows": round(zipf_flows_rate / zipf_floor, 3),
+        **batch,
         "delta_us_mean": round(sum(delta_us) / len(delta_us), 1),
         "delta_us_p99": round(sorted(delta_us)[int(len(delta_us) * 0.99) - 1], 1),
         "delta_sets_per_answer": round(rules_matched, 2),
@@ -190,6 +239,45 @@ def measure(
         "rss_mb": round(rss, 1),
         "rss_mb_workload": round(rss - rss_start, 1),
     }
+
+
+def _batch_rates(
+    engine: PolicyEngine,
+    sources: list[str],
+    addresses: list[str],
+    population: list[tuple[str, str]],
+    rng: random.Random,
+    count: int = 1_000_000,
+) -> dict[str, Any]:
+    """``verdict_array`` over ``count`` flows with packed IPv4 destinations (NumPy)."""
+    try:
+        import numpy as np
+    except ImportError:
+        return {}
+    keys = engine.endpoint_keys()
+    index = {key: i for i, key in enumerate(keys)}
+    v4 = [a for a in addresses if ":" not in a]
+    uniform_src = np.array([index[rng.choice(sources)] for _ in range(count)], dtype=np.int64)
+    uniform_text = [rng.choice(v4) for _ in range(count)]
+    v4_population = [(s, d) for s, d in population if ":" not in d]
+    drawn = zipf_sample(rng, v4_population, count)
+    zipf_src = np.array([index[s] for s, _ in drawn], dtype=np.int64)
+    zipf_text = [d for _, d in drawn]
+    start = time.perf_counter()
+    uniform_dst = np.array([int(ipaddress.IPv4Address(a)) for a in uniform_text], dtype=np.uint32)
+    convert_s = time.perf_counter() - start
+    zipf_dst = np.array([int(ipaddress.IPv4Address(a)) for a in zipf_text], dtype=np.uint32)
+    figures: dict[str, Any] = {"batch_text_to_packed_per_s": round(count / convert_s)}
+    engine.verdict_array(zipf_src[:1000], zipf_dst[:1000], "TCP", 443)  # builds its tables
+    for name, src, dst in (
+        ("uniform", uniform_src, uniform_dst),
+        ("zipf_flows", zipf_src, zipf_dst),
+    ):
+        gc.collect()
+        start = time.perf_counter()
+        engine.verdict_array(src, dst, "TCP", 443)
+        figures[f"batch_per_s_{name}"] = round(count / (time.perf_counter() - start))
+    return figures
 
 
 def _delta_latency(

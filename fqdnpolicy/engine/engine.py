@@ -109,7 +109,7 @@ class PolicyEngine:
         self._hosts = graph.table.hosts
         self._records = graph.records
         self._owners = graph.owners
-        self._snapshot = Snapshot(graph.table.prefixes)
+        self._snapshot = Snapshot(graph.table.prefixes, graph.records)
         self.flush()  # DNS changes that arrived while building
 
     # -- readers -------------------------------------------------------------------------
@@ -148,31 +148,31 @@ class PolicyEngine:
                 code, or direction.
         """
         snapshot = self._snapshot
-        if (
-            snapshot.commit is None
-            and direction == "egress"
-            and src_port is icmp_type is icmp_code is None
-            and protocol.__class__ is str
-            and port.__class__ is int
-        ):
+        if direction == "egress" and src_port is icmp_type is icmp_code is None:
             # The common question: an endpoint to an address that no endpoint owns, judged
             # before for the sender's program. Three lookups: the sender's record, the
-            # address's identity, the program's kept verdict.
+            # address's identity, the program's kept verdict. Kept verdicts are keyed by the
+            # protocol as asked only when it is text, and only with a plain int port: any
+            # other key (True, 443.0) can never hit one.
             try:
-                record = self._records.get(src)  # type: ignore[arg-type]
+                record = snapshot.records.get(src)  # type: ignore[arg-type]
                 ident = self._hosts.get(dst)  # type: ignore[arg-type]
             except TypeError:  # an Endpoint object (unhashable labels): the general path
                 record = None
             if record is not None:
                 if ident is None:
                     ident = snapshot.prefixes.outside.get(dst)  # type: ignore[arg-type]
-                if ident is not None and ident.ports is None:
+                if ident is not None:
                     program = record.egress
-                    if ident.sets.isdisjoint(program.refs):
+                    if ident.sets.isdisjoint(program.refs) and (
+                        ident.ports is None or not program.peer_named
+                    ):
                         found = program.outside.get((ident.family, protocol, port))
                     else:
                         found = program.judged.get((ident, protocol, port))
-                    if found is not None and self._snapshot is snapshot:
+                    if found is not None and ident.ports is not None and found.action == "Allow":
+                        found = self._kept_ingress(record, ident, dst, protocol, port, found)
+                    if found is not None and port.__class__ is int and self._snapshot is snapshot:
                         return found
         while True:
             view = View(snapshot, self._hosts, self._records, self._owners)
@@ -187,6 +187,29 @@ class PolicyEngine:
                 if self._snapshot is snapshot:
                     return result
             snapshot = self._snapshot  # a change began or ended meanwhile: read again
+
+    def _kept_ingress(
+        self,
+        record: EndpointRecord,
+        ident: Identity,
+        dst: object,
+        protocol: object,
+        port: object,
+        egress: Verdict,
+    ) -> Verdict | None:
+        """The verdict of a flow to an endpoint its egress allows, if the receiver kept it."""
+        owner = self._owners.get(dst)  # type: ignore[call-overload]
+        peer = self._hosts.get(record.ip6 if ident.family == 6 else record.ip4)  # type: ignore[arg-type]
+        if owner is None or peer is None:
+            return None
+        program = owner.ingress
+        if peer.sets.isdisjoint(program.refs) and not program.peer_named:
+            found = program.outside.get((peer.family, protocol, port))
+        else:
+            found = program.judged.get((peer, protocol, port))
+        if found is None:
+            return None
+        return egress if found.action == "Allow" else found
 
     def verdicts(
         self, flows: Iterable[tuple[Endpoint | str, Endpoint | str, str | int, int | None]]
@@ -220,6 +243,19 @@ class PolicyEngine:
 
         return verdict_array(self, src, dst, protocol, port)
 
+    def identity(self, address: str) -> Identity:
+        """The identity readers see for ``address`` now (its family, sets and endpoint ports).
+
+        Raises:
+            InvalidPolicy: ``address`` is not an IP address.
+        """
+        while True:
+            snapshot = self._snapshot
+            view = View(snapshot, self._hosts, self._records, self._owners)
+            found = identity_of(view.host, view.prefixes, address)[0]
+            if self._snapshot is snapshot:
+                return found
+
     def endpoint_keys(self) -> list[str]:
         """The keys of the endpoints readers see now, sorted (``verdict_array`` indexes)."""
         return sorted(self._records)
@@ -246,8 +282,8 @@ class PolicyEngine:
         if direction not in _DIRECTIONS:
             raise _bad(f"unknown direction {direction!r}", "egress or ingress")
         # Kept verdicts are keyed by the protocol as asked when it is text (the fast path's
-        # key), else by its number.
-        asked: object = protocol if protocol.__class__ is str else proto
+        # key), else by its number in a key of another shape (see verdict()).
+        asked: object = protocol if protocol.__class__ is str else (proto,)
 
         src_record: EndpointRecord | None = None
         src_ident: Identity | None = None
@@ -489,7 +525,7 @@ class PolicyEngine:
             self._apply_dns()
             if commit:
                 graph.commit = Commit(self._snapshot.prefixes)
-                self._snapshot = Snapshot(self._snapshot.prefixes, graph.commit)
+                self._snapshot = Snapshot(self._snapshot.prefixes, graph.records, graph.commit)
             try:
                 yield graph
             finally:
@@ -498,7 +534,7 @@ class PolicyEngine:
                         graph.settle()
                     finally:
                         graph.commit = None
-                        self._snapshot = Snapshot(graph.table.prefixes)
+                        self._snapshot = Snapshot(graph.table.prefixes, graph.records)
             self._apply_dns()
             self._deliver()
 

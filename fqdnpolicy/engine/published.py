@@ -62,12 +62,23 @@ class Commit:
 
 
 class Snapshot:
-    """The published prefix table, and the commit in progress if any."""
+    """The published prefix table, and the commit in progress if any.
 
-    __slots__ = ("commit", "prefixes")
+    ``records`` is the published records dict for the readers' shortcut, or an empty dict
+    while a commit is in progress (the shortcut then finds nothing and the reader reads the
+    before-image).
+    """
 
-    def __init__(self, prefixes: PrefixTable, commit: Commit | None = None) -> None:
+    __slots__ = ("commit", "prefixes", "records")
+
+    def __init__(
+        self,
+        prefixes: PrefixTable,
+        records: dict[str, EndpointRecord],
+        commit: Commit | None = None,
+    ) -> None:
         self.prefixes = prefixes
+        self.records: dict[str, EndpointRecord] = {} if commit is not None else records
         self.commit = commit
 
 
