@@ -124,21 +124,18 @@ def floor_rate(engine: PolicyEngine, flows: list[tuple[str, str, str, int]]) -> 
     what the call does: the floor a verdict cannot beat in Python (the machine's speed moves
     both alike).
     """
-    records = engine._records  # the engine's published tables, read as verdict() reads them
+    # Tables shaped like the engine's own (same sizes, same insertion order), so a random
+    # lookup costs what it costs there: endpoints in the engine's order, every address the
+    # engine holds in its order, then the flows' outside addresses.
+    records = engine._records
     programs: dict[int, dict[tuple[object, str, int], bool]] = {}
-    program_of: dict[str, dict[tuple[object, str, int], bool]] = {}
-    identity: dict[str, object] = {}
+    program_of = {key: programs.setdefault(id(r.egress), {}) for key, r in records.items()}
+    identity: dict[str, object] = dict(engine._hosts)
     for src, dst, proto, port in flows:
-        record = records[src]
-        table = programs.setdefault(id(record.egress), {})
-        program_of[src] = table
         found = identity.get(dst)
         if found is None:
             found = identity[dst] = engine.identity(dst)
-        table[(found, proto, port)] = True
-    # As big as the engine's own address table: a random lookup costs what it costs there.
-    for address, ident in engine._hosts.items():
-        identity.setdefault(address, ident)
+        program_of[src][(found, proto, port)] = True
 
     def floor(src: str, dst: str, proto: str, port: int) -> bool:
         return program_of[src][(identity[dst], proto, port)]

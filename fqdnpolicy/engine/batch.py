@@ -121,7 +121,7 @@ class _Tables:
         by_set: dict[int, list[int]] = {}
         for code, ident in enumerate(self.idents):
             if ident.ports is None:
-                for num in ident.sets:
+                for num in ident:
                     by_set.setdefault(num, []).append(code)
         self._by_set = by_set
         self._by_set_seen = list(self.idents)
@@ -337,8 +337,6 @@ def _judge_groups(
         peer = idents[int(ident[row])]
         proto = int(columns[2][row])
         port = int(columns[3][row])
-        verdict = engine._judge_program(
-            program, peer, proto, None if port < 0 else port, plain=plain
-        )
+        verdict = engine._judge_program(program, peer, proto, None if port < 0 else port)
         allowed[k] = verdict.allowed
     out[rows] = allowed[inverse.reshape(-1)]

@@ -41,7 +41,9 @@ __all__ = ["PolicyEngine"]
 
 # Verdicts programs keep for readers, over all programs, before they all start over: a port
 # scan from every endpoint must not grow them without bound.
-KEPT_LIMIT = 1 << 21
+KEPT_LIMIT = 1 << 20
+# One flow in (ADMIT_MASK + 1) answered by a program-wide verdict is kept under its identity too.
+ADMIT_MASK = 3
 _DIRECTIONS = ("egress", "ingress")
 
 
@@ -74,6 +76,15 @@ def _protocol(value: object) -> int:
     return protocol_number(value)
 
 
+def _key(program: Program, peer: Identity, asked: object, port: object) -> tuple[object, ...]:
+    """Where a program keeps its verdict for a simple flow (see Program)."""
+    if program.plain(peer):
+        return (peer.family, asked, port)
+    if peer.ports is not None:
+        return (peer, asked, port, None)
+    return (peer, asked, port)
+
+
 class PolicyEngine:
     """Judge flows against policies, cluster state and learned DNS; emit datapath deltas.
 
@@ -91,7 +102,8 @@ class PolicyEngine:
         self._dns = dns
         self._subscribers: Subscribers[list[Delta]] = Subscribers()
         self._inbox: deque[DNSChange] = deque()
-        self._kept = 0
+        self._kept_count = 0
+        self._admissions = 0
         self._batch: tuple[int, Any] | None = None  # verdict_array's tables and their version
         # The build allocates millions of small objects and frees none: generational
         # collections would rescan the growing heap again and again for nothing.
@@ -109,7 +121,7 @@ class PolicyEngine:
         self._hosts = graph.table.hosts
         self._records = graph.records
         self._owners = graph.owners
-        self._snapshot = Snapshot(graph.table.prefixes, graph.records)
+        self._snapshot = Snapshot(graph.table.prefixes, graph.egress)
         self.flush()  # DNS changes that arrived while building
 
     # -- readers -------------------------------------------------------------------------
@@ -149,29 +161,23 @@ class PolicyEngine:
         """
         snapshot = self._snapshot
         if direction == "egress" and src_port is icmp_type is icmp_code is None:
-            # The common question: an endpoint to an address that no endpoint owns, judged
-            # before for the sender's program. Three lookups: the sender's record, the
-            # address's identity, the program's kept verdict. Kept verdicts are keyed by the
-            # protocol as asked only when it is text, and only with a plain int port: any
-            # other key (True, 443.0) can never hit one.
+            # The common question, judged before: three lookups, the sender's program, the
+            # address's identity, and the program's verdict for (identity, protocol, port),
+            # else its one verdict for every peer in none of its sets. Verdicts are kept under
+            # the protocol as asked only when it is text, and only for a plain int port: any
+            # other key (True, 443.0) never finds one.
             try:
-                record = snapshot.records.get(src)  # type: ignore[arg-type]
+                program = snapshot.egress.get(src)  # type: ignore[arg-type]
                 ident = self._hosts.get(dst)  # type: ignore[arg-type]
             except TypeError:  # an Endpoint object (unhashable labels): the general path
-                record = None
-            if record is not None:
+                program = None
+            if program is not None:
                 if ident is None:
                     ident = snapshot.prefixes.outside.get(dst)  # type: ignore[arg-type]
                 if ident is not None:
-                    program = record.egress
-                    if ident.sets.isdisjoint(program.refs) and (
-                        ident.ports is None or not program.peer_named
-                    ):
-                        found = program.outside.get((ident.family, protocol, port))
-                    else:
-                        found = program.judged.get((ident, protocol, port))
-                    if found is not None and ident.ports is not None and found.action == "Allow":
-                        found = self._kept_ingress(record, ident, dst, protocol, port, found)
+                    found = program.get((ident, protocol, port))
+                    if found is None:
+                        found = self._kept(program, ident, src, dst, protocol, port)
                     if found is not None and port.__class__ is int and self._snapshot is snapshot:
                         return found
         while True:
@@ -188,25 +194,61 @@ class PolicyEngine:
                     return result
             snapshot = self._snapshot  # a change began or ended meanwhile: read again
 
-    def _kept_ingress(
+    def _kept(
         self,
-        record: EndpointRecord,
+        program: Program,
         ident: Identity,
+        src: object,
         dst: object,
         protocol: object,
         port: object,
-        egress: Verdict,
     ) -> Verdict | None:
-        """The verdict of a flow to an endpoint its egress allows, if the receiver kept it."""
-        owner = self._owners.get(dst)  # type: ignore[call-overload]
-        peer = self._hosts.get(record.ip6 if ident.family == 6 else record.ip4)  # type: ignore[arg-type]
-        if owner is None or peer is None:
+        """A kept verdict found other than under the peer's identity.
+
+        The program's verdict for peers in none of its sets; for a peer that is an endpoint,
+        both sides' verdicts.
+        """
+        if ident.ports is not None:
+            return self._kept_to_endpoint(program, ident, src, dst, protocol, port)
+        if not ident.isdisjoint(program.refs):
             return None
-        program = owner.ingress
-        if peer.sets.isdisjoint(program.refs) and not program.peer_named:
-            found = program.outside.get((peer.family, protocol, port))
+        found = program.get((ident.family, protocol, port))
+        if found is not None:
+            # Kept under the identity too for one flow in eight: a flow that repeats is then
+            # found in one lookup; most of a scan of random destinations stays out.
+            self._admissions += 1
+            if not self._admissions & ADMIT_MASK:
+                self._keep(program, (ident, protocol, port), found)
+        return found
+
+    def _kept_to_endpoint(
+        self,
+        program: Program,
+        ident: Identity,
+        src: object,
+        dst: object,
+        protocol: object,
+        port: object,
+    ) -> Verdict | None:
+        """The kept verdicts of a flow to an endpoint: the sender's, then the receiver's."""
+        if program.plain(ident):
+            egress = program.get((ident.family, protocol, port))
         else:
-            found = program.judged.get((peer, protocol, port))
+            egress = program.get((ident, protocol, port, None))
+        if egress is None or egress.action != "Allow":
+            return egress
+        record = self._records.get(src)  # type: ignore[call-overload]
+        owner = self._owners.get(dst)  # type: ignore[call-overload]
+        if record is None or owner is None:
+            return None
+        peer = self._hosts.get(record.ip6 if ident.family == 6 else record.ip4)  # type: ignore[arg-type]
+        if peer is None:
+            return None
+        receiver = owner.ingress
+        if receiver.plain(peer):
+            found = receiver.get((peer.family, protocol, port))
+        else:
+            found = receiver.get((peer, protocol, port, None))
         if found is None:
             return None
         return egress if found.action == "Allow" else found
@@ -382,43 +424,35 @@ class PolicyEngine:
                 trace,
                 lambda reason: describe_reason(reason, self._graph.describe_set),
             )
-        port = flow[1]
-        if simple and program.plain(peer):
-            key: tuple[Any, ...] = (peer.family, asked, port)
-            found = program.outside.get(key)
-            if found is None:
-                found = evaluate(program, peer, flow)
-                self._keep(program.outside, key, found)
-            return found
-        key = (peer, asked, port) if simple else (peer, flow)
-        found = program.judged.get(key)
-        if found is None:
-            found = evaluate(program, peer, flow)
-            self._keep(program.judged, key, found)
-        return found
+        if not simple:
+            return self._kept_or_judged(program, (peer, flow), peer, flow)
+        return self._kept_or_judged(program, _key(program, peer, asked, flow[1]), peer, flow)
 
     def _judge_program(
-        self, program: Program, peer: Identity, proto: int, port: int | None, *, plain: bool
+        self, program: Program, peer: Identity, proto: int, port: int | None
     ) -> Verdict:
         """One program's verdict for a peer identity and (protocol number, port)."""
         flow: Flow = (proto, port, None, peer.family, None, None)
-        key: tuple[Any, ...] = (peer.family, proto, port) if plain else (peer, proto, port)
-        table = program.outside if plain else program.judged
-        found = table.get(key)
+        return self._kept_or_judged(program, _key(program, peer, (proto,), port), peer, flow)
+
+    def _kept_or_judged(
+        self, program: Program, key: tuple[object, ...], peer: Identity, flow: Flow
+    ) -> Verdict:
+        found = program.get(key)
         if found is None:
             found = evaluate(program, peer, flow)
-            self._keep(table, key, found)
+            self._keep(program, key, found)
         return found
 
-    def _keep(self, table: dict[Any, Verdict], key: tuple[Any, ...], verdict: Verdict) -> None:
-        # Readers fill these (a lost count between threads only delays the bound a little).
-        self._kept += 1
-        if self._kept >= KEPT_LIMIT:
-            self._kept = 0
+    def _keep(self, program: Program, key: tuple[object, ...], verdict: Verdict) -> None:
+        # Readers fill programs (a count lost between threads only delays the bound a little).
+        self._kept_count += 1
+        if self._kept_count >= KEPT_LIMIT:
+            self._kept_count = 0
             for record in list(self._records.values()):
-                record.egress.forget()
-                record.ingress.forget()
-        table[key] = verdict
+                record.egress.clear()
+                record.ingress.clear()
+        program[key] = verdict
 
     # -- explanations and state (under the writer lock) ------------------------------------
 
@@ -525,7 +559,7 @@ class PolicyEngine:
             self._apply_dns()
             if commit:
                 graph.commit = Commit(self._snapshot.prefixes)
-                self._snapshot = Snapshot(self._snapshot.prefixes, graph.records, graph.commit)
+                self._snapshot = Snapshot(self._snapshot.prefixes, graph.egress, graph.commit)
             try:
                 yield graph
             finally:
@@ -534,7 +568,7 @@ class PolicyEngine:
                         graph.settle()
                     finally:
                         graph.commit = None
-                        self._snapshot = Snapshot(graph.table.prefixes, graph.records)
+                        self._snapshot = Snapshot(graph.table.prefixes, graph.egress)
             self._apply_dns()
             self._deliver()
 

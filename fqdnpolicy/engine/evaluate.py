@@ -111,7 +111,7 @@ def mismatch(bound: Bound, peer: Identity, flow: Flow) -> Reason | None:
     if rule.not_icmp is not None and _icmp_matches(rule.not_icmp, icmp_type, icmp_code):
         return NOT_ICMP
     peer_side = rule.destination if egress else rule.source
-    membership = peer.sets
+    membership = peer
     for num in peer_side.required:
         if num not in membership:
             return ("peer-not-in", "destination" if egress else "source", num)
@@ -162,7 +162,7 @@ def evaluate(
         passed = False
         current: str | None = None
         # A trace shows every rule; a verdict looks only at rules that can match.
-        for bound in block.rules if trace is not None else block.candidates(peer.sets, flow[0]):
+        for bound in block.rules if trace is not None else block.candidates(peer, flow[0]):
             rule = bound.rule
             if trace is not None and rule.policy != current:
                 current = rule.policy

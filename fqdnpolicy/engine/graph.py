@@ -100,6 +100,8 @@ class Graph:
         #: Published: endpoint key -> record, endpoint address -> record.
         self.records: dict[str, EndpointRecord] = {}
         self.owners: dict[str, EndpointRecord] = {}
+        #: Published, read only outside commits: endpoint key -> its egress program.
+        self.egress: dict[str, Program] = {}
         #: The commit in progress (set by the engine around each change).
         self.commit: Commit | None = None
         self._stale: set[str] = set()
@@ -337,8 +339,10 @@ class Graph:
             self.commit.records[key] = self.records.get(key)
         if record is None:
             self.records.pop(key, None)
+            self.egress.pop(key, None)
         else:
             self.records[key] = record
+            self.egress[key] = record.egress
 
     def _publish_owner(self, address: str, record: EndpointRecord | None) -> None:
         if self.commit is not None and address not in self.commit.owners:

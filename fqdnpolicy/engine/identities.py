@@ -81,28 +81,46 @@ def canonical_ip(text: str) -> str:
         ) from None
 
 
-class Identity:
+class Identity(frozenset[int]):
     """What a verdict needs to know about a peer address; interned, never changed.
+
+    An identity *is* the frozenset of the numbers of every IP set holding the address (set
+    operations work on it directly, reading one object), and carries:
 
     Attributes:
         family: 4 or 6.
-        sets: Numbers of every IP set holding the address.
         ports: The named ports of the endpoint owning the address; None when no endpoint
             owns it.
+
+    Identities compare and hash by identity (two with the same sets differ by family or
+    ports): :attr:`sets` gives the plain set to compare.
     """
 
-    __slots__ = ("family", "ports", "sets")
+    __slots__ = ("family", "ports")
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__  # type: ignore[assignment]
+    __ne__ = object.__ne__  # type: ignore[assignment]
 
-    def __init__(
-        self, family: int, sets: frozenset[int], ports: tuple[NamedPort, ...] | None
-    ) -> None:
+    family: int
+    ports: tuple[NamedPort, ...] | None
+
+    def __new__(
+        cls, family: int, sets: frozenset[int], ports: tuple[NamedPort, ...] | None
+    ) -> Identity:
+        """Make an identity (the address table interns them: use that)."""
+        self = super().__new__(cls, sets)
         self.family = family
-        self.sets = sets
         self.ports = ports
+        return self
+
+    @property
+    def sets(self) -> frozenset[int]:
+        """The numbers of the sets holding the address, as a plain frozenset."""
+        return frozenset(self)
 
     def __repr__(self) -> str:
         endpoint = "" if self.ports is None else f", endpoint ports {list(self.ports)}"
-        return f"Identity(IPv{self.family}, sets {sorted(self.sets)}{endpoint})"
+        return f"Identity(IPv{self.family}, sets {sorted(self)}{endpoint})"
 
 
 class _Interner:
@@ -140,7 +158,7 @@ class PrefixTable:
             tree = self._trees[net.version]
             text = str(net)
             cover: Identity | None = tree.get(text)
-            sets = prefixes[net] if cover is None else prefixes[net] | cover.sets
+            sets = prefixes[net] if cover is None else prefixes[net] | cover
             ident = intern(net.version, sets, None)
             tree[text] = ident
             self.prefixes[net] = ident
@@ -331,7 +349,7 @@ class AddressTable:
                 sets = frozenset((counts,))
             else:
                 sets = frozenset(counts)
-            covering = table.identity(address).sets
+            covering = table.identity(address)
             if covering:
                 sets = sets | covering
             ident = intern(6 if ":" in address else 4, sets, port_list)

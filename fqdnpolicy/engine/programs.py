@@ -70,9 +70,20 @@ class Block:
         return [rules[i] for i in sorted(positions.union(*extra))]
 
 
-@attrs.define(eq=False, slots=True)
-class Program:
+class Program(dict[tuple[object, ...], Verdict]):
     """One endpoint-side evaluation: tiers of bound rules, then the fallback.
+
+    The program is also the table of the verdicts readers judged with it, all in the one
+    dict (the fewest objects a reader touches):
+
+    * ``(identity, protocol as asked, port)``: for a peer of that identity owned by no
+      endpoint;
+    * ``(identity, protocol as asked, port, None)``: the same for an endpoint's address;
+    * ``(family, protocol as asked, port)``: for every peer in none of :attr:`refs` (and,
+      where :attr:`peer_named`, owned by no endpoint), which is most destinations;
+    * ``(identity, flow)``: flows with a source port or ICMP type and code.
+
+    Programs compare and hash by identity.
 
     Attributes:
         direction: Whose rules these are: the sender's egress or the receiver's ingress.
@@ -81,24 +92,31 @@ class Program:
         fallback: The verdict when no tier decides.
         refs: Every IP set a rule's peer side names: a peer in none of them is judged the
             same whatever its address.
-        outside: Verdicts for peers in none of ``refs`` (and, where ``peer_named``, owned by
-            no endpoint), by (family, protocol as asked, port).
-        judged: Verdicts for other peers, by (identity, protocol as asked, port).
     """
 
-    direction: Direction
-    blocks: tuple[Block, ...]
-    peer_named: bool
-    fallback: Verdict
-    refs: frozenset[int]
-    outside: dict[tuple[object, ...], Verdict] = attrs.field(factory=dict)
-    judged: dict[tuple[object, ...], Verdict] = attrs.field(factory=dict)
+    __slots__ = ("blocks", "direction", "fallback", "peer_named", "refs")
+    __hash__ = object.__hash__  # type: ignore[assignment]
+    __eq__ = object.__eq__  # type: ignore[assignment]
+    __ne__ = object.__ne__  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        direction: Direction,
+        blocks: tuple[Block, ...],
+        peer_named: bool,
+        fallback: Verdict,
+        refs: frozenset[int],
+    ) -> None:
+        super().__init__()
+        self.direction = direction
+        self.blocks = blocks
+        self.peer_named = peer_named
+        self.fallback = fallback
+        self.refs = refs
 
     def plain(self, ident: Identity) -> bool:
         """Whether ``ident`` is judged like any address in none of the program's sets."""
-        return ident.sets.isdisjoint(self.refs) and (ident.ports is None or not self.peer_named)
+        return ident.isdisjoint(self.refs) and (ident.ports is None or not self.peer_named)
 
-    def forget(self) -> None:
-        """Drop the kept verdicts (they are recomputed on demand)."""
-        self.outside.clear()
-        self.judged.clear()
+    def __repr__(self) -> str:
+        return f"<Program {self.direction}, {len(self.blocks)} tiers, {len(self)} kept>"

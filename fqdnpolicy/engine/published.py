@@ -64,21 +64,21 @@ class Commit:
 class Snapshot:
     """The published prefix table, and the commit in progress if any.
 
-    ``records`` is the published records dict for the readers' shortcut, or an empty dict
-    while a commit is in progress (the shortcut then finds nothing and the reader reads the
-    before-image).
+    ``egress`` is the published dict of every endpoint's egress program for the readers'
+    shortcut, or an empty dict while a commit is in progress (the shortcut then finds nothing
+    and the reader reads the before-image).
     """
 
-    __slots__ = ("commit", "prefixes", "records")
+    __slots__ = ("commit", "egress", "prefixes")
 
     def __init__(
         self,
         prefixes: PrefixTable,
-        records: dict[str, EndpointRecord],
+        egress: dict[str, Program],
         commit: Commit | None = None,
     ) -> None:
         self.prefixes = prefixes
-        self.records: dict[str, EndpointRecord] = {} if commit is not None else records
+        self.egress: dict[str, Program] = {} if commit is not None else egress
         self.commit = commit
 
 
