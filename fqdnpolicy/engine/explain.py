@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 
 from fqdnpolicy.datapath import Direction
@@ -38,9 +39,31 @@ def describe_reason(reason: Reason, describe_set: Callable[[int], str]) -> str:
         return f"{reason[1]} nets do not hold the endpoint's IPv{reason[2]} address"
     num = reason[2]
     assert isinstance(num, int)
+    side = str(reason[1])
     if code == "peer-not-in":
-        return f"{reason[1]} address not in {describe_set(num)}"
-    return f"{reason[1]} address in excluded {describe_set(num)}"
+        return f"{side} address not in {_set_in_words(describe_set(num), side, False)}"
+    return f"{side} address in excluded {_set_in_words(describe_set(num), side, True)}"
+
+
+_DESCRIBED = re.compile(r"(?P<kind>nets|domains|selector) set \S+ \((?P<definition>.*)\)", re.S)
+_FIELDS = {
+    ("nets", False): "nets",
+    ("nets", True): "notNets",
+    ("domains", False): "domains",
+    ("domains", True): "domains",
+    ("selector", False): "selector",
+    ("selector", True): "notSelector",
+}
+
+
+def _set_in_words(described: str, side: str, excluded: bool) -> str:
+    """An IP set as its kind, what it holds and the rule field it comes from; no set id."""
+    found = _DESCRIBED.fullmatch(described)
+    if found is None:
+        return described
+    kind = found["kind"]
+    field = _FIELDS[(kind, excluded)]
+    return f"{kind} set {found['definition']} (the rule's {side}.{field})"
 
 
 def not_applying(
@@ -52,7 +75,8 @@ def not_applying(
             continue
         spec = compiled.policy.spec
         if direction.capitalize() not in spec.types:
-            why = f"types {list(spec.types)} do not include {direction.capitalize()}"
+            types = " and ".join(spec.types) or "none"
+            why = f"its types ({types}) leave out {direction.capitalize()}"
         else:
-            why = f"selector {compiled.selector} does not match the endpoint"
+            why = f"its selector {compiled.selector} does not match the endpoint"
         yield TraceStep(direction, spec.tier, compiled.display, None, "does not apply", why)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
 from fqdnpolicy.datapath import Direction
 
-__all__ = ["Action", "IPSetInfo", "Trace", "TraceStep", "Verdict"]
+__all__ = ["NO_TIER", "Action", "IPSetInfo", "Trace", "TraceStep", "Verdict"]
 
 Action: TypeAlias = Literal["Allow", "Deny"]
+
+#: The tier of the step that says no policy applies on a side (there is no tier then).
+NO_TIER = "-"
 
 
 @attrs.frozen(slots=True)
@@ -54,6 +57,22 @@ class Verdict:
         where = f" of tier {self.tier}" if self.tier else ""
         return f"{self.action} ({self.direction} {self.default}{where})"
 
+    def logged_text(self) -> str:
+        """The Log rules that fired, as ``NetworkPolicy default/x rule 0, ...``."""
+        return ", ".join(f"{policy} rule {index}" for policy, index in self.logged)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dictionary of every field (``logged`` as objects)."""
+        return {
+            "action": self.action,
+            "policy": self.policy,
+            "tier": self.tier,
+            "rule_index": self.rule_index,
+            "direction": self.direction,
+            "default": self.default,
+            "logged": [{"policy": p, "rule_index": i} for p, i in self.logged],
+        }
+
 
 @attrs.frozen
 class TraceStep:
@@ -76,6 +95,17 @@ class TraceStep:
     outcome: str
     detail: str = ""
 
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dictionary (``tier`` is None where no policy applies)."""
+        return {
+            "direction": self.direction,
+            "tier": None if self.tier == NO_TIER else self.tier,
+            "policy": self.policy,
+            "rule_index": self.rule_index,
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
+
 
 @attrs.frozen
 class Trace:
@@ -85,14 +115,40 @@ class Trace:
     verdict: Verdict
     steps: tuple[TraceStep, ...]
 
+    def ordered_steps(self) -> list[TraceStep]:
+        """The steps grouped by side and tier, each tier once, in evaluation order.
+
+        The engine records the policies that do not apply before it evaluates; grouped here,
+        each follows its tier. Tiers where no policy applies are not evaluated and come after
+        those that are.
+        """
+        groups: dict[tuple[str, str], list[TraceStep]] = {}
+        evaluated: list[tuple[str, str]] = []
+        for step in self.steps:
+            key = (step.direction, step.tier)
+            groups.setdefault(key, []).append(step)
+            if step.outcome != "does not apply" and key not in evaluated:
+                evaluated.append(key)
+        sides = list(dict.fromkeys(step.direction for step in self.steps))
+        order = [k for side in sides for k in evaluated if k[0] == side]
+        order += [k for side in sides for k in groups if k[0] == side and k not in evaluated]
+        return [step for key in order for step in groups[key]]
+
     def render(self) -> str:
-        """Return the trace as indented, readable text."""
+        """Return the trace as indented, readable text: each side, then each tier once."""
         lines = [f"flow: {self.flow}"]
         last: tuple[str, str] | None = None
-        for step in self.steps:
+        steps = self.ordered_steps()
+        evaluated = {(s.direction, s.tier) for s in steps if s.outcome != "does not apply"}
+        for step in steps:
+            if step.tier == NO_TIER:
+                lines.append(f"  {step.direction}: {step.outcome}: {step.detail or 'Allow'}")
+                last = None
+                continue
             if (step.direction, step.tier) != last:
-                lines.append(f"  {step.direction} tier {step.tier}:")
                 last = (step.direction, step.tier)
+                skipped = "" if last in evaluated else " (no policy here applies: skipped)"
+                lines.append(f"  {step.direction} tier {step.tier}:{skipped}")
             if step.policy is None:
                 lines.append(f"    {step.outcome}{': ' + step.detail if step.detail else ''}")
             elif step.rule_index is None:
@@ -100,9 +156,21 @@ class Trace:
                 lines.append(f"    {step.policy}: {step.outcome}{detail}")
             else:
                 detail = f": {step.detail}" if step.detail else ""
-                lines.append(f"      rule {step.rule_index}: {step.outcome}{detail}")
+                lines.append(
+                    f"      {step.direction} rule {step.rule_index}: {step.outcome}{detail}"
+                )
         lines.append(f"verdict: {self.verdict}")
+        if self.verdict.logged:
+            lines.append(f"logged by: {self.verdict.logged_text()}")
         return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dictionary: the flow, the verdict and every step in order."""
+        return {
+            "flow": self.flow,
+            "verdict": self.verdict.as_dict(),
+            "steps": [step.as_dict() for step in self.ordered_steps()],
+        }
 
     def __str__(self) -> str:
         """Same as :meth:`render`."""

@@ -3,38 +3,12 @@
 from __future__ import annotations
 
 import importlib.resources
-import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from fqdnpolicy.cli import main
+from tests.cli.support import run
 
 DATA = importlib.resources.files("fqdnpolicy") / "data"
-
-
-@pytest.fixture(scope="module")
-def demo_state() -> Iterator[list[str]]:
-    with (
-        importlib.resources.as_file(DATA / "seed") as seed,
-        importlib.resources.as_file(DATA / "demo") as demo,
-    ):
-        yield [
-            "--policies",
-            str(seed),
-            "--cluster",
-            str(demo / "cluster.yaml"),
-            "--zone",
-            str(demo / "zone.db"),
-        ]
-
-
-def run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return code, out.getvalue()
 
 
 BROKEN = """\
@@ -121,10 +95,14 @@ def test_check_exits_0_when_all_allowed_and_1_when_one_is_denied(demo_state: lis
     assert "egress end-of-tier (default)" in out
 
 
-def test_check_of_an_unresolved_name_is_a_denial(demo_state: list[str]) -> None:
+def test_check_reports_an_unresolved_name_as_unresolved_not_as_a_deny(
+    demo_state: list[str],
+) -> None:
     code, out = run("check", *demo_state, "default/backend -> nowhere.example:443/tcp")
-    assert code == 1
-    assert "(unresolved)" in out
+    assert code == 1  # not known to be allowed
+    (row,) = out.splitlines()[2:]
+    assert " unresolved " in row
+    assert "Deny" not in row
 
 
 def test_explain_prints_the_trace(demo_state: list[str]) -> None:

@@ -1,0 +1,103 @@
+"""The ``fqdnpolicy`` command.
+
+Subcommands, one module each family:
+
+* ``validate PATH...`` (:mod:`fqdnpolicy.cli.validate`) - load policies strictly and lint them.
+* ``check FLOW...`` and ``explain FLOW`` (:mod:`fqdnpolicy.cli.judge`) - verdicts for flows
+  (``default/backend -> api.github.com:443/tcp``), and the trace of every tier, policy and
+  rule considered.
+* ``render --backend NAME`` and ``remove --backend NAME`` (:mod:`fqdnpolicy.cli.render`) - the
+  datapath rules a backend would install (``--check``, ``--apply --netns NS``), and removing
+  them.
+* ``bench``, ``dns ...`` and ``demo`` (:mod:`fqdnpolicy.cli.tools`).
+
+Commands that need state take ``--policies PATH`` and ``--cluster PATH`` (repeatable, files
+or directories), a DNS source, ``--zone FILE`` or ``--cache FILE``, and ``--at TIME``
+(:mod:`fqdnpolicy.cli.state`).
+
+Exit codes, the same for the same failure in every command: 0 good, 1 the input is invalid or
+a flow is denied or unresolved, 2 the command line is wrong (a bad option or flow, a missing
+file), 141 the reader closed the output early.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from fqdnpolicy.cli.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_PIPE,
+    EXIT_USAGE,
+    CommandError,
+    invalid_input,
+    report_error,
+)
+from fqdnpolicy.errors import InvalidPolicy
+
+__all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_PIPE", "EXIT_USAGE", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``fqdnpolicy`` command."""
+    from fqdnpolicy.cli.judge import add_check, add_explain
+    from fqdnpolicy.cli.render import add_remove, add_render
+    from fqdnpolicy.cli.tools import add_bench, add_demo, add_dns
+    from fqdnpolicy.cli.validate import add_validate
+
+    parser = argparse.ArgumentParser(
+        prog="fqdnpolicy",
+        description="Decide and enforce Kubernetes egress policy by domain name.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_validate(sub)
+    add_dns(sub)
+    add_check(sub)
+    add_explain(sub)
+    add_render(sub)
+    add_remove(sub)
+    add_bench(sub)
+    add_demo(sub)
+    return parser
+
+
+def _quiet_stdout(stream: TextIO) -> None:
+    """After a closed pipe, point stdout at /dev/null so the exit flush cannot fail again."""
+    if stream is not sys.stdout:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor behind stdout (an embedding caller)
+        pass
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of the ``fqdnpolicy`` command; returns the exit code."""
+    stream = out if out is not None else sys.stdout
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
+            return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+        try:
+            code: int = args.func(args, stream)
+        except CommandError as exc:
+            code = report_error(args, exc, stream)
+        except InvalidPolicy as exc:
+            code = report_error(args, invalid_input(exc), stream)
+        stream.flush()
+        return code
+    except BrokenPipeError:
+        _quiet_stdout(stream)
+        return EXIT_PIPE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
