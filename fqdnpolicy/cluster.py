@@ -8,7 +8,10 @@ or builds them from Python objects.
 Only what policy needs is read from a Pod: name, namespace, labels, IPs
 (``status.podIPs`` / ``status.podIP``), ``spec.serviceAccountName`` and named container ports.
 Everything else a Pod carries is ignored, since real ``kubectl`` output holds hundreds of
-fields. Pods on the host network are skipped: Calico does not police them as workloads.
+fields. Pods on the host network are skipped: Calico does not police them as workloads; so are
+pods that have ended (phase ``Succeeded`` or ``Failed``), whose endpoints Calico removes.
+Malformed objects are reported as :class:`~fqdnpolicy.errors.InvalidPolicy` problems with file,
+line and field path, however they are malformed.
 """
 
 from __future__ import annotations
@@ -211,16 +214,58 @@ class Cluster:
 # Loading from kubectl YAML
 
 
+class _Loader(yaml.SafeLoader):
+    """A safe loader that keeps timestamps as text.
+
+    Policy reads no timestamp, and building one fails on dates that do not exist
+    (``2024-02-30``), which kubectl output of a broken object may hold.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+#: Deepest nesting read from a cluster file; kubectl output nests a dozen levels.
+MAX_DEPTH = 100
+
+
+def _too_deep(node: yaml.Node) -> bool:
+    """Tell whether ``node`` nests deeper than :data:`MAX_DEPTH` (without recursing)."""
+    stack: list[tuple[yaml.Node, int]] = [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(current, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in current.value)
+        elif isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                stack.append((key, depth + 1))
+                stack.append((value, depth + 1))
+    return False
+
+
 def _documents(text: str, filename: str) -> Iterator[tuple[int, Any]]:
     """Yield (line, object) for every object in the text, unwrapping ``List`` wrappers."""
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         try:
             while loader.check_node():
                 node = loader.get_node()
                 if node is None:
                     continue
                 line = node.start_mark.line + 1
+                if _too_deep(node):
+                    raise InvalidPolicy(
+                        Problem(
+                            f"nested deeper than {MAX_DEPTH} levels",
+                            file=filename,
+                            line=line,
+                            hint="kubectl output nests far less: is this the right file?",
+                        )
+                    )
                 data = loader.construct_document(node)
                 if isinstance(data, dict) and isinstance(data.get("items"), list):
                     items_node = next(
@@ -236,6 +281,10 @@ def _documents(text: str, filename: str) -> Iterator[tuple[int, Any]]:
                     yield line, data
         finally:
             loader.dispose()
+    except RecursionError:  # the composer recurses too, before any node can be measured
+        raise InvalidPolicy(
+            Problem(f"nested deeper than {MAX_DEPTH} levels", file=filename)
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise InvalidPolicy(
@@ -258,52 +307,121 @@ def _str_map(value: Any, where: str, problems: list[Problem], **loc: Any) -> dic
     return dict(value)
 
 
+def _map(obj: dict[str, Any], key: str, where: str, problems: list[Problem], **loc: Any) -> Any:
+    """``obj[key]`` when it is a map (or absent: an empty map); else a problem and None."""
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(Problem(f"must be a map, not {_kind(value)}", path=where, **loc))
+        return None
+    return value
+
+
+def _list(obj: dict[str, Any], key: str, where: str, problems: list[Problem], **loc: Any) -> Any:
+    """``obj[key]`` when it is a list (or absent: an empty list); else a problem and None."""
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.append(Problem(f"must be a list, not {_kind(value)}", path=where, **loc))
+        return None
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a map", list: "a list", str: "text", bool: "a boolean"}.get(
+        type(value), "a number" if isinstance(value, int | float) else type(value).__name__
+    )
+
+
+#: Pod phases of pods that have ended: Calico removes their workload endpoints.
+ENDED_PHASES = frozenset({"Succeeded", "Failed"})
+
+
 def _pod(obj: dict[str, Any], problems: list[Problem], **loc: Any) -> Endpoint | None:
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
+    meta = _map(obj, "metadata", "metadata", problems, **loc)
+    spec = _map(obj, "spec", "spec", problems, **loc)
+    status = _map(obj, "status", "status", problems, **loc)
+    if meta is None or spec is None or status is None:
+        return None
     name, namespace = meta.get("name"), meta.get("namespace", "default")
     if not isinstance(name, str) or not isinstance(namespace, str):
         problems.append(Problem("a Pod needs metadata.name and metadata.namespace", **loc))
         return None
     loc = {**loc, "resource": f"Pod {namespace}/{name}"}
-    if spec.get("hostNetwork"):
+    if spec.get("hostNetwork") is True or status.get("phase") in ENDED_PHASES:
         return None
     labels = _str_map(meta.get("labels"), "metadata.labels", problems, **loc)
-    raw_ips = [entry.get("ip") for entry in status.get("podIPs") or [] if isinstance(entry, dict)]
-    if not raw_ips and status.get("podIP"):
-        raw_ips = [status["podIP"]]
-    ips: list[str] = []
-    for i, raw in enumerate(raw_ips):
-        try:
-            ips.append(str(ipaddress.ip_address(str(raw))))
-        except ValueError:
+    pod_ips = _list(status, "podIPs", "status.podIPs", problems, **loc)
+    containers = _list(spec, "containers", "spec.containers", problems, **loc)
+    if pod_ips is None or containers is None:
+        return None
+    raw_ips: list[tuple[str, Any]] = []
+    for i, entry in enumerate(pod_ips):
+        if not isinstance(entry, dict):
             problems.append(
-                Problem(f"not an IP address: {raw!r}", path=f"status.podIPs[{i}]", **loc)
+                Problem(
+                    f"must be a map with 'ip', not {_kind(entry)}",
+                    path=f"status.podIPs[{i}]",
+                    **loc,
+                )
             )
+        else:
+            raw_ips.append((f"status.podIPs[{i}].ip", entry.get("ip")))
+    if not pod_ips and status.get("podIP") is not None:
+        raw_ips = [("status.podIP", status["podIP"])]
+    ips: list[str] = []
+    for path, raw in raw_ips:
+        try:
+            if not isinstance(raw, str):
+                raise ValueError
+            ips.append(str(ipaddress.ip_address(raw)))
+        except ValueError:
+            shown = raw if isinstance(raw, str) and len(raw) <= 60 else _kind(raw)
+            problems.append(Problem(f"not an IP address: {shown!r}", path=path, **loc))
     ports: list[NamedPort] = []
-    for ci, container in enumerate(spec.get("containers") or []):
-        for pi, port in enumerate((container or {}).get("ports") or []):
+    for ci, container in enumerate(containers):
+        if not isinstance(container, dict):
+            problems.append(
+                Problem(
+                    f"must be a map, not {_kind(container)}", path=f"spec.containers[{ci}]", **loc
+                )
+            )
+            continue
+        container_ports = _list(container, "ports", f"spec.containers[{ci}].ports", problems, **loc)
+        for pi, port in enumerate(container_ports or []):
             if not isinstance(port, dict) or "name" not in port:
                 continue
             path = f"spec.containers[{ci}].ports[{pi}]"
             number, proto = port.get("containerPort"), port.get("protocol", "TCP")
-            if not isinstance(number, int) or not 1 <= number <= 65535 or proto not in PROTOCOLS:
+            if (
+                not isinstance(number, int)
+                or isinstance(number, bool)
+                or not 1 <= number <= 65535
+                or proto not in PROTOCOLS
+                or not isinstance(port["name"], str)
+            ):
                 problems.append(
                     Problem(
-                        "a named port needs containerPort 1-65535 and protocol TCP, UDP or SCTP",
+                        "a named port needs a name, containerPort 1-65535 and protocol TCP, "
+                        "UDP or SCTP",
                         path=path,
                         **loc,
                     )
                 )
                 continue
-            ports.append(NamedPort(str(port["name"]), number, proto))
+            ports.append(NamedPort(port["name"], number, proto))
+    account = spec.get("serviceAccountName") or "default"
+    if not isinstance(account, str):
+        problems.append(Problem("must be text", path="spec.serviceAccountName", **loc))
+        return None
     return Endpoint(
         name=name,
         namespace=namespace,
         labels=labels,
         ips=tuple(ips),
-        service_account=str(spec.get("serviceAccountName") or "default"),
+        service_account=account,
         named_ports=tuple(ports),
     )
 
@@ -352,7 +470,15 @@ def _build(sources: Iterable[tuple[str, str]]) -> Cluster:
                 problems.append(Problem("expected a Kubernetes object (a map)", **loc))
                 continue
             kind = obj.get("kind")
-            meta = obj.get("metadata") or {}
+            if kind not in ("Pod", "Namespace", "ServiceAccount"):
+                continue  # Services, Deployments...: not cluster state for policy
+            meta = obj.get("metadata")
+            if meta is not None and not isinstance(meta, dict):
+                problems.append(
+                    Problem(f"must be a map, not {_kind(meta)}", path="metadata", **loc)
+                )
+                continue
+            meta = meta or {}
             if kind == "Pod":
                 ep = _pod(obj, problems, **loc)
                 if ep is not None:
@@ -365,7 +491,6 @@ def _build(sources: Iterable[tuple[str, str]]) -> Cluster:
                 accounts.append(
                     ServiceAccount(meta["name"], str(meta.get("namespace", "default")), labels)
                 )
-            # Other kinds (Services, Deployments...) are not cluster state for policy: skip.
     if problems:
         raise InvalidPolicy(problems)
     return Cluster(tuple(endpoints), tuple(namespaces), tuple(accounts))

@@ -97,7 +97,7 @@ def test_bad_pod_ip_is_reported_with_file_and_path() -> None:
     with pytest.raises(InvalidPolicy) as info:
         loads_cluster(text, filename="pods.yaml")
     problem = info.value.problem
-    assert (problem.file, problem.line, problem.path) == ("pods.yaml", 1, "status.podIPs[0]")
+    assert (problem.file, problem.line, problem.path) == ("pods.yaml", 1, "status.podIPs[0].ip")
     assert problem.resource == "Pod n/p"
 
 
@@ -106,3 +106,73 @@ def test_yaml_syntax_error_has_a_line() -> None:
         loads_cluster("kind: Pod\nmetadata: {name: [\n", filename="bad.yaml")
     assert info.value.problem.file == "bad.yaml"
     assert info.value.problem.line is not None
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(InvalidPolicy) as caught:
+        loads_cluster(text, filename="c.yaml")
+    return [str(p) for p in caught.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("kind: Pod\nmetadata: [a, b]\n", "c.yaml:1: metadata: must be a map, not a list"),
+        ("kind: Namespace\nmetadata: [a]\n", "c.yaml:1: metadata: must be a map, not a list"),
+        (
+            "kind: Pod\nmetadata: {name: p}\nstatus: {podIPs: 7}\n",
+            "Pod default/p: status.podIPs: must be a list, not a number",
+        ),
+        (
+            "kind: Pod\nmetadata: {name: p}\nstatus: {podIPs: [7]}\n",
+            "Pod default/p: status.podIPs[0]: must be a map with 'ip', not a number",
+        ),
+        (
+            "kind: Pod\nmetadata: {name: p}\nstatus: {podIPs: [{ip: 7}]}\n",
+            "Pod default/p: status.podIPs[0].ip: not an IP address: 'a number'",
+        ),
+        (
+            "kind: Pod\nmetadata: {name: p}\nspec: {containers: 3}\n",
+            "Pod default/p: spec.containers: must be a list, not a number",
+        ),
+        (
+            "kind: Pod\nmetadata: {name: p}\nspec: {containers: [3]}\n",
+            "Pod default/p: spec.containers[0]: must be a map, not a number",
+        ),
+        (
+            "kind: Pod\nmetadata: {name: p}\nspec: 5\n",
+            "c.yaml:1: spec: must be a map, not a number",
+        ),
+    ],
+)
+def test_malformed_pods_are_located_problems_not_crashes(text: str, expected: str) -> None:
+    assert any(expected in problem for problem in _problems(text))
+
+
+def test_a_timestamp_that_is_no_date_is_just_text() -> None:
+    text = "kind: Pod\nmetadata: {name: p, creationTimestamp: 2024-02-30T10:00:00Z}\n"
+    assert [ep.key for ep in loads_cluster(text).endpoints] == ["default/p"]
+
+
+@pytest.mark.parametrize("flow", ["[", "{a: "])
+def test_nesting_thousands_deep_is_refused(flow: str) -> None:
+    text = "kind: Pod\nmetadata: " + flow * 5000 + "\n"
+    (problem,) = _problems(text)
+    assert "nested deeper than" in problem
+
+
+def test_nesting_deep_but_parseable_is_refused_before_building() -> None:
+    text = "kind: Pod\nmetadata: {name: p}\nspec: " + "[" * 150 + "]" * 150 + "\n"
+    (problem,) = _problems(text)
+    assert "nested deeper than 100 levels" in problem
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+def test_pods_that_have_ended_are_not_endpoints(phase: str) -> None:
+    text = (
+        "kind: Pod\nmetadata: {name: done}\n"
+        f"status: {{phase: {phase}, podIP: 198.51.100.9}}\n"
+        "---\nkind: Pod\nmetadata: {name: live}\nstatus: {phase: Running, podIP: 198.51.100.9}\n"
+    )
+    # The ended pod's address is reused by a live one, as the cluster allows.
+    assert [ep.key for ep in loads_cluster(text).endpoints] == ["default/live"]
