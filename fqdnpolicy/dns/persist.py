@@ -29,15 +29,13 @@ import math
 import os
 import tempfile
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import attrs
 
+from fqdnpolicy.dns.model import CacheSnapshot, DNSChange, DNSLink
 from fqdnpolicy.domains import canonical_dns_name
-
-if TYPE_CHECKING:
-    from fqdnpolicy.dns.cache import DNSCache, DNSLink
 
 __all__ = [
     "FEATURES",
@@ -45,6 +43,7 @@ __all__ = [
     "VERSION",
     "LoadReport",
     "PeriodicSaver",
+    "SavedCache",
     "SkippedLine",
     "load",
     "save",
@@ -58,6 +57,32 @@ _HEADER_KEYS = frozenset({"format", "version", "epoch", "features"})
 _ADDR_KEYS = frozenset({"name", "ip", "expires"})
 _CNAME_KEYS = frozenset({"name", "cname", "expires"})
 _SHOWN = 80  # characters of a bad line kept in the report
+
+
+class SavedCache(Protocol):
+    """What this module needs of a cache: what :class:`fqdnpolicy.dns.DNSCache` offers.
+
+    Only public methods, so cache files never reach into the cache's lock or state.
+    """
+
+    @property
+    def epoch(self) -> int:
+        """The cache-file epoch."""
+
+    def clock(self) -> float:
+        """Monotonic seconds; every deadline is on this clock."""
+
+    def wall_clock(self) -> float:
+        """Wall-clock seconds, for the expiries written to files."""
+
+    def snapshot(self) -> CacheSnapshot:
+        """Every link and both clocks, read together."""
+
+    def restore(self, links: Iterable[DNSLink]) -> Sequence[DNSChange]:
+        """Merge links with deadlines on :meth:`clock`."""
+
+    def save(self, path: str) -> int:
+        """Write the cache to ``path``."""
 
 
 @attrs.frozen
@@ -107,7 +132,7 @@ def _header(epoch: int) -> str:
     )
 
 
-def save(cache: DNSCache, path: str) -> int:
+def save(cache: SavedCache, path: str) -> int:
     """Write ``cache`` to ``path`` atomically: temp file in the same directory, fsync, rename.
 
     A reader (or a crash) sees the old file or the new one, never a partial one.
@@ -122,12 +147,10 @@ def save(cache: DNSCache, path: str) -> int:
     Raises:
         OSError: The file could not be written (the old file is then left as it was).
     """
-    with cache._lock:  # one consistent cut: links and both clocks read together
-        links = cache.links()
-        now = cache.clock()
-        wall = cache.wall_clock()
-    lines = [_header(cache.epoch)]
-    for link in links:
+    cut = cache.snapshot()
+    now, wall = cut.now, cut.wall
+    lines = [_header(cut.epoch)]
+    for link in cut.links:
         if link.expiry <= now:
             continue
         key = "cname" if link.is_cname else "ip"
@@ -193,8 +216,6 @@ def _check_header(text: str, epoch: int) -> str | None:
 
 def _parse_entry(text: str, *, wall: float, now: float) -> DNSLink | str | None:
     """Parse an entry line: a link, a reason to skip it, or None when it has expired."""
-    from fqdnpolicy.dns.cache import DNSLink
-
     try:
         entry = json.loads(text)
     except ValueError:
@@ -234,7 +255,7 @@ def _parse_entry(text: str, *, wall: float, now: float) -> DNSLink | str | None:
     return DNSLink(name, target, is_cname, now + remaining)
 
 
-def load(cache: DNSCache, path: str) -> LoadReport:
+def load(cache: SavedCache, path: str) -> LoadReport:
     """Restore the links of a cache file into ``cache``; never raises.
 
     Args:
@@ -265,30 +286,29 @@ def load(cache: DNSCache, path: str) -> LoadReport:
     if reason is not None:
         return LoadReport(path, ignored=reason)
 
-    with cache._lock:  # the entries are read against one moment of both clocks
-        wall = cache.wall_clock()
-        now = cache.clock()
-        links: list[DNSLink] = []
-        expired = 0
-        for number, raw in enumerate(raw_lines[1:], start=2):
-            if not raw.strip():
-                skipped.append(SkippedLine(number, "blank line"))
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                skipped.append(SkippedLine(number, "not UTF-8 text", _show(raw)))
-                continue
-            parsed = _parse_entry(text, wall=wall, now=now)
-            if parsed is None:
-                expired += 1
-            elif isinstance(parsed, str):
-                if cut_short and number == len(raw_lines):
-                    parsed += " (last line, no newline: the file was cut short)"
-                skipped.append(SkippedLine(number, parsed, _show(raw)))
-            else:
-                links.append(parsed)
-    # Outside the lock: restore delivers its changes to subscribers, which never run under it.
+    # Every entry is read against one moment of both clocks.
+    wall = cache.wall_clock()
+    now = cache.clock()
+    links: list[DNSLink] = []
+    expired = 0
+    for number, raw in enumerate(raw_lines[1:], start=2):
+        if not raw.strip():
+            skipped.append(SkippedLine(number, "blank line"))
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            skipped.append(SkippedLine(number, "not UTF-8 text", _show(raw)))
+            continue
+        parsed = _parse_entry(text, wall=wall, now=now)
+        if parsed is None:
+            expired += 1
+        elif isinstance(parsed, str):
+            if cut_short and number == len(raw_lines):
+                parsed += " (last line, no newline: the file was cut short)"
+            skipped.append(SkippedLine(number, parsed, _show(raw)))
+        else:
+            links.append(parsed)
     cache.restore(links)
     skipped.sort(key=lambda s: s.line)
     return LoadReport(path, restored=len(links), expired=expired, skipped=tuple(skipped))
@@ -314,7 +334,7 @@ class PeriodicSaver:
 
     def __init__(
         self,
-        cache: DNSCache,
+        cache: SavedCache,
         path: str,
         interval: float = 60.0,
         on_error: Callable[[OSError], None] | None = None,

@@ -430,7 +430,7 @@ def test_flood_of_unique_names_stays_within_max_names() -> None:
     assert cache.names_matching(parse_domain_pattern("*.wild.com")) == cache.names()
     # no leftovers grow without bound
     assert len(cache._heap) <= 2 * 100 + 1024
-    assert len(cache._index) + len(cache._pending) <= 2 * 100 + 1024
+    assert cache._names.held() + len(cache._names.pending) <= 2 * 100 + 1024
 
 
 def test_one_ip_shared_by_many_names_is_stored_once() -> None:

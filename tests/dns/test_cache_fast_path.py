@@ -489,13 +489,13 @@ def test_refresh_rebuilds_the_name_index_when_the_general_path_would() -> None:
             "n1.example",
             "n2.example",
         }
-        cache._index_removed = 2000  # as after many names expired since the index was built
+        cache._names.removed = 2000  # as after many names expired since the index was built
     taken = watched(fast, "_ingest_refresh")
     clock.advance(1)
     again = Resolver().answer(Send(0, "reset", (True, True, True), 0), clock())
     assert fast.ingest(again) == slow.ingest(again)
     assert taken[0] == 1
-    assert fast._index_built is slow._index_built is False
+    assert fast._names.built is slow._names.built is False
     assert_same_state(fast, slow)
 
 

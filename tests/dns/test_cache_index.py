@@ -71,6 +71,5 @@ def test_index_follows_heavy_churn_after_the_first_lookup_and_stays_bounded() ->
             cache.expire()
             assert cache.names_matching(pattern) == scan(cache, pattern)
     assert cache.names_matching(pattern) == scan(cache, pattern)
-    assert len(cache._pending) + cache._index_removed <= len(cache) + 1024
-    held = sum(1 if isinstance(b, str) else len(b) for b in cache._buckets.values())
-    assert held <= 2 * (len(cache) + 1024)
+    assert len(cache._names.pending) + cache._names.removed <= len(cache) + 1024
+    assert cache._names.held() <= 2 * (len(cache) + 1024)
