@@ -21,12 +21,12 @@ from typing import Any
 import attrs
 import pytest
 from fqdnpolicy_nftables import NftablesBackend
-from fqdnpolicy_nftables.render import RenderOptions, render_full
+from fqdnpolicy_nftables.render import MAX_TIMEOUT_MS, RenderOptions, duration, render_full
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fqdnpolicy.cluster import Cluster
-from fqdnpolicy.datapath import DatapathState, SetState
+from fqdnpolicy.datapath import DatapathState, MemberChanged, SetState
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.errors import InvalidPolicy
@@ -285,7 +285,7 @@ def test_rendered_table_decides_every_flow_as_the_engine_does(world: WorldSpec) 
 NOW = 1000.0
 _V4 = st.builds(lambda n: str(ipaddress.IPv4Address(n)), st.integers(0, 2**32 - 1))
 _V6 = st.builds(lambda n: str(ipaddress.IPv6Address(n)), st.integers(0, 2**128 - 1))
-_EXPIRY = st.one_of(st.none(), st.floats(NOW - 5, NOW + 5000, allow_nan=False))
+_EXPIRY = st.one_of(st.none(), st.floats(NOW - 5, NOW + 20 * 86400, allow_nan=False))
 # What a set member may look like (the renderer's contract, restated here on its own).
 _MEMBER_SPEC = re.compile(r"[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?")
 
@@ -326,8 +326,62 @@ def test_set_elements_are_the_unexpired_members_with_their_remaining_lifetime(
             if expiry is None:
                 expected.append(member)
             elif (remaining := math.ceil((expiry - NOW) * 1000)) > 0:
-                expected.append(f"{member} timeout {remaining}ms")
-        assert _elements_of(text, name) == expected
+                expected.append((member, remaining))
+        elements = [e.partition(" timeout ") for e in _elements_of(text, name)]
+        assert [(m, _nft_ms(t) if t else None) for m, _, t in elements] == [
+            e if isinstance(e, tuple) else (e, None) for e in expected
+        ]
+
+
+_UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+# nft reads each figure of a time into a bounded field: 100,000,000 ms or more is refused.
+_NFT_FIGURE_LIMIT = 100_000_000
+
+
+def _nft_ms(text: str) -> int:
+    """Read an nft time (``1d2h3m4s5ms``) back into ms, as nft does; its figures bounded."""
+    parts = re.findall(r"(\d+)(ms|d|h|m|s)", text)
+    assert "".join(a + b for a, b in parts) == text, text
+    assert all(int(figure) < _NFT_FIGURE_LIMIT for figure, _ in parts), text
+    return sum(int(figure) * _UNIT_MS[unit] for figure, unit in parts)
+
+
+@given(st.integers(0, MAX_TIMEOUT_MS))
+def test_a_duration_is_written_in_units_nft_reads_back_exactly(ms: int) -> None:
+    assert _nft_ms(duration(ms)) == ms
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "written"),
+    [(7 * 86400, "7d"), (10 * 86400, "10d"), (86400 + 1.5, "1d1s500ms"), (0.25, "250ms")],
+)
+def test_lifetimes_of_days_are_written_in_days(lifetime: float, written: str) -> None:
+    text, _ = render_full(
+        _one_set_state("domains", {"198.51.100.1": NOW + lifetime}), NOW, RenderOptions()
+    )
+    assert _elements_of(text, "d4_S") == [f"198.51.100.1 timeout {written}"]
+
+
+def test_a_lifetime_beyond_what_dns_can_give_is_cut_to_the_longest_dns_ttl() -> None:
+    text, _ = render_full(
+        _one_set_state("domains", {"198.51.100.1": NOW + 1e12}), NOW, RenderOptions()
+    )
+    (element,) = _elements_of(text, "d4_S")
+    assert _nft_ms(element.partition(" timeout ")[2]) == (2**31 - 1) * 1000
+
+
+def test_a_delta_states_the_expiry_of_each_added_member() -> None:
+    # Re-adding an element with an unchanged timeout keeps its old expiry in the kernel.
+    backend = NftablesBackend()
+    backend.render(_one_set_state("domains", {"198.51.100.1": NOW + 60}), now=NOW)
+    delta = backend.render_delta(
+        [MemberChanged("d:S", "198.51.100.1", True, NOW + 90)], now=NOW + 30
+    )
+    assert "198.51.100.1 timeout 1m expires 1m" in delta.text
+    (command,) = [c for c in delta.data["nftables"] if "add" in c]
+    assert command["add"]["element"]["elem"] == [
+        {"elem": {"val": "198.51.100.1", "timeout": 60, "expires": 60}}
+    ]
 
 
 @settings(max_examples=150, deadline=None)

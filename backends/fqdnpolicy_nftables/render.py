@@ -70,6 +70,7 @@ __all__ = [
     "SetMirror",
     "canonical_elements",
     "dumps",
+    "duration",
     "mirrors_of",
     "render_delta_ops",
     "render_elements",
@@ -680,14 +681,38 @@ def canonical_elements(members: dict[str, float | None], interval: bool) -> dict
     return kept
 
 
+#: Longest element timeout rendered, in ms: the longest TTL DNS can give (2**31 - 1 s, RFC
+#: 2181). The kernel refuses timeouts far beyond it, and a cache whose ``max_ttl`` is longer
+#: still cannot learn a longer lifetime from an answer.
+MAX_TIMEOUT_MS = (2**31 - 1) * 1000
+
+
 def _timeout_ms(expiry: float | None, now: float) -> int | None:
-    """Remaining lifetime in ms (ceil), 0 when already expired, None for no expiry."""
+    """Remaining lifetime in ms (ceil, at most MAX_TIMEOUT_MS), 0 when expired, None for none."""
     if expiry is None:
         return None
-    return max(0, math.ceil((expiry - now) * 1000))
+    left = expiry - now
+    if not left < MAX_TIMEOUT_MS / 1000:  # also NaN and infinity
+        return MAX_TIMEOUT_MS if left > 0 else 0
+    return max(0, math.ceil(left * 1000))
 
 
-def _element(member: str, timeout: int | None) -> tuple[str, Any]:
+def duration(ms: int) -> str:
+    """A time in nft's own units: ``1d3h46m40s5ms``, every part below its unit's limit.
+
+    nft refuses a single figure of 100,000,000 ms or more (``Error: value too large``), so
+    a lifetime over a day cannot be written in ms alone.
+    """
+    seconds, millis = divmod(ms, 1000)
+    minutes, secs = divmod(seconds, 60)
+    hours, mins = divmod(minutes, 60)
+    days, hrs = divmod(hours, 24)
+    parts = [(days, "d"), (hrs, "h"), (mins, "m"), (secs, "s"), (millis, "ms")]
+    return "".join(f"{value}{unit}" for value, unit in parts if value) or "0ms"
+
+
+def _element(member: str, timeout: int | None, *, refresh: bool = False) -> tuple[str, Any]:
+    """An element's text and JSON; ``refresh`` states its expiry too (see render_delta_ops)."""
     if "/" in member:
         addr, _, length = member.partition("/")
         value: Any = {"prefix": {"addr": addr, "len": int(length)}}
@@ -696,7 +721,14 @@ def _element(member: str, timeout: int | None) -> tuple[str, Any]:
     if timeout is None:
         return member, value
     # JSON timeouts are whole seconds: round up so the kernel never forgets early.
-    return f"{member} timeout {timeout}ms", {"elem": {"val": value, "timeout": -(-timeout // 1000)}}
+    seconds = -(-timeout // 1000)
+    text = duration(timeout)
+    if not refresh:
+        return f"{member} timeout {text}", {"elem": {"val": value, "timeout": seconds}}
+    return (
+        f"{member} timeout {text} expires {text}",
+        {"elem": {"val": value, "timeout": seconds, "expires": seconds}},
+    )
 
 
 def render_elements(
@@ -738,7 +770,7 @@ def _check_members(members: dict[str, float | None], joined: str, set_id: str) -
 
 
 class _Timeouts:
-    """Per-expiry element suffixes for one render: ``" timeout 1234ms"`` and JSON seconds.
+    """Per-expiry element suffixes for one render: ``" timeout 1s234ms"`` and JSON seconds.
 
     DNS members share few distinct expiries (one per answer and second), so each is
     formatted once and every element is then one string concatenation.
@@ -756,7 +788,7 @@ class _Timeouts:
             assert expiry is not None  # None is preset
             timeout = _timeout_ms(expiry, self.now)
             assert timeout is not None
-            self.text[expiry] = f" timeout {timeout}ms"
+            self.text[expiry] = f" timeout {duration(timeout)}"
             # JSON timeouts are whole seconds: round up so the kernel never forgets early.
             self.seconds[expiry] = -(-timeout // 1000)
             if timeout == 0:
@@ -1125,6 +1157,11 @@ def render_delta_ops(
     add of the same element, so deleting an element the kernel already timed out is not an
     error). An interval set touched where CIDRs are involved is flushed and declared again
     from its mirror in the same transaction.
+
+    An added element states its lifetime twice, as ``timeout`` and ``expires``: the kernel
+    keeps an existing element's expiry when it is added again with the same ``timeout``, so
+    a name answered again with the same TTL would otherwise expire in the kernel while the
+    cache still holds it.
     """
     adds: dict[str, list[tuple[str, Any]]] = {}
     deletes: dict[str, list[tuple[str, Any]]] = {}
@@ -1145,7 +1182,7 @@ def render_delta_ops(
         if had_prefix or ("interval" in flags and _is_prefix(op.member)):
             rewrite.setdefault(op.set_id, set()).add(family)
         elif op.added and not expired:
-            adds.setdefault(name, []).append(_element(op.member, timeout))
+            adds.setdefault(name, []).append(_element(op.member, timeout, refresh=True))
         else:
             deletes.setdefault(name, []).append(_element(op.member, None))
     text: list[str] = []
