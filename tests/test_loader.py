@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fqdnpolicy.errors import InvalidPolicy, Problem
-from fqdnpolicy.loader import MAX_DEPTH, MAX_INPUT_BYTES, _read_yaml, _simplify_ports, load, loads
+from fqdnpolicy.loader import MAX_DEPTH, MAX_INPUT_BYTES, load, loads
+from fqdnpolicy.loading.kubernetes import simplify_ports
+from fqdnpolicy.loading.reading import read_yaml
 from fqdnpolicy.model import NamedPort, Policy, PortRange, ResourceSet, Rule
 from fqdnpolicy.selector import parse_selector
 
@@ -702,7 +704,7 @@ def _reference_lines(node: yaml.Node, path: str, out: dict[str, int]) -> None:
 @given(st.lists(yaml_values, min_size=1, max_size=3), st.booleans())
 def test_event_reader_matches_pyyaml_values_and_lines(values: list[object], flow: bool) -> None:
     text = yaml.safe_dump_all(values, default_flow_style=flow)
-    docs, problems = _read_yaml(text, "x")
+    docs, problems = read_yaml(text, "x")
     assert problems == []
     assert [d.value for d in docs] == list(yaml.safe_load_all(text))
     for doc, node in zip(docs, yaml.compose_all(text, Loader=yaml.SafeLoader), strict=True):
@@ -719,7 +721,7 @@ def _ports_reference(ports: list[PortRange]) -> set[int]:
 def test_simplified_ports_cover_the_same_ports_with_separate_sorted_ranges(
     ports: list[PortRange],
 ) -> None:
-    out = _simplify_ports(list(ports))
+    out = simplify_ports(list(ports))
     ranges = [p for p in out if isinstance(p, PortRange)]
     assert _ports_reference(ranges) == _ports_reference(ports)
     for left, right in itertools.pairwise(ranges):

@@ -1,0 +1,493 @@
+"""Calico's validation rules: names, labels, ports, protocols and cross-field checks.
+
+The cross-field checks (ports need TCP/UDP/SCTP, ``domains`` only in egress Allow destinations,
+...) run as post hooks of the converter, on the class that holds all the fields involved, right
+after it structured cleanly; each returns problems with paths relative to that class.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from fqdnpolicy.errors import InvalidPolicy, Problem
+from fqdnpolicy.loading.problems import suggest, wrong_type
+from fqdnpolicy.model import (
+    DEFAULT_TIER,
+    EntityRule,
+    ICMPFields,
+    NamedPort,
+    ObjectMeta,
+    PolicySpec,
+    Port,
+    PortRange,
+    Protocol,
+    Rule,
+    TierSpec,
+)
+from fqdnpolicy.protocols import (
+    ICMP,
+    ICMPV6,
+    PORT_RULE_PROTOCOLS,
+    PROTOCOL_FAMILY,
+    PROTOCOL_NAMES,
+    PROTOCOL_NUMBERS,
+    protocol_name,
+    protocol_number_or_none,
+)
+
+#: Calico's name of a converted Kubernetes NetworkPolicy is this prefix and its own name.
+K8S_NAME_PREFIX: Final = "knp.default."
+
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_SUBDOMAIN = rf"{_LABEL}(\.{_LABEL})*"
+_NAME_RES: Final = {
+    "NetworkPolicy": re.compile(rf"(?:{_LABEL}(\.{_LABEL})?|(knp|ossg)\.default\.{_SUBDOMAIN})\Z"),
+    "GlobalNetworkPolicy": re.compile(rf"({_LABEL}\.)?{_LABEL}\Z"),
+    "NetworkSet": re.compile(rf"{_SUBDOMAIN}\Z"),
+    "GlobalNetworkSet": re.compile(rf"{_SUBDOMAIN}\Z"),
+    "Tier": re.compile(rf"{_LABEL}\Z"),
+    "k8s": re.compile(rf"{_SUBDOMAIN}\Z"),
+}
+_NAMESPACE_RE: Final = re.compile(rf"{_LABEL}\Z")
+_QUALIFIED_NAME_RE: Final = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
+_LABEL_VALUE_RE: Final = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\Z")
+_PORT_NAME_RE: Final = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
+_PORT_RANGE_RE: Final = re.compile(r"(\d+)(?::(\d+))?\Z")
+
+
+def _port_problem(message: str, hint: str) -> InvalidPolicy:
+    return InvalidPolicy(Problem(message, hint=hint, code="invalid-port"))
+
+
+_PORT_HINT = 'a port is 0-65535, a range "first:last" or a port name such as http'
+
+
+def structure_port(value: Any, _: Any) -> Port:
+    """Structure a rule port: a number, a range ``"first:last"`` or a port name."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise wrong_type("a port number, range or name", value, _PORT_HINT)
+    if isinstance(value, int):
+        if not 0 <= value <= 65535:
+            raise _port_problem(f"port {value} out of range", "ports are 0-65535")
+        return PortRange(value, value)
+    match = _PORT_RANGE_RE.match(value.strip())
+    if match:
+        first = int(match.group(1))
+        last = first if match.group(2) is None else int(match.group(2))
+        for number in (first, last):
+            if number > 65535:
+                raise _port_problem(f"port {number} out of range in {value!r}", "ports are 0-65535")
+        if first > last:
+            raise _port_problem(
+                f"port range {value!r} has its minimum above its maximum",
+                f'write it as "{last}:{first}"',
+            )
+        return PortRange(first, last)
+    if ":" in value or ("-" in value.strip("-") and value.replace("-", "").isdigit()):
+        raise _port_problem(f"invalid port range {value!r}", _PORT_HINT)
+    check_port_name(value)
+    return NamedPort(value)
+
+
+def check_port_name(value: str) -> None:
+    """Raise a problem unless ``value`` is a valid port name (an IANA service name)."""
+    if (
+        len(value) > 15
+        or not _PORT_NAME_RE.match(value)
+        or "--" in value
+        or not any(c.isalpha() for c in value)
+    ):
+        raise _port_problem(
+            f"invalid port {value!r}",
+            "a named port is 1-15 lowercase letters, digits and '-', with at least one letter; "
+            + _PORT_HINT,
+        )
+
+
+def structure_protocol(value: Any, _: Any) -> Protocol | None:
+    """Structure a rule protocol: one of Calico's names, or a number 1-255."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise wrong_type("a protocol name or number", value, "e.g. TCP, UDP or 6")
+    if isinstance(value, int):
+        if not 1 <= value <= 255:
+            raise InvalidPolicy(
+                Problem(
+                    f"protocol number {value} out of range",
+                    hint="protocol numbers are 1-255",
+                    code="invalid-protocol",
+                )
+            )
+        return value
+    # Accepted in any case (Kubernetes manifests sometimes write tcp), stored canonically.
+    number = PROTOCOL_NUMBERS.get(value.upper())
+    if number is not None:
+        return protocol_name(number)
+    raise InvalidPolicy(
+        Problem(
+            f"unknown protocol {value!r}",
+            hint=suggest(value, PROTOCOL_NAMES) + ", or a number 1-255",
+            code="invalid-protocol",
+        )
+    )
+
+
+# -------------------------------------------------------------- cross-field checks (post hooks)
+
+
+def check_icmp(icmp: ICMPFields) -> list[Problem]:
+    """Check an ``icmp``/``notICMP`` match: type and code ranges, no code without type."""
+    problems = []
+    if icmp.type is not None and not 0 <= icmp.type <= 254:
+        problems.append(
+            Problem(
+                f"ICMP type {icmp.type} out of range",
+                path="type",
+                hint="ICMP types are 0-254",
+                code="invalid-icmp",
+            )
+        )
+    if icmp.code is not None and not 0 <= icmp.code <= 255:
+        problems.append(
+            Problem(
+                f"ICMP code {icmp.code} out of range",
+                path="code",
+                hint="ICMP codes are 0-255",
+                code="invalid-icmp",
+            )
+        )
+    if icmp.code is not None and icmp.type is None:
+        problems.append(
+            Problem(
+                "ICMP code given without an ICMP type",
+                path="code",
+                hint="add type (the kernel matches a code only together with a type)",
+                code="invalid-icmp",
+            )
+        )
+    return problems
+
+
+def check_entity(entity: EntityRule) -> list[Problem]:
+    """Check a rule's source or destination on its own."""
+    problems = [
+        Problem(
+            f"notNets may not contain the catch-all CIDR {net}",
+            path=f"notNets[{i}]",
+            hint="a catch-all in notNets excludes every address, so the rule never matches; "
+            "remove the rule or use a narrower CIDR",
+            code="catch-all-not-nets",
+        )
+        for i, net in enumerate(entity.not_nets)
+        if net.prefixlen == 0
+    ]
+    if entity.selector is not None and "global()" in entity.selector.text:
+        problems.append(
+            Problem(
+                "global() can only be used in a rule's namespaceSelector",
+                path="selector",
+                hint="write namespaceSelector: global() to match non-namespaced network sets",
+                code="invalid-selector",
+            )
+        )
+    ns = entity.namespace_selector
+    if ns is not None and "global()" in ns.text and ns.text != "global()":
+        problems.append(
+            Problem(
+                "global() cannot be combined with other terms in a namespaceSelector",
+                path="namespaceSelector",
+                hint="use namespaceSelector: global() alone",
+                code="invalid-selector",
+            )
+        )
+    return problems
+
+
+def check_rule(rule: Rule) -> list[Problem]:
+    """Check the rules that tie a rule's fields together (ports, ICMP, IP versions, domains)."""
+    problems: list[Problem] = []
+    if rule.ip_version is not None and rule.ip_version not in (4, 6):
+        problems.append(
+            Problem(
+                f"invalid ipVersion {rule.ip_version}",
+                path="ipVersion",
+                hint="ipVersion is 4 or 6",
+                code="invalid-ip-version",
+            )
+        )
+    protocol, not_protocol = (
+        protocol_number_or_none(rule.protocol),
+        protocol_number_or_none(rule.not_protocol),
+    )
+    if protocol not in PORT_RULE_PROTOCOLS:
+        for side, entity in (("source", rule.source), ("destination", rule.destination)):
+            for field, ports in (("ports", entity.ports), ("notPorts", entity.not_ports)):
+                if ports:
+                    problems.append(
+                        Problem(
+                            "rules that specify ports must set protocol to TCP, UDP or SCTP",
+                            path=f"{side}.{field}",
+                            hint="add protocol: TCP (or UDP, SCTP)"
+                            if rule.protocol is None
+                            else f"protocol {rule.protocol} has no ports",
+                            code="ports-need-protocol",
+                        )
+                    )
+    for field, icmp in (("icmp", rule.icmp), ("notICMP", rule.not_icmp)):
+        if icmp is not None and protocol not in (ICMP, ICMPV6):
+            problems.append(
+                Problem(
+                    f"rules that specify {field} must set protocol to ICMP or ICMPv6",
+                    path=field,
+                    hint="add protocol: ICMP (or ICMPv6)",
+                    code="icmp-needs-protocol",
+                )
+            )
+    for number, version in PROTOCOL_FAMILY.items():
+        if number in (protocol, not_protocol) and rule.ip_version not in (None, version):
+            problems.append(
+                Problem(
+                    f"protocol {protocol_name(number)} needs ipVersion {version}",
+                    path="ipVersion",
+                    hint=f"set ipVersion: {version} or remove it",
+                    code="invalid-ip-version",
+                )
+            )
+    seen: set[int] = set()
+    for side, entity in (("source", rule.source), ("destination", rule.destination)):
+        for field, nets in (("nets", entity.nets), ("notNets", entity.not_nets)):
+            versions = {net.version for net in nets}
+            if rule.ip_version is not None and versions - {rule.ip_version}:
+                problems.append(
+                    Problem(
+                        f"{side}.{field} holds IPv{min(versions - {rule.ip_version})} CIDRs "
+                        f"but the rule has ipVersion {rule.ip_version}",
+                        path=f"{side}.{field}",
+                        hint="make ipVersion match the CIDRs, or remove it",
+                        code="mixed-ip-versions",
+                    )
+                )
+            if versions and len(versions | seen) > 1:
+                problems.append(
+                    Problem(
+                        "rule mixes IPv4 and IPv6 CIDRs",
+                        path=f"{side}.{field}",
+                        hint="split it into one rule for IPv4 and one for IPv6",
+                        code="mixed-ip-versions",
+                    )
+                )
+            seen |= versions
+    if rule.source.domains:
+        problems.append(
+            Problem(
+                "domains are only allowed in a rule's destination",
+                path="source.domains",
+                hint="move them to destination.domains of an egress rule",
+                code="domains-in-source",
+            )
+        )
+    dest = rule.destination
+    if dest.domains:
+        if rule.action != "Allow":
+            problems.append(
+                Problem(
+                    f"domains are only allowed in Allow rules, not {rule.action}",
+                    path="destination.domains",
+                    hint="use action: Allow, or match by nets",
+                    code="domains-need-allow",
+                )
+            )
+        clash = [key for key, given in (("nets", dest.nets), ("selector", dest.selector)) if given]
+        if clash:
+            problems.append(
+                Problem(
+                    f"destination.domains cannot be combined with {' or '.join(clash)} "
+                    "in the same destination",
+                    path="destination.domains",
+                    hint="put the domains and the " + "/".join(clash) + " in separate rules",
+                    code="domains-with-nets-or-selector",
+                )
+            )
+    return problems
+
+
+def check_policy_spec(spec: PolicySpec) -> list[Problem]:
+    """Check a policy spec: types, selectors, the global-only flags and the tier name."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, kind in enumerate(spec.types):
+        if kind in seen:
+            problems.append(
+                Problem(
+                    f"type {kind!r} given more than once",
+                    path=f"types[{i}]",
+                    hint="list Ingress and Egress at most once each",
+                    code="duplicate-type",
+                )
+            )
+        seen.add(kind)
+    for field, selector in (
+        ("selector", spec.selector),
+        ("serviceAccountSelector", spec.service_account_selector),
+        ("namespaceSelector", spec.namespace_selector),
+    ):
+        if selector is not None and "global()" in selector.text:
+            problems.append(
+                Problem(
+                    "global() can only be used in a rule's namespaceSelector",
+                    path=field,
+                    hint="remove global()",
+                    code="invalid-selector",
+                )
+            )
+    if spec.do_not_track and spec.pre_dnat:
+        problems.append(
+            Problem(
+                "preDNAT and doNotTrack cannot both be true",
+                path="preDNAT",
+                hint="choose one",
+                code="invalid-global-flags",
+            )
+        )
+    if spec.pre_dnat and (spec.egress or "Egress" in spec.types):
+        problems.append(
+            Problem(
+                "a preDNAT policy cannot have egress rules or the Egress type",
+                path="egress" if spec.egress else "types",
+                hint="preDNAT policies apply to ingress only",
+                code="invalid-global-flags",
+            )
+        )
+    if (spec.do_not_track or spec.pre_dnat) and not spec.apply_on_forward:
+        problems.append(
+            Problem(
+                "applyOnForward must be true when preDNAT or doNotTrack is true",
+                path="applyOnForward",
+                hint="add applyOnForward: true",
+                code="invalid-global-flags",
+            )
+        )
+    if spec.tier != DEFAULT_TIER and not _NAME_RES["Tier"].match(spec.tier):
+        problems.append(
+            Problem(
+                f"invalid tier name {spec.tier!r}",
+                path="tier",
+                hint="tier names are lowercase letters, digits and '-' (no dots)",
+                code="invalid-name",
+            )
+        )
+    return problems
+
+
+def check_tier_spec(spec: TierSpec) -> list[Problem]:
+    """Check a tier spec on its own (the built-in tiers are checked with their names)."""
+    return []
+
+
+def check_label_key(key: str, path: str) -> list[Problem]:
+    """Check a label or annotation key (``[prefix/]name``) found at ``path``."""
+    prefix, _, name = key.rpartition("/")
+    ok = bool(name) and len(name) <= 63 and bool(_QUALIFIED_NAME_RE.match(name))
+    if prefix:
+        ok = ok and len(prefix) <= 253 and bool(re.fullmatch(_SUBDOMAIN, prefix))
+    if ok:
+        return []
+    return [
+        Problem(
+            f"invalid label key {key!r}",
+            path=path,
+            hint="a key is [prefix/]name: name up to 63 letters, digits, '-', '_', '.', "
+            "starting and ending with a letter or digit; prefix a DNS subdomain",
+            code="invalid-label",
+        )
+    ]
+
+
+def check_label_value(value: str, path: str) -> list[Problem]:
+    """Check a label value found at ``path``."""
+    if len(value) <= 63 and _LABEL_VALUE_RE.match(value):
+        return []
+    return [
+        Problem(
+            f"invalid label value {value!r}",
+            path=path,
+            hint="up to 63 letters, digits, '-', '_', '.', starting and ending with a letter "
+            "or digit (or empty)",
+            code="invalid-label",
+        )
+    ]
+
+
+def check_meta(meta: ObjectMeta, kind: str, namespaced: bool, k8s: bool) -> list[Problem]:
+    """Check a resource's metadata: name, namespace, labels and annotations."""
+    problems: list[Problem] = []
+    regex = _NAME_RES["k8s" if k8s else kind]
+    if len(meta.name) > (63 if kind == "Tier" else 253) or not regex.match(meta.name):
+        hint = (
+            "lowercase letters, digits and '-'"
+            + {
+                "Tier": " (no dots)",
+                "NetworkPolicy": "; at most one '.', after a tier name prefix",
+                "GlobalNetworkPolicy": "; at most one '.', after a tier name prefix",
+            }.get("k8s" if k8s else kind, " and '.'")
+            + ", starting and ending with a letter or digit"
+        )
+        problems.append(
+            Problem(
+                f"invalid name {meta.name!r}", path="metadata.name", hint=hint, code="invalid-name"
+            )
+        )
+    if namespaced and meta.namespace is None:
+        problems.append(
+            Problem(
+                f"missing namespace: a {kind} is namespaced",
+                path="metadata.namespace",
+                hint="add metadata.namespace (calicoctl would assume 'default'; we do not guess)",
+                code="missing-namespace",
+            )
+        )
+    elif not namespaced and meta.namespace is not None:
+        problems.append(
+            Problem(
+                f"a {kind} is not namespaced",
+                path="metadata.namespace",
+                hint="remove metadata.namespace",
+                code="unexpected-namespace",
+            )
+        )
+    elif meta.namespace is not None and not _NAMESPACE_RE.match(meta.namespace):
+        problems.append(
+            Problem(
+                f"invalid namespace {meta.namespace!r}",
+                path="metadata.namespace",
+                hint="lowercase letters, digits and '-', starting and ending with a letter/digit",
+                code="invalid-name",
+            )
+        )
+    for key, value in meta.labels.items():
+        problems += check_label_key(key, f"metadata.labels.{key}")
+        problems += check_label_value(value, f"metadata.labels.{key}")
+    for key in meta.annotations:
+        problems += check_label_key(key.lower(), f"metadata.annotations.{key}")
+    return problems
+
+
+def check_tier_prefix(name: str, tier: str, kind: str) -> list[Problem]:
+    """Check that a policy name written ``tier.name`` names the policy's own tier."""
+    if name.startswith(K8S_NAME_PREFIX) or "." not in name:
+        return []
+    prefix = name.split(".", 1)[0]
+    if prefix == tier:
+        return []
+    return [
+        Problem(
+            f"{kind} name {name!r} is prefixed with tier {prefix!r} but the policy is in tier "
+            f"{tier!r}",
+            path="metadata.name",
+            hint=f"set spec.tier: {prefix}, or rename it to {tier}.{name.split('.', 1)[1]} "
+            "(or drop the prefix)",
+            code="tier-prefix",
+        )
+    ]
