@@ -1,24 +1,27 @@
-"""Verdict engine figures (issue: verdict engine) on the synthetic workload.
+"""Verdict engine figures (issue: engine core) on the synthetic workload.
 
 The workload is fqdnpolicy.workload.FULL_SIZE (1,000 namespaces, 20,000 endpoints, 10,000
 policies of ~10 rules, 50,000 domain patterns, 1,000,000 cached (name, IP) entries) scaled by
-FQDNPOLICY_BENCH_SCALE (default 1.0). Figures the issue names:
+FQDNPOLICY_BENCH_SCALE (default 1.0). Figures the issue names, each beside its reference
+measured in the same run over the same flows (``fqdnpolicy.bench.floor_runner``: a function
+of the flow doing three lookups in tables shaped like the engine's):
 
-* single verdict(), uniform random destinations: >= 500,000/s (measured twice: mostly
-  first sightings of each address, and after every address has been seen once);
-* single verdict(), Zipf-skewed flows: >= 2,000,000/s (measured two ways: sources and
-  destinations each Zipf-distributed, and whole flows Zipf-distributed);
-* compile from nothing: < 10 s; adding one policy: < 5 ms;
-* a DNS answer with one new IP for a name matched by K rules: delta out in < 50 us + O(K);
-* memory of the whole workload: < 2 GB.
+* single verdict(), uniform destinations: >= 0.6 x floor;
+* single verdict(), Zipf-distributed flows: >= 0.8 x floor;
+* verdict_array, a million flows, packed IPv4 destinations: >= 5M/s Zipf flows, >= 2M/s
+  uniform (text-to-packed conversion measured apart);
+* compile from nothing <= 5 s; add one policy <= 2 ms; a DNS answer with one new address for a
+  name matched by K rules: deltas out <= 30 us + O(K);
+* resident memory of the workload and engine <= 1 GB.
 
 Throughput benchmarks time batches of 20,000 fresh flows per round (drawn, untimed, before each
-round) and report verdicts/s in extra_info.
+round) and report flows/s in extra_info; the floor benchmarks time the same kind of batches.
 """
 
 from __future__ import annotations
 
 import gc
+import ipaddress
 import itertools
 import os
 import random
@@ -27,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from fqdnpolicy.bench import ZipfSampler, rss_mb
+from fqdnpolicy.bench import ZipfSampler, floor_runner, rss_mb
 from fqdnpolicy.dns.wire import Extracted, Record
 from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.model import ObjectMeta, Policy, PolicySpec
@@ -37,6 +40,7 @@ from fqdnpolicy.workload import FULL_SIZE, Workload, generate, random_rule
 SCALE = float(os.environ.get("FQDNPOLICY_BENCH_SCALE", "1.0"))
 _RSS_AFTER_BUILD: list[float] = []
 BATCH = 20_000
+BATCH_FLOWS = 1_000_000
 
 Flow = tuple[str, str, str, int]
 
@@ -66,34 +70,35 @@ def _batches(
     return setup
 
 
-def _run(engine: PolicyEngine) -> Callable[[list[Flow]], None]:
-    verdict = engine.verdict
-
-    def judge(flows: list[Flow]) -> None:
-        for src, dst, proto, port in flows:
-            verdict(src, dst, proto, port)
-
-    return judge
+def _judge(engine: PolicyEngine) -> Callable[[list[Flow]], object]:
+    return engine.verdicts
 
 
-def _warm_up(engine: PolicyEngine, draw: Callable[[], list[Flow]]) -> None:
-    """Judge ten batches first: the figure is for traffic already flowing, not a cold start."""
-    judge = _run(engine)
-    for _ in range(10):
-        judge(draw())
+def _floor(engine: PolicyEngine, draw: Callable[[], list[Flow]]) -> Callable[[], Any]:
+    """Rounds of the reference path, each over a fresh batch (its tables filled untimed)."""
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (floor_runner(engine, draw()),), {}
+
+    return setup
 
 
-def _rate(benchmark: Any) -> float:
+def _rate(benchmark: Any, count: int = BATCH) -> float:
     median: float = benchmark.stats.stats.median
-    return BATCH / median
+    return count / median
+
+
+def _sources(workload: Workload) -> list[str]:
+    return [ep.key for ep in workload.cluster.endpoints]
+
+
+def _addresses(workload: Workload) -> list[str]:
+    return list(workload.destinations) + [ip for ep in workload.cluster.endpoints for ip in ep.ips]
 
 
 def _uniform_draw(workload: Workload, seed: int) -> Callable[[], list[Flow]]:
     rng = random.Random(seed)
-    sources = [ep.key for ep in workload.cluster.endpoints]
-    addresses = list(workload.destinations) + [
-        ip for ep in workload.cluster.endpoints for ip in ep.ips
-    ]
+    sources, addresses = _sources(workload), _addresses(workload)
 
     def draw() -> list[Flow]:
         return [(rng.choice(sources), rng.choice(addresses), "TCP", 443) for _ in range(BATCH)]
@@ -101,34 +106,59 @@ def _uniform_draw(workload: Workload, seed: int) -> Callable[[], list[Flow]]:
     return draw
 
 
+def _zipf_flows_draw(workload: Workload, seed: int) -> Callable[[], list[Flow]]:
+    # Whole (source, destination) flows drawn Zipf over a million distinct flows: real
+    # traffic repeats flows.
+    rng = random.Random(seed)
+    sources, addresses = _sources(workload), _addresses(workload)
+    population = [(rng.choice(sources), rng.choice(addresses)) for _ in range(10**6)]
+    flows = ZipfSampler(rng, population)
+
+    def draw() -> list[Flow]:
+        return [(s, d, "TCP", 443) for s, d in flows.draw(BATCH)]
+
+    return draw
+
+
+def _warm_up(engine: PolicyEngine, draw: Callable[[], list[Flow]], batches: int = 10) -> None:
+    """Judge some batches first: the figure is for traffic already flowing."""
+    for _ in range(batches):
+        engine.verdicts(draw())
+
+
 def test_verdict_uniform(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:
-    # Most destinations are seen for the first time: their answer is computed (a radix lookup).
     draw = _uniform_draw(workload, 7)
-    _run(engine)(draw())  # warm-up
-    benchmark.pedantic(_run(engine), setup=_batches(draw), rounds=10, iterations=1)
+    _warm_up(engine, draw)
+    benchmark.pedantic(_judge(engine), setup=_batches(draw), rounds=10, iterations=1)
     benchmark.extra_info["verdicts_per_s"] = round(_rate(benchmark))
 
 
-def test_verdict_uniform_seen_addresses(
+def test_floor_uniform(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:
+    # The reference for test_verdict_uniform: the same kind of flows, three lookups each.
+    draw = _uniform_draw(workload, 7)
+    benchmark.pedantic(lambda run: run(), setup=_floor(engine, draw), rounds=10, iterations=1)
+    benchmark.extra_info["flows_per_s"] = round(_rate(benchmark))
+
+
+def test_verdict_zipf_flows(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:
+    draw = _zipf_flows_draw(workload, 11)
+    _warm_up(engine, draw, batches=40)
+    benchmark.pedantic(_judge(engine), setup=_batches(draw), rounds=20, iterations=1)
+    benchmark.extra_info["verdicts_per_s"] = round(_rate(benchmark))
+
+
+def test_floor_zipf_flows(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:
+    draw = _zipf_flows_draw(workload, 11)
+    benchmark.pedantic(lambda run: run(), setup=_floor(engine, draw), rounds=20, iterations=1)
+    benchmark.extra_info["flows_per_s"] = round(_rate(benchmark))
+
+
+def test_verdict_zipf_sources_and_destinations(
     benchmark: Any, engine: PolicyEngine, workload: Workload
 ) -> None:
-    # A long-running agent has seen every destination before: one verdict to each address
-    # first (untimed), then fresh random (source, destination) pairs.
-    sources = [ep.key for ep in workload.cluster.endpoints]
-    judge = _run(engine)
-    addresses = list(workload.destinations) + [
-        ip for ep in workload.cluster.endpoints for ip in ep.ips
-    ]
-    judge([(sources[i % len(sources)], a, "TCP", 443) for i, a in enumerate(addresses)])
-    draw = _uniform_draw(workload, 13)
-    benchmark.pedantic(judge, setup=_batches(draw), rounds=10, iterations=1)
-    benchmark.extra_info["verdicts_per_s"] = round(_rate(benchmark))
-
-
-def test_verdict_zipf(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:
     # Sources and destinations each Zipf-distributed, independently: many distinct pairs.
     rng = random.Random(8)
-    sources = ZipfSampler(rng, [ep.key for ep in workload.cluster.endpoints])
+    sources = ZipfSampler(rng, _sources(workload))
     addresses = ZipfSampler(rng, list(workload.destinations))
 
     def draw() -> list[Flow]:
@@ -138,43 +168,51 @@ def test_verdict_zipf(benchmark: Any, engine: PolicyEngine, workload: Workload) 
         ]
 
     _warm_up(engine, draw)
-    benchmark.pedantic(_run(engine), setup=_batches(draw), rounds=20, iterations=1)
+    benchmark.pedantic(_judge(engine), setup=_batches(draw), rounds=20, iterations=1)
     benchmark.extra_info["verdicts_per_s"] = round(_rate(benchmark))
 
 
-def test_verdict_zipf_flows(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:
-    # Whole (source, destination) flows drawn Zipf over a million distinct flows: real traffic
-    # repeats flows, which the engine's judged-flow table serves directly.
-    rng = random.Random(11)
-    sources = [ep.key for ep in workload.cluster.endpoints]
-    population = [(rng.choice(sources), rng.choice(workload.destinations)) for _ in range(10**6)]
-    flows = ZipfSampler(rng, population)
+def _packed_batch(
+    engine: PolicyEngine, workload: Workload, zipf: bool, seed: int
+) -> tuple[Any, Any, list[str]]:
+    np = pytest.importorskip("numpy")
+    rng = random.Random(seed)
+    index = {key: i for i, key in enumerate(engine.endpoint_keys())}
+    v4 = [a for a in _addresses(workload) if ":" not in a]
+    sources = _sources(workload)
+    if zipf:
+        population = [(rng.choice(sources), rng.choice(v4)) for _ in range(10**6)]
+        pairs = ZipfSampler(rng, population).draw(BATCH_FLOWS)
+    else:
+        pairs = [(rng.choice(sources), rng.choice(v4)) for _ in range(BATCH_FLOWS)]
+    src = np.array([index[s] for s, _ in pairs], dtype=np.int64)
+    text = [d for _, d in pairs]
+    dst = np.array([int(ipaddress.IPv4Address(d)) for d in text], dtype=np.uint32)
+    return src, dst, text
 
-    def draw() -> list[Flow]:
-        return [(s, d, "TCP", 443) for s, d in flows.draw(BATCH)]
 
-    _warm_up(engine, draw)
-    benchmark.pedantic(_run(engine), setup=_batches(draw), rounds=20, iterations=1)
-    benchmark.extra_info["verdicts_per_s"] = round(_rate(benchmark))
+@pytest.mark.parametrize("zipf", [False, True], ids=["uniform", "zipf_flows"])
+def test_verdict_array_packed(
+    benchmark: Any, engine: PolicyEngine, workload: Workload, zipf: bool
+) -> None:
+    src, dst, _ = _packed_batch(engine, workload, zipf, 21)
+    engine.verdict_array(src[:1000], dst[:1000], "TCP", 443)  # its tables, built once a state
+    benchmark.pedantic(engine.verdict_array, args=(src, dst, "TCP", 443), rounds=5, iterations=1)
+    benchmark.extra_info["flows_per_s"] = round(_rate(benchmark, BATCH_FLOWS))
 
 
-def test_random_lookup_floor(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:
-    # Not an engine figure: one random lookup in a dict as big as the engine's address table,
-    # the memory-bound floor every uniform verdict pays at least twice (source, destination).
-    rng = random.Random(12)
-    addresses = list(workload.destinations)
-    table = dict.fromkeys(addresses, 0)
+def test_text_to_packed_conversion(
+    benchmark: Any, engine: PolicyEngine, workload: Workload
+) -> None:
+    # Apart from verdict_array: what turning flow-log text into packed addresses costs.
+    np = pytest.importorskip("numpy")
+    _, _, text = _packed_batch(engine, workload, False, 22)
 
-    def draw() -> list[str]:
-        return [rng.choice(addresses) for _ in range(BATCH)]
+    def convert() -> Any:
+        return np.array([int(ipaddress.IPv4Address(d)) for d in text], dtype=np.uint32)
 
-    def look(keys: list[str]) -> None:
-        get = table.get
-        for key in keys:
-            get(key)
-
-    benchmark.pedantic(look, setup=lambda: ((draw(),), {}), rounds=10, iterations=1)
-    benchmark.extra_info["lookups_per_s"] = round(_rate(benchmark))
+    benchmark.pedantic(convert, rounds=3, iterations=1)
+    benchmark.extra_info["addresses_per_s"] = round(_rate(benchmark, BATCH_FLOWS))
 
 
 def test_compile_from_nothing(benchmark: Any, workload: Workload) -> None:
@@ -242,9 +280,28 @@ def test_dns_answer_to_delta(benchmark: Any, engine: PolicyEngine, workload: Wor
     benchmark.extra_info["deltas_per_answer"] = round(len(received) / 500, 2)
 
 
+def test_random_lookup_reference(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:
+    # Not an engine figure: one random lookup in a dict as big as the engine's address table,
+    # the day's memory speed, for comparing runs on other days.
+    rng = random.Random(12)
+    addresses = list(workload.destinations)
+    table = dict.fromkeys(addresses, 0)
+
+    def draw() -> list[str]:
+        return [rng.choice(addresses) for _ in range(BATCH)]
+
+    def look(keys: list[str]) -> None:
+        get = table.get
+        for key in keys:
+            get(key)
+
+    benchmark.pedantic(look, setup=lambda: ((draw(),), {}), rounds=10, iterations=1)
+    benchmark.extra_info["lookups_per_s"] = round(_rate(benchmark))
+
+
 def test_memory_of_the_workload(benchmark: Any, engine: PolicyEngine) -> None:
     # Not a timing: the process's resident memory with the workload and engine built, and now
-    # (the verdict benchmarks have filled the flow table and the address answers since).
+    # (the verdict benchmarks have filled the programs' kept verdicts since).
     benchmark.pedantic(rss_mb, rounds=1, iterations=1)
     benchmark.extra_info["rss_mb_after_build"] = round(_RSS_AFTER_BUILD[-1])
     benchmark.extra_info["rss_mb"] = round(rss_mb())

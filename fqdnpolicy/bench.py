@@ -12,6 +12,13 @@ reports:
 * ``verdicts_per_s_zipf_flows`` - whole flows (source, destination) drawn from a Zipf
   distribution over a million distinct flows: real traffic repeats flows (a pod calls the
   same service again and again), which is what a datapath's flow cache relies on;
+* ``floor_per_s_uniform`` / ``floor_per_s_zipf_flows`` and ``ratio_*`` - the reference measured
+  in the same run over the same flows (:func:`floor_runner`: a function doing three lookups
+  per flow), and each verdict figure as a ratio to it, which survives the machine's day to day
+  swings;
+* ``batch_per_s_uniform`` / ``batch_per_s_zipf_flows`` - :meth:`PolicyEngine.verdict_array`
+  over a million flows with packed IPv4 destinations (with NumPy installed), and
+  ``batch_text_to_packed_per_s`` the conversion of address text to packed form, apart;
 * ``delta_us_mean`` / ``delta_us_p99`` - a DNS answer bringing one new address for a name that
   domain rules match, from ``cache.ingest`` until the engine's subscribers have the deltas;
 * ``add_policy_ms`` - ``upsert_policy`` of one new ten-rule NetworkPolicy (median of 21);
@@ -34,7 +41,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TextIO, TypeVar
 
 from fqdnpolicy.datapath import Delta
@@ -44,7 +51,7 @@ from fqdnpolicy.model import ObjectMeta, Policy, PolicySpec
 from fqdnpolicy.selector import parse_selector
 from fqdnpolicy.workload import FULL_SIZE, Workload, generate, random_rule
 
-__all__ = ["measure", "rss_mb", "run_bench", "zipf_sample"]
+__all__ = ["floor_rate", "floor_runner", "measure", "rss_mb", "run_bench", "zipf_sample"]
 
 ZIPF_S = 1.1
 T = TypeVar("T")
@@ -115,7 +122,18 @@ def _throughput(engine: PolicyEngine, flows: list[tuple[str, str, str, int]]) ->
 
 
 def floor_rate(engine: PolicyEngine, flows: list[tuple[str, str, str, int]]) -> float:
-    """Flows/s of the reference verdict path, over the same flows, in this process.
+    """Flows/s of the reference verdict path (:func:`floor_runner`) over ``flows``."""
+    run = floor_runner(engine, flows)
+    gc.collect()
+    start = time.perf_counter()
+    run()
+    return len(flows) / (time.perf_counter() - start)
+
+
+def floor_runner(
+    engine: PolicyEngine, flows: list[tuple[str, str, str, int]]
+) -> Callable[[], list[bool]]:
+    """The reference verdict path over ``flows``, ready to run (the tables filled already).
 
     A function of the flow doing three lookups and nothing else: the sender's key to its
     program, the address to its identity, and the program's dict keyed by (identity,
@@ -143,10 +161,7 @@ def floor_rate(engine: PolicyEngine, flows: list[tuple[str, str, str, int]]) -> 
     def run() -> list[bool]:
         return [floor(src, dst, proto, port) for src, dst, proto, port in flows]
 
-    gc.collect()
-    start = time.perf_counter()
-    run()
-    return len(flows) / (time.perf_counter() - start)
+    return run
 
 
 def measure(
@@ -201,7 +216,7 @@ def measure(
     zipf_flows_rate = _throughput(engine, zipf_flows[flows * 4 :])
     zipf_floor = floor_rate(engine, zipf_flows[flows * 4 :])
     step("zipf verdicts")
-    batch = _batch_rates(engine, sources, addresses, population, rng)
+    batch = _batch_rates(engine, sources, addresses, population, rng, min(10**6, 5 * flows))
     step("batch verdicts")
 
     delta_us, rules_matched = _delta_latency(engine, workload, rng)
@@ -375,7 +390,7 @@ def run_bench(
         except ImportError:
             print("--plot needs matplotlib: pip install 'fqdnpolicy[plot]'", file=sys.stderr)
             return 2
-    progress = _Progress(sys.stderr, total=6 * len(chosen))
+    progress = _Progress(sys.stderr, total=7 * len(chosen))
     results = [measure(scale, seed=seed, flows=flows, progress=progress) for scale in chosen]
     progress.close()
     columns = [
@@ -384,6 +399,8 @@ def run_bench(
         ("verdicts/s uniform", "verdicts_per_s_uniform"),
         ("verdicts/s zipf dst", "verdicts_per_s_zipf"),
         ("verdicts/s zipf flows", "verdicts_per_s_zipf_flows"),
+        ("x floor uniform", "ratio_uniform"),
+        ("x floor zipf flows", "ratio_zipf_flows"),
         ("delta us mean", "delta_us_mean"),
         ("delta us p99", "delta_us_p99"),
         ("add policy ms", "add_policy_ms"),

@@ -85,6 +85,7 @@ class _Tables:
         )
         self._relevant: dict[int, tuple[Program, Any]] = {}
         self._by_set: dict[int, list[int]] | None = None
+        self._indexed = 0
 
     def code(self, ident: Identity) -> int:
         """The code of an identity (new identities get the next one)."""
@@ -106,12 +107,12 @@ class _Tables:
 
     def relevant(self, np: Any, program: Program) -> Any:
         """Codes of the non-endpoint identities in some set ``program`` names (sorted)."""
+        if self._by_set is None or self._indexed != len(self.idents):
+            self._index_sets()  # identities coded since: every program's answer may grow
+        assert self._by_set is not None
         found = self._relevant.get(id(program))
         if found is not None and found[0] is program:
             return found[1]
-        if self._by_set is None or len(self._by_set_seen) != len(self.idents):
-            self._index_sets()
-        assert self._by_set is not None
         codes = sorted({c for n in program.refs for c in self._by_set.get(n, ())})
         array = np.array(codes, dtype=np.int64)
         self._relevant[id(program)] = (program, array)
@@ -124,7 +125,7 @@ class _Tables:
                 for num in ident:
                     by_set.setdefault(num, []).append(code)
         self._by_set = by_set
-        self._by_set_seen = list(self.idents)
+        self._indexed = len(self.idents)
         self._relevant.clear()
 
 

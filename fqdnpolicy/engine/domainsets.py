@@ -88,7 +88,7 @@ class NameManager:
         """
         dns, match, name_ips = self._dns, self._patterns.match, self._name_ips
         sets = self._registry.by_num
-        add_host = self._registry.table.add_host
+        add_hosts = self._registry.table.add_new_hosts
         for name in dns.names():
             nums = match(name)
             if not nums:
@@ -97,20 +97,24 @@ class NameManager:
             if not pairs:
                 continue
             name_ips[name] = set(pairs)
+            items = pairs.items()
             for num in nums:
                 ipset = sets[num]
                 members = ipset.dns_members
-                for ip, expiry in pairs.items():
+                new: list[str] = []
+                for ip, expiry in items:
                     known = members.get(ip)
                     if known is None:
                         members[ip] = expiry
-                        add_host(num, ip)
-                        for parent in ipset.parents:
-                            add_host(parent, ip)
+                        new.append(ip)
                     else:
                         ipset.dns_sources[ip] = ipset.dns_sources.get(ip, 1) + 1
                         if expiry > known:
                             members[ip] = expiry
+                if new:
+                    add_hosts(num, new)
+                    for parent in ipset.parents:
+                        add_hosts(parent, new)
 
     def pair_added(self, name: str, ip: str, expiry: float, only: Set[int] | None = None) -> None:
         """The cache maps ``name`` to ``ip`` until ``expiry`` (new, or refreshed)."""

@@ -241,7 +241,7 @@ class PolicyEngine:
         owner = self._owners.get(dst)  # type: ignore[call-overload]
         if record is None or owner is None:
             return None
-        peer = self._hosts.get(record.ip6 if ident.family == 6 else record.ip4)  # type: ignore[arg-type]
+        peer = self._hosts.get(record.ip6 if ident.family == 6 else record.ip4)
         if peer is None:
             return None
         receiver = owner.ingress

@@ -98,8 +98,8 @@ class Identity(frozenset[int]):
 
     __slots__ = ("family", "ports")
     __hash__ = object.__hash__
-    __eq__ = object.__eq__  # type: ignore[assignment]
-    __ne__ = object.__ne__  # type: ignore[assignment]
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
 
     family: int
     ports: tuple[NamedPort, ...] | None
@@ -146,16 +146,16 @@ class PrefixTable:
     those of every shorter prefix covering it, so one longest-prefix lookup answers.
     """
 
-    __slots__ = ("_trees", "_world", "outside", "prefixes")
+    __slots__ = ("_world", "outside", "prefixes", "trees")
 
     def __init__(self, prefixes: dict[IPNetwork, frozenset[int]], intern: _Interner) -> None:
-        self._trees = {4: pytricia.PyTricia(32), 6: pytricia.PyTricia(128)}
+        self.trees = {4: pytricia.PyTricia(32), 6: pytricia.PyTricia(128)}
         self._world = {4: intern(4, EMPTY, None), 6: intern(6, EMPTY, None)}
         #: prefix -> its prefix-only identity (merged), for datapath projections and batches.
         self.prefixes: dict[IPNetwork, Identity] = {}
         # Shorter prefixes first: each merges its own sets with its nearest cover's.
         for net in sorted(prefixes, key=lambda n: (n.version, n.prefixlen)):
-            tree = self._trees[net.version]
+            tree = self.trees[net.version]
             text = str(net)
             cover: Identity | None = tree.get(text)
             sets = prefixes[net] if cover is None else prefixes[net] | cover
@@ -171,7 +171,7 @@ class PrefixTable:
 
     def identity(self, address: str) -> Identity:
         """The prefix-only identity of canonical ``address``."""
-        found: Identity | None = self._trees[6 if ":" in address else 4].get(address)
+        found: Identity | None = self.trees[6 if ":" in address else 4].get(address)
         return self._world[6 if ":" in address else 4] if found is None else found
 
 
@@ -259,6 +259,16 @@ class AddressTable:
         self._dirty.add(address)
         return True
 
+    def add_new_hosts(self, num: int, addresses: Iterable[str]) -> None:
+        """Count one more source of each address in set ``num`` (a bulk :meth:`add_host`)."""
+        own, dirty = self._own, self._dirty
+        for address in addresses:
+            if address in own:
+                self.add_host(num, address)
+            else:
+                own[address] = num
+                dirty.add(address)
+
     def remove_host(self, num: int, address: str) -> bool:
         """Drop one source of ``address`` from set ``num``; True when no longer a member."""
         counts = self._own.get(address)
@@ -327,8 +337,12 @@ class AddressTable:
             return
         self._dirty = set()
         hosts, own, ports, intern = self.hosts, self._own, self._ports, self._intern
-        table = self.prefixes
+        trees = self.prefixes.trees
         ranges = self._ranges
+        # Most hosts are in one set and no endpoint's: their identity depends only on that
+        # set and the covering prefixes, so it is made once per such pair in this call.
+        alike: dict[tuple[int, Identity | None, bool], Identity] = {}
+        moved = 0
         for address in dirty:
             counts = own.get(address)
             port_list = ports.get(address)
@@ -341,18 +355,28 @@ class AddressTable:
                 del hosts[address]
                 if ranges is not None:
                     ranges.discard(address)
-                self.version += 1
+                moved += 1
                 continue
-            if counts is None:
-                sets = EMPTY
-            elif isinstance(counts, int):
-                sets = frozenset((counts,))
+            v6 = ":" in address
+            covering: Identity | None = trees[6 if v6 else 4].get(address)
+            if port_list is None and counts.__class__ is int:
+                key = (counts, covering, v6)
+                ident = alike.get(key)
+                if ident is None:
+                    sets = frozenset((counts,))
+                    if covering:
+                        sets = sets | covering
+                    ident = alike[key] = intern(6 if v6 else 4, sets, None)
             else:
-                sets = frozenset(counts)
-            covering = table.identity(address)
-            if covering:
-                sets = sets | covering
-            ident = intern(6 if ":" in address else 4, sets, port_list)
+                if counts is None:
+                    sets = EMPTY
+                elif isinstance(counts, int):
+                    sets = frozenset((counts,))
+                else:
+                    sets = frozenset(counts)
+                if covering:
+                    sets = sets | covering
+                ident = intern(6 if v6 else 4, sets, port_list)
             if ident is old:
                 continue
             if before is not None and address not in before:
@@ -360,7 +384,8 @@ class AddressTable:
             hosts[address] = ident
             if old is None and ranges is not None:
                 ranges.add(address)
-            self.version += 1
+            moved += 1
+        self.version += moved
 
     def _publish_prefixes(self) -> None:
         changed, self._changed_prefixes = self._changed_prefixes, []

@@ -96,8 +96,8 @@ class Program(dict[tuple[object, ...], Verdict]):
 
     __slots__ = ("blocks", "direction", "fallback", "peer_named", "refs")
     __hash__ = object.__hash__  # type: ignore[assignment]
-    __eq__ = object.__eq__  # type: ignore[assignment]
-    __ne__ = object.__ne__  # type: ignore[assignment]
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
 
     def __init__(
         self,
