@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import attrs
 import dns.message
 import dns.rrset
 import pytest
@@ -20,6 +21,7 @@ from fqdnpolicy.cluster import Cluster, Endpoint, NamedPort, Namespace
 from fqdnpolicy.datapath import Delta, EndpointChanged, IPSetChanged, MemberChanged
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.engine import PolicyEngine, Verdict, protocol_number
+from fqdnpolicy.model import Policy
 
 POLICIES = """\
 apiVersion: projectcalico.org/v3
@@ -773,3 +775,92 @@ def test_endpoints_alike_share_an_identity_and_ports_tell_them_apart(
         assert engine.verdict("default/backend", "10.0.0.20", "TCP", 7000 + i).allowed
         assert not engine.verdict("default/backend", "10.0.0.20", "TCP", 6999 + i).allowed
         assert engine.verdict("default/backend", "10.0.0.2", "TCP", 5432).allowed
+
+
+# -- ordering --------------------------------------------------------------------------------
+
+
+def _egress_allow(name: str, namespace: str | None, order: float | None) -> Policy:
+    meta = f"{{name: {name}" + (f", namespace: {namespace}}}" if namespace else "}")
+    kind = "NetworkPolicy" if namespace else "GlobalNetworkPolicy"
+    order_line = "" if order is None else f"  order: {order!r}\n"
+    (policy,) = fqdnpolicy.loads(
+        f"""
+apiVersion: projectcalico.org/v3
+kind: {kind}
+metadata: {meta}
+spec:
+{order_line}  selector: app == "backend"
+  egress: [{{action: Allow}}]
+"""
+    ).policies
+    return policy
+
+
+def test_a_policy_whose_order_is_not_a_number_sorts_as_one_without_order(
+    engine: PolicyEngine,
+) -> None:
+    nan = attrs.evolve(
+        _egress_allow("a-nan", "default", None),
+        spec=attrs.evolve(_egress_allow("a-nan", "default", None).spec, order=float("nan")),
+    )
+    for policy in (nan, _egress_allow("z-none", "default", None), _egress_allow("m", None, 5.0)):
+        engine.upsert_policy(policy)
+    assert engine.policies_for("default/backend", "egress") == [
+        "GlobalNetworkPolicy m",
+        "NetworkPolicy default/a-nan",
+        "NetworkPolicy default/backend-egress",
+        "NetworkPolicy default/z-none",
+    ]
+
+
+def test_policies_alike_in_order_and_name_are_ordered_the_same_whatever_came_first(
+    cluster: Cluster, cache: DNSCache
+) -> None:
+    both = [_egress_allow("same", "default", 1.0), _egress_allow("same", None, 1.0)]
+    orders = []
+    for policies in (both, both[::-1]):
+        engine = PolicyEngine(fqdnpolicy.ResourceSet(tuple(policies)), cluster, cache)
+        orders.append(engine.policies_for("default/backend", "egress"))
+    assert orders[0] == orders[1] == ["GlobalNetworkPolicy same", "NetworkPolicy default/same"]
+
+
+def test_a_member_lives_as_long_as_the_latest_name_still_leading_to_it(
+    clock: Clock, cluster: Cluster
+) -> None:
+    # a.example.org (TTL 300) and b.example.org (TTL 100) lead to one address. a drops it
+    # early (it may hold one address, and a later answer brings another): the member now
+    # expires with b, in this engine as in one built afresh, and datapaths are told.
+    cache = DNSCache(clock=clock, min_ttl=1, max_ips_per_name=1, trusted_servers=["10.96.0.10"])
+    (two_names,) = fqdnpolicy.loads(
+        """
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: two-names, namespace: default}
+spec:
+  selector: app == "backend"
+  egress:
+  - {action: Allow, destination: {domains: [a.example.org, b.example.org]}}
+"""
+    ).policies
+    resources = fqdnpolicy.ResourceSet((two_names,))
+    engine = PolicyEngine(resources, cluster, cache)
+    shared = "198.51.100.77"
+    cache.observe(
+        answer("a.example.org", ("a.example.org.", "A", shared), ttl=300), server="10.96.0.10"
+    )
+    cache.observe(
+        answer("b.example.org", ("b.example.org.", "A", shared), ttl=100), server="10.96.0.10"
+    )
+    (domains,) = engine.sets()
+    assert engine.members(domains.set_id)[shared] == 300
+    deltas: list[Delta] = []
+    engine.subscribe(deltas.extend)
+    clock.now = 10
+    cache.observe(
+        answer("a.example.org", ("a.example.org.", "A", "198.51.100.78"), ttl=300),
+        server="10.96.0.10",
+    )
+    assert engine.members(domains.set_id)[shared] == 100
+    assert PolicyEngine(resources, cluster, cache).members(domains.set_id)[shared] == 100
+    assert MemberChanged(domains.set_id, shared, True, 100) in deltas

@@ -61,8 +61,13 @@ def policy_key(policy: Policy) -> str:
 
 
 def order_key(order: float | None, name: str) -> tuple[float, str]:
-    """Calico's ordering: by order (absent last), then by name."""
-    return (math.inf if order is None else order, name)
+    """Calico's ordering: by order (absent last), then by name.
+
+    An order that is not a number (NaN, which the loader refuses but a policy built in code
+    may carry) sorts as absent: NaN compares false with everything, which would make the
+    order of a sort depend on the input's order.
+    """
+    return (math.inf if order is None or order != order else order, name)
 
 
 @attrs.define(eq=False, slots=True)
@@ -148,9 +153,13 @@ class CompiledPolicy:
         return self.egress if direction == "egress" else self.ingress
 
     @property
-    def sort_key(self) -> tuple[float, str]:
-        """Order within a tier."""
-        return order_key(self.policy.spec.order, self.policy.name)
+    def sort_key(self) -> tuple[float, str, str]:
+        """Order within a tier: Calico's (order, name), then the kind and namespace.
+
+        Calico leaves a tie between a GlobalNetworkPolicy and a NetworkPolicy of the same
+        name and order unordered; the key keeps every ordering total.
+        """
+        return (*order_key(self.policy.spec.order, self.policy.name), self.key)
 
 
 def compile_policy(policy: Policy, sets: SetSource) -> CompiledPolicy:

@@ -160,8 +160,30 @@ class NameManager:
             left = ipset.dns_sources.pop(ip, 1) - 1
             if left > 1:
                 ipset.dns_sources[ip] = left
-            elif left <= 0:
+            if left <= 0:
                 del ipset.dns_members[ip]
                 registry.remove_host(ipset, ip)
                 for parent in ipset.parents:
                     registry.remove_host(sets[parent], ip)
+                continue
+            # Other names still lead here: the member lives as long as the latest of them,
+            # which may be earlier than the name that went (as a fresh build would find).
+            latest = self._latest(ipset, ip)
+            if latest is not None and latest < ipset.dns_members[ip]:
+                ipset.dns_members[ip] = latest
+                registry.refresh_host(ipset, ip, latest)
+                for parent in ipset.parents:
+                    registry.refresh_host(sets[parent], ip, latest)
+
+    def _latest(self, ipset: IPSet, ip: str) -> float | None:
+        """The latest expiry among the cached names of ``ipset`` that still lead to ``ip``."""
+        names: set[str] = set()
+        for pattern in ipset.patterns:
+            names |= self._dns.names_matching(pattern)
+        expiries = [
+            self._dns.expiries(name).get(ip)
+            for name in names
+            if ip in self._name_ips.get(name, ())
+        ]
+        known = [e for e in expiries if e is not None]
+        return max(known) if known else None
