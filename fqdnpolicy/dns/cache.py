@@ -23,7 +23,9 @@ ignored and counted in ``stats.out_of_chain``, so a trusted but compromised or c
 resolver answering for ``q`` cannot plant addresses for ``bank.example``. Answers are learned
 only when they are responses (QR set) to a standard query (opcode QUERY) with rcode NOERROR,
 and (for :meth:`DNSCache.observe`) only from trusted servers. ``0.0.0.0`` and ``::`` (sinkhole
-answers) are never learned.
+answers) are never learned, nor is any address the datapath cannot hold (scoped, loopback,
+IPv6 link-local, multicast, broadcast, IPv4-mapped: :mod:`fqdnpolicy.dns.addresses`), from
+any entry point.
 
 Lifetimes
 ---------
@@ -90,7 +92,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from fqdnpolicy.dns import persist
-from fqdnpolicy.dns.addresses import ZERO_ADDRESSES, parse_server
+from fqdnpolicy.dns.addresses import ZERO_ADDRESSES, address_problem, parse_server, suspect
 from fqdnpolicy.dns.expiry import AddrLinks, HeapEntry
 from fqdnpolicy.dns.fastpath import FastPaths
 from fqdnpolicy.dns.links import EMPTY, as_map, snapshot
@@ -545,6 +547,9 @@ class DNSCache(FastPaths):
             elif value in ZERO_ADDRESSES:
                 c.zero_address += 1
                 continue
+            elif suspect(value) and address_problem(value) is not None:
+                c.unsupported_address += 1
+                continue
             deadline = deadlines.get(ttl)
             if deadline is None:
                 life = lifetimes.get(ttl)
@@ -800,7 +805,9 @@ class DNSCache(FastPaths):
     def restore(self, links: Iterable[DNSLink]) -> list[DNSChange]:
         """Merge links (deadlines on this cache's clock), applying every bound.
 
-        Used by :meth:`load`; links already due are skipped.
+        Used by :meth:`load`. Links already due are skipped, and so are addresses the
+        datapath cannot hold (counted in ``stats.unsupported_address``; see
+        :mod:`fqdnpolicy.dns.addresses`).
 
         Returns:
             The resulting changes (also delivered to subscribers).
@@ -813,7 +820,11 @@ class DNSCache(FastPaths):
                     continue
                 if link.is_cname:
                     self._put_cname(link.name, link.target, link.expiry, old)
-                elif link.target not in ZERO_ADDRESSES:
+                elif link.target in ZERO_ADDRESSES:
+                    continue
+                elif address_problem(link.target) is not None:
+                    self._c.unsupported_address += 1
+                else:
                     self._put_addr(link.name, sys.intern(link.target), link.expiry, old)
             changes = self._commit(old, now)
         if self._outbox:

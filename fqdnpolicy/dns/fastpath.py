@@ -22,7 +22,7 @@ import math
 import sys
 from collections.abc import Mapping, Sequence
 
-from fqdnpolicy.dns.addresses import ZERO_ADDRESSES
+from fqdnpolicy.dns.addresses import suspect
 from fqdnpolicy.dns.expiry import AddrLinks, HeapEntry
 from fqdnpolicy.dns.links import EMPTY, LinkStore, as_map, snapshot
 from fqdnpolicy.dns.model import (
@@ -89,8 +89,8 @@ class FastPaths(LinkStore):
         for owner, rtype, ttl, value in records[i:] if i else records:
             if owner != tail or (rtype != RTYPE_A and rtype != RTYPE_AAAA):
                 return None
-            if value in ZERO_ADDRESSES:
-                return None
+            if suspect(value):
+                return None  # the general path counts what it rejects
             if ttl != last_ttl:
                 # The records of an RRset share one float (24 bytes per address saved).
                 life = lifetimes.get(ttl)

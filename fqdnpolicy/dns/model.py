@@ -140,6 +140,9 @@ class DNSStats:
         expired_links: Links removed by :meth:`DNSCache.expire`.
         kept_alive: Pairs kept past expiry because their IP still had connections.
         keep_alive_refused: Keep-alive requests refused because ``max_kept`` was reached.
+        unsupported_address: Addresses the datapath cannot hold (scoped, loopback, IPv6
+            link-local, multicast, broadcast, IPv4-mapped; see
+            :func:`fqdnpolicy.dns.addresses.address_problem`), from answers and restored links.
     """
 
     answers: int = 0
@@ -160,6 +163,7 @@ class DNSStats:
     expired_links: int = 0
     kept_alive: int = 0
     keep_alive_refused: int = 0
+    unsupported_address: int = 0
 
 
 _COUNTER_NAMES = tuple(f.name for f in attrs.fields(DNSStats))
@@ -187,6 +191,7 @@ class Counters:
     expired_links: int
     kept_alive: int
     keep_alive_refused: int
+    unsupported_address: int
 
     def __init__(self) -> None:
         for name in _COUNTER_NAMES:

@@ -16,14 +16,13 @@ a monotonic clock does not survive a restart.
 
 Loading never raises. A file with another epoch, an unknown version or an unknown feature is
 ignored as a whole (its entries may mean something else); a damaged file keeps every valid
-line and reports each other line with its reason. Only links with more than 1 s left are
-restored.
+line and reports each other line with its reason (an address the datapath cannot hold is
+such a line). Only links with more than 1 s left are restored.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import math
 import os
@@ -34,6 +33,7 @@ from typing import Protocol
 
 import attrs
 
+from fqdnpolicy.dns.addresses import address_problem
 from fqdnpolicy.dns.model import CacheSnapshot, DNSChange, DNSLink
 from fqdnpolicy.domains import canonical_dns_name
 
@@ -234,15 +234,10 @@ def _parse_entry(text: str, *, wall: float, now: float) -> DNSLink | str | None:
     if not math.isfinite(expires):
         return f"expires {expires!r} is not finite"
     if "ip" in entry:
-        raw = entry["ip"]
-        try:
-            target = str(ipaddress.ip_address(raw))
-        except ValueError:
-            return f"ip {raw!r} is not an IP address"
-        if target != raw:
-            return f"ip {raw!r} is not in canonical form ({target})"
-        if target in ("0.0.0.0", "::"):
-            return f"ip {raw!r} is a zero address"
+        target = entry["ip"]
+        problem = address_problem(target)
+        if problem is not None:
+            return f"ip {target!r:.80} {problem}"
         is_cname = False
     else:
         target = entry["cname"]
