@@ -53,12 +53,16 @@ class Rendering:
         kind: ``"full"`` (replaces everything the backend owns) or ``"delta"`` (set members).
         text: The rendering in the tool's own language (nft script, iptables-restore input...).
         data: A structured form, when the tool has one (e.g. libnftables JSON); else None.
+        skipped: What was left out because the datapath cannot hold it (a set member that is
+            no plain address, such as a scoped IPv6 address), one problem each. A backend
+            never fails a whole rendering for one member: it skips it and says so here.
     """
 
     backend: str
     kind: Literal["full", "delta"]
     text: str
     data: Any = attrs.field(default=None, eq=False)
+    skipped: tuple[Problem, ...] = attrs.field(default=(), eq=False)
 
 
 class Backend(abc.ABC):

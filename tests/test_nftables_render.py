@@ -429,3 +429,30 @@ def test_a_cidr_like_member_that_is_no_network_is_refused() -> None:
     with pytest.raises(InvalidPolicy) as raised:
         render_full(state, NOW, RenderOptions())
     assert raised.value.problems[0].code == "bad-member"
+
+
+SCOPED = "fe80::1%eth0"
+
+
+def test_a_member_no_set_can_hold_is_skipped_and_reported_not_fatal() -> None:
+    state = _one_set_state("domains", {SCOPED: NOW + 60, "2001:db8::1": NOW + 60})
+    rendering = NftablesBackend().render(state, now=NOW)
+    (problem,) = rendering.skipped
+    assert (problem.code, problem.resource) == ("bad-member", "d:S")
+    assert _elements_of(rendering.text, "d6_S") == ["2001:db8::1 timeout 1m"]
+    assert "%" not in rendering.text
+
+
+def test_a_delta_skips_a_member_no_set_can_hold_and_renders_the_rest() -> None:
+    backend = NftablesBackend()
+    backend.render(_one_set_state("domains", {}), now=NOW)
+    delta = backend.render_delta(
+        [
+            MemberChanged("d:S", SCOPED, True, NOW + 60),
+            MemberChanged("d:S", "2001:db8::2", True, NOW + 60),
+        ],
+        now=NOW,
+    )
+    assert [p.code for p in delta.skipped] == ["bad-member"]
+    assert "2001:db8::2 timeout 1m expires 1m" in delta.text
+    assert "%" not in delta.text

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from fqdnpolicy.backends import Backend, BackendError, Rendering
 from fqdnpolicy.datapath import DatapathState, Delta, MemberChanged
+from fqdnpolicy.errors import Problem
 from fqdnpolicy_nftables.apply import NftRunner
 from fqdnpolicy_nftables.render import (
     ElementOp,
@@ -79,8 +80,11 @@ class NftablesBackend(Backend):
     def render(self, state: DatapathState, *, now: float) -> Rendering:
         """Render the whole table as one transaction (see :func:`render_full`).
 
+        A set member no nft set can hold (a scoped IPv6 address such as ``fe80::1%eth0``) is
+        left out and reported in :attr:`Rendering.skipped`; the rest is rendered.
+
         Raises:
-            InvalidPolicy: an interface or member that cannot be rendered safely.
+            InvalidPolicy: an interface that cannot be rendered safely.
         """
         return self._render(state, now, with_json=self.json_data or self.use_json)
 
@@ -89,10 +93,11 @@ class NftablesBackend(Backend):
         return self._render(state, now, with_json=True)
 
     def _render(self, state: DatapathState, now: float, *, with_json: bool) -> Rendering:
+        skipped: list[Problem] = []
         with gc_paused():  # the mirrors copy a million members too
-            text, data = render_full(state, now, self.options, with_json=with_json)
+            text, data = render_full(state, now, self.options, with_json=with_json, skipped=skipped)
             self._mirrors = mirrors_of(state)
-        rendering = Rendering(self.name, "full", text, data)
+        rendering = Rendering(self.name, "full", text, data, skipped=tuple(skipped))
         self._last_full = rendering
         return rendering
 
@@ -120,8 +125,9 @@ class NftablesBackend(Backend):
                 key = (delta.set_id, delta.member)
                 net.pop(key, None)  # keep the order of last changes
                 net[key] = ElementOp(delta.set_id, delta.member, delta.added, delta.expiry)
-        text, data = render_delta_ops(list(net.values()), self._mirrors, now, self.table)
-        return Rendering(self.name, "delta", text, data)
+        skipped: list[Problem] = []
+        text, data = render_delta_ops(list(net.values()), self._mirrors, now, self.table, skipped)
+        return Rendering(self.name, "delta", text, data, skipped=tuple(skipped))
 
     def _payload(self, rendering: Rendering) -> tuple[str, bool]:
         if rendering.backend != self.name:

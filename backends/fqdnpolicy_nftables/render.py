@@ -627,16 +627,30 @@ def _flags(kind: str) -> tuple[str, ...]:
     return ("interval", "timeout")
 
 
-def _check_member(member: str, set_id: str) -> None:
+#: Where members a set cannot hold go: None raises InvalidPolicy at the first, a list
+#: collects one Problem each while the rendering goes on without them.
+Skipped = list[Problem] | None
+
+
+def _bad_member(member: str, set_id: str, skipped: Skipped) -> None:
+    """Report a member no set can hold: raise, or add it to ``skipped``."""
+    problem = Problem(
+        f"set member {safe_text(member, 60)!r} is not an address or CIDR",
+        resource=safe_text(set_id, 40),
+        hint="canonical IPv4/IPv6 address or CIDR text (no scope such as %eth0)",
+        code="bad-member",
+    )
+    if skipped is None:
+        raise InvalidPolicy(problem)
+    skipped.append(problem)
+
+
+def _check_member(member: str, set_id: str, skipped: Skipped = None) -> bool:
+    """Tell whether ``member`` can be rendered; a bad one is reported (see _bad_member)."""
     if _MEMBER.fullmatch(member) is None:
-        raise InvalidPolicy(
-            Problem(
-                f"set member {safe_text(member, 60)!r} is not an address or CIDR",
-                resource=safe_text(set_id, 40),
-                hint="canonical IPv4/IPv6 address or CIDR text",
-                code="bad-member",
-            )
-        )
+        _bad_member(member, set_id, skipped)
+        return False
+    return True
 
 
 def _is_prefix(member: str) -> bool:
@@ -646,11 +660,14 @@ def _is_prefix(member: str) -> bool:
     return length < (128 if ":" in member else 32)
 
 
-def canonical_elements(members: dict[str, float | None], interval: bool) -> dict[str, float | None]:
+def canonical_elements(
+    members: dict[str, float | None], interval: bool, skipped: Skipped = None
+) -> dict[str, float | None]:
     """Members as an nft set can hold them: in an interval set, drop members a CIDR covers.
 
     nft refuses overlapping intervals; a member inside a CIDR of the same set adds nothing
     (CIDRs come from nets and never expire, so the covered member's expiry cannot matter).
+    A member that is no network is reported as ``_bad_member`` does.
     """
     if not interval or not any(_is_prefix(m) for m in members):
         return {m.removesuffix("/32").removesuffix("/128"): e for m, e in members.items()}
@@ -659,13 +676,8 @@ def canonical_elements(members: dict[str, float | None], interval: bool) -> dict
         try:
             net = ipaddress.ip_network(member, strict=False)
         except ValueError:  # address-like characters, but no address ("1.2/3")
-            raise InvalidPolicy(
-                Problem(
-                    f"set member {safe_text(member, 60)!r} is not an address or CIDR",
-                    hint="canonical IPv4/IPv6 address or CIDR text",
-                    code="bad-member",
-                )
-            ) from None
+            _bad_member(member, "", skipped)
+            continue
         spans.append((int(net.network_address) + (net.version << 129), net.num_addresses, member))
     spans.sort(key=lambda s: (s[0], -s[1]))
     kept: dict[str, float | None] = {}
@@ -732,13 +744,14 @@ def _element(member: str, timeout: int | None, *, refresh: bool = False) -> tupl
 
 
 def render_elements(
-    members: dict[str, float | None], kind: str, now: float
+    members: dict[str, float | None], kind: str, now: float, skipped: Skipped = None
 ) -> tuple[list[str], list[Any]]:
     """Text and JSON elements of one family of a set (expired members left out)."""
     timed = "timeout" in _flags(kind)
     texts: list[str] = []
     datas: list[Any] = []
-    for member, expiry in canonical_elements(members, "interval" in _flags(kind)).items():
+    members = {m: e for m, e in members.items() if _check_member(m, "", skipped)}
+    for member, expiry in canonical_elements(members, "interval" in _flags(kind), skipped).items():
         timeout = _timeout_ms(expiry, now) if timed else None
         if timeout == 0:
             continue
@@ -754,19 +767,22 @@ _ELEMENT_SEP = ",\n\t\t\t"
 _ADDRESS_BYTES = b"0123456789abcdefABCDEF:."
 
 
-def _check_members(members: dict[str, float | None], joined: str, set_id: str) -> None:
+def _check_members(
+    members: dict[str, float | None], joined: str, set_id: str, skipped: Skipped
+) -> dict[str, float | None]:
     """Check every member as :func:`_check_member` does, most of them at C speed.
 
     ``joined`` is the members concatenated. When it holds only address characters (so no
     "/"), each member matches ``_MEMBER`` exactly when its length is 2 to 45; otherwise each
-    member is checked on its own, so the first bad one is reported as before.
+    member is checked on its own, so the first bad one is reported as before. Returns the
+    members that can be rendered.
     """
     if joined.isascii() and not joined.encode("ascii").translate(None, _ADDRESS_BYTES):
         lengths = set(map(len, members))
         if min(lengths) >= 2 and max(lengths) <= 45:
-            return
-    for member in members:
-        _check_member(member, set_id)
+            return members
+    good = {m: e for m, e in members.items() if _check_member(m, set_id, skipped)}
+    return members if len(good) == len(members) else good
 
 
 class _Timeouts:
@@ -831,7 +847,7 @@ def _plain_elements(
 
 
 def _set_elements(
-    ipset: SetState, now: float, timeouts: _Timeouts, with_json: bool
+    ipset: SetState, now: float, timeouts: _Timeouts, with_json: bool, skipped: Skipped
 ) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]]]:
     """Checked elements of a set, IPv4 then IPv6, as (text joined by ``_ELEMENT_SEP``, JSON).
 
@@ -841,10 +857,21 @@ def _set_elements(
     if not members:
         return ("", []), ("", [])
     joined = "".join(members)
-    _check_members(members, joined, ipset.set_id)
+    checked = _check_members(members, joined, ipset.set_id, skipped)
+    if checked is not members:
+        members = checked
+        joined = "".join(members)
+        if not members:
+            return ("", []), ("", [])
     if "/" in joined:  # CIDRs (or /32s) to canonicalise: the general path
         v4, v6 = (
-            render_elements(ipset.family_members(family), ipset.kind, now) for family in (4, 6)
+            render_elements(
+                {m: e for m, e in members.items() if (":" in m) == (family == 6)},
+                ipset.kind,
+                now,
+                skipped,
+            )
+            for family in (4, 6)
         )
         return (_ELEMENT_SEP.join(v4[0]), v4[1]), (_ELEMENT_SEP.join(v6[0]), v6[1])
     timed = "timeout" in _flags(ipset.kind)
@@ -945,15 +972,24 @@ def gc_paused() -> Iterator[None]:
 
 
 def render_full(
-    state: DatapathState, now: float, options: RenderOptions, *, with_json: bool = True
+    state: DatapathState,
+    now: float,
+    options: RenderOptions,
+    *,
+    with_json: bool = True,
+    skipped: Skipped = None,
 ) -> tuple[str, Json | None]:
-    """Render the whole table (see :func:`_render_full`), with the cyclic GC paused."""
+    """Render the whole table (see :func:`_render_full`), with the cyclic GC paused.
+
+    Members no set can hold raise InvalidPolicy, or with a ``skipped`` list are left out and
+    reported there.
+    """
     with gc_paused():
-        return _render_full(state, now, options, with_json)
+        return _render_full(state, now, options, with_json, skipped)
 
 
 def _render_full(
-    state: DatapathState, now: float, options: RenderOptions, with_json: bool
+    state: DatapathState, now: float, options: RenderOptions, with_json: bool, skipped: Skipped
 ) -> tuple[str, Json | None]:
     """Render the whole table: nft text and libnftables JSON, one atomic transaction.
 
@@ -1008,7 +1044,7 @@ def _render_full(
         for name, addr_type, elements in zip(
             set_names(ipset.set_id),
             ("ipv4_addr", "ipv6_addr"),
-            _set_elements(ipset, now, timeouts, with_json),
+            _set_elements(ipset, now, timeouts, with_json, skipped),
             strict=True,
         ):
             set_text, set_data = _set_decl(table, name, addr_type, addr_type, flags, safe, elements)
@@ -1020,11 +1056,9 @@ def _render_full(
                 {
                     (addr, proto, port)
                     for addr, proto, port in state.named_ports[name]
-                    if (":" in addr) == (family == 6)
+                    if (":" in addr) == (family == 6) and _check_member(addr, name, skipped)
                 }
             )
-            for addr, _, _ in np_entries:
-                _check_member(addr, name)
             addr_type = "ipv4_addr" if family == 4 else "ipv6_addr"
             set_lines, set_data = _set_decl(
                 table,
@@ -1150,6 +1184,7 @@ def render_delta_ops(
     mirrors: dict[str, SetMirror],
     now: float,
     table: str,
+    skipped: Skipped = None,
 ) -> tuple[str, Json]:
     """Render element changes as one transaction, updating ``mirrors`` to the new members.
 
@@ -1168,7 +1203,8 @@ def render_delta_ops(
     rewrite: dict[str, set[int]] = {}
     for op in ops:
         mirror = mirrors[op.set_id]
-        _check_member(op.member, op.set_id)
+        if not _check_member(op.member, op.set_id, skipped):
+            continue
         family = 6 if ":" in op.member else 4
         flags = _flags(mirror.kind)
         had_prefix = "interval" in flags and any(_is_prefix(m) for m in mirror.members)
@@ -1211,7 +1247,7 @@ def render_delta_ops(
             commands.append({"flush": {"set": {"family": "inet", "table": table, "name": name}}})
             want_v6 = family == 6
             members = {m: e for m, e in mirror.members.items() if (":" in m) == want_v6}
-            texts, datas = render_elements(members, mirror.kind, now)
+            texts, datas = render_elements(members, mirror.kind, now, skipped)
             if texts:
                 elements("add", name, list(zip(texts, datas, strict=True)))
     for name, items in adds.items():

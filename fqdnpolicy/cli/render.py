@@ -41,8 +41,8 @@ def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
     else:
         out.write(rendering.text)
-    for skipped in getattr(rendering, "skipped", ()):
-        print(f"warning: {args.backend}: skipped {skipped}", file=sys.stderr)
+    for problem in rendering.skipped:
+        print(f"warning: {args.backend}: skipped: {problem}", file=sys.stderr)
     try:
         if args.check:
             backend.check(rendering)
