@@ -319,18 +319,16 @@ def test_set_elements_are_the_unexpired_members_with_their_remaining_lifetime(
     assert text_only == text
     assert nothing is None
     for family, name in ((4, "d4_S"), (6, "d6_S")):
-        expected = []
+        expected: list[tuple[str, int | None]] = []
         for member, expiry in members.items():  # reference: one element at a time
             if (":" in member) != (family == 6):
                 continue
             if expiry is None:
-                expected.append(member)
+                expected.append((member, None))
             elif (remaining := math.ceil((expiry - NOW) * 1000)) > 0:
                 expected.append((member, remaining))
         elements = [e.partition(" timeout ") for e in _elements_of(text, name)]
-        assert [(m, _nft_ms(t) if t else None) for m, _, t in elements] == [
-            e if isinstance(e, tuple) else (e, None) for e in expected
-        ]
+        assert [(m, _nft_ms(t) if t else None) for m, _, t in elements] == expected
 
 
 _UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}

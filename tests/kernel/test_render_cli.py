@@ -52,3 +52,18 @@ def test_render_apply_installs_the_table_in_a_namespace(netns: str) -> None:
     ).stdout
     assert "198.51.100.10" in listed  # api.github.com, learned from the zone
     assert "iifname" in listed
+
+
+def test_remove_deletes_what_render_apply_installed(netns: str) -> None:
+    with importlib.resources.as_file(DATA):
+        argv = ["render", "--backend", "nftables", "--apply", "--netns", netns, *_state_args()]
+        assert main(argv, out=io.StringIO()) == 0
+    assert main(["remove", "--backend", "nftables", "--netns", netns], out=io.StringIO()) == 0
+    listed = subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "list", "tables"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "fqdnpolicy" not in listed
