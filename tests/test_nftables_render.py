@@ -454,3 +454,15 @@ def test_a_delta_skips_a_member_no_set_can_hold_and_renders_the_rest() -> None:
     assert [p.code for p in delta.skipped] == ["bad-member"]
     assert "2001:db8::2 timeout 1m expires 1m" in delta.text
     assert "%" not in delta.text
+
+
+def test_a_cidr_keeps_its_length_whatever_its_family() -> None:
+    # An IPv6 /32 is a prefix, not a host; only a full-length prefix is written bare.
+    from fqdnpolicy_nftables.render import canonical_elements
+
+    members: dict[str, float | None] = {"2001:db8::/32": None, "2001:db8:1::1/128": None}
+    assert canonical_elements(members, interval=True) == {"2001:db8::/32": None}
+    assert canonical_elements({"198.51.100.7/32": None, "2001:db8::/32": None}, interval=True) == {
+        "198.51.100.7": None,
+        "2001:db8::/32": None,
+    }

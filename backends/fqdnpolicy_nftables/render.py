@@ -653,6 +653,11 @@ def _check_member(member: str, set_id: str, skipped: Skipped = None) -> bool:
     return True
 
 
+def _as_element(member: str) -> str:
+    """A member as nft writes it: a full-length prefix as the bare address."""
+    return member.removesuffix("/128" if ":" in member else "/32")
+
+
 def _is_prefix(member: str) -> bool:
     if "/" not in member:
         return False
@@ -670,7 +675,7 @@ def canonical_elements(
     A member that is no network is reported as ``_bad_member`` does.
     """
     if not interval or not any(_is_prefix(m) for m in members):
-        return {m.removesuffix("/32").removesuffix("/128"): e for m, e in members.items()}
+        return {_as_element(m): e for m, e in members.items()}
     spans: list[tuple[int, int, str]] = []
     for member in members:
         try:
@@ -689,7 +694,7 @@ def canonical_elements(
             continue  # covered by a kept span (sorted by start, larger first)
         starts.append(start)
         ends.append(start + size)
-        kept[member.removesuffix("/32").removesuffix("/128")] = members[member]
+        kept[_as_element(member)] = members[member]
     return kept
 
 
