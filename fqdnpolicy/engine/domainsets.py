@@ -181,9 +181,7 @@ class NameManager:
         for pattern in ipset.patterns:
             names |= self._dns.names_matching(pattern)
         expiries = [
-            self._dns.expiries(name).get(ip)
-            for name in names
-            if ip in self._name_ips.get(name, ())
+            self._dns.expiries(name).get(ip) for name in names if ip in self._name_ips.get(name, ())
         ]
         known = [e for e in expiries if e is not None]
         return max(known) if known else None

@@ -21,7 +21,13 @@ from fqdnpolicy.datapath import DatapathState, Delta, Direction
 from fqdnpolicy.engine.evaluate import Flow, evaluate
 from fqdnpolicy.engine.explain import describe_reason, not_applying
 from fqdnpolicy.engine.graph import Graph
-from fqdnpolicy.engine.identities import Identity, family_of, identity_of
+from fqdnpolicy.engine.identities import (
+    CANONICAL_IPV4,
+    Identity,
+    family_of,
+    identity_of,
+    remember_outside,
+)
 from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.project import children_of, set_state
 from fqdnpolicy.engine.published import Commit, EndpointRecord, Snapshot, View
@@ -133,7 +139,6 @@ class PolicyEngine:
         protocol: str | int = "TCP",
         port: int | None = None,
         direction: Direction = "egress",
-        *,
         src_port: int | None = None,
         icmp_type: int | None = None,
         icmp_code: int | None = None,
@@ -155,6 +160,11 @@ class PolicyEngine:
             icmp_type: ICMP type, for ICMP rules.
             icmp_code: ICMP code.
 
+        ``src_port``, ``icmp_type`` and ``icmp_code`` are not keyword-only, although
+        meant to be given by keyword: CPython calls a function with keyword-only parameters
+        by a slower path, whatever the caller passes, and this is the call a datapath makes
+        per flow.
+
         Raises:
             InvalidPolicy: an unknown endpoint, a bad address, protocol, port, ICMP type or
                 code, or direction.
@@ -174,6 +184,8 @@ class PolicyEngine:
             if program is not None:
                 if ident is None:
                     ident = snapshot.prefixes.outside.get(dst)  # type: ignore[arg-type]
+                    if ident is None:
+                        ident = self._first_sighting(snapshot, dst)
                 if ident is not None:
                     found = program.get((ident, protocol, port))
                     if found is None:
@@ -193,6 +205,17 @@ class PolicyEngine:
                 if self._snapshot is snapshot:
                     return result
             snapshot = self._snapshot  # a change began or ended meanwhile: read again
+
+    @staticmethod
+    def _first_sighting(snapshot: Snapshot, dst: object) -> Identity | None:
+        """The identity of an address in no host set, met for the first time.
+
+        Only IPv4 in canonical text is resolved here (a pattern match, not a parse); anything
+        else takes the general path, which parses and refuses bad text.
+        """
+        if dst.__class__ is not str or CANONICAL_IPV4.fullmatch(dst) is None:
+            return None
+        return remember_outside(snapshot.prefixes, dst)
 
     def _kept(
         self,

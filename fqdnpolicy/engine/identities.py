@@ -44,6 +44,7 @@ __all__ = [
     "canonical_ip",
     "family_of",
     "identity_of",
+    "remember_outside",
 ]
 
 EMPTY: frozenset[int] = frozenset()
@@ -444,9 +445,14 @@ def identity_of(
     if canonical != address:
         found = host(canonical)
         return (found if found is not None else table.identity(canonical)), canonical
+    return remember_outside(table, address), address
+
+
+def remember_outside(table: PrefixTable, address: str) -> Identity:
+    """The prefix-only identity of canonical ``address``, cached in ``table`` for readers."""
     found = table.identity(address)
     outside = table.outside
     if len(outside) >= OUTSIDE_LIMIT:
         outside.clear()
     outside[address] = found
-    return found, address
+    return found

@@ -88,7 +88,9 @@ class Program(dict[tuple[object, ...], Verdict]):
     Attributes:
         direction: Whose rules these are: the sender's egress or the receiver's ingress.
         blocks: Tiers in evaluation order.
-        peer_named: Some rule resolves named ports on the peer (its identity's ports).
+        peer_named: Some rule resolves named ports on a peer it does not require to be in
+            one of its sets: only then do an endpoint's ports tell apart peers in none of
+            :attr:`refs`.
         fallback: The verdict when no tier decides.
         refs: Every IP set a rule's peer side names: a peer in none of them is judged the
             same whatever its address.

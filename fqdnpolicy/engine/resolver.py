@@ -176,7 +176,9 @@ class PolicyResolver:
                         (id(rule), bound.ok4, bound.ok6, bound.own_named, bound.own_not_named)
                     )
                     peer = rule.peer
-                    if peer.named_ports or peer.not_named_ports:
+                    # Named ports on a peer that must be in a set: a peer in none of the
+                    # program's sets fails that rule whatever its ports.
+                    if (peer.named_ports or peer.not_named_ports) and not peer.required:
                         peer_named = True
             end: Verdict | None = None
             if self.tier_default(tier) == "Deny":
