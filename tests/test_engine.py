@@ -864,3 +864,14 @@ spec:
     assert engine.members(domains.set_id)[shared] == 100
     assert PolicyEngine(resources, cluster, cache).members(domains.set_id)[shared] == 100
     assert MemberChanged(domains.set_id, shared, True, 100) in deltas
+
+
+def test_an_endpoint_with_a_scoped_address_is_refused_and_changes_nothing(
+    engine: PolicyEngine,
+) -> None:
+    before = engine.verdict("default/backend", "198.51.100.10", "TCP", 443)
+    scoped = Endpoint("linklocal", "default", {"app": "backend"}, ips=["fe80::1%eth0"])
+    with pytest.raises(fqdnpolicy.InvalidPolicy, match="scoped address"):
+        engine.upsert_endpoint(scoped)
+    assert "default/linklocal" not in engine.endpoint_keys()
+    assert engine.verdict("default/backend", "198.51.100.10", "TCP", 443) == before

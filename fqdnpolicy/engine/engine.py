@@ -439,13 +439,10 @@ class PolicyEngine:
             graph = self._graph
             state = graph.endpoints[record.key]
             scope = graph.in_scope(record.endpoint.namespace)
-            trace.extend(not_applying(scope, state.policies[direction], direction))
+            tier_key = graph.resolver.tier_sort_key
+            trace.extend(not_applying(scope, state.policies[direction], direction, tier_key))
             return evaluate(
-                program,
-                peer,
-                flow,
-                trace,
-                lambda reason: describe_reason(reason, self._graph.describe_set),
+                program, peer, flow, trace, lambda reason: describe_reason(reason, graph.set_info)
             )
         if not simple:
             return self._kept_or_judged(program, (peer, flow), peer, flow)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 
 from fqdnpolicy.datapath import Direction
 from fqdnpolicy.engine.compiler import CompiledPolicy
 from fqdnpolicy.engine.evaluate import Reason
-from fqdnpolicy.engine.results import TraceStep
+from fqdnpolicy.engine.results import IPSetInfo, TraceStep
 
 __all__ = ["describe_reason", "not_applying"]
 
@@ -27,8 +26,8 @@ _FIXED = {
 }
 
 
-def describe_reason(reason: Reason, describe_set: Callable[[int], str]) -> str:
-    """Put why a rule did not match into words (``describe_set`` names an IP set)."""
+def describe_reason(reason: Reason, set_info: Callable[[int], IPSetInfo]) -> str:
+    """Put why a rule did not match into words (``set_info`` tells what an IP set holds)."""
     code = reason[0]
     fixed = _FIXED.get(str(code))
     if fixed is not None:
@@ -41,11 +40,10 @@ def describe_reason(reason: Reason, describe_set: Callable[[int], str]) -> str:
     assert isinstance(num, int)
     side = str(reason[1])
     if code == "peer-not-in":
-        return f"{side} address not in {_set_in_words(describe_set(num), side, False)}"
-    return f"{side} address in excluded {_set_in_words(describe_set(num), side, True)}"
+        return f"{side} address not in {_set_in_words(set_info(num), side, False)}"
+    return f"{side} address in excluded {_set_in_words(set_info(num), side, True)}"
 
 
-_DESCRIBED = re.compile(r"(?P<kind>nets|domains|selector) set \S+ \((?P<definition>.*)\)", re.S)
 _FIELDS = {
     ("nets", False): "nets",
     ("nets", True): "notNets",
@@ -56,21 +54,24 @@ _FIELDS = {
 }
 
 
-def _set_in_words(described: str, side: str, excluded: bool) -> str:
+def _set_in_words(info: IPSetInfo, side: str, excluded: bool) -> str:
     """An IP set as its kind, what it holds and the rule field it comes from; no set id."""
-    found = _DESCRIBED.fullmatch(described)
-    if found is None:
-        return described
-    kind = found["kind"]
-    field = _FIELDS[(kind, excluded)]
-    return f"{kind} set {found['definition']} (the rule's {side}.{field})"
+    field = _FIELDS[(info.kind, excluded)]
+    return f"{info.kind} set {info.definition} (the rule's {side}.{field})"
 
 
 def not_applying(
-    in_scope: Iterable[CompiledPolicy], applying: frozenset[str], direction: Direction
+    in_scope: Iterable[CompiledPolicy],
+    applying: frozenset[str],
+    direction: Direction,
+    tier_key: Callable[[str], tuple[float, str]],
 ) -> Iterator[TraceStep]:
-    """Trace steps for the policies of an endpoint's scope that do not apply to it."""
-    for compiled in sorted(in_scope, key=lambda c: c.sort_key):
+    """Trace steps for the policies of an endpoint's scope that do not apply to it.
+
+    In evaluation order: tiers by ``tier_key``, then policies by order and name.
+    """
+    ordered = sorted(in_scope, key=lambda c: (tier_key(c.policy.spec.tier), c.sort_key))
+    for compiled in ordered:
         if compiled.key in applying:
             continue
         spec = compiled.policy.spec

@@ -46,6 +46,7 @@ from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.project import project
 from fqdnpolicy.engine.published import Commit, EndpointRecord
 from fqdnpolicy.engine.resolver import PolicyResolver
+from fqdnpolicy.engine.results import IPSetInfo
 from fqdnpolicy.engine.selectorsets import Member, SelectorSets
 from fqdnpolicy.errors import InvalidPolicy, Problem
 from fqdnpolicy.model import IPNetwork, NetworkSet, Policy, ResourceSet, Tier
@@ -212,6 +213,16 @@ class Graph:
         """Refuse an endpoint holding another endpoint's address (before anything changes)."""
         key = endpoint.key
         for ip in endpoint.ips:
+            if "%" in ip:
+                # A scoped (link-local) address names no host outside its link: no datapath
+                # set can hold it, and a rule could never match it.
+                raise InvalidPolicy(
+                    Problem(
+                        f"endpoint {key} has the scoped address {ip}",
+                        resource=key,
+                        hint="global addresses only (no %zone)",
+                    )
+                )
             owner = self._owner_keys.get(ip)
             if owner is not None and owner != key:
                 raise InvalidPolicy(
@@ -403,7 +414,6 @@ class Graph:
             c for c in self.resolver.policies.values() if c.policy.namespace in (None, namespace)
         ]
 
-    def describe_set(self, num: int) -> str:
-        """An IP set in words, for explanations."""
-        info = self.registry.by_num[num].info
-        return f"{info.kind} set {info.set_id} ({info.definition})"
+    def set_info(self, num: int) -> IPSetInfo:
+        """What IP set ``num`` stands for (for explanations)."""
+        return self.registry.by_num[num].info
