@@ -12,8 +12,8 @@ docstring draws the graph); :class:`PolicyEngine` is the facade. Readers never w
 
 from fqdnpolicy.datapath import Direction, EndpointChanged, IPSetChanged, MemberChanged
 from fqdnpolicy.engine.engine import PolicyEngine
-from fqdnpolicy.engine.resolver import DEFAULT_TIER_ORDER
 from fqdnpolicy.engine.results import IPSetInfo, Trace, TraceStep, Verdict
+from fqdnpolicy.model import DEFAULT_TIER_ORDER
 from fqdnpolicy.protocols import PROTOCOL_NUMBERS, protocol_number
 
 __all__ = [

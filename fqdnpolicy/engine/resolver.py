@@ -17,14 +17,10 @@ from fqdnpolicy.engine.compiler import DIRECTIONS, Bound, CompiledPolicy, bind, 
 from fqdnpolicy.engine.labelindex import LabelIndex
 from fqdnpolicy.engine.programs import Block, Program
 from fqdnpolicy.engine.results import Verdict
-from fqdnpolicy.model import DEFAULT_TIER, Tier
+from fqdnpolicy.model import DEFAULT_TIER, DEFAULT_TIER_ORDER, Tier
 from fqdnpolicy.scoping import Subject
 
-__all__ = ["DEFAULT_TIER_ORDER", "PolicyResolver", "Resolved"]
-
-#: Order of the implicit ``default`` tier when no Tier resource of that name is loaded
-#: (Calico's built-in value; ``kube-admin`` is 1,000 and ``kube-baseline`` 10,000,000).
-DEFAULT_TIER_ORDER = 1_000_000.0
+__all__ = ["PolicyResolver", "Resolved"]
 
 #: Per direction: the keys of the applying policies and the endpoint's program.
 Resolved = dict[Direction, tuple[frozenset[str], Program]]
