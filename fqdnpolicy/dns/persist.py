@@ -14,10 +14,12 @@ after a change of meaning) and the *features* a reader must understand. Entries 
 the effective mapping), so chains are rebuilt on load; ``expires`` is wall-clock seconds, since
 a monotonic clock does not survive a restart.
 
-Loading never raises. A file with another epoch, an unknown version or an unknown feature is
-ignored as a whole (its entries may mean something else); a damaged file keeps every valid
-line and reports each other line with its reason (an address the datapath cannot hold is
-such a line). Only links with more than 1 s left are restored.
+Loading never raises, never waits and never reads without bound: only a regular file of at
+most :data:`MAX_FILE_BYTES` is read, one line of at most :data:`MAX_LINE_BYTES` at a time. A
+file with another epoch, an unknown version or an unknown feature is ignored as a whole (its
+entries may mean something else); a damaged file keeps every valid line and reports each other
+line with its reason (an address the datapath cannot hold is such a line). Only links with
+more than 1 s left are restored.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import contextlib
 import json
 import math
 import os
+import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO, Protocol
 
 import attrs
 
@@ -53,6 +56,11 @@ FORMAT = "fqdnpolicy-dns-cache"
 VERSION = 1
 FEATURES = frozenset({"cname"})
 MIN_REMAINING = 1.0  # seconds a link must have left to be worth restoring
+MAX_FILE_BYTES = 128 * 2**20
+"""The largest cache file :func:`load` reads: well above a million links (docs/dns-cache.md)."""
+MAX_LINE_BYTES = 4096
+"""The longest line :func:`load` parses: a valid entry (two names of at most 253 octets, each
+written as at most five characters of escaped JSON text, and a number) is shorter."""
 _HEADER_KEYS = frozenset({"format", "version", "epoch", "features"})
 _ADDR_KEYS = frozenset({"name", "ip", "expires"})
 _CNAME_KEYS = frozenset({"name", "cname", "expires"})
@@ -191,7 +199,7 @@ def _check_header(text: str, epoch: int) -> str | None:
     """Return why the header line makes the file unusable, or None when it is fine."""
     try:
         header = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "the first line is not a JSON header"
     if not isinstance(header, dict):
         return "the first line is not a JSON object header"
@@ -220,6 +228,8 @@ def _parse_entry(text: str, *, wall: float, now: float) -> DNSLink | str | None:
         entry = json.loads(text)
     except ValueError:
         return "not JSON"
+    except RecursionError:
+        return "JSON nested too deeply (an entry is one flat object)"
     if not isinstance(entry, dict):
         return "not a JSON object"
     keys = set(entry)
@@ -231,6 +241,10 @@ def _parse_entry(text: str, *, wall: float, now: float) -> DNSLink | str | None:
     expires = entry["expires"]
     if isinstance(expires, bool) or not isinstance(expires, int | float):
         return f"expires {expires!r} is not a number"
+    try:
+        expires = float(expires)
+    except OverflowError:
+        return "expires is out of range (a number of seconds since 1970 is wanted)"
     if not math.isfinite(expires):
         return f"expires {expires!r} is not finite"
     if "ip" in entry:
@@ -253,6 +267,10 @@ def _parse_entry(text: str, *, wall: float, now: float) -> DNSLink | str | None:
 def load(cache: SavedCache, path: str) -> LoadReport:
     """Restore the links of a cache file into ``cache``; never raises.
 
+    Only a regular file of at most :data:`MAX_FILE_BYTES` is read (a FIFO, a device or a
+    link to one is ignored rather than waited on or read forever), one line of at most
+    :data:`MAX_LINE_BYTES` at a time.
+
     Args:
         cache: The cache to fill (its ``epoch`` must match the file's).
         path: A file written by :func:`save`.
@@ -262,19 +280,73 @@ def load(cache: SavedCache, path: str) -> LoadReport:
         why the whole file was ignored.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        # Non-blocking, so that opening a FIFO returns at once instead of waiting for a
+        # writer; the type is checked on the open descriptor, after links are followed.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         return LoadReport(path, ignored=f"cannot read the file: {exc.strerror or exc}")
-    if not data.strip():
-        return LoadReport(path, ignored="the file is empty")
-    raw_lines = data.split(b"\n")
-    skipped: list[SkippedLine] = []
-    cut_short = raw_lines[-1] != b""
-    if not cut_short:
-        raw_lines.pop()  # the newline ending the last line
     try:
-        header_text = raw_lines[0].decode("utf-8")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return LoadReport(path, ignored="not a regular file (a FIFO, device or directory)")
+        if info.st_size > MAX_FILE_BYTES:
+            return LoadReport(
+                path,
+                ignored=f"{info.st_size} bytes; a cache file is at most {MAX_FILE_BYTES} bytes",
+            )
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return _read(cache, path, f)
+    except OSError as exc:
+        return LoadReport(path, ignored=f"cannot read the file: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
+
+
+def _lines(f: BinaryIO) -> Iterator[tuple[bytes, bool]]:
+    """Yield each line of ``f`` without its newline, and whether it had one.
+
+    A line longer than :data:`MAX_LINE_BYTES` comes out as its first ``MAX_LINE_BYTES + 1``
+    bytes (the rest is read past, never held); at most :data:`MAX_FILE_BYTES` are read in
+    all, should the file grow while it is read.
+    """
+    budget = MAX_FILE_BYTES
+    while budget > 0:
+        raw = f.readline(min(MAX_LINE_BYTES + 1, budget))
+        if not raw:
+            return
+        budget -= len(raw)
+        if raw.endswith(b"\n"):
+            yield raw[:-1], True
+            continue
+        ended = False
+        if len(raw) > MAX_LINE_BYTES:
+            while budget > 0:
+                rest = f.readline(min(1 << 16, budget))
+                budget -= len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    ended = bool(rest)
+                    break
+        yield raw, ended
+
+
+def _read(cache: SavedCache, path: str, f: BinaryIO) -> LoadReport:
+    """Load the open cache file ``f`` (see :func:`load`)."""
+    lines = _lines(f)
+    header: tuple[bytes, bool] | None = None
+    blank_lines = 0
+    for line in lines:
+        if line[0].strip():
+            header = line
+            break
+        blank_lines += 1
+    if header is None:
+        return LoadReport(path, ignored="the file is empty")
+    if blank_lines:
+        return LoadReport(path, ignored="the first line is not a JSON header")
+    if len(header[0]) > MAX_LINE_BYTES:
+        return LoadReport(path, ignored=f"the first line is longer than {MAX_LINE_BYTES} bytes")
+    try:
+        header_text = header[0].decode("utf-8")
     except UnicodeDecodeError:
         return LoadReport(path, ignored="the first line is not UTF-8 text")
     reason = _check_header(header_text, cache.epoch)
@@ -285,27 +357,29 @@ def load(cache: SavedCache, path: str) -> LoadReport:
     wall = cache.wall_clock()
     now = cache.clock()
     links: list[DNSLink] = []
+    skipped: list[SkippedLine] = []
     expired = 0
-    for number, raw in enumerate(raw_lines[1:], start=2):
+    for number, (raw, ended) in enumerate(lines, start=2):
         if not raw.strip():
             skipped.append(SkippedLine(number, "blank line"))
             continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            skipped.append(SkippedLine(number, "not UTF-8 text", _show(raw)))
-            continue
-        parsed = _parse_entry(text, wall=wall, now=now)
+        parsed: DNSLink | str | None
+        if len(raw) > MAX_LINE_BYTES:
+            parsed = f"longer than {MAX_LINE_BYTES} bytes (no valid entry is)"
+        else:
+            try:
+                parsed = _parse_entry(raw.decode("utf-8"), wall=wall, now=now)
+            except UnicodeDecodeError:
+                parsed = "not UTF-8 text"
         if parsed is None:
             expired += 1
         elif isinstance(parsed, str):
-            if cut_short and number == len(raw_lines):
+            if not ended:
                 parsed += " (last line, no newline: the file was cut short)"
             skipped.append(SkippedLine(number, parsed, _show(raw)))
         else:
             links.append(parsed)
     cache.restore(links)
-    skipped.sort(key=lambda s: s.line)
     return LoadReport(path, restored=len(links), expired=expired, skipped=tuple(skipped))
 
 

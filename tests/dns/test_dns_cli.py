@@ -71,6 +71,27 @@ def test_show_json_reports_damaged_lines_and_exits_1(cache_file: str) -> None:
     assert set(report["names"]["api.stripe.com"]["ips"]) == {"198.51.100.30"}
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b"[" * 2000 + b"]" * 2000,
+        b'{"name":"a.example","ip":"10.0.0.9","expires":1' + b"0" * 400 + b"}",
+        b'{"name":"a.example","ip":"fe80::1%eth0","expires":1e12}',
+    ],
+    ids=["100k-deep", "2k-deep", "400-digit-expiry", "scoped-address"],
+)
+def test_show_skips_a_hostile_line_and_shows_the_rest(cache_file: str, bad: bytes) -> None:
+    with open(cache_file, "ab") as f:
+        f.write(bad + b"\n")
+    code, text = run("show", cache_file)
+    assert code == 1
+    lines = text.splitlines()
+    assert lines[0].startswith(f"{cache_file}:6: skipped: ")
+    assert len(lines[0]) < 200
+    assert lines[-1].startswith("4 name(s), 4 link(s) restored, 0 expired, 1 damaged line(s)")
+
+
 def test_show_of_another_epoch_shows_nothing_and_exits_1(cache_file: str) -> None:
     code, text = run("show", cache_file, "--epoch", "3")
     assert code == 1

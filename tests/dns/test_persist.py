@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fqdnpolicy.dns import DNSCache, DNSChange, PeriodicSaver
+from fqdnpolicy.dns import DNSCache, DNSChange, DNSLink, PeriodicSaver, persist
 from fqdnpolicy.dns.persist import FORMAT, VERSION
 from tests.dns.helpers import CNAME, A, FakeClock, answer
 
@@ -295,3 +296,135 @@ def test_periodic_saver_thread_saves_and_stops(tmp_path: Path) -> None:
     saver.stop()  # the final save happens on stop
     assert saver.saves == 1
     assert make_cache(FakeClock(0)).load(path).restored == 1
+
+
+# Hostile or broken files: each is read, or refused, without raising, waiting or filling memory.
+
+
+def write(tmp_path: Path, *lines: str | bytes) -> str:
+    path = tmp_path / "cache"
+    path.write_bytes(b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n" for x in lines))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, "longer than", id="100k-deep"),
+        pytest.param(b"[" * 2000 + b"]" * 2000, "nested too deeply", id="2k-deep-short-line"),
+        pytest.param(
+            b'{"name":' + b"[" * 2000 + b"]" * 2000 + b"}", "nested too deeply", id="deep-field"
+        ),
+        pytest.param(
+            json.dumps({"name": "a.com", "ip": "10.0.0.9", "expires": 10**400}).encode(),
+            "out of range",
+            id="400-digit-expiry",
+        ),
+        pytest.param(
+            b'{"name":"a.com","ip":"10.0.0.9","expires":' + b"9" * 5000 + b"}",
+            "longer than",
+            id="5000-digit-expiry",
+        ),
+        pytest.param(
+            json.dumps({"name": "a.com", "ip": "10.0.0.9", "expires": 1e400}).encode(),
+            "not finite",
+            id="infinite-expiry",
+        ),
+        pytest.param(b"x" * 10_000_000, "longer than", id="10-MB-line"),
+    ],
+)
+def test_one_hostile_line_is_skipped_with_its_reason_and_every_valid_line_kept(
+    tmp_path: Path, bad: bytes, reason: str
+) -> None:
+    path = write(tmp_path, header(), VALID_1, bad, VALID_2)
+    cache = make_cache(FakeClock(0))
+    report = cache.load(path)
+    assert report.ignored is None
+    assert report.restored == 2
+    assert [s.line for s in report.skipped] == [3]
+    assert reason in report.skipped[0].reason
+    assert len(report.skipped[0].text) <= 80
+    assert cache.names() == {"a.com", "b.com"}
+
+
+def test_a_deeply_nested_header_ignores_the_file_without_raising(tmp_path: Path) -> None:
+    path = write(tmp_path, b"[" * 2000 + b"]" * 2000, VALID_1)
+    report = make_cache(FakeClock(0)).load(path)
+    assert report.ignored is not None
+    assert "header" in report.ignored
+
+
+def test_a_hostile_last_line_without_newline_is_reported_as_cut_short(tmp_path: Path) -> None:
+    path = tmp_path / "cache"
+    path.write_bytes((header() + "\n" + VALID_1 + "\n").encode() + b"[" * 50_000)
+    report = make_cache(FakeClock(0)).load(str(path))
+    assert report.restored == 1
+    assert [s.line for s in report.skipped] == [3]
+    assert "cut short" in report.skipped[0].reason
+
+
+def load_in_time(cache: DNSCache, path: str) -> persist.LoadReport:
+    """Load in a thread and fail, rather than hang the suite, if it does not return."""
+    result: list[persist.LoadReport] = []
+    thread = threading.Thread(target=lambda: result.append(cache.load(path)), daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    assert result, "load() did not return"
+    return result[0]
+
+
+def test_a_fifo_is_ignored_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    path = tmp_path / "cache"
+    os.mkfifo(path)
+    report = load_in_time(make_cache(FakeClock(0)), str(path))
+    assert report.ignored is not None
+    assert "not a regular file" in report.ignored
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_link_to_a_device_is_ignored_without_reading_it(tmp_path: Path, device: str) -> None:
+    path = tmp_path / "cache"
+    path.symlink_to(device)
+    report = load_in_time(make_cache(FakeClock(0)), str(path))
+    assert report.ignored is not None
+    assert "not a regular file" in report.ignored
+
+
+def test_a_directory_is_ignored(tmp_path: Path) -> None:
+    report = make_cache(FakeClock(0)).load(str(tmp_path))
+    assert report.ignored is not None
+
+
+def test_a_link_to_a_regular_file_is_read_like_the_file(tmp_path: Path) -> None:
+    target = write(tmp_path, header(), VALID_1)
+    link = tmp_path / "link"
+    link.symlink_to(target)  # as a Kubernetes volume mounts its files
+    report = make_cache(FakeClock(0)).load(str(link))
+    assert report.ok
+    assert report.restored == 1
+
+
+def test_a_file_over_the_size_bound_is_ignored_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(persist, "MAX_FILE_BYTES", 1000)
+    path = write(tmp_path, header(), *[VALID_1] * 20)
+    cache = make_cache(FakeClock(0))
+    report = cache.load(path)
+    assert report.ignored is not None
+    assert "1000" in report.ignored
+    assert cache.names() == set()
+
+
+def test_a_link_between_the_longest_names_fits_the_line_bound(tmp_path: Path) -> None:
+    label = "\\255" * 63  # each octet written as \DDD, then escaped again by JSON
+    longest = ".".join([label, label, label, "\\255" * 61])
+    clock = FakeClock(0)
+    cache = make_cache(clock)
+    cache.restore([DNSLink(longest, longest.replace("255", "254"), True, 1e9)])
+    path = str(tmp_path / "cache")
+    assert cache.save(path) == 1
+    assert max(len(line) for line in Path(path).read_bytes().split(b"\n")) > 2000
+    report = make_cache(clock).load(path)
+    assert report.ok
+    assert report.restored == 1
