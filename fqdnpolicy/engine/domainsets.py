@@ -88,7 +88,8 @@ class NameManager:
         """
         dns, match, name_ips = self._dns, self._patterns.match, self._name_ips
         sets = self._registry.by_num
-        add_hosts = self._registry.table.add_new_hosts
+        table = self._registry.table
+        add_hosts, knows, learn = table.add_new_hosts, table.knows, table.learn
         for name in dns.names():
             nums = match(name)
             if not nums:
@@ -97,12 +98,16 @@ class NameManager:
             if not pairs:
                 continue
             name_ips[name] = set(pairs)
-            items = pairs.items()
+            # Addresses no set holds yet (most: one name each) join every set of the name at
+            # once; the others are counted set by set.
+            fresh = [ip for ip in pairs if not knows(ip)]
+            targets = set(nums)
             for num in nums:
                 ipset = sets[num]
+                targets.update(ipset.parents)
                 members = ipset.dns_members
                 new: list[str] = []
-                for ip, expiry in items:
+                for ip, expiry in pairs.items():
                     known = members.get(ip)
                     if known is None:
                         members[ip] = expiry
@@ -111,10 +116,13 @@ class NameManager:
                         ipset.dns_sources[ip] = ipset.dns_sources.get(ip, 1) + 1
                         if expiry > known:
                             members[ip] = expiry
-                if new:
-                    add_hosts(num, new)
+                if len(new) > len(fresh):
+                    older = [ip for ip in new if ip not in fresh]
+                    add_hosts(num, older)
                     for parent in ipset.parents:
-                        add_hosts(parent, new)
+                        add_hosts(parent, older)
+            if fresh:
+                learn(fresh, tuple(sorted(targets)))
 
     def pair_added(self, name: str, ip: str, expiry: float, only: Set[int] | None = None) -> None:
         """The cache maps ``name`` to ``ip`` until ``expiry`` (new, or refreshed)."""

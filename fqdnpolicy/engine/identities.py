@@ -270,6 +270,35 @@ class AddressTable:
                 own[address] = num
                 dirty.add(address)
 
+    def knows(self, address: str) -> bool:
+        """Whether ``address`` is a member of some set or an endpoint's."""
+        return address in self._own or address in self._ports
+
+    def learn(self, addresses: Iterable[str], nums: tuple[int, ...]) -> None:
+        """Make addresses the table does not know members of the sets ``nums``, published.
+
+        For the first build only, before any reader: identities are stored at once, with no
+        before-image, one per distinct set of numbers and covering prefix.
+        """
+        if self._changed_prefixes:
+            self._publish_prefixes()
+        own, hosts, intern = self._own, self.hosts, self._intern
+        trees = self.prefixes.trees
+        sets = frozenset(nums)
+        single = nums[0] if len(nums) == 1 else None
+        count = 0
+        for address in addresses:
+            own[address] = single if single is not None else dict.fromkeys(nums, 1)
+            v6 = ":" in address
+            covering: Identity | None = trees[6 if v6 else 4].get(address)
+            hosts[address] = intern(
+                6 if v6 else 4, sets if covering is None else sets | covering, None
+            )
+            if self._ranges is not None:
+                self._ranges.add(address)
+            count += 1
+        self.version += count
+
     def remove_host(self, num: int, address: str) -> bool:
         """Drop one source of ``address`` from set ``num``; True when no longer a member."""
         counts = self._own.get(address)
