@@ -24,6 +24,9 @@ stable ``code``:
     address family: then the warning names the family).
 ``unknown-tier``
     A policy in a tier that is not among the loaded resources (Calico refuses to create it).
+``underscore-in-domain``
+    A domain name or pattern with ``_`` (``_srv._tcp.example.com``): fqdnpolicy takes it, as
+    DNS does, but Calico's validator refuses the policy.
 
 The checks are conservative: a warning means the problem is certain from the loaded
 resources alone (for ``no-dns-allowed``: that no loaded policy could allow the DNS).
@@ -76,9 +79,7 @@ def lint(resources: ResourceSet) -> list[Problem]:
             )
     for nset in resources.network_sets:
         for i, pattern in enumerate(nset.spec.allowed_egress_domains):
-            problem = _wildcard_problem(pattern)
-            if problem is not None:
-                message, code, hint = problem
+            for message, code, hint in _domain_problems(pattern):
                 path = f"spec.allowedEgressDomains[{i}]"
                 problems.append(_warn(nset, path, message, code, hint))
     return problems
@@ -128,12 +129,23 @@ def _wildcard_problem(pattern: DomainPattern) -> tuple[str, str, str] | None:
     )
 
 
+def _domain_problems(pattern: DomainPattern) -> Iterator[tuple[str, str, str]]:
+    problem = _wildcard_problem(pattern)
+    if problem is not None:
+        yield problem
+    if "_" in pattern.text:
+        yield (
+            f"{pattern} holds '_', which Calico does not allow in a domain name: Calico will "
+            "refuse this policy",
+            "underscore-in-domain",
+            "keep it only where fqdnpolicy alone enforces the policy",
+        )
+
+
 def _wildcards(policy: Policy) -> Iterator[Problem]:
     for direction, i, rule in _rules(policy):
         for j, pattern in enumerate(rule.destination.domains):
-            problem = _wildcard_problem(pattern)
-            if problem is not None:
-                message, code, hint = problem
+            for message, code, hint in _domain_problems(pattern):
                 path = f"spec.{direction}[{i}].destination.domains[{j}]"
                 yield _warn(policy, path, message, code, hint)
 

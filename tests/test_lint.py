@@ -198,3 +198,20 @@ def test_network_set_domains_are_linted_too() -> None:
     (warning,) = lint(fqdnpolicy.loads(text))
     assert (warning.code, warning.path) == ("broad-wildcard", "spec.allowedEgressDomains[1]")
     assert warning.resource == "GlobalNetworkSet saas"
+
+
+def test_an_underscore_in_a_domain_warns_that_calico_will_refuse_the_policy() -> None:
+    text = GNP_DNS.replace("---\n", "") + (
+        "---\n"
+        + policy(
+            "  egress:\n  - action: Allow\n    destination:\n"
+            '      domains: ["_sip._tcp.example.com", "api.example.com"]\n'
+        )
+        + "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\n"
+        'metadata: {name: s}\nspec:\n  allowedEgressDomains: ["a_b.example.com"]\n'
+    )
+    assert codes(text) == [
+        ("underscore-in-domain", "spec.egress[0].destination.domains[0]"),
+        ("underscore-in-domain", "spec.allowedEgressDomains[0]"),
+    ]
+    assert all("Calico will refuse" in p.message for p in lint(fqdnpolicy.loads(text)))
