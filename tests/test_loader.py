@@ -159,13 +159,13 @@ def test_ports_need_a_port_protocol() -> None:
     assert (p.path, p.line) == ("spec.egress[0].destination.ports", 11)
 
 
-def test_ports_without_any_protocol_are_rejected_too() -> None:
+def test_numeric_ports_without_any_protocol_are_rejected_too() -> None:
     p = one(
         policy("""\
             egress:
             - action: Allow
               source:
-                notPorts: [http]
+                notPorts: [http, 80]
             """),
         "ports-need-protocol",
     )
@@ -173,7 +173,7 @@ def test_ports_without_any_protocol_are_rejected_too() -> None:
     assert "protocol: TCP" in p.hint
 
 
-@pytest.mark.parametrize("protocol", ["TCP", "UDP", "SCTP", "6", "17", "132", "tcp"])
+@pytest.mark.parametrize("protocol", ["TCP", "UDP", "SCTP", "6", "17", "132", "'6'"])
 def test_ports_with_tcp_udp_or_sctp_load(protocol: str) -> None:
     rs = loads(
         policy(f"""\

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import textwrap
 
 from hypothesis import given, settings
@@ -59,7 +60,7 @@ v6_nets = st.builds(
 )
 ports = st.one_of(
     st.builds(
-        lambda a, b: PortRange(min(a, b), max(a, b)), st.integers(0, 65535), st.integers(0, 65535)
+        lambda a, b: PortRange(min(a, b), max(a, b)), st.integers(1, 65535), st.integers(1, 65535)
     ),
     st.sampled_from(["http", "dns", "metrics-1"]).map(NamedPort),
 )
@@ -226,7 +227,7 @@ def test_dump_canonicalises_what_it_loaded() -> None:
           tier: default
           egress:
           - action: Allow
-            protocol: tcp
+            protocol: TCP
             destination:
               nets: [10.1.2.3/8]
               ports: ["80:80", 443]
@@ -261,3 +262,59 @@ def test_seed_survives_dump_and_load() -> None:
     with importlib.resources.as_file(data) as seed:
         rs = load(seed)
     assert loads(dump(rs)) == rs
+
+
+# Plain YAML scalars that are not strings: numbers in every spelling (1e5, 0x1f, 1_000, 1:30,
+# .5), booleans, nulls and dates. Strings built from these characters are written by dump and
+# must come back as the same strings.
+_AMBIGUOUS = st.text("0123456789eExXoObB.+-_:ynYNtTfFaAlLsSuUrR~", min_size=1, max_size=8)
+_LABEL_TEXT = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+
+
+def _lower_name(text: str) -> str:
+    name = "".join(c for c in text.lower() if c.isalnum() or c == "-").strip("-")
+    return name or "0"
+
+
+@st.composite
+def ambiguous_resource_sets(draw: st.DrawFn) -> ResourceSet:
+    word = _AMBIGUOUS.map(_lower_name)
+    name = draw(word)
+    namespace = draw(word)
+    label_key = draw(_AMBIGUOUS.filter(_LABEL_TEXT.fullmatch))
+    label_value = draw(_AMBIGUOUS.filter(_LABEL_TEXT.fullmatch))
+    port = draw(word.filter(lambda p: any(c.isalpha() for c in p) and "--" not in p))
+    domain = parse_domain_pattern(f"{draw(word)}.{draw(word)}.example")
+    note = draw(_AMBIGUOUS | st.text(max_size=8))
+    rule = Rule(
+        action="Allow",
+        protocol="TCP",
+        destination=EntityRule(ports=(NamedPort(port[:15].strip("-") or "a"),), domains=(domain,)),
+        metadata=RuleMetadata(annotations={label_key: note}),
+    )
+    meta = ObjectMeta(
+        name=name, namespace=namespace, labels={label_key: label_value}, annotations={"a": note}
+    )
+    policy = Policy("NetworkPolicy", meta, PolicySpec(types=("Egress",), egress=(rule,)))
+    nset = NetworkSet("NetworkSet", meta, NetworkSetSpec(allowed_egress_domains=(domain,)))
+    return ResourceSet(policies=(policy,), network_sets=(nset,))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ambiguous_resource_sets())
+def test_strings_that_look_like_numbers_or_dates_survive_dump_and_load(rs: ResourceSet) -> None:
+    assert loads(dump(rs)) == rs
+    assert loads(dump(rs, format="json")) == rs
+
+
+def test_a_string_in_exponent_notation_is_quoted_by_dump() -> None:
+    rs = loads(
+        textwrap.dedent("""            apiVersion: projectcalico.org/v3
+            kind: GlobalNetworkSet
+            metadata:
+              name: s
+              annotations: {a: "0e0", b: "1e5"}
+            """)
+    )
+    assert loads(dump(rs)) == rs
+    assert dict(loads(dump(rs)).network_sets[0].metadata.annotations) == {"a": "0e0", "b": "1e5"}

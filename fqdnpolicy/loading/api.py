@@ -13,7 +13,7 @@ import yaml
 from fqdnpolicy.errors import InvalidPolicy, Problem
 from fqdnpolicy.loading.converter import CONVERTER
 from fqdnpolicy.loading.documents import Context, Where, process
-from fqdnpolicy.loading.reading import MAX_INPUT_BYTES, read_json, read_yaml
+from fqdnpolicy.loading.reading import MAX_INPUT_BYTES, add_yaml12_floats, read_json, read_yaml
 from fqdnpolicy.model import (
     CALICO_API_VERSION,
     ObjectMeta,
@@ -36,6 +36,19 @@ def _load_text(text: str, filename: str, ctx: Context, *, json_fallback: bool) -
                 file=filename,
                 hint="split it into several files",
                 code="too-large",
+            )
+        )
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # Only a str built in Python (loads) can hold a lone surrogate; no reader takes one.
+        ctx.problems.append(
+            Problem(
+                f"not valid Unicode text: a lone surrogate at character {exc.start}",
+                file=filename,
+                hint="decode the input with errors='strict' or remove the character",
+                code="encoding",
             )
         )
         return
@@ -144,6 +157,13 @@ def load(*paths: str | os.PathLike[str]) -> ResourceSet:
     return _finish(ctx)
 
 
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """Quotes every string the reader would take for another type, such as ``1e5``."""
+
+
+add_yaml12_floats(_Dumper)
+
+
 def _resource_dict(resource: Resource) -> dict[str, Any]:
     out: dict[str, Any] = {
         "apiVersion": CALICO_API_VERSION,
@@ -176,10 +196,9 @@ def dump(resources: ResourceSet, *, format: str = "yaml") -> str:
     """
     docs = [_resource_dict(r) for r in resources]
     if format == "yaml":
-        dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
         return yaml.dump_all(
             docs,
-            Dumper=dumper,
+            Dumper=_Dumper,
             sort_keys=False,
             default_flow_style=False,
             allow_unicode=True,

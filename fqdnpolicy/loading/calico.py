@@ -8,12 +8,16 @@ after it structured cleanly; each returns problems with paths relative to that c
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 
+import attrs
+
 from fqdnpolicy.errors import InvalidPolicy, Problem
-from fqdnpolicy.loading.problems import suggest, wrong_type
+from fqdnpolicy.loading.problems import join_path, shown, suggest, wrong_type
 from fqdnpolicy.model import (
     DEFAULT_TIER,
+    DEFAULT_TIER_ORDER,
     EntityRule,
     ICMPFields,
     NamedPort,
@@ -23,6 +27,8 @@ from fqdnpolicy.model import (
     PortRange,
     Protocol,
     Rule,
+    RuleMetadata,
+    TierDefaultAction,
     TierSpec,
 )
 from fqdnpolicy.protocols import (
@@ -35,6 +41,19 @@ from fqdnpolicy.protocols import (
     protocol_name,
     protocol_number_or_none,
 )
+
+#: The label Calico puts on network sets; a NetworkSet or GlobalNetworkSet may not set it.
+RESERVED_NAMESPACE_LABEL: Final = "projectcalico.org/namespace"
+
+#: Most bytes a resource's annotations may hold, keys and values together (Kubernetes' limit).
+MAX_ANNOTATIONS_BYTES: Final = 256 * 1024
+
+#: The built-in tiers' fixed order and default action.
+BUILTIN_TIERS: Final[Mapping[str, tuple[float, TierDefaultAction]]] = {
+    DEFAULT_TIER: (DEFAULT_TIER_ORDER, "Deny"),
+    "kube-admin": (1_000.0, "Pass"),
+    "kube-baseline": (10_000_000.0, "Pass"),
+}
 
 #: Calico's name of a converted Kubernetes NetworkPolicy is this prefix and its own name.
 K8S_NAME_PREFIX: Final = "knp.default."
@@ -53,14 +72,15 @@ _NAMESPACE_RE: Final = re.compile(rf"{_LABEL}\Z")
 _QUALIFIED_NAME_RE: Final = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
 _LABEL_VALUE_RE: Final = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\Z")
 _PORT_NAME_RE: Final = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
-_PORT_RANGE_RE: Final = re.compile(r"(\d+)(?::(\d+))?\Z")
+_PORT_RANGE_RE: Final = re.compile(r"([0-9]+)(?::([0-9]+))?\Z")
+_PROTOCOL_NUMBER_RE: Final = re.compile(r"[1-9][0-9]{0,2}\Z")
 
 
 def _port_problem(message: str, hint: str) -> InvalidPolicy:
     return InvalidPolicy(Problem(message, hint=hint, code="invalid-port"))
 
 
-_PORT_HINT = 'a port is 0-65535, a range "first:last" or a port name such as http'
+_PORT_HINT = 'a port is 1-65535, a range "first:last" or a port name such as http'
 
 
 def structure_port(value: Any, _: Any) -> Port:
@@ -68,24 +88,27 @@ def structure_port(value: Any, _: Any) -> Port:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise wrong_type("a port number, range or name", value, _PORT_HINT)
     if isinstance(value, int):
-        if not 0 <= value <= 65535:
-            raise _port_problem(f"port {value} out of range", "ports are 0-65535")
+        if not 1 <= value <= 65535:
+            raise _port_problem(f"port {shown(str(value))} out of range", "ports are 1-65535")
         return PortRange(value, value)
     match = _PORT_RANGE_RE.match(value.strip())
     if match:
+        for digits in match.groups():
+            # Compared as text first: int() refuses thousands of digits.
+            if digits is not None and (len(digits) > 5 or not 1 <= int(digits) <= 65535):
+                raise _port_problem(
+                    f"port {shown(digits)} out of range in {shown(value)}", "ports are 1-65535"
+                )
         first = int(match.group(1))
         last = first if match.group(2) is None else int(match.group(2))
-        for number in (first, last):
-            if number > 65535:
-                raise _port_problem(f"port {number} out of range in {value!r}", "ports are 0-65535")
         if first > last:
             raise _port_problem(
-                f"port range {value!r} has its minimum above its maximum",
+                f"port range {shown(value)} has its minimum above its maximum",
                 f'write it as "{last}:{first}"',
             )
         return PortRange(first, last)
     if ":" in value or ("-" in value.strip("-") and value.replace("-", "").isdigit()):
-        raise _port_problem(f"invalid port range {value!r}", _PORT_HINT)
+        raise _port_problem(f"invalid port range {shown(value)}", _PORT_HINT)
     check_port_name(value)
     return NamedPort(value)
 
@@ -99,14 +122,14 @@ def check_port_name(value: str) -> None:
         or not any(c.isalpha() for c in value)
     ):
         raise _port_problem(
-            f"invalid port {value!r}",
+            f"invalid port {shown(value)}",
             "a named port is 1-15 lowercase letters, digits and '-', with at least one letter; "
             + _PORT_HINT,
         )
 
 
 def structure_protocol(value: Any, _: Any) -> Protocol | None:
-    """Structure a rule protocol: one of Calico's names, or a number 1-255."""
+    """Structure a rule protocol: one of Calico's names, or a number 1-255 (digits too)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | str):
@@ -121,13 +144,24 @@ def structure_protocol(value: Any, _: Any) -> Protocol | None:
                 )
             )
         return value
-    # Accepted in any case (Kubernetes manifests sometimes write tcp), stored canonically.
+    if value in PROTOCOL_NAMES:
+        return value
+    if _PROTOCOL_NUMBER_RE.match(value) and int(value) <= 255:
+        # Calico's numorstring reads a protocol written as digits as that number.
+        return int(value)
     number = PROTOCOL_NUMBERS.get(value.upper())
     if number is not None:
-        return protocol_name(number)
+        spelled = protocol_name(number)
+        raise InvalidPolicy(
+            Problem(
+                f"protocol {shown(value)} must be written {spelled!r}",
+                hint=f"Calico takes protocol names only as {', '.join(PROTOCOL_NAMES)}",
+                code="invalid-protocol",
+            )
+        )
     raise InvalidPolicy(
         Problem(
-            f"unknown protocol {value!r}",
+            f"unknown protocol {shown(value)}",
             hint=suggest(value, PROTOCOL_NAMES) + ", or a number 1-255",
             code="invalid-protocol",
         )
@@ -224,10 +258,13 @@ def check_rule(rule: Rule) -> list[Problem]:
     if protocol not in PORT_RULE_PROTOCOLS:
         for side, entity in (("source", rule.source), ("destination", rule.destination)):
             for field, ports in (("ports", entity.ports), ("notPorts", entity.not_ports)):
-                if ports:
+                # Calico v3.32 takes named ports without a protocol: the name brings its own.
+                named_only = rule.protocol is None and all(isinstance(p, NamedPort) for p in ports)
+                if ports and not named_only:
                     problems.append(
                         Problem(
-                            "rules that specify ports must set protocol to TCP, UDP or SCTP",
+                            "rules that specify numeric ports must set protocol to TCP, UDP "
+                            "or SCTP",
                             path=f"{side}.{field}",
                             hint="add protocol: TCP (or UDP, SCTP)"
                             if rule.protocol is None
@@ -321,7 +358,7 @@ def check_policy_spec(spec: PolicySpec) -> list[Problem]:
         if kind in seen:
             problems.append(
                 Problem(
-                    f"type {kind!r} given more than once",
+                    f"type {shown(kind)} given more than once",
                     path=f"types[{i}]",
                     hint="list Ingress and Egress at most once each",
                     code="duplicate-type",
@@ -372,7 +409,7 @@ def check_policy_spec(spec: PolicySpec) -> list[Problem]:
     if spec.tier != DEFAULT_TIER and not _NAME_RES["Tier"].match(spec.tier):
         problems.append(
             Problem(
-                f"invalid tier name {spec.tier!r}",
+                f"invalid tier name {shown(spec.tier)}",
                 path="tier",
                 hint="tier names are lowercase letters, digits and '-' (no dots)",
                 code="invalid-name",
@@ -386,7 +423,7 @@ def check_tier_spec(spec: TierSpec) -> list[Problem]:
     return []
 
 
-def check_label_key(key: str, path: str) -> list[Problem]:
+def check_label_key(key: str, path: str, what: str = "label") -> list[Problem]:
     """Check a label or annotation key (``[prefix/]name``) found at ``path``."""
     prefix, _, name = key.rpartition("/")
     ok = bool(name) and len(name) <= 63 and bool(_QUALIFIED_NAME_RE.match(name))
@@ -396,7 +433,7 @@ def check_label_key(key: str, path: str) -> list[Problem]:
         return []
     return [
         Problem(
-            f"invalid label key {key!r}",
+            f"invalid {what} key {shown(key)}",
             path=path,
             hint="a key is [prefix/]name: name up to 63 letters, digits, '-', '_', '.', "
             "starting and ending with a letter or digit; prefix a DNS subdomain",
@@ -411,7 +448,7 @@ def check_label_value(value: str, path: str) -> list[Problem]:
         return []
     return [
         Problem(
-            f"invalid label value {value!r}",
+            f"invalid label value {shown(value)}",
             path=path,
             hint="up to 63 letters, digits, '-', '_', '.', starting and ending with a letter "
             "or digit (or empty)",
@@ -436,7 +473,10 @@ def check_meta(meta: ObjectMeta, kind: str, namespaced: bool, k8s: bool) -> list
         )
         problems.append(
             Problem(
-                f"invalid name {meta.name!r}", path="metadata.name", hint=hint, code="invalid-name"
+                f"invalid name {shown(meta.name)}",
+                path="metadata.name",
+                hint=hint,
+                code="invalid-name",
             )
         )
     if namespaced and meta.namespace is None:
@@ -460,7 +500,7 @@ def check_meta(meta: ObjectMeta, kind: str, namespaced: bool, k8s: bool) -> list
     elif meta.namespace is not None and not _NAMESPACE_RE.match(meta.namespace):
         problems.append(
             Problem(
-                f"invalid namespace {meta.namespace!r}",
+                f"invalid namespace {shown(meta.namespace)}",
                 path="metadata.namespace",
                 hint="lowercase letters, digits and '-', starting and ending with a letter/digit",
                 code="invalid-name",
@@ -469,9 +509,83 @@ def check_meta(meta: ObjectMeta, kind: str, namespaced: bool, k8s: bool) -> list
     for key, value in meta.labels.items():
         problems += check_label_key(key, f"metadata.labels.{key}")
         problems += check_label_value(value, f"metadata.labels.{key}")
-    for key in meta.annotations:
-        problems += check_label_key(key.lower(), f"metadata.annotations.{key}")
+    if kind in ("NetworkSet", "GlobalNetworkSet") and RESERVED_NAMESPACE_LABEL in meta.labels:
+        problems.append(
+            Problem(
+                f"the label {RESERVED_NAMESPACE_LABEL} is reserved for Calico",
+                path=f"metadata.labels.{RESERVED_NAMESPACE_LABEL}",
+                hint="remove it; Calico sets it on network sets itself",
+                code="reserved-label",
+            )
+        )
+    problems += check_annotations(meta.annotations, "metadata.annotations")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in meta.annotations.items())
+    if size > MAX_ANNOTATIONS_BYTES:
+        problems.append(
+            Problem(
+                f"annotations hold {size} bytes (the limit is {MAX_ANNOTATIONS_BYTES})",
+                path="metadata.annotations",
+                hint="keep large data out of annotations",
+                code="annotations-too-large",
+            )
+        )
     return problems
+
+
+def check_annotations(annotations: Mapping[str, str], path: str) -> list[Problem]:
+    """Check annotation keys (Kubernetes qualified names, any case) under ``path``."""
+    return [
+        p
+        for key in annotations
+        for p in check_label_key(key.lower(), join_path(path, key), what="annotation")
+    ]
+
+
+def check_rule_metadata(metadata: RuleMetadata) -> list[Problem]:
+    """Check a rule's ``metadata``: its annotation keys."""
+    return check_annotations(metadata.annotations, "annotations")
+
+
+def check_builtin_tier(
+    name: str, spec: TierSpec, raw_spec: Mapping[str, Any]
+) -> tuple[TierSpec, list[Problem]]:
+    """Check a built-in tier's fixed settings; fill in those the input leaves out.
+
+    Calico creates the ``default``, ``kube-admin`` and ``kube-baseline`` tiers with a fixed
+    order and default action and refuses any other value.
+
+    Args:
+        name: The tier's name.
+        spec: Its structured spec.
+        raw_spec: The spec as written, to tell an omitted field from one at its default.
+
+    Returns:
+        The spec with the fixed settings, and the problems found.
+    """
+    fixed = BUILTIN_TIERS.get(name)
+    if fixed is None:
+        return spec, []
+    order, action = fixed
+    problems = []
+    if spec.order not in (None, order):
+        problems.append(
+            Problem(
+                f"the {name} tier's order must be {int(order)}",
+                path="spec.order",
+                hint=f"remove order or set it to {int(order)}",
+                code="invalid-tier",
+            )
+        )
+    if "defaultAction" in raw_spec and spec.default_action != action:
+        problems.append(
+            Problem(
+                f"the {name} tier's defaultAction must be {action}",
+                path="spec.defaultAction",
+                hint=f"remove defaultAction or set it to {action}",
+                code="invalid-tier",
+            )
+        )
+    return attrs.evolve(spec, order=order, default_action=action), problems
 
 
 def check_tier_prefix(name: str, tier: str, kind: str) -> list[Problem]:
@@ -483,8 +597,8 @@ def check_tier_prefix(name: str, tier: str, kind: str) -> list[Problem]:
         return []
     return [
         Problem(
-            f"{kind} name {name!r} is prefixed with tier {prefix!r} but the policy is in tier "
-            f"{tier!r}",
+            f"{kind} name {shown(name)} is prefixed with tier {shown(prefix)} but the policy "
+            f"is in tier {shown(tier)}",
             path="metadata.name",
             hint=f"set spec.tier: {prefix}, or rename it to {tier}.{name.split('.', 1)[1]} "
             "(or drop the prefix)",

@@ -12,6 +12,7 @@ hooks) drives both parsing and error reporting.
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Final, cast, get_args, get_origin
 
@@ -33,6 +34,7 @@ from fqdnpolicy.loading.calico import (
     check_icmp,
     check_policy_spec,
     check_rule,
+    check_rule_metadata,
     check_tier_spec,
     structure_port,
     structure_protocol,
@@ -53,7 +55,7 @@ from fqdnpolicy.loading.kubernetes import (
     check_k8s_spec,
     structure_k8s_port_value,
 )
-from fqdnpolicy.loading.problems import describe, join_path, raise_if, suggest, wrong_type
+from fqdnpolicy.loading.problems import describe, join_path, raise_if, shown, suggest, wrong_type
 from fqdnpolicy.model import (
     Action,
     EntityRule,
@@ -113,7 +115,7 @@ def problems_from(exc: BaseException, path: str) -> list[Problem]:
             if isinstance(sub, KeyError):
                 out.append(
                     Problem(
-                        f"missing required field {key!r}",
+                        f"missing required field {shown(key)}",
                         path=join_path(path, key),
                         hint=f"add {key}",
                         code="missing-field",
@@ -136,7 +138,7 @@ def problems_from(exc: BaseException, path: str) -> list[Problem]:
         valid = sorted(_KEYS.get(exc.cl, {}).values())
         return [
             Problem(
-                f"unknown field {key!r}",
+                f"unknown field {shown(key)}",
                 path=join_path(path, key),
                 hint=suggest(key, valid),
                 code="unknown-field",
@@ -163,6 +165,16 @@ def _structure_int(value: Any, _: Any) -> int:
 def _structure_float(value: Any, _: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise wrong_type("a number", value)
+    # NaN compares unequal to everything, so ordering by it depends on the hash seed;
+    # infinities would tie with each other.
+    if not math.isfinite(value):
+        raise InvalidPolicy(
+            Problem(
+                f"expected a finite number, got {value}",
+                hint="write a number such as 100",
+                code="not-finite",
+            )
+        )
     return float(value)
 
 
@@ -196,9 +208,9 @@ def _structure_selector(value: Any, _: Any) -> Selector:
 def _mention(message: str, what: str, value: str) -> str:
     if message.startswith(what):
         return message
-    if repr(value) in message:
+    if repr(value) in message or shown(value) in message:
         return f"{what}: {message}"
-    return f"{what} {value!r}: {message}"
+    return f"{what} {shown(value)}: {message}"
 
 
 def _structure_domain(value: Any, _: Any) -> DomainPattern:
@@ -228,7 +240,7 @@ def _structure_net(value: Any, _: Any) -> IPNetwork:
     except ValueError:
         raise InvalidPolicy(
             Problem(
-                f"invalid CIDR {value!r}",
+                f"invalid CIDR {shown(value)}",
                 hint="write an IPv4 or IPv6 network such as 10.0.0.0/8 or 2001:db8::/32",
                 code="invalid-cidr",
             )
@@ -241,7 +253,9 @@ def _literal_hook(valid: tuple[str, ...], what: str) -> Callable[[Any, Any], str
             raise wrong_type(f"one of {', '.join(valid)}", value)
         if value not in valid:
             raise InvalidPolicy(
-                Problem(f"invalid {what} {value!r}", hint=suggest(value, valid), code="invalid")
+                Problem(
+                    f"invalid {what} {shown(value)}", hint=suggest(value, valid), code="invalid"
+                )
             )
         return value
 
@@ -459,7 +473,7 @@ def _make_converter() -> cattrs.Converter:
     register(ICMPFields, check_icmp)
     register(ServiceAccountMatch)
     register(EntityRule, check_entity)
-    register(RuleMetadata)
+    register(RuleMetadata, check_rule_metadata)
     register(Rule, check_rule)
     register(ObjectMeta)
     register(

@@ -15,14 +15,18 @@ from typing import Any, Final, cast
 import attrs
 
 from fqdnpolicy.errors import Problem
-from fqdnpolicy.loading.calico import K8S_NAME_PREFIX, check_meta, check_tier_prefix
+from fqdnpolicy.loading.calico import (
+    K8S_NAME_PREFIX,
+    check_builtin_tier,
+    check_meta,
+    check_tier_prefix,
+)
 from fqdnpolicy.loading.converter import structure
 from fqdnpolicy.loading.kubernetes import K8sSpec, convert_k8s_policy
-from fqdnpolicy.loading.problems import describe, join_path, suggest
+from fqdnpolicy.loading.problems import cut, describe, join_path, shown, suggest
 from fqdnpolicy.model import (
     CALICO_API_VERSION,
     DEFAULT_TIER,
-    DEFAULT_TIER_ORDER,
     K8S_API_VERSION,
     NetworkSet,
     NetworkSetSpec,
@@ -168,7 +172,7 @@ def process(value: Any, where: Where, ctx: Context, inherited: tuple[str, str] |
         ctx.problems += where.locate(
             [
                 Problem(
-                    f"unknown apiVersion {api!r}",
+                    f"unknown apiVersion {shown(api)}",
                     path="apiVersion",
                     hint=suggest(api, tuple(_KINDS)),
                     code="unknown-api-version",
@@ -182,7 +186,7 @@ def process(value: Any, where: Where, ctx: Context, inherited: tuple[str, str] |
         ctx.problems += where.locate(
             [
                 Problem(
-                    f"unknown kind {kind!r} for apiVersion {api}",
+                    f"unknown kind {shown(kind)} for apiVersion {api}",
                     path="kind",
                     hint=suggest(kind, _KINDS[api])
                     if kind not in every
@@ -201,7 +205,7 @@ def _process_list(value: dict[str, Any], api: str, kind: str, where: Where, ctx:
     extra = sorted(set(value) - {"apiVersion", "kind", "items", "metadata"})
     problems = [
         Problem(
-            f"unknown field {key!r}",
+            f"unknown field {shown(key)}",
             path=key,
             hint=suggest(key, ("apiVersion", "kind", "items", "metadata")),
             code="unknown-field",
@@ -234,7 +238,7 @@ def _process_resource(
     for key in sorted(set(value) - {"apiVersion", "kind", "metadata", "spec"}):
         problems.append(
             Problem(
-                f"unknown field {key!r}",
+                f"unknown field {shown(key)}",
                 path=key,
                 hint=suggest(key, ("apiVersion", "kind", "metadata", "spec")),
                 code="unknown-field",
@@ -258,11 +262,8 @@ def _process_resource(
         problems += meta_problems
     resource = kind
     if meta is not None:
-        resource = (
-            f"{kind} {meta.name}"
-            if meta.namespace is None
-            else f"{kind} {meta.namespace}/{meta.name}"
-        )
+        name = cut(meta.name) if meta.namespace is None else cut(f"{meta.namespace}/{meta.name}")
+        resource = f"{kind} {name}"
         problems += check_meta(meta, kind, namespaced, k8s)
 
     raw_spec = value.get("spec")
@@ -315,15 +316,10 @@ def _process_resource(
         tspec, spec_problems = structure(raw_spec, TierSpec, "spec")
         problems += spec_problems
         if meta is not None and tspec is not None:
-            if meta.name == DEFAULT_TIER and tspec.order not in (None, DEFAULT_TIER_ORDER):
-                problems.append(
-                    Problem(
-                        f"the default tier's order must be {int(DEFAULT_TIER_ORDER)}",
-                        path="spec.order",
-                        hint=f"remove order or set it to {int(DEFAULT_TIER_ORDER)}",
-                        code="invalid-tier",
-                    )
-                )
+            tspec, tier_problems = check_builtin_tier(
+                meta.name, tspec, raw_spec if isinstance(raw_spec, dict) else {}
+            )
+            problems += tier_problems
             result = Tier(meta, tspec, source)
 
     if meta is not None:
@@ -358,7 +354,7 @@ def _duplicate(
         if key in ctx.seen:
             scope = f" in namespace {meta.namespace}" if meta.namespace else ""
             return Problem(
-                f"duplicate {kind} name {meta.name!r}{scope}",
+                f"duplicate {kind} name {shown(meta.name)}{scope}",
                 path="metadata.name",
                 hint=f"first defined at {ctx.seen[key]}; rename one of them",
                 code="duplicate-name",

@@ -18,7 +18,7 @@ from fqdnpolicy.loading.calico import (
     check_label_value,
     check_port_name,
 )
-from fqdnpolicy.loading.problems import suggest, wrong_type
+from fqdnpolicy.loading.problems import shown, suggest, wrong_type
 from fqdnpolicy.model import (
     DEFAULT_TIER,
     EntityRule,
@@ -148,7 +148,7 @@ def check_k8s_selector(sel: K8sLabelSelector) -> list[Problem]:
         else:
             problems.append(
                 Problem(
-                    f"invalid operator {req.operator!r}",
+                    f"invalid operator {shown(req.operator)}",
                     path=f"{path}.operator",
                     hint=suggest(req.operator, ("In", "NotIn", "Exists", "DoesNotExist")),
                     code="invalid-selector",
@@ -205,7 +205,7 @@ def check_k8s_port(port: K8sPort) -> list[Problem]:
     if port.protocol not in KUBERNETES_PROTOCOLS:
         problems.append(
             Problem(
-                f"invalid protocol {port.protocol!r}",
+                f"invalid protocol {shown(port.protocol)}",
                 path="protocol",
                 hint=suggest(port.protocol, KUBERNETES_PROTOCOLS),
                 code="invalid-protocol",
@@ -254,7 +254,7 @@ def check_k8s_spec(spec: K8sSpec) -> list[Problem]:
         if kind not in ("Ingress", "Egress"):
             problems.append(
                 Problem(
-                    f"invalid policy type {kind!r}",
+                    f"invalid policy type {shown(kind)}",
                     path=f"policyTypes[{i}]",
                     hint=suggest(kind, ("Ingress", "Egress")),
                     code="invalid",
@@ -304,19 +304,18 @@ def simplify_ports(ports: list[Port]) -> list[Port]:
     """Merge a rule's numeric ports into the fewest ranges, as Calico's converter does."""
     # Calico merges numeric ports of one protocol into the fewest ranges (named ports first, in
     # input order, then ranges ascending); one port or fewer numeric ports stay as written.
-    numeric = sorted(
-        n for p in ports if isinstance(p, PortRange) for n in range(p.first, p.last + 1)
-    )
-    if len(ports) <= 1 or len(numeric) <= 1:
+    # Ranges are merged as ranges: a range is never expanded into its ports.
+    ranges = sorted((p.first, p.last) for p in ports if isinstance(p, PortRange))
+    if len(ports) <= 1 or not ranges or (len(ranges) == 1 and ranges[0][0] == ranges[0][1]):
         return ports
     out: list[Port] = [p for p in ports if isinstance(p, NamedPort)]
-    start = prev = numeric[0]
-    for n in numeric[1:]:
-        if n > prev + 1:
-            out.append(PortRange(start, prev))
-            start = n
-        prev = n
-    out.append(PortRange(start, prev))
+    start, end = ranges[0]
+    for first, last in ranges[1:]:
+        if first > end + 1:
+            out.append(PortRange(start, end))
+            start = first
+        end = max(end, last)
+    out.append(PortRange(start, end))
     return out
 
 
@@ -336,9 +335,9 @@ def _k8s_rules(
             port = NamedPort(kport.port)
         else:
             port = PortRange(kport.port, kport.end_port or kport.port)
-        existing = by_protocol.get(kport.protocol, [])
+        existing = by_protocol.setdefault(kport.protocol, [])
         if existing is not None:  # "all ports" already given for this protocol wins
-            by_protocol[kport.protocol] = [*existing, port]
+            existing.append(port)
     rules: list[Rule] = []
     for protocol in sorted(by_protocol, key=lambda p: p or ""):
         port_list = by_protocol[protocol]

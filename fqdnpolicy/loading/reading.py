@@ -22,7 +22,7 @@ import attrs
 import yaml
 
 from fqdnpolicy.errors import Problem
-from fqdnpolicy.loading.problems import describe, join_path
+from fqdnpolicy.loading.problems import describe, join_path, shown
 
 MAX_INPUT_BYTES: Final = 16 * 1024 * 1024
 """Largest file (or string) accepted: 16 MiB, ~10,000 typical policies."""
@@ -32,6 +32,10 @@ MAX_DEPTH: Final = 64
 
 MAX_NODES: Final = 2_000_000
 """Most values one file may yield, alias expansions included."""
+
+MAX_EXPANDED_CHARS: Final = MAX_INPUT_BYTES
+"""Most characters of keys and scalar values one file may yield, alias expansions included:
+aliases may not make a file larger than the largest file accepted."""
 
 
 class _Abort(Exception):
@@ -57,6 +61,7 @@ class _Frame:
     path: str
     anchor: str | None
     start_count: int
+    start_chars: int
     key: Any = None  # pending mapping key; _NO_KEY when none; _DISCARD to drop the value
     discard: bool = False  # this container itself is dropped (bad key position)
 
@@ -104,11 +109,12 @@ def _build_documents(
     loader: Any, filename: str, docs: list[Document], problems: list[Problem]
 ) -> None:
     stack: list[_Frame] = []
-    anchors: dict[str, tuple[Any, int]] = {}
+    anchors: dict[str, tuple[Any, int, int]] = {}  # name -> (value, values, characters)
     lines: dict[str, int] = {}
     doc_line: int | None = None
     root: Any = None
     count = 0
+    chars = 0
 
     def problem(message: str, line: int, hint: str = "", code: str = "yaml") -> Problem:
         return Problem(message, file=filename, line=line, hint=hint, code=code)
@@ -153,7 +159,7 @@ def _build_documents(
             if value in top.container:
                 problems.append(
                     problem(
-                        f"duplicate key {value!r}",
+                        f"duplicate key {shown(value)}",
                         line,
                         hint=f"each key may appear once; the first is at line "
                         f"{lines.get(key_path, '?')}",
@@ -187,15 +193,16 @@ def _build_documents(
         if isinstance(event, yaml.ScalarEvent):
             child_path(line)
             value = _scalar(loader, event, filename)
+            chars += len(event.value)
             if event.anchor is not None:
-                anchors[event.anchor] = (value, 1)
+                anchors[event.anchor] = (value, 1, len(event.value))
             emit(value, line, True)
         elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
             is_map = isinstance(event, yaml.MappingStartEvent)
             if event.tag not in (_MAP_TAGS if is_map else _SEQ_TAGS):
                 raise _Abort(
                     problem(
-                        f"unsupported YAML tag {event.tag!r}",
+                        f"unsupported YAML tag {shown(str(event.tag))}",
                         line,
                         hint="only plain mappings, lists and scalars are accepted",
                         code="yaml-tag",
@@ -212,19 +219,36 @@ def _build_documents(
                 )
             path, discard = child_path(line)
             container: dict[str, Any] | list[Any] = {} if is_map else []
-            stack.append(_Frame(container, path, event.anchor, count, _NO_KEY, discard))
+            stack.append(_Frame(container, path, event.anchor, count, chars, _NO_KEY, discard))
         elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
             frame = stack.pop()
             if frame.anchor is not None:
-                anchors[frame.anchor] = (frame.container, count - frame.start_count + 1)
+                anchors[frame.anchor] = (
+                    frame.container,
+                    count - frame.start_count + 1,
+                    chars - frame.start_chars,
+                )
             emit(frame.container, line, False)
         elif isinstance(event, yaml.AliasEvent):
             if event.anchor not in anchors:
                 raise _Abort(
                     problem(f"undefined YAML alias *{event.anchor}", line, code="yaml-alias")
                 )
-            value, size = anchors[event.anchor]
+            value, size, length = anchors[event.anchor]
             count += size
+            chars += length
+            # Aliases share one Python object, but every consumer of the values (checks,
+            # messages, dump) walks each occurrence, so they are bounded as if written out.
+            if chars > MAX_EXPANDED_CHARS:
+                raise _Abort(
+                    problem(
+                        f"input too large: YAML aliases expand to more than "
+                        f"{MAX_EXPANDED_CHARS} characters",
+                        line,
+                        hint="write the values out, or remove aliases of large values",
+                        code="too-large",
+                    )
+                )
             if count > MAX_NODES:
                 raise _Abort(
                     problem(
@@ -245,22 +269,33 @@ def _build_documents(
             docs.append(Document(root, lines, doc_line))
 
 
-_RESOLVER: Final = yaml.resolver.Resolver()
-
-
 # YAML 1.1 needs a '.' in a float ("1.0e5"); YAML 1.2, JSON and the YAML reader Kubernetes
 # uses also take "1e5" and "-5e-324" (JSON files are read as YAML, and json.dumps writes that).
-_FLOAT_12: Final = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+")
+_FLOAT_12: Final = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+\Z")
+
+
+def add_yaml12_floats(cls: Any) -> None:
+    """Teach a PyYAML resolver class (a loader's or a dumper's) the floats this reader takes.
+
+    The dumper must resolve plain scalars exactly as this reader does, or it writes a string
+    such as ``1e5`` unquoted and the string comes back as a number.
+    """
+    cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
+
+
+class _Resolver(yaml.resolver.Resolver):
+    pass
+
+
+add_yaml12_floats(_Resolver)
+_RESOLVER: Final = _Resolver()
 
 
 @functools.lru_cache(maxsize=8192)
 def _implicit_tag(value: str, implicit: tuple[bool, bool]) -> str:
     # Policies repeat the same scalars (Allow, TCP, 443, ...): resolving each once saves ~10%
     # of a load.
-    tag = cast(str, _RESOLVER.resolve(yaml.ScalarNode, value, implicit))  # type: ignore[no-untyped-call]
-    if tag == _YAML_STR and implicit[0] and _FLOAT_12.fullmatch(value):
-        return "tag:yaml.org,2002:float"
-    return tag
+    return cast(str, _RESOLVER.resolve(yaml.ScalarNode, value, implicit))  # type: ignore[no-untyped-call]
 
 
 def _scalar(loader: Any, event: Any, filename: str) -> Any:
@@ -283,7 +318,7 @@ def _scalar(loader: Any, event: Any, filename: str) -> Any:
     if tag not in _SAFE_SCALAR_TAGS:
         raise _Abort(
             Problem(
-                f"unsupported YAML tag {tag!r}",
+                f"unsupported YAML tag {shown(tag)}",
                 file=filename,
                 line=line,
                 hint="only plain strings, numbers, booleans and null are accepted",
@@ -291,7 +326,22 @@ def _scalar(loader: Any, event: Any, filename: str) -> Any:
             )
         )
     node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
-    return loader.construct_object(node)
+    try:
+        return loader.construct_object(node)
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError, OverflowError) as exc:
+        # A scalar that looks like (or is tagged as) a number, boolean or date but is none:
+        # 2001-02-30, 0x_, !!bool maybe, or digits beyond Python's conversion limit.
+        kind = tag.rsplit(":", 1)[-1]
+        reason = f": {exc}" if isinstance(exc, ValueError) else ""
+        raise _Abort(
+            Problem(
+                f"cannot read {shown(event.value)} as a YAML {kind}{reason}",
+                file=filename,
+                line=line,
+                hint="quote the value if it is text, or correct it",
+                code="yaml-value",
+            )
+        ) from None
 
 
 def read_json(text: str, filename: str) -> tuple[list[Document], list[Problem]]:
@@ -303,14 +353,14 @@ def read_json(text: str, filename: str) -> tuple[list[Document], list[Problem]]:
         for key, value in items:
             if key in out:
                 problems.append(
-                    Problem(f"duplicate key {key!r}", file=filename, code="duplicate-key")
+                    Problem(f"duplicate key {shown(key)}", file=filename, code="duplicate-key")
                 )
             out[key] = value
         return out
 
     try:
         value = json.loads(text, object_pairs_hook=pairs)
-    except json.JSONDecodeError as exc:
+    except json.JSONDecodeError as exc:  # a ValueError too, so it must come first
         return [], [
             Problem(
                 f"JSON syntax error: {exc.msg}",
@@ -320,6 +370,8 @@ def read_json(text: str, filename: str) -> tuple[list[Document], list[Problem]]:
                 code="json-syntax",
             )
         ]
+    except ValueError as exc:  # a number beyond Python's digit limit for int()
+        return [], [Problem(f"invalid JSON value: {exc}", file=filename, code="json-value")]
     except RecursionError:
         return [], [
             Problem(
