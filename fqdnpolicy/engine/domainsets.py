@@ -89,7 +89,7 @@ class NameManager:
         dns, match, name_ips = self._dns, self._patterns.match, self._name_ips
         sets = self._registry.by_num
         table = self._registry.table
-        add_hosts, knows, learn = table.add_new_hosts, table.knows, table.learn
+        add_hosts, unknown, learn = table.add_new_hosts, table.unknown, table.learn
         for name in dns.names():
             nums = match(name)
             if not nums:
@@ -100,7 +100,7 @@ class NameManager:
             name_ips[name] = set(pairs)
             # Addresses no set holds yet (most: one name each) join every set of the name at
             # once; the others are counted set by set.
-            fresh = [ip for ip in pairs if not knows(ip)]
+            fresh = unknown(pairs)
             targets = set(nums)
             for num in nums:
                 ipset = sets[num]

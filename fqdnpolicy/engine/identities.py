@@ -270,9 +270,10 @@ class AddressTable:
                 own[address] = num
                 dirty.add(address)
 
-    def knows(self, address: str) -> bool:
-        """Whether ``address`` is a member of some set or an endpoint's."""
-        return address in self._own or address in self._ports
+    def unknown(self, addresses: Iterable[str]) -> list[str]:
+        """The addresses that are no set's member and no endpoint's."""
+        own, ports = self._own, self._ports
+        return [a for a in addresses if a not in own and a not in ports]
 
     def learn(self, addresses: Iterable[str], nums: tuple[int, ...]) -> None:
         """Make addresses the table does not know members of the sets ``nums``, published.
