@@ -18,6 +18,8 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from fqdnpolicy.engine.arguments import port_number as _port
+from fqdnpolicy.engine.arguments import protocol as _protocol
 from fqdnpolicy.engine.identities import Identity, identity_of
 from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.published import View
@@ -206,7 +208,6 @@ def _vectorised(
     ports: Any,
     one_port: bool,
 ) -> Any:
-    from fqdnpolicy.engine.engine import _port, _protocol
 
     n = len(src)
     records = engine._records

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from fqdnpolicy.cluster import Cluster, Endpoint, Namespace
 from fqdnpolicy.datapath import DatapathState, Delta, Direction
+from fqdnpolicy.engine.arguments import DIRECTIONS, bad, icmp_field, port_number
+from fqdnpolicy.engine.arguments import protocol as protocol_of
 from fqdnpolicy.engine.evaluate import Flow, evaluate
 from fqdnpolicy.engine.explain import describe_reason, not_applying
 from fqdnpolicy.engine.graph import Graph
@@ -32,9 +34,8 @@ from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.project import children_of, set_state
 from fqdnpolicy.engine.published import Commit, EndpointRecord, Snapshot, View
 from fqdnpolicy.engine.results import IPSetInfo, Trace, TraceStep, Verdict
-from fqdnpolicy.errors import InvalidPolicy, Problem
+from fqdnpolicy.errors import InvalidPolicy
 from fqdnpolicy.model import NetworkSet, Policy, ResourceSet, Tier
-from fqdnpolicy.protocols import protocol_number
 from fqdnpolicy.subscribers import Subscribers
 
 if TYPE_CHECKING:
@@ -50,36 +51,6 @@ __all__ = ["PolicyEngine"]
 KEPT_LIMIT = 1 << 20
 # One flow in (ADMIT_MASK + 1) answered by a program-wide verdict is kept under its identity too.
 ADMIT_MASK = 3
-_DIRECTIONS = ("egress", "ingress")
-
-
-def _bad(message: str, hint: str = "") -> InvalidPolicy:
-    return InvalidPolicy(Problem(message, hint=hint))
-
-
-def _port(value: object, what: str) -> int | None:
-    if value is None:
-        return None
-    # bool is an int subclass and 443.0 hashes like 443: only a plain int is a port.
-    if not isinstance(value, int) or value.__class__ is bool or not 0 <= value <= 65535:
-        raise _bad(f"{what} {value!r} is not a port", "an integer 0-65535, or None")
-    assert isinstance(value, int)
-    return value
-
-
-def _icmp(value: object, what: str) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or value.__class__ is bool or not 0 <= value <= 255:
-        raise _bad(f"{what} {value!r} is out of range", "an integer 0-255, or None")
-    assert isinstance(value, int)
-    return value
-
-
-def _protocol(value: object) -> int:
-    if value.__class__ is bool or not isinstance(value, str | int):
-        raise _bad(f"unknown protocol {value!r}", "TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or 1-255")
-    return protocol_number(value)
 
 
 def _key(program: Program, peer: Identity, asked: object, port: object) -> tuple[object, ...]:
@@ -339,13 +310,13 @@ class PolicyEngine:
         trace: list[TraceStep] | None = None,
     ) -> Verdict:
         """The general path: any flow, read through ``view``."""
-        proto = _protocol(protocol)
-        dport = _port(port, "port")
-        sport = _port(src_port, "source port")
-        itype = _icmp(icmp_type, "ICMP type")
-        icode = _icmp(icmp_code, "ICMP code")
-        if direction not in _DIRECTIONS:
-            raise _bad(f"unknown direction {direction!r}", "egress or ingress")
+        proto = protocol_of(protocol)
+        dport = port_number(port, "port")
+        sport = port_number(src_port, "source port")
+        itype = icmp_field(icmp_type, "ICMP type")
+        icode = icmp_field(icmp_code, "ICMP code")
+        if direction not in DIRECTIONS:
+            raise bad(f"unknown direction {direction!r}", "egress or ingress")
         # Kept verdicts are keyed by the protocol as asked when it is text (the fast path's
         # key), else by its number in a key of another shape (see verdict()).
         asked: object = protocol if protocol.__class__ is str else (proto,)
@@ -365,7 +336,7 @@ class PolicyEngine:
         else:
             dst_record = self._record(view, dst)
             if not dst_record.endpoint.ips:
-                raise _bad(f"endpoint {dst_record.key!r} has no IP address")
+                raise bad(f"endpoint {dst_record.key!r} has no IP address")
             family = family_of(src_ip) if src_ip is not None else None
             dst_ip = next(
                 (ip for ip in dst_record.endpoint.ips if family_of(ip) == family),
@@ -386,7 +357,7 @@ class PolicyEngine:
             ingress = self._run(dst_record, "ingress", src_ident, flow, asked, simple, trace)
             return ingress if not ingress.allowed else egress
         if dst_record is None:
-            raise _bad(
+            raise bad(
                 f"ingress needs a destination endpoint; {dst!r} is not one",
                 "an endpoint, its namespace/name, or one of its IPs",
             )
@@ -403,10 +374,10 @@ class PolicyEngine:
         elif isinstance(value, str):
             key = value
         else:
-            raise _bad(f"not an endpoint: {value!r}", "an Endpoint or namespace/name")
+            raise bad(f"not an endpoint: {value!r}", "an Endpoint or namespace/name")
         record = view.record(key)
         if record is None:
-            raise _bad(f"unknown endpoint {key!r}", "a namespace/name the cluster holds")
+            raise bad(f"unknown endpoint {key!r}", "a namespace/name the cluster holds")
         return record
 
     @staticmethod

@@ -19,8 +19,6 @@ A DNS change is a change of one address's identity: one assignment, no commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from fqdnpolicy.cluster import Endpoint
 from fqdnpolicy.engine.identities import Identity, PrefixTable
 from fqdnpolicy.engine.programs import Program
@@ -124,13 +122,3 @@ class View:
             return live
         old = self._before.owners.get(address, _MISSING)
         return live if old is _MISSING else old  # type: ignore[return-value]
-
-
-def record_before(before: dict[str, object] | None) -> Callable[[str, object], None]:
-    """A function recording ``key``'s old value in ``before`` once (no-op without a commit)."""
-
-    def note(key: str, old: object) -> None:
-        if before is not None and key not in before:
-            before[key] = old
-
-    return note
