@@ -32,7 +32,9 @@ Lifetimes
 A record's lifetime is ``clamp(ttl + extra_ttl, min_ttl, max_ttl) + grace_period``; a TTL
 above ``2**31 - 1`` counts as 0 (RFC 2181, section 8). A refresh only ever extends a link.
 :meth:`DNSCache.expire` removes what is due at the clock's now (nothing expires on its own,
-so tests drive time with a fake clock). IPs the datapath still sees connections to can be
+so tests drive time with a fake clock). Restored links (:meth:`DNSCache.restore`, cache files)
+are cut to the longest lifetime the options give now. IPs the datapath still sees connections
+to can be
 kept past their expiry (:meth:`DNSCache.keep_alive`), bounded in count and age.
 
 Bounds
@@ -807,25 +809,31 @@ class DNSCache(FastPaths):
 
         Used by :meth:`load`. Links already due are skipped, and so are addresses the
         datapath cannot hold (counted in ``stats.unsupported_address``; see
-        :mod:`fqdnpolicy.dns.addresses`).
+        :mod:`fqdnpolicy.dns.addresses`). A deadline is cut to the longest lifetime the
+        cache's options give an answer now, so stored state never outlives what a fresh
+        answer could.
 
         Returns:
             The resulting changes (also delivered to subscribers).
         """
         with self._lock:
             now = self.clock()
+            latest = now + self._longest_lifetime()
             old: dict[str, Mapping[str, float]] = {}
             for link in links:
-                if link.expiry <= now:
+                expiry = link.expiry
+                if not expiry > now:  # NaN too
                     continue
+                if expiry > latest:
+                    expiry = latest
                 if link.is_cname:
-                    self._put_cname(link.name, link.target, link.expiry, old)
+                    self._put_cname(link.name, link.target, expiry, old)
                 elif link.target in ZERO_ADDRESSES:
                     continue
                 elif address_problem(link.target) is not None:
                     self._c.unsupported_address += 1
                 else:
-                    self._put_addr(link.name, sys.intern(link.target), link.expiry, old)
+                    self._put_addr(link.name, sys.intern(link.target), expiry, old)
             changes = self._commit(old, now)
         if self._outbox:
             self._deliver()

@@ -79,6 +79,10 @@ class LinkStore(ExpiryHeap):
             self._lifetimes[ttl] = life
         return life
 
+    def _longest_lifetime(self) -> float:
+        """The longest lifetime any answer can give a link under the cache's options."""
+        return self._lifetime(_TTL_MAX_VALID)
+
     def _lifetime(self, ttl: int) -> float:
         if not 0 <= ttl <= _TTL_MAX_VALID:
             ttl = 0

@@ -19,7 +19,8 @@ most :data:`MAX_FILE_BYTES` is read, one line of at most :data:`MAX_LINE_BYTES` 
 file with another epoch, an unknown version or an unknown feature is ignored as a whole (its
 entries may mean something else); a damaged file keeps every valid line and reports each other
 line with its reason (an address the datapath cannot hold is such a line). Only links with
-more than 1 s left are restored.
+more than 1 s left are restored, each cut to the longest lifetime the cache's options give at
+load time: stored state never keeps a pair longer than a fresh answer could.
 """
 
 from __future__ import annotations
@@ -269,7 +270,8 @@ def load(cache: SavedCache, path: str) -> LoadReport:
 
     Only a regular file of at most :data:`MAX_FILE_BYTES` is read (a FIFO, a device or a
     link to one is ignored rather than waited on or read forever), one line of at most
-    :data:`MAX_LINE_BYTES` at a time.
+    :data:`MAX_LINE_BYTES` at a time. Restored deadlines are cut to what the cache's options
+    allow now (:meth:`fqdnpolicy.dns.DNSCache.restore`).
 
     Args:
         cache: The cache to fill (its ``epoch`` must match the file's).

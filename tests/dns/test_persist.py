@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from pathlib import Path
@@ -428,3 +429,51 @@ def test_a_link_between_the_longest_names_fits_the_line_bound(tmp_path: Path) ->
     report = make_cache(clock).load(path)
     assert report.ok
     assert report.restored == 1
+
+
+# Restored lifetimes: a file never keeps a pair longer than a fresh answer could.
+
+
+@pytest.mark.parametrize("expires", [WALL + 1e9, 1e300, 10**300])
+def test_restored_lifetimes_are_cut_to_what_the_options_allow_at_load(
+    tmp_path: Path, expires: float
+) -> None:
+    line = json.dumps({"name": "a.com", "ip": "10.0.0.1", "expires": expires})
+    path = write(tmp_path, header(), line)
+    clock = FakeClock(500)
+    cache = DNSCache(
+        clock=clock, wall_clock=lambda: clock.now + WALL, max_ttl=3600, grace_period=30
+    )
+    assert cache.load(path).restored == 1
+    assert cache.expiries("a.com") == {"10.0.0.1": 500 + 3600 + 30}
+    clock.advance(3631)
+    cache.expire()
+    assert cache.names() == set()
+
+
+def test_restored_lifetimes_within_the_options_are_kept_as_saved(tmp_path: Path) -> None:
+    line = json.dumps({"name": "a.com", "ip": "10.0.0.1", "expires": WALL + 100})
+    path = write(tmp_path, header(), line)
+    clock = FakeClock(0)
+    cache = DNSCache(clock=clock, wall_clock=lambda: clock.now + WALL, max_ttl=3600)
+    cache.load(path)
+    assert cache.expiries("a.com") == {"10.0.0.1": 100}
+
+
+def test_restore_cuts_deadlines_and_skips_ones_that_are_no_number() -> None:
+    cache = DNSCache(clock=FakeClock(10), max_ttl=60)
+    cache.restore(
+        [
+            DNSLink("a.com", "10.0.0.1", False, math.inf),
+            DNSLink("b.com", "c.com", True, 1e300),
+            DNSLink("c.com", "10.0.0.2", False, 40.0),
+            DNSLink("d.com", "10.0.0.3", False, math.nan),
+        ]
+    )
+    assert cache.expiries("a.com") == {"10.0.0.1": 70}
+    assert cache.expiries("b.com") == {"10.0.0.2": 40}
+    assert {link.name: link.expiry for link in cache.links()} == {
+        "a.com": 70,
+        "b.com": 70,
+        "c.com": 40,
+    }
