@@ -160,7 +160,13 @@ class PolicyEngine:
                 if ident is not None:
                     found = program.get((ident, protocol, port))
                     if found is None:
-                        found = self._kept(program, ident, src, dst, protocol, port)
+                        if ident.ports is None:
+                            if ident.isdisjoint(program.refs):
+                                found = program.get((ident.family, protocol, port))
+                                if found is not None:
+                                    self._admit(program, (ident, protocol, port), found)
+                        else:
+                            found = self._kept_to_endpoint(program, ident, src, dst, protocol, port)
                     if found is not None and port.__class__ is int and self._snapshot is snapshot:
                         return found
         while True:
@@ -188,32 +194,15 @@ class PolicyEngine:
             return None
         return remember_outside(snapshot.prefixes, dst)
 
-    def _kept(
-        self,
-        program: Program,
-        ident: Identity,
-        src: object,
-        dst: object,
-        protocol: object,
-        port: object,
-    ) -> Verdict | None:
-        """A kept verdict found other than under the peer's identity.
+    def _admit(self, program: Program, key: tuple[object, ...], found: Verdict) -> None:
+        """Keep a program-wide verdict under the peer's identity too, for one flow in four.
 
-        The program's verdict for peers in none of its sets; for a peer that is an endpoint,
-        both sides' verdicts.
+        A flow that repeats is then found in one lookup; most of a scan of random
+        destinations stays out.
         """
-        if ident.ports is not None:
-            return self._kept_to_endpoint(program, ident, src, dst, protocol, port)
-        if not ident.isdisjoint(program.refs):
-            return None
-        found = program.get((ident.family, protocol, port))
-        if found is not None:
-            # Kept under the identity too for one flow in eight: a flow that repeats is then
-            # found in one lookup; most of a scan of random destinations stays out.
-            self._admissions += 1
-            if not self._admissions & ADMIT_MASK:
-                self._keep(program, (ident, protocol, port), found)
-        return found
+        self._admissions += 1
+        if not self._admissions & ADMIT_MASK:
+            self._keep(program, key, found)
 
     def _kept_to_endpoint(
         self,
