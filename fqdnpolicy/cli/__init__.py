@@ -26,7 +26,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TextIO, cast
 
 from fqdnpolicy.cli.common import (
     EXIT_INVALID,
@@ -34,6 +34,8 @@ from fqdnpolicy.cli.common import (
     EXIT_PIPE,
     EXIT_USAGE,
     CommandError,
+    Parser,
+    UsageError,
     invalid_input,
     report_error,
 )
@@ -44,16 +46,23 @@ __all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_PIPE", "EXIT_USAGE", "build_parser",
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``fqdnpolicy`` command."""
+    from fqdnpolicy import __version__
     from fqdnpolicy.cli.judge import add_check, add_explain
     from fqdnpolicy.cli.render import add_remove, add_render
     from fqdnpolicy.cli.tools import add_bench, add_demo, add_dns
     from fqdnpolicy.cli.validate import add_validate
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fqdnpolicy",
         description="Decide and enforce Kubernetes egress policy by domain name.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # The subparsers are Parsers too (argparse makes them of the parent's class), typed as
+    # plain ArgumentParsers for the add_* functions.
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
     add_validate(sub)
     add_dns(sub)
     add_check(sub)
@@ -77,15 +86,37 @@ def _quiet_stdout(stream: TextIO) -> None:
         pass
 
 
+def _asks_for_json(words: Sequence[str]) -> bool:
+    """Tell whether a command line that does not parse still asked for ``--format json``."""
+    return any(
+        w == "--format=json" or (w == "--format" and nxt == "json")
+        for w, nxt in zip(words, [*words[1:], ""], strict=True)
+    )
+
+
+def _usage_error(words: Sequence[str], error: UsageError, stream: TextIO) -> int:
+    """Report a command line that does not parse: as argparse does, or as JSON if asked."""
+    command = next((w for w in words if not w.startswith("-")), "")
+    if _asks_for_json(words):
+        args = argparse.Namespace(command=command, format="json")
+        return report_error(args, CommandError(error.message, EXIT_USAGE), stream)
+    error.parser.print_usage(sys.stderr)
+    print(f"{error.parser.prog}: error: {error.message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of the ``fqdnpolicy`` command; returns the exit code."""
     stream = out if out is not None else sys.stdout
     try:
         parser = build_parser()
+        words = list(sys.argv[1:] if argv is None else argv)
         try:
-            args = parser.parse_args(argv)
-        except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
+            args = parser.parse_args(words)
+        except SystemExit as exc:  # --help and --version exit 0
             return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+        except UsageError as exc:
+            return _usage_error(words, exc, stream)
         try:
             code: int = args.func(args, stream)
         except CommandError as exc:

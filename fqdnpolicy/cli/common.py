@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from fqdnpolicy.errors import InvalidPolicy, Problem
 
@@ -21,10 +22,20 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PIPE",
     "EXIT_USAGE",
+    "STDIN",
     "CommandError",
+    "Parser",
+    "UsageError",
+    "check_paths",
+    "load_policies",
     "print_problems",
+    "read_stdin",
     "report_error",
+    "stdin_alone",
 ]
+
+#: The path that means standard input.
+STDIN = "-"
 
 #: All is well: valid input, every flow allowed.
 EXIT_OK = 0
@@ -85,3 +96,86 @@ def invalid_input(exc: InvalidPolicy, what: str = "invalid input") -> CommandErr
     """The :class:`CommandError` for input that failed to load (exit 1)."""
     count = len(exc.problems)
     return CommandError(f"{what}: {count} problem(s)", EXIT_INVALID, exc.problems)
+
+
+class UsageError(Exception):
+    """The command line does not parse; raised by :class:`Parser` instead of exiting.
+
+    Args:
+        parser: The (sub)parser that refused the command line, for its usage line.
+        message: What is wrong, as argparse says it.
+    """
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser that raises :class:`UsageError` so ``main`` can answer in JSON."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise :class:`UsageError` instead of printing and exiting."""
+        raise UsageError(self, message)
+
+
+def check_paths(paths: Sequence[str]) -> None:
+    """Refuse paths that do not exist (exit 2); ``-`` (standard input) always exists.
+
+    Raises:
+        CommandError: some path does not exist.
+    """
+    missing = [p for p in paths if p != STDIN and not os.path.exists(p)]
+    if missing:
+        raise CommandError(f"no such file or directory: {', '.join(missing)}")
+
+
+def read_stdin(option: str) -> str:
+    """Read all of standard input as UTF-8 text for ``option`` (``-`` given as its path).
+
+    Raises:
+        CommandError: standard input is not UTF-8 text (exit 1).
+    """
+    stream = sys.stdin
+    data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(
+            f"{option}: standard input is not UTF-8 text: {exc.reason} at byte {exc.start}",
+            EXIT_INVALID,
+        ) from None
+
+
+def stdin_alone(option: str, paths: Sequence[str]) -> bool:
+    """Tell whether ``paths`` is ``-`` alone: standard input is read as one source.
+
+    Raises:
+        CommandError: ``-`` is given with other paths or twice (exit 2).
+    """
+    if STDIN not in paths:
+        return False
+    if len(paths) != 1:
+        raise CommandError(f"{option}: '-' reads standard input; give it alone, and once")
+    return True
+
+
+def load_policies(paths: Sequence[str], *, option: str, skip_unknown: bool = False) -> Any:
+    """Load policy files and directories, or standard input for ``-``.
+
+    Returns:
+        The :class:`~fqdnpolicy.model.ResourceSet`.
+
+    Raises:
+        CommandError: a path does not exist, or ``-`` is not alone (exit 2).
+        InvalidPolicy: the policies are not valid (exit 1).
+    """
+    from fqdnpolicy.loader import load, loads
+
+    if stdin_alone(option, paths):
+        return loads(read_stdin(option), filename="<stdin>", skip_unknown=skip_unknown)
+    check_paths(paths)
+    return load(*paths, skip_unknown=skip_unknown)

@@ -7,7 +7,6 @@ reads the clock once: timeouts and expiries all come from that reading, and ``--
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -16,7 +15,14 @@ from typing import Any
 
 import attrs
 
-from fqdnpolicy.cli.common import CommandError
+from fqdnpolicy.cli.common import (
+    STDIN,
+    CommandError,
+    check_paths,
+    load_policies,
+    read_stdin,
+    stdin_alone,
+)
 
 __all__ = ["State", "add_state_options", "load_state", "parse_time"]
 
@@ -70,7 +76,7 @@ def add_state_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PATH",
-        help="policy file or directory (repeatable)",
+        help="policy file or directory (repeatable); '-' reads standard input",
     )
     parser.add_argument(
         "--cluster",
@@ -79,7 +85,12 @@ def add_state_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="pods, namespaces and service accounts: the output of "
         "'kubectl get pods,namespaces,serviceaccounts -A -o yaml' (file or directory, "
-        "repeatable)",
+        "repeatable); '-' reads standard input",
+    )
+    parser.add_argument(
+        "--skip-unknown",
+        action="store_true",
+        help="ignore documents under --policies that are not policy resources (Deployments...)",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--zone", metavar="FILE", help="DNS data from a zone file")
@@ -100,18 +111,24 @@ def load_state(args: argparse.Namespace) -> State:
         CommandError: a file does not exist (exit 2).
         InvalidPolicy: a file is not valid (exit 1).
     """
-    from fqdnpolicy.cluster import Cluster, load_cluster
+    from fqdnpolicy.cluster import Cluster, load_cluster, loads_cluster
     from fqdnpolicy.dns import DNSCache
     from fqdnpolicy.dns.sources import load_zone
-    from fqdnpolicy.loader import load
     from fqdnpolicy.model import ResourceSet
 
-    paths = [*args.policies, *args.cluster, *(p for p in (args.zone, args.cache) if p)]
-    missing = [p for p in paths if not os.path.exists(p)]
-    if missing:
-        raise CommandError(f"no such file or directory: {', '.join(missing)}")
-    resources = load(*args.policies) if args.policies else ResourceSet()
-    cluster = load_cluster(*args.cluster) if args.cluster else Cluster()
+    if STDIN in args.policies and STDIN in args.cluster:
+        raise CommandError("standard input ('-') can be read once: for --policies or --cluster")
+    check_paths([*args.cluster, *(p for p in (args.zone, args.cache) if p)])
+    skip = args.skip_unknown
+    resources = (
+        load_policies(args.policies, option="--policies", skip_unknown=skip)
+        if args.policies
+        else ResourceSet()
+    )
+    if stdin_alone("--cluster", args.cluster):
+        cluster = loads_cluster(read_stdin("--cluster"), filename="<stdin>")
+    else:
+        cluster = load_cluster(*args.cluster) if args.cluster else Cluster()
     wall = args.at if args.at is not None else time.time()
     # Stopped clocks: one reading for the whole command, so expiries, timeouts and verdicts
     # agree with each other and a rendering repeats byte for byte under the same --at.

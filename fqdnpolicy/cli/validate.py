@@ -5,32 +5,52 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import TextIO
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
-from fqdnpolicy.cli.common import EXIT_INVALID, EXIT_OK, CommandError, print_problems
+from fqdnpolicy.cli.common import EXIT_INVALID, EXIT_OK, STDIN, load_policies, print_problems
 from fqdnpolicy.errors import InvalidPolicy, Problem
 
 __all__ = ["add_validate", "cmd_validate"]
 
 
+def _empty_paths(paths: Sequence[str], resources: Any) -> tuple[Problem, ...]:
+    """A problem for each path that gave no resource: validating nothing is not a success."""
+    files = {resource.source.file for resource in resources}
+    problems = []
+    for raw in paths:
+        name = "<stdin>" if raw == STDIN else str(Path(raw))
+        inside = name.rstrip(os.sep) + os.sep
+        if not any(f == name or f.startswith(inside) for f in files):
+            what = "directory" if os.path.isdir(raw) else "file" if raw != STDIN else "input"
+            problems.append(
+                Problem(
+                    f"no policy resources in this {what}",
+                    file=name,
+                    hint="give files holding projectcalico.org/v3 or networking.k8s.io/v1 "
+                    "policy resources (*.yaml, *.yml, *.json)",
+                    code="no-resources",
+                )
+            )
+    return tuple(problems)
+
+
 def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     """Load ``args.paths``, print every error and warning, return the exit code."""
     from fqdnpolicy.lint import lint
-    from fqdnpolicy.loader import load
 
-    missing = [p for p in args.paths if not os.path.exists(p)]
-    if missing:
-        raise CommandError(f"no such file or directory: {', '.join(missing)}")
     errors: tuple[Problem, ...] = ()
     warnings: list[Problem] = []
     count = 0
     try:
-        resources = load(*args.paths)
+        resources = load_policies(args.paths, option="validate", skip_unknown=args.skip_unknown)
     except InvalidPolicy as exc:
         errors = exc.problems
     else:
         count = len(resources)
-        warnings = lint(resources)
+        errors = _empty_paths(args.paths, resources)
+        warnings = lint(resources) if not errors else []
     if args.format == "json":
         report = {
             "valid": not errors,
@@ -62,7 +82,14 @@ def add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         description="Load Calico/Kubernetes policy files strictly and lint them. "
         "Exit 0 valid, 1 invalid (or warnings with --strict), 2 usage error.",
     )
-    validate.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
+    validate.add_argument(
+        "paths", nargs="+", metavar="PATH", help="files or directories; '-' reads standard input"
+    )
     validate.add_argument("--format", choices=("text", "json"), default="text")
     validate.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1)")
+    validate.add_argument(
+        "--skip-unknown",
+        action="store_true",
+        help="ignore documents that are not policy resources (Deployments, Services...)",
+    )
     validate.set_defaults(func=cmd_validate)

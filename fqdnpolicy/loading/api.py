@@ -69,12 +69,15 @@ def _finish(ctx: Context) -> ResourceSet:
     return ResourceSet(tuple(ctx.policies), tuple(ctx.network_sets), tuple(ctx.tiers))
 
 
-def loads(text: str, *, filename: str = "<string>") -> ResourceSet:
+def loads(text: str, *, filename: str = "<string>", skip_unknown: bool = False) -> ResourceSet:
     """Load resources from a YAML or JSON string.
 
     Args:
         text: One or more YAML documents (JSON is YAML too).
         filename: Name used in problem locations and :class:`~fqdnpolicy.model.SourceLocation`.
+        skip_unknown: Ignore documents of kinds that are not policy resources (Deployments,
+            Services...) instead of reporting them. A policy kind under an apiVersion we do not
+            read is still reported.
 
     Returns:
         Every resource in the text.
@@ -82,7 +85,7 @@ def loads(text: str, *, filename: str = "<string>") -> ResourceSet:
     Raises:
         InvalidPolicy: With every problem found, each located by file, line and field path.
     """
-    ctx = Context()
+    ctx = Context(skip_unknown=skip_unknown)
     if not isinstance(text, str):
         raise InvalidPolicy(Problem(f"expected text, got {type(text).__name__}", file=filename))
     _load_text(text, filename, ctx, json_fallback=True)
@@ -106,7 +109,7 @@ def _files(path: Path, ctx: Context) -> Iterator[Path]:
         )
 
 
-def load(*paths: str | os.PathLike[str]) -> ResourceSet:
+def load(*paths: str | os.PathLike[str], skip_unknown: bool = False) -> ResourceSet:
     """Load resources from files and directories.
 
     Directories are searched recursively for ``*.yaml``, ``*.yml`` and ``*.json`` files, read
@@ -114,6 +117,9 @@ def load(*paths: str | os.PathLike[str]) -> ResourceSet:
 
     Args:
         *paths: Files and directories.
+        skip_unknown: Ignore documents of kinds that are not policy resources (Deployments,
+            Services...) instead of reporting them. A policy kind under an apiVersion we do not
+            read is still reported.
 
     Returns:
         Every resource found, in order (files in the order given, directory entries sorted).
@@ -121,7 +127,7 @@ def load(*paths: str | os.PathLike[str]) -> ResourceSet:
     Raises:
         InvalidPolicy: With every problem found in every file; nothing is returned then.
     """
-    ctx = Context()
+    ctx = Context(skip_unknown=skip_unknown)
     for raw in paths:
         for file in _files(Path(raw), ctx):
             name = str(file)

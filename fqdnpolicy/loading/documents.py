@@ -83,6 +83,7 @@ class Context:
     tiers: list[Tier] = attrs.Factory(list)
     problems: list[Problem] = attrs.Factory(list)
     seen: dict[tuple[str, ...], str] = attrs.Factory(dict)
+    skip_unknown: bool = False
 
 
 @attrs.frozen
@@ -168,6 +169,8 @@ def process(value: Any, where: Where, ctx: Context, inherited: tuple[str, str] |
     if kind == "List" or (kind.endswith("List") and "items" in value):
         _process_list(value, api, kind, where, ctx)
         return
+    if ctx.skip_unknown and kind not in _KINDS.get(api, ()) and not _ours(kind):
+        return  # a Deployment, a Service...: the caller asked to read policy resources only
     if api not in _KINDS:
         ctx.problems += where.locate(
             [
@@ -199,6 +202,15 @@ def process(value: Any, where: Where, ctx: Context, inherited: tuple[str, str] |
         )
         return
     _process_resource(value, api, kind, where, ctx)
+
+
+def _ours(kind: str) -> bool:
+    """Tell whether ``kind`` names a policy resource under some apiVersion we read.
+
+    Such a kind under another apiVersion is more likely a mistake than a foreign resource, so
+    skipping unknown kinds still reports it.
+    """
+    return any(kind in kinds for kinds in _KINDS.values())
 
 
 def _process_list(value: dict[str, Any], api: str, kind: str, where: Where, ctx: Context) -> None:
