@@ -6,7 +6,9 @@ then the CIDR intervals of the prefix table); most identities are in none of the
 program names, so for them the verdict depends on (program, family, protocol, port) only and is
 judged once per distinct combination. The few flows whose destination is in one of the
 program's sets are judged once per distinct (program, identity, protocol, port); flows to an
-endpoint, which also need its ingress policy, go through :meth:`PolicyEngine.verdict`.
+endpoint, which also need its ingress policy, go through :meth:`PolicyEngine.verdict` once per
+distinct (source, address, protocol, port). Combinations are grouped by direct indexing where
+their number space is small, so most batches need no sort.
 
 The tables are built from the published state on first use and kept until an identity
 changes (``AddressTable.version``): replaying a day of flows against one state builds them once.
@@ -15,7 +17,7 @@ changes (``AddressTable.version``): replaying a day of flows against one state b
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from fqdnpolicy.engine.arguments import port_number as _port
@@ -242,17 +244,20 @@ def _vectorised(
         if len(dst) and (dst.min() < 0 or dst.max() >= 1 << 32):
             raise _bad("a packed IPv4 address is out of range", "0 to 2**32 - 1")
         ident = tables.lookup(np, dst.astype(np.uint32))
+        address = dst.astype(np.int64)
     else:
         view = View(engine._snapshot, engine._hosts, records, engine._owners)
-        seen: dict[object, int] = {}
+        seen: dict[object, tuple[int, int]] = {}
         codes = np.empty(n, dtype=np.int64)
+        address = np.empty(n, dtype=np.int64)  # a number per distinct text
         for i, text in enumerate(dst):
-            code = seen.get(text)
-            if code is None:
+            found = seen.get(text)
+            if found is None:
                 if not isinstance(text, str):
                     raise _bad(f"not an IP address: {text!r}", "an IPv4 or IPv6 address")
-                code = seen[text] = tables.code(identity_of(view.host, view.prefixes, text)[0])
-            codes[i] = code
+                code = tables.code(identity_of(view.host, view.prefixes, text)[0])
+                found = seen[text] = (code, len(seen))
+            codes[i], address[i] = found
         ident = codes
     idents = tables.idents
     family6 = np.fromiter((i.family == 6 for i in idents), bool, len(idents))[ident]
@@ -279,7 +284,7 @@ def _vectorised(
             raise _bad(f"port {int(bad)!r} is not a port", "an integer 0-65535, or None")
 
     # Which flows are to an identity in some set of the sender's program.
-    present = np.unique(prog)
+    present = np.flatnonzero(np.bincount(prog, minlength=len(programs)))
     n_idents = len(idents)
     pair = prog * n_idents + ident
     rel_keys = [c * n_idents + tables.relevant(np, programs[c]) for c in present]
@@ -291,21 +296,48 @@ def _vectorised(
         relevant = np.zeros(n, dtype=bool)
 
     out = np.empty(n, dtype=bool)
-    plain = ~relevant & ~endpoint
-    _judge_groups(
-        np, engine, out, plain, (prog, family6, proto, port), programs, idents, ident, True
-    )
-    special = relevant & ~endpoint
-    if special.any():
-        _judge_groups(
-            np, engine, out, special, (prog, ident, proto, port), programs, idents, ident, False
-        )
-    for i in np.flatnonzero(endpoint):  # to endpoints: their ingress policy too
-        target = identity_address(engine, dst, int(i))
-        out[i] = engine.verdict(
-            keys[int(src_idx[i])], target, int(proto[i]), None if port[i] < 0 else int(port[i])
+    columns = (prog, proto, port + 1)
+
+    def by_program(rows: Any) -> bool:
+        row = int(rows)
+        peer = idents[int(ident[row])]
+        port_value = int(port[row])
+        return engine._judge_program(
+            programs[int(prog[row])], peer, int(proto[row]), None if port_value < 0 else port_value
         ).allowed
+
+    def to_endpoint(rows: Any) -> bool:
+        # Their ingress policy too: verdict() judges both sides.
+        row = int(rows)
+        port_value = int(port[row])
+        return engine.verdict(
+            keys[int(src_idx[row])],
+            identity_address(engine, dst, row),
+            int(proto[row]),
+            None if port_value < 0 else port_value,
+        ).allowed
+
+    plain = ~relevant & ~endpoint
+    _judge_groups(np, out, plain, (*columns, family6), by_program)
+    _judge_groups(np, out, relevant & ~endpoint, (*columns, ident), by_program)
+    if endpoint.any():
+        _judge_groups(np, out, endpoint, (src_idx, proto, port + 1, address), to_endpoint)
     return out
+
+
+def _dense(np: Any, values: Any) -> tuple[Any, int]:
+    """Small codes (0 to k - 1) for the distinct values, in their order, and k."""
+    values = values.astype(np.int64)
+    if not len(values):
+        return values, 0
+    low, high = int(values.min()), int(values.max())
+    if high - low < 1 << 22:
+        present = np.zeros(high - low + 1, dtype=bool)
+        present[values - low] = True
+        remap = np.cumsum(present) - 1
+        return remap[values - low], int(present.sum())
+    distinct, codes = np.unique(values, return_inverse=True)
+    return codes.reshape(-1), len(distinct)
 
 
 def identity_address(engine: PolicyEngine, dst: Any, i: int) -> str:
@@ -318,27 +350,36 @@ def identity_address(engine: PolicyEngine, dst: Any, i: int) -> str:
 
 def _judge_groups(
     np: Any,
-    engine: PolicyEngine,
     out: Any,
     mask: Any,
     columns: tuple[Any, ...],
-    programs: list[Program],
-    idents: list[Identity],
-    ident: Any,
-    plain: bool,
+    judge: Callable[[Any], bool],
 ) -> None:
-    """Judge each distinct combination of ``columns`` among the ``mask`` flows once."""
+    """Judge each distinct combination of ``columns`` among the ``mask`` flows once.
+
+    ``judge`` gets one flow's index standing for its combination. The combinations are
+    numbered by mixed radix over each column's distinct values; where that space is small they
+    are grouped by direct indexing (no sort), else by sorting the numbers.
+    """
     rows = np.flatnonzero(mask)
     if not len(rows):
         return
-    stacked = np.stack([c[rows].astype(np.int64) for c in columns], axis=1)
-    combos, first, inverse = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
-    allowed = np.empty(len(combos), dtype=bool)
-    for k, row in enumerate(rows[first]):
-        program = programs[int(columns[0][row])]
-        peer = idents[int(ident[row])]
-        proto = int(columns[2][row])
-        port = int(columns[3][row])
-        verdict = engine._judge_program(program, peer, proto, None if port < 0 else port)
-        allowed[k] = verdict.allowed
-    out[rows] = allowed[inverse.reshape(-1)]
+    key = np.zeros(len(rows), dtype=np.int64)
+    size = 1
+    for column in columns:
+        codes, count = _dense(np, column[rows])
+        if size * max(count, 1) >= 1 << 62:
+            raise AssertionError("combination space out of range")  # (columns are bounded)
+        key = key * max(count, 1) + codes
+        size *= max(count, 1)
+    if size <= 1 << 22:
+        first = np.full(size, -1, dtype=np.int64)
+        first[key[::-1]] = np.arange(len(key) - 1, -1, -1)  # the first row of each
+        combos = np.flatnonzero(first >= 0)
+        allowed = np.zeros(size, dtype=bool)
+        allowed[combos] = [judge(rows[first[c]]) for c in combos]
+        out[rows] = allowed[key]
+        return
+    _, firsts, inverse = np.unique(key, return_index=True, return_inverse=True)
+    verdicts = np.array([judge(rows[f]) for f in firsts], dtype=bool)
+    out[rows] = verdicts[inverse.reshape(-1)]
