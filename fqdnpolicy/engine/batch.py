@@ -17,6 +17,7 @@ changes (``AddressTable.version``): replaying a day of flows against one state b
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -68,6 +69,7 @@ class _Tables:
         self.prefixes = prefixes
         self.idents: list[Identity] = []
         self._code: dict[int, int] = {}
+        self._coding = threading.Lock()
         v4 = [(address, ident) for address, ident in hosts.items() if ":" not in address]
         v4.sort(key=lambda item: socket.inet_aton(item[0]))
         packed = b"".join(socket.inet_aton(address) for address, _ in v4)
@@ -95,8 +97,11 @@ class _Tables:
         """The code of an identity (new identities get the next one)."""
         found = self._code.get(id(ident))
         if found is None:
-            found = self._code[id(ident)] = len(self.idents)
-            self.idents.append(ident)
+            with self._coding:  # two batches coding at once must not share a number
+                found = self._code.get(id(ident))
+                if found is None:
+                    self.idents.append(ident)
+                    found = self._code[id(ident)] = len(self.idents) - 1
         return found
 
     def lookup(self, np: Any, packed: Any) -> Any:

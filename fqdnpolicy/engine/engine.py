@@ -258,7 +258,9 @@ class PolicyEngine:
             protocol: One protocol for every flow, or one per flow.
             port: One port (or None) for every flow, or one per flow.
 
-        Needs NumPy (``pip install 'fqdnpolicy[fast]'``); takes no lock.
+        Needs NumPy (``pip install 'fqdnpolicy[fast]'``); never waits for a change in
+        progress (a change that begins or ends meanwhile sends the batch flow by flow
+        through :meth:`verdict`).
 
         Raises:
             InvalidPolicy: lengths differ, or some flow is invalid (see :meth:`verdict`).
