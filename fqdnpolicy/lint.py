@@ -34,6 +34,7 @@ resources alone (for ``no-dns-allowed``: that no loaded policy could allow the D
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 from collections.abc import Iterator, Sequence
 
@@ -42,6 +43,7 @@ from fqdnpolicy.errors import Problem
 from fqdnpolicy.model import (
     DEFAULT_TIER,
     EntityRule,
+    IPNetwork,
     NamedPort,
     NetworkSet,
     Policy,
@@ -340,40 +342,190 @@ def _covers(wide: Rule, narrow: Rule, family: int) -> bool:
     )
 
 
+def _shadow_warning(
+    policy: Policy,
+    direction: str,
+    rules: Sequence[Rule],
+    j: int,
+    shadowed_by: dict[int, int],
+    remaining: set[int],
+) -> Problem:
+    """The warning for rule ``j``, given the first earlier rule covering it per family."""
+    later = rules[j]
+    path = f"spec.{direction}[{j}]"
+    by = sorted(set(shadowed_by.values()))
+    first = rules[by[0]]
+    earlier_text = ", ".join(f"{direction}[{i}] ({rules[i].action})" for i in by)
+    if set(shadowed_by) == remaining:
+        message = f"this rule can never match: {earlier_text} before it matches all of its traffic"
+    else:
+        families = " and ".join(f"IPv{f}" for f in sorted(shadowed_by))
+        message = (
+            f"for {families} traffic this rule can never match: {earlier_text} "
+            f"before it matches all of it (the rule still applies to the rest)"
+        )
+    hint = (
+        "move it before the broader rule"
+        if first.action != later.action
+        else "remove it, or narrow the earlier rule"
+    )
+    return _warn(policy, path, message, "shadowed-rule", hint)
+
+
 def _shadowed_rules(policy: Policy) -> Iterator[Problem]:
     for direction, rules in (("ingress", policy.spec.ingress), ("egress", policy.spec.egress)):
-        for j, later in enumerate(rules):
-            remaining = _families(later)
-            if not remaining:
-                continue
-            shadowed_by: dict[int, int] = {}
-            for i in range(j):
-                earlier = rules[i]
-                if earlier.action == "Log":
-                    continue
-                for family in sorted(remaining & _families(earlier)):
-                    if family not in shadowed_by and _covers(earlier, later, family):
-                        shadowed_by[family] = i
-            if not shadowed_by:
-                continue
-            path = f"spec.{direction}[{j}]"
-            by = sorted(set(shadowed_by.values()))
-            first = rules[by[0]]
-            earlier_text = ", ".join(f"{direction}[{i}] ({rules[i].action})" for i in by)
-            if set(shadowed_by) == remaining:
-                message = (
-                    f"this rule can never match: {earlier_text} before it matches all of its "
-                    "traffic"
-                )
+        for j, shadowed_by, remaining in _shadowing(rules):
+            yield _shadow_warning(policy, direction, rules, j, shadowed_by, remaining)
+
+
+# A rule that covers another must constrain a field at least as much, so each earlier rule is
+# filed under the values of one field it constrains (its "anchor"), and a later rule only looks
+# up the keys under which a rule covering it can be filed. Keys are tuples starting with a tag.
+_SIDES = ("destination", "source")
+_SELECTOR_FIELDS = ("selector", "not_selector", "namespace_selector", "service_accounts")
+# A port range is filed under the aligned power-of-two blocks that tile it (as in a segment
+# tree), so the ranges holding a port are found in one lookup per block size, not by a scan.
+_PORT_BITS = 16
+_ANY: tuple[str] = ("any",)
+
+
+def _net_key(side: str, net: IPNetwork, prefixlen: int) -> tuple[object, ...]:
+    shift = net.max_prefixlen - prefixlen
+    return ("net", side, net.version, prefixlen, int(net.network_address) >> shift)
+
+
+def _aligned_blocks(first: int, last: int) -> Iterator[tuple[int, int]]:
+    """Tile ``first..last`` with aligned blocks, the largest that fits at each step.
+
+    A block (level, number) holds the ports ``number << level`` to ``((number + 1) << level) - 1``.
+    """
+    while first <= last:
+        level = 0
+        while level < _PORT_BITS and first % (2 << level) == 0 and first + (2 << level) <= last + 1:
+            level += 1
+        yield level, first >> level
+        first += 1 << level
+
+
+def _anchor_keys(rule: Rule) -> list[tuple[object, ...]]:
+    """The keys to file ``rule`` under: every value of the most selective field it constrains."""
+    for side in _SIDES:
+        entity: EntityRule = getattr(rule, side)
+        if entity.domains:
+            return [
+                ("wild", side, d.fixed_suffix) if d.is_wildcard else ("name", side, d.text)
+                for d in entity.domains
+            ]
+    for side in _SIDES:
+        nets = getattr(rule, side).nets
+        if nets:
+            return [_net_key(side, n, n.prefixlen) for n in nets]
+    for side in _SIDES:
+        ports = getattr(rule, side).ports
+        if ports:
+            keys: list[tuple[object, ...]] = []
+            for p in ports:
+                if isinstance(p, NamedPort):
+                    keys.append(("named", side, p.name))
+                else:
+                    keys.extend(("port", side, *b) for b in _aligned_blocks(p.first, p.last))
+            return keys
+    for side in _SIDES:
+        for field in _SELECTOR_FIELDS:
+            value = getattr(getattr(rule, side), field)
+            if value is not None:
+                return [("sel", side, field, value)]
+    if rule.icmp is not None:
+        return [("icmp", rule.icmp)]
+    protocol = protocol_number_or_none(rule.protocol)
+    if protocol is not None:
+        return [("proto", protocol)]
+    return [_ANY]
+
+
+def _lookup_keys(
+    rule: Rule, prefixlens: dict[tuple[str, int], set[int]]
+) -> Iterator[tuple[object, ...]]:
+    """Every key under which a rule covering ``rule`` (in some family) can be filed."""
+    for side in _SIDES:
+        entity: EntityRule = getattr(rule, side)
+        if entity.domains:
+            # Every name must be covered, so the first one is enough to find the coverer.
+            d = entity.domains[0]
+            if d.is_wildcard:
+                yield ("wild", side, d.fixed_suffix)
             else:
-                families = " and ".join(f"IPv{f}" for f in sorted(shadowed_by))
-                message = (
-                    f"for {families} traffic this rule can never match: {earlier_text} "
-                    f"before it matches all of it (the rule still applies to the rest)"
-                )
-            hint = (
-                "move it before the broader rule"
-                if first.action != later.action
-                else "remove it, or narrow the earlier rule"
-            )
-            yield _warn(policy, path, message, "shadowed-rule", hint)
+                yield ("name", side, d.text)
+                labels = d.labels
+                for i in range(1, len(labels)):
+                    yield ("wild", side, ".".join(labels[i:]))
+        for version in (4, 6):
+            present = prefixlens.get((side, version), set())
+            mine = next((n for n in entity.nets if n.version == version), None)
+            if mine is None:
+                # Only a /0 of the family covers a rule with no nets of that family.
+                if 0 in present:
+                    yield ("net", side, version, 0, 0)
+            else:
+                # Every net must be covered, so the supernets of the first one are enough.
+                yield from (_net_key(side, mine, p) for p in present if p <= mine.prefixlen)
+        if entity.ports:
+            port = entity.ports[0]
+            if isinstance(port, NamedPort):
+                yield ("named", side, port.name)
+            else:
+                for level in range(_PORT_BITS + 1):
+                    yield ("port", side, level, port.first >> level)
+        for field in _SELECTOR_FIELDS:
+            value = getattr(entity, field)
+            if value is not None:
+                yield ("sel", side, field, value)
+    if rule.icmp is not None:
+        yield ("icmp", rule.icmp)
+    protocol = protocol_number_or_none(rule.protocol)
+    if protocol is not None:
+        yield ("proto", protocol)
+    yield _ANY
+
+
+def _in_order(lists: list[list[int]]) -> Iterator[int]:
+    """The indices of several ascending lists, merged, each once."""
+    last = -1
+    for i in heapq.merge(*lists):
+        if i != last:
+            last = i
+            yield i
+
+
+def _shadowing(rules: Sequence[Rule]) -> Iterator[tuple[int, dict[int, int], set[int]]]:
+    """Yield (index, first earlier coverer per family, families) for each shadowed rule.
+
+    The families are those the rule can match at all.
+
+    Earlier rules are found through an index of anchors, in rule order, and the search stops
+    once every family has its first coverer: the same answer as trying every earlier rule.
+    """
+    index: dict[tuple[object, ...], list[int]] = {}
+    prefixlens: dict[tuple[str, int], set[int]] = {}
+    families = [_families(rule) for rule in rules]
+    for j, later in enumerate(rules):
+        remaining = families[j]
+        if remaining and j:
+            shadowed_by: dict[int, int] = {}
+            keys = dict.fromkeys(_lookup_keys(later, prefixlens))
+            found = [index[k] for k in keys if k in index]
+            for i in _in_order(found):
+                for family in sorted(remaining & families[i]):
+                    if family not in shadowed_by and _covers(rules[i], later, family):
+                        shadowed_by[family] = i
+                if len(shadowed_by) == len(remaining):
+                    break
+            if shadowed_by:
+                yield j, shadowed_by, remaining
+        if later.action == "Log":
+            continue
+        for key in dict.fromkeys(_anchor_keys(later)):
+            index.setdefault(key, []).append(j)
+            match key:
+                case ("net", str() as side, int() as version, int() as prefixlen, _):
+                    prefixlens.setdefault((side, version), set()).add(prefixlen)
