@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["ZERO_ADDRESSES", "address_problem", "parse_server", "suspect"]
+__all__ = ["SUSPECT_HEADS", "ZERO_ADDRESSES", "address_problem", "parse_server", "suspect"]
 
 ZERO_ADDRESSES = frozenset({"0.0.0.0", "::"})
 """Sinkhole answers (a resolver's way of saying "blocked"): never learned."""
@@ -41,6 +41,8 @@ _SUSPECT_HEADS = frozenset(
     + ["0.0.", "::", "::1", "::ff"]
 )
 _SUSPECT_HEADS |= frozenset(head.upper() for head in _SUSPECT_HEADS)
+SUSPECT_HEADS: frozenset[str] = _SUSPECT_HEADS
+"""What :func:`suspect` looks the first four characters up in, for loops that inline it."""
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
