@@ -54,6 +54,13 @@ class SetSource(Protocol):
     def domains(self, patterns: Sequence[DomainPattern]) -> int:
         """The set of what names matching ``patterns`` resolve to."""
 
+    def retain(self, num: int) -> None:
+        """One more reference to set ``num``, which is live."""
+
+
+#: Sides compiled already, by what they depend on, with the sets they took (see compile_policy).
+SideMemo = dict[tuple[object, ...], tuple["Side", tuple[int, ...]]]
+
 
 def policy_key(policy: Policy) -> str:
     """``kind/namespace/name``: what identifies a policy across upserts."""
@@ -162,8 +169,12 @@ class CompiledPolicy:
         return (*order_key(self.policy.spec.order, self.policy.name), self.key)
 
 
-def compile_policy(policy: Policy, sets: SetSource) -> CompiledPolicy:
-    """Compile every rule of ``policy``, taking references to the IP sets they name."""
+def compile_policy(policy: Policy, sets: SetSource, memo: SideMemo | None = None) -> CompiledPolicy:
+    """Compile every rule of ``policy``, taking references to the IP sets they name.
+
+    With ``memo`` (while no set can go away: the first build), a side equal to one compiled
+    before is shared, its sets referenced once more: most rules repeat a few sides.
+    """
     display = policy.display_name
     spec = policy.spec
     nums: list[int] = []
@@ -173,7 +184,9 @@ def compile_policy(policy: Policy, sets: SetSource) -> CompiledPolicy:
         compiled: list[CompiledRule] = []
         if direction.capitalize() in spec.types:
             for index, rule in enumerate(source):
-                compiled.append(_compile_rule(policy, display, direction, index, rule, sets, nums))
+                compiled.append(
+                    _compile_rule(policy, display, direction, index, rule, sets, nums, memo)
+                )
         rules[direction] = tuple(compiled)
     return CompiledPolicy(
         policy=policy,
@@ -199,6 +212,7 @@ def _compile_rule(
     rule: Rule,
     sets: SetSource,
     nums: list[int],
+    memo: SideMemo | None,
 ) -> CompiledRule:
     tier = policy.spec.tier
     verdict: Verdict | None = None
@@ -222,7 +236,7 @@ def _compile_rule(
         ip_version=rule.ip_version,
         icmp=None if rule.icmp is None else (rule.icmp.type, rule.icmp.code),
         not_icmp=None if rule.not_icmp is None else (rule.not_icmp.type, rule.not_icmp.code),
-        source=_compile_side(policy, rule.source, not peer_is_dst, sets, nums, False),
+        source=_compile_side(policy, rule.source, not peer_is_dst, sets, nums, False, memo),
         destination=_compile_side(
             policy,
             rule.destination,
@@ -230,6 +244,7 @@ def _compile_rule(
             sets,
             nums,
             peer_is_dst and rule.action == "Allow",
+            memo,
         ),
         verdict=verdict,
     )
@@ -253,8 +268,27 @@ def _compile_side(
     sets: SetSource,
     nums: list[int],
     allows_egress: bool,
+    memo: SideMemo | None,
 ) -> Side:
     """Compile a source/destination; ``allows_egress`` for an egress Allow destination."""
+    key: tuple[object, ...] | None = None
+    if memo is not None:
+        scoped = (
+            entity.selector is not None
+            or entity.not_selector is not None
+            or entity.namespace_selector is not None
+            or entity.service_accounts is not None
+        )
+        # A side depends on the policy's namespace only through its selectors.
+        key = (policy.namespace if scoped else None, entity, is_peer, allows_egress)
+        found = memo.get(key)
+        if found is not None:
+            shared, taken = found
+            for num in taken:
+                sets.retain(num)
+            nums.extend(taken)
+            return shared
+    start = len(nums)
     sa = entity.service_accounts
     match = peer_match(
         policy_namespace=policy.namespace,
@@ -290,7 +324,7 @@ def _compile_side(
             take(sets.selector(match.not_selector), forbidden)
         if entity.domains:
             take(sets.domains(entity.domains), required)
-    return Side(
+    side = Side(
         nets=entity.nets,
         not_nets=entity.not_nets,
         peer=match,
@@ -301,6 +335,9 @@ def _compile_side(
         required=tuple(required),
         forbidden=tuple(forbidden),
     )
+    if memo is not None and key is not None:
+        memo[key] = (side, tuple(nums[start:]))
+    return side
 
 
 def resolve_named(endpoint: Endpoint, names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:

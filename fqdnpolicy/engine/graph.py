@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING
 from fqdnpolicy.cluster import Cluster, Endpoint, Namespace
 from fqdnpolicy.datapath import DatapathState, Delta, Direction, EndpointChanged
 from fqdnpolicy.domains import DomainPattern
-from fqdnpolicy.engine.compiler import DIRECTIONS, CompiledPolicy, compile_policy, policy_key
+from fqdnpolicy.engine.compiler import (
+    DIRECTIONS,
+    CompiledPolicy,
+    SideMemo,
+    compile_policy,
+    policy_key,
+)
 from fqdnpolicy.engine.domainsets import NameManager
 from fqdnpolicy.engine.identities import AddressTable
 from fqdnpolicy.engine.ipsets import IPSet, IPSetRegistry
@@ -107,6 +113,7 @@ class Graph:
         self.commit: Commit | None = None
         self._stale: set[str] = set()
         self._building = True
+        self._sides: SideMemo = {}
         for nset in resources.network_sets:
             self._add_netset(nset)
         for endpoint in cluster.endpoints:
@@ -116,6 +123,7 @@ class Graph:
         self.names.learn_all()
         self.settle()
         self._building = False
+        self._sides = {}
         self.registry.announce = True
         self.deltas.clear()  # the initial state is a full rendering, not a delta
 
@@ -159,8 +167,12 @@ class Graph:
 
     # -- policies and tiers ------------------------------------------------------------------
 
+    def retain(self, num: int) -> None:
+        """One more reference to live set ``num``."""
+        self.registry.by_num[num].refs += 1
+
     def _install(self, policy: Policy) -> CompiledPolicy:
-        compiled = compile_policy(policy, self)
+        compiled = compile_policy(policy, self, self._sides if self._building else None)
         self.resolver.add(compiled)
         return compiled
 
