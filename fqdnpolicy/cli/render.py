@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 from typing import Any, TextIO
+
+import attrs
 
 from fqdnpolicy.cli.common import EXIT_INVALID, EXIT_OK, CommandError
 from fqdnpolicy.cli.state import add_state_options, load_state
 from fqdnpolicy.errors import InvalidPolicy
 
-__all__ = ["add_remove", "add_render", "cmd_remove", "cmd_render"]
+__all__ = ["add_remove", "add_render", "cmd_remove", "cmd_render", "sorted_members"]
 
 
 def _backend(name: str) -> Any:
@@ -21,6 +24,32 @@ def _backend(name: str) -> Any:
         return backends.get(name)
     except InvalidPolicy as exc:
         raise CommandError(str(exc.problem)) from None
+
+
+def _member_key(member: str) -> tuple[int, int, int, str]:
+    """Sort key of a set member: IPv4 before IPv6, by address then prefix length."""
+    try:
+        net = ipaddress.ip_network(member, strict=False)
+    except ValueError:  # one the backend will skip with a warning; still a fixed place
+        return (7, 0, 0, member)
+    return (net.version, int(net.network_address), net.prefixlen, member)
+
+
+def sorted_members(datapath: Any) -> Any:
+    """Return ``datapath`` with every set's members in address order.
+
+    The engine keeps members in the order DNS answers and pods arrived; sorting them makes a
+    rendering depend on the inputs' content only, not on the order of files, records or pods.
+    """
+    return attrs.evolve(
+        datapath,
+        sets=tuple(
+            attrs.evolve(
+                s, members=dict(sorted(s.members.items(), key=lambda m: _member_key(m[0])))
+            )
+            for s in datapath.sets
+        ),
+    )
 
 
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
@@ -33,7 +62,7 @@ def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     backend = _backend(args.backend)
     state = load_state(args)
     engine = PolicyEngine(state.resources, state.cluster, state.cache)
-    datapath = engine.datapath()
+    datapath = sorted_members(engine.datapath())
     render = backend.render_structured if args.format == "json" else backend.render
     rendering = render(datapath, now=state.cache.clock())
     if args.format == "json":
