@@ -120,7 +120,7 @@ def run_demo(out: TextIO) -> int:
             actual = "allowed" if verdict.allowed else "blocked"
             note = "" if actual == claim else "article is wrong"
             table.append([text, address, claim, actual, _decided_by(verdict), note])
-    headers = ["flow", "address", "article", "verdict", "decided by", ""]
+    headers = ["flow", "address", "article says", "verdict", "decided by", "note"]
     print(format_table(headers, table), file=out)
 
     flow = _resolve_pod_names(parse_flow(EXPLAINED_FLOW), cluster)
