@@ -9,7 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from fqdnpolicy.cli.common import EXIT_INVALID, EXIT_OK, STDIN, load_policies, print_problems
+from fqdnpolicy.cli.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    STDIN,
+    load_policies,
+    print_problems,
+    read_stdin,
+    stdin_alone,
+)
 from fqdnpolicy.errors import InvalidPolicy, Problem
 
 __all__ = ["add_validate", "cmd_validate"]
@@ -36,21 +44,50 @@ def _empty_paths(paths: Sequence[str], resources: Any) -> tuple[Problem, ...]:
     return tuple(problems)
 
 
+def _texts(warnings: Sequence[Problem], stdin: str | None) -> dict[str, str]:
+    """The text of each file a warning names, to find its fields in (unreadable: left out)."""
+    texts = {} if stdin is None else {"<stdin>": stdin}
+    for name in sorted({w.file for w in warnings if w.file and w.file not in texts}):
+        try:
+            texts[name] = Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):  # changed since it was loaded: keep the lines
+            continue
+    return texts
+
+
+def _warning_text(warning: Problem) -> str:
+    """A warning as ``file:line:column: resource: path: warning[code]: message; hint``."""
+    where = [str(x) for x in (warning.file, warning.line, warning.column) if x is not None]
+    parts = [":".join(where)] if where else []
+    parts += [x for x in (warning.resource, warning.path) if x]
+    label = f"warning[{warning.code}]" if warning.code else "warning"
+    hint = f"; {warning.hint}" if warning.hint else ""
+    return ": ".join([*parts, f"{label}: {warning.message}{hint}"])
+
+
 def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     """Load ``args.paths``, print every error and warning, return the exit code."""
+    from fqdnpolicy.cli.locate import at_fields
     from fqdnpolicy.lint import lint
+    from fqdnpolicy.loader import loads
 
     errors: tuple[Problem, ...] = ()
     warnings: list[Problem] = []
     count = 0
+    ignored = {code.strip() for codes in args.ignore for code in codes.split(",")}
+    stdin = read_stdin("validate") if stdin_alone("validate", args.paths) else None
     try:
-        resources = load_policies(args.paths, option="validate", skip_unknown=args.skip_unknown)
+        if stdin is not None:
+            resources = loads(stdin, filename="<stdin>", skip_unknown=args.skip_unknown)
+        else:
+            resources = load_policies(args.paths, option="validate", skip_unknown=args.skip_unknown)
     except InvalidPolicy as exc:
         errors = exc.problems
     else:
         count = len(resources)
         errors = _empty_paths(args.paths, resources)
-        warnings = lint(resources) if not errors else []
+        found = [w for w in lint(resources) if w.code not in ignored] if not errors else []
+        warnings = at_fields(found, _texts(found, stdin))
     if args.format == "json":
         report = {
             "valid": not errors,
@@ -62,7 +99,8 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
     else:
         print_problems(errors, out)
-        print_problems(warnings, out)
+        for warning in warnings:
+            print(_warning_text(warning), file=out)
         if errors:
             print(f"invalid: {len(errors)} error(s)", file=out)
         else:
@@ -87,6 +125,13 @@ def add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     validate.add_argument("--format", choices=("text", "json"), default="text")
     validate.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1)")
+    validate.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help="drop warnings with this code, also under --strict (repeatable, or comma-separated)",
+    )
     validate.add_argument(
         "--skip-unknown",
         action="store_true",
