@@ -49,8 +49,6 @@ __all__ = ["PolicyEngine"]
 # Verdicts programs keep for readers, over all programs, before they all start over: a port
 # scan from every endpoint must not grow them without bound.
 KEPT_LIMIT = 1 << 20
-# One flow in (ADMIT_MASK + 1) answered by a program-wide verdict is kept under its identity too.
-ADMIT_MASK = 3
 
 
 def _key(program: Program, peer: Identity, asked: object, port: object) -> tuple[object, ...]:
@@ -80,7 +78,6 @@ class PolicyEngine:
         self._subscribers: Subscribers[list[Delta]] = Subscribers()
         self._inbox: deque[DNSChange] = deque()
         self._kept_count = 0
-        self._admissions = 0
         self._batch: tuple[int, Any] | None = None  # verdict_array's tables and their version
         # The build allocates millions of small objects and frees none: generational
         # collections would rescan the growing heap again and again for nothing.
@@ -143,10 +140,10 @@ class PolicyEngine:
         snapshot = self._snapshot
         if direction == "egress" and src_port is icmp_type is icmp_code is None:
             # The common question, judged before: three lookups, the sender's program, the
-            # address's identity, and the program's verdict for (identity, protocol, port),
-            # else its one verdict for every peer in none of its sets. Verdicts are kept under
-            # the protocol as asked only when it is text, and only for a plain int port: any
-            # other key (True, 443.0) never finds one.
+            # address's identity, and the program's verdict: its one verdict for every peer
+            # in none of its sets (most destinations), else the one for the peer's identity.
+            # Verdicts are kept under the protocol as asked only when it is text, and only
+            # for a plain int port: any other key (True, 443.0) never finds one.
             try:
                 program = snapshot.egress.get(src)  # type: ignore[arg-type]
                 ident = self._hosts.get(dst)  # type: ignore[arg-type]
@@ -158,15 +155,12 @@ class PolicyEngine:
                     if ident is None:
                         ident = self._first_sighting(snapshot, dst)
                 if ident is not None:
-                    found = program.get((ident, protocol, port))
-                    if found is None:
-                        if ident.ports is None:
-                            if ident.isdisjoint(program.refs):
-                                found = program.get((ident.family, protocol, port))
-                                if found is not None:
-                                    self._admit(program, (ident, protocol, port), found)
-                        else:
-                            found = self._kept_to_endpoint(program, ident, src, dst, protocol, port)
+                    if ident.ports is not None:
+                        found = self._kept_to_endpoint(program, ident, src, dst, protocol, port)
+                    elif ident.isdisjoint(program.refs):
+                        found = program.get((ident.family, protocol, port))
+                    else:
+                        found = program.get((ident, protocol, port))
                     if found is not None and port.__class__ is int and self._snapshot is snapshot:
                         return found
         while True:
@@ -193,16 +187,6 @@ class PolicyEngine:
         if dst.__class__ is not str or CANONICAL_IPV4.fullmatch(dst) is None:
             return None
         return remember_outside(snapshot.prefixes, dst)
-
-    def _admit(self, program: Program, key: tuple[object, ...], found: Verdict) -> None:
-        """Keep a program-wide verdict under the peer's identity too, for one flow in four.
-
-        A flow that repeats is then found in one lookup; most of a scan of random
-        destinations stays out.
-        """
-        self._admissions += 1
-        if not self._admissions & ADMIT_MASK:
-            self._keep(program, key, found)
 
     def _kept_to_endpoint(
         self,
