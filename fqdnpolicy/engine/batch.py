@@ -106,13 +106,17 @@ class _Tables:
 
     def lookup(self, np: Any, packed: Any) -> Any:
         """Identity codes of packed IPv4 addresses."""
-        codes = self.bound_code[np.searchsorted(self.bounds, packed, side="right") - 1]
+        order = np.argsort(packed)
+        queries = packed[order]  # in order: each binary search starts where the last ended
+        codes = self.bound_code[np.searchsorted(self.bounds, queries, side="right") - 1]
         if len(self.host_addr):
-            pos = np.searchsorted(self.host_addr, packed)
+            pos = np.searchsorted(self.host_addr, queries)
             pos_clipped = np.minimum(pos, len(self.host_addr) - 1)
-            hit = self.host_addr[pos_clipped] == packed
+            hit = self.host_addr[pos_clipped] == queries
             codes = np.where(hit, self.host_code[pos_clipped], codes)
-        return codes
+        out = np.empty_like(codes)
+        out[order] = codes
+        return out
 
     def relevant(self, np: Any, program: Program) -> Any:
         """Codes of the non-endpoint identities in some set ``program`` names (sorted)."""
@@ -295,8 +299,11 @@ def _vectorised(
     rel_keys = [c * n_idents + tables.relevant(np, programs[c]) for c in present]
     relevant_keys = np.sort(np.concatenate(rel_keys)) if rel_keys else np.zeros(0, np.int64)
     if len(relevant_keys):
-        pos = np.minimum(np.searchsorted(relevant_keys, pair), len(relevant_keys) - 1)
-        relevant = relevant_keys[pos] == pair
+        order = np.argsort(pair)
+        ordered = pair[order]
+        pos = np.minimum(np.searchsorted(relevant_keys, ordered), len(relevant_keys) - 1)
+        relevant = np.empty(n, dtype=bool)
+        relevant[order] = relevant_keys[pos] == ordered
     else:
         relevant = np.zeros(n, dtype=bool)
 
