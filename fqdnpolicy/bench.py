@@ -23,7 +23,8 @@ reports:
   domain rules match, from ``cache.ingest`` until the engine's subscribers have the deltas;
 * ``add_policy_ms`` - ``upsert_policy`` of one new ten-rule NetworkPolicy (median of 21);
   ``add_policy_first_ms`` the first of them, which also builds the DNS cache's name index;
-* ``rss_mb`` - resident memory of the process after compiling.
+* ``rss_mb`` - resident memory of the process after compiling; :func:`run_bench` measures each
+  scale in a fresh process (``pid``), so this is that workload's own.
 
 After compiling, the benchmark calls ``gc.freeze()``, as a long-running agent embedding the
 engine should after start-up (see docs/development.md).
@@ -38,7 +39,9 @@ import gc
 import ipaddress
 import itertools
 import json
+import os
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -249,6 +252,7 @@ def measure(
         "add_policy_ms": round(add_ms, 3),
         "add_policy_first_ms": round(first_add_ms, 3),
         "rss_mb": round(rss, 1),
+        "pid": os.getpid(),
         "rss_mb_workload": round(rss - rss_start, 1),
     }
 
@@ -371,6 +375,30 @@ def _plot(results: list[dict[str, Any]], path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _measure_apart(scale: float, seed: int, flows: int) -> dict[str, Any] | None:
+    """:func:`measure` in a fresh process, so its memory figures are that workload's own.
+
+    The child shows its progress on this process's standard error and prints its figures as
+    JSON; None when it failed.
+    """
+    command = [sys.executable, "-m", "fqdnpolicy.bench", repr(scale), str(seed), str(flows)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        return None
+    figures: dict[str, Any] = json.loads(done.stdout)
+    return figures
+
+
+def _child(argv: Sequence[str]) -> int:
+    """Measure one scale and print its figures as JSON (run by :func:`_measure_apart`)."""
+    scale, seed, flows = float(argv[0]), int(argv[1]), int(argv[2])
+    progress = _Progress(sys.stderr, total=7)
+    figures = measure(scale, seed=seed, flows=flows, progress=progress)
+    progress.close()
+    print(json.dumps(figures))
+    return 0
+
+
 def run_bench(
     *,
     scales: Sequence[float] | None,
@@ -380,7 +408,10 @@ def run_bench(
     plot: str | None,
     out: TextIO,
 ) -> int:
-    """Measure every scale, print a table, write JSON and a plot when asked; exit code."""
+    """Measure every scale, each in a fresh process; print a table, write JSON and a plot.
+
+    Returns the exit code.
+    """
     from fqdnpolicy.demo import format_table
 
     chosen = list(scales or [0.1])
@@ -390,9 +421,13 @@ def run_bench(
         except ImportError:
             print("--plot needs matplotlib: pip install 'fqdnpolicy[plot]'", file=sys.stderr)
             return 2
-    progress = _Progress(sys.stderr, total=7 * len(chosen))
-    results = [measure(scale, seed=seed, flows=flows, progress=progress) for scale in chosen]
-    progress.close()
+    results = []
+    for scale in chosen:
+        found = _measure_apart(scale, seed, flows)
+        if found is None:
+            print(f"bench: measuring scale {scale} failed (see above)", file=sys.stderr)
+            return 1
+        results.append(found)
     columns = [
         ("scale", "scale"),
         ("compile s", "compile_s"),
@@ -417,3 +452,7 @@ def run_bench(
     if plot:
         _plot(results, plot)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))

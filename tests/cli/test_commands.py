@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import os
 from pathlib import Path
 
 from tests.cli.support import run
@@ -138,6 +139,17 @@ def test_bench_writes_json_results(tmp_path: Path) -> None:
     for key in ("compile_s", "verdicts_per_s_uniform", "verdicts_per_s_zipf", "rss_mb"):
         assert result[key] > 0
     assert "verdicts/s uniform" in out
+
+
+def test_bench_measures_each_scale_in_a_process_of_its_own(tmp_path: Path) -> None:
+    # Memory figures are a workload's own only when nothing else was built in that process.
+    output = tmp_path / "bench.json"
+    args = ("--scale", "0.001", "--scale", "0.002", "--flows", "1000", "--output", str(output))
+    assert run("bench", *args)[0] == 0
+    results = json.loads(output.read_text())["results"]
+    pids = {result["pid"] for result in results}
+    assert len(pids) == 2
+    assert os.getpid() not in pids
 
 
 def test_demo_runs_on_built_in_data() -> None:
