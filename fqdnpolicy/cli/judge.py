@@ -12,6 +12,7 @@ import attrs
 from fqdnpolicy.cli.common import EXIT_INVALID, EXIT_OK, CommandError
 from fqdnpolicy.cli.state import State, add_state_options, load_state
 from fqdnpolicy.errors import InvalidPolicy
+from fqdnpolicy.progress import Status
 
 __all__ = ["Judged", "add_check", "add_explain", "cmd_check", "cmd_explain"]
 
@@ -127,7 +128,8 @@ def judge(state: State, texts: list[str], *, explain: bool) -> list[Judged]:
         except InvalidPolicy as exc:
             raise CommandError(str(exc.problem)) from None
     plans = [(flow, _sources(state, flow), _addresses(state, flow)) for flow in flows]
-    engine = PolicyEngine(state.resources, state.cluster, state.cache)
+    with Status().step("building the engine"):
+        engine = PolicyEngine(state.resources, state.cluster, state.cache)
     judged: list[Judged] = []
     for flow, sources, addresses in plans:
         for source in sources:

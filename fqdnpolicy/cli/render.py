@@ -13,6 +13,7 @@ import attrs
 from fqdnpolicy.cli.common import EXIT_INVALID, EXIT_OK, CommandError
 from fqdnpolicy.cli.state import add_state_options, load_state
 from fqdnpolicy.errors import InvalidPolicy
+from fqdnpolicy.progress import Status
 
 __all__ = ["add_remove", "add_render", "cmd_remove", "cmd_render", "sorted_members"]
 
@@ -61,10 +62,13 @@ def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
         raise CommandError("--netns names where --apply installs: give --apply too")
     backend = _backend(args.backend)
     state = load_state(args)
-    engine = PolicyEngine(state.resources, state.cluster, state.cache)
-    datapath = sorted_members(engine.datapath())
-    render = backend.render_structured if args.format == "json" else backend.render
-    rendering = render(datapath, now=state.cache.clock())
+    status = Status()
+    with status.step("building the engine"):
+        engine = PolicyEngine(state.resources, state.cluster, state.cache)
+    with status.step(f"rendering for {args.backend}"):
+        datapath = sorted_members(engine.datapath())
+        render = backend.render_structured if args.format == "json" else backend.render
+        rendering = render(datapath, now=state.cache.clock())
     if args.format == "json":
         json.dump(rendering.data, out, indent=2)
         out.write("\n")

@@ -23,6 +23,7 @@ from fqdnpolicy.cli.common import (
     read_stdin,
     stdin_alone,
 )
+from fqdnpolicy.progress import Status
 
 __all__ = ["State", "add_state_options", "load_state", "parse_time"]
 
@@ -120,24 +121,28 @@ def load_state(args: argparse.Namespace) -> State:
         raise CommandError("standard input ('-') can be read once: for --policies or --cluster")
     check_paths([*args.cluster, *(p for p in (args.zone, args.cache) if p)])
     skip = args.skip_unknown
-    resources = (
-        load_policies(args.policies, option="--policies", skip_unknown=skip)
-        if args.policies
-        else ResourceSet()
-    )
-    if stdin_alone("--cluster", args.cluster):
-        cluster = loads_cluster(read_stdin("--cluster"), filename="<stdin>")
-    else:
-        cluster = load_cluster(*args.cluster) if args.cluster else Cluster()
+    status = Status()
+    with status.step("loading policies"):
+        resources = (
+            load_policies(args.policies, option="--policies", skip_unknown=skip)
+            if args.policies
+            else ResourceSet()
+        )
+    with status.step("loading the cluster"):
+        if stdin_alone("--cluster", args.cluster):
+            cluster = loads_cluster(read_stdin("--cluster"), filename="<stdin>")
+        else:
+            cluster = load_cluster(*args.cluster) if args.cluster else Cluster()
     wall = args.at if args.at is not None else time.time()
     # Stopped clocks: one reading for the whole command, so expiries, timeouts and verdicts
     # agree with each other and a rendering repeats byte for byte under the same --at.
     cache = DNSCache(clock=lambda: wall, wall_clock=lambda: wall)
     notes: list[str] = []
-    if args.zone:
-        load_zone(cache, Path(args.zone))
-    elif args.cache:
-        notes = _load_cache(cache, args.cache)
+    with status.step("loading DNS names"):
+        if args.zone:
+            load_zone(cache, Path(args.zone))
+        elif args.cache:
+            notes = _load_cache(cache, args.cache)
     return State(resources, cluster, cache, tuple(notes))
 
 

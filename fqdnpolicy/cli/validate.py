@@ -19,6 +19,7 @@ from fqdnpolicy.cli.common import (
     stdin_alone,
 )
 from fqdnpolicy.errors import InvalidPolicy, Problem
+from fqdnpolicy.progress import Status
 
 __all__ = ["add_validate", "cmd_validate"]
 
@@ -76,18 +77,23 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     count = 0
     ignored = {code.strip() for codes in args.ignore for code in codes.split(",")}
     stdin = read_stdin("validate") if stdin_alone("validate", args.paths) else None
+    status = Status()
     try:
-        if stdin is not None:
-            resources = loads(stdin, filename="<stdin>", skip_unknown=args.skip_unknown)
-        else:
-            resources = load_policies(args.paths, option="validate", skip_unknown=args.skip_unknown)
+        with status.step("loading policies"):
+            if stdin is not None:
+                resources = loads(stdin, filename="<stdin>", skip_unknown=args.skip_unknown)
+            else:
+                resources = load_policies(
+                    args.paths, option="validate", skip_unknown=args.skip_unknown
+                )
     except InvalidPolicy as exc:
         errors = exc.problems
     else:
         count = len(resources)
         errors = _empty_paths(args.paths, resources)
-        found = [w for w in lint(resources) if w.code not in ignored] if not errors else []
-        warnings = at_fields(found, _texts(found, stdin))
+        with status.step("linting"):
+            found = [w for w in lint(resources) if w.code not in ignored] if not errors else []
+            warnings = at_fields(found, _texts(found, stdin))
     if args.format == "json":
         report = {
             "valid": not errors,
