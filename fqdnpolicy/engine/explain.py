@@ -8,6 +8,7 @@ from fqdnpolicy.datapath import Direction
 from fqdnpolicy.engine.compiler import CompiledPolicy
 from fqdnpolicy.engine.evaluate import Reason
 from fqdnpolicy.engine.results import IPSetInfo, TraceStep
+from fqdnpolicy.engine.selectorsets import WITH_DOMAINS
 
 __all__ = ["describe_reason", "not_applying"]
 
@@ -57,7 +58,13 @@ _FIELDS = {
 def _set_in_words(info: IPSetInfo, side: str, excluded: bool) -> str:
     """An IP set as its kind, what it holds and the rule field it comes from; no set id."""
     field = _FIELDS[(info.kind, excluded)]
-    return f"{info.kind} set {info.definition} (the rule's {side}.{field})"
+    definition = info.definition
+    if info.kind == "selector" and definition.endswith(WITH_DOMAINS):
+        # The set's own marker: say in words what it adds.
+        definition = definition.removesuffix(WITH_DOMAINS) + (
+            ", with the allowedEgressDomains of the network sets it selects"
+        )
+    return f"{info.kind} set {definition} (the rule's {side}.{field})"
 
 
 def not_applying(

@@ -77,6 +77,15 @@ def test_explain_lists_each_tier_once_and_names_fields_not_set_ids(demo_state: l
     assert out.rstrip().endswith("verdict: Deny (egress end-of-tier of tier default)")
 
 
+def test_explain_says_in_words_that_a_selector_set_takes_network_sets_domains(
+    demo_state: list[str],
+) -> None:
+    code, out = run("explain", *demo_state, "default/backend -> 198.51.100.99:443/tcp")
+    assert code == 1
+    assert "+allowedEgressDomains" not in out  # the set's own marker
+    assert "with the allowedEgressDomains of the network sets it selects" in out
+
+
 def test_explain_of_a_side_without_policy_has_no_placeholder_tier(demo_state: list[str]) -> None:
     _, out = run("explain", *demo_state, "default/backend -> default/database:5432")
     assert "tier -" not in out
