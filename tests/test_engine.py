@@ -875,3 +875,37 @@ def test_an_endpoint_with_a_scoped_address_is_refused_and_changes_nothing(
         engine.upsert_endpoint(scoped)
     assert "default/linklocal" not in engine.endpoint_keys()
     assert engine.verdict("default/backend", "198.51.100.10", "TCP", 443) == before
+
+
+def test_explain_lists_tiers_in_evaluation_order_even_where_no_policy_applies(
+    cluster: Cluster, cache: DNSCache
+) -> None:
+    resources = fqdnpolicy.loads(
+        """
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: security}
+spec: {order: 100}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: security.other}
+spec:
+  tier: security
+  selector: app == "other"
+  egress: [{action: Deny}]
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: web, namespace: default}
+spec:
+  selector: app == "backend"
+  egress: [{action: Allow, protocol: TCP}]
+"""
+    )
+    text = (
+        PolicyEngine(resources, cluster, cache)
+        .explain("default/backend", "203.0.113.1", "TCP", 443)
+        .render()
+    )
+    assert text.index("egress tier security:") < text.index("egress tier default:")

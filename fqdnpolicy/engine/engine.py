@@ -447,7 +447,9 @@ class PolicyEngine:
             dst_text = dst.key if isinstance(dst, Endpoint) else dst
             src_text = src.key if isinstance(src, Endpoint) else src
             flow = f"{src_text} -> {dst_text}:{port if port is not None else '*'}/{protocol}"
-            return Trace(flow, result, tuple(steps))
+            tier_key = self._graph.resolver.tier_sort_key
+            tiers = tuple(sorted({s.tier for s in steps}, key=tier_key))
+            return Trace(flow, result, tuple(steps), tiers)
 
     def subscribe(self, callback: Callable[[list[Delta]], None]) -> Callable[[], None]:
         """Call ``callback`` with each batch of deltas, in order; returns an unsubscribe.

@@ -109,18 +109,26 @@ class TraceStep:
 
 @attrs.frozen
 class Trace:
-    """The full reasoning behind a verdict: every tier, policy and rule considered."""
+    """The full reasoning behind a verdict: every tier, policy and rule considered.
+
+    Attributes:
+        flow: The flow, as text.
+        verdict: The verdict the trace ends with.
+        steps: Every step, as the engine took it.
+        tiers: The tiers in evaluation order (where the steps name them).
+    """
 
     flow: str
     verdict: Verdict
     steps: tuple[TraceStep, ...]
+    tiers: tuple[str, ...] = ()
 
     def ordered_steps(self) -> list[TraceStep]:
         """The steps grouped by side and tier, each tier once, in evaluation order.
 
         The engine records the policies that do not apply before it evaluates; grouped here,
-        each follows its tier. Tiers where no policy applies are not evaluated and come after
-        those that are.
+        each follows its tier. Tiers come in :attr:`tiers` order; without it, tiers where no
+        policy applies (not evaluated) come after those that are.
         """
         groups: dict[tuple[str, str], list[TraceStep]] = {}
         evaluated: list[tuple[str, str]] = []
@@ -132,6 +140,9 @@ class Trace:
         sides = list(dict.fromkeys(step.direction for step in self.steps))
         order = [k for side in sides for k in evaluated if k[0] == side]
         order += [k for side in sides for k in groups if k[0] == side and k not in evaluated]
+        if self.tiers:
+            rank = {tier: i for i, tier in enumerate(self.tiers)}
+            order.sort(key=lambda k: (sides.index(k[0]), rank.get(k[1], len(rank))))
         return [step for key in order for step in groups[key]]
 
     def render(self) -> str:
