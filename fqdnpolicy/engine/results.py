@@ -142,7 +142,7 @@ class Trace:
         order += [k for side in sides for k in groups if k[0] == side and k not in evaluated]
         if self.tiers:
             rank = {tier: i for i, tier in enumerate(self.tiers)}
-            side_rank = {side: i for i, side in enumerate(sides)}
+            side_rank: dict[str, int] = {side: i for i, side in enumerate(sides)}
             order.sort(key=lambda k: (side_rank[k[0]], rank.get(k[1], len(rank))))
         return [step for key in order for step in groups[key]]
 
