@@ -110,6 +110,32 @@ def test_each_element_is_whether_verdict_allows_that_flow(engine: PolicyEngine) 
     assert allowed.tolist() == [True, True, False, False, True]
 
 
+def test_a_large_batch_of_repeating_flows_judges_each_distinct_flow_once_and_right(
+    engine: PolicyEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real traffic repeats flows: a big batch is judged per distinct flow, and must give each
+    # flow the verdict it would get alone.
+    keys = engine.endpoint_keys()
+    pairs = [(k, d) for k in range(len(keys)) for d in (API, DB, OUTSIDE, "10.0.0.10")]
+    flows = [pairs[(i * 7) % len(pairs)] for i in range(20_000)]
+    src = np.array([s for s, _ in flows], dtype=np.int64)
+    dst = np.array([packed(d) for _, d in flows], dtype=np.uint32)
+    judged: list[int] = []
+    from fqdnpolicy.engine import batch
+
+    original = batch._vectorised
+
+    def counting(np_: Any, eng: Any, s: Any, *rest: Any) -> Any:
+        judged.append(len(s))
+        return original(np_, eng, s, *rest)
+
+    monkeypatch.setattr(batch, "_vectorised", counting)
+    got = engine.verdict_array(src, dst, "TCP", 5432)
+    want = [engine.verdict(keys[s], d, "TCP", 5432).allowed for s, d in flows]
+    assert got.tolist() == want
+    assert judged == [len(pairs)]
+
+
 def test_endpoint_keys_are_the_endpoints_keys_sorted(engine: PolicyEngine) -> None:
     assert engine.endpoint_keys() == ["default/web", "prod/db"]
 
