@@ -89,7 +89,7 @@ class NameManager:
         dns, match, name_ips = self._dns, self._patterns.match, self._name_ips
         sets = self._registry.by_num
         table = self._registry.table
-        add_hosts, unknown, learn = table.add_new_hosts, table.unknown, table.learn
+        add_hosts, unknown, learn = table.add_hosts, table.unknown, table.learn
         for name in dns.names():
             nums = match(name)
             if not nums:

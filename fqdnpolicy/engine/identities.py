@@ -260,7 +260,7 @@ class AddressTable:
         self._dirty.add(address)
         return True
 
-    def add_new_hosts(self, num: int, addresses: Iterable[str]) -> None:
+    def add_hosts(self, num: int, addresses: Iterable[str]) -> None:
         """Count one more source of each address in set ``num`` (a bulk :meth:`add_host`)."""
         own, dirty = self._own, self._dirty
         for address in addresses:
