@@ -608,8 +608,7 @@ class PatternIndex(Generic[K]):
             return
         # Keys live in one frozenset per pattern, shared by the lookup structures, so match()
         # can return it without copying; a change rebuilds it (O(keys of that pattern)).
-        # Keeping a mutable set beside it doubled the index's memory (71 -> ~50 MB measured
-        # for 100,000 patterns).
+        # Keeping a mutable set beside it made the index much bigger (docs/development.md).
         keys = self._keys[pattern] = frozenset((key,)) if keys is None else keys | {key}
         self._store(pattern, keys)
 

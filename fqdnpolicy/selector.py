@@ -269,7 +269,7 @@ def _compile_and(parts: list[Matcher]) -> Matcher:
     frozen = tuple(parts)
 
     def conjunction(labels: Mapping[str, str]) -> bool:
-        for part in frozen:  # noqa: SIM110 - a plain loop is ~2x faster than all(genexpr)
+        for part in frozen:  # noqa: SIM110 - a plain loop is faster than all(genexpr)
             if not part(labels):
                 return False
         return True
@@ -287,7 +287,7 @@ def _compile_or(parts: list[Matcher]) -> Matcher:
     frozen = tuple(parts)
 
     def disjunction(labels: Mapping[str, str]) -> bool:
-        for part in frozen:  # noqa: SIM110 - a plain loop is ~2x faster than any(genexpr)
+        for part in frozen:  # noqa: SIM110 - a plain loop is faster than any(genexpr)
             if part(labels):
                 return True
         return False

@@ -4,10 +4,10 @@ r"""Extract the answer records of a DNS message, fast.
 name, the header bits the cache needs and the class IN A/AAAA/CNAME records of the answer
 section. It extracts faithfully and judges nothing; the cache decides what to trust.
 
-Why a parser of our own: ``dns.message.from_wire`` builds a full object graph and takes about
-150 us for a typical response (question + one CNAME + three A records); the cache must ingest
-100,000 responses per second. :func:`extract_wire_fast` reads the common shapes directly from
-the bytes in a few microseconds (see ``benchmarks/bench_dns_wire.py`` for the measured ratio)
+Why a parser of our own: ``dns.message.from_wire`` builds a full object graph for every
+response, far more than the cache needs to ingest a fast stream of them.
+:func:`extract_wire_fast` reads the common shapes directly from the bytes, many times faster
+(``benchmarks/bench_dns_wire.py`` measures the ratio; docs/development.md has the figures)
 and answers ``None`` for anything unusual, which :func:`extract_wire` then hands to dnspython.
 Traffic repeats itself (many clients, the same names, a resolver counting TTLs down), so the
 fast path also remembers the layout of messages it has seen twice: a repeat that differs only
@@ -118,10 +118,9 @@ class Extracted(NamedTuple):
 _RawRecord = tuple[str, int, int, str]
 # What _extract_fast gives: the fields of an Extracted in plain tuples, for a message parsed
 # afresh and for a repeat extracted from a remembered layout alike. The cache reads them as it
-# reads an Extracted (it unpacks them), and a plain tuple is made with no call: the four
-# records and the result of a typical response cost 0.3 us less than as Record and Extracted
-# instances built with tuple.__new__ (measured). The public functions turn them into an
-# Extracted (_as_extracted).
+# reads an Extracted (it unpacks them), and a plain tuple is made with no call, cheaper than
+# Record and Extracted instances even built with tuple.__new__ (docs/development.md). The
+# public functions turn them into an Extracted (_as_extracted).
 _Raw = tuple[str | None, bool, int, int, bool, tuple[_RawRecord, ...]]
 
 
@@ -206,8 +205,8 @@ _U16_PAIR = struct.Struct("!HH")
 _PTR_RR_HEADER = struct.Struct("!HHHIH")  # a compression pointer, then _RR_HEADER
 
 # The decimal text of each octet: an A record's address is four lookups and one f-string,
-# 0.27 us against 0.51 us for socket.inet_ntoa of the sliced bytes (measured here), three
-# times per typical answer.
+# cheaper than socket.inet_ntoa of the sliced bytes (docs/development.md), three times per
+# typical answer.
 _OCTET = tuple(str(b) for b in range(256))
 _inet_ntop = socket.inet_ntop
 _AF_INET6 = socket.AF_INET6
@@ -219,8 +218,8 @@ def format_ipv6(packed: bytes) -> str:
 
     ``socket.inet_ntop`` follows the same RFC 5952 rules as ``ipaddress`` (longest run of two
     or more zero groups compressed, the first on a tie) except that it prints IPv4-mapped and
-    IPv4-compatible addresses with a dotted tail; those go through ``ipaddress``. Measured here:
-    0.4 us against 7.7 us for ``str(ipaddress.IPv6Address(packed))``.
+    IPv4-compatible addresses with a dotted tail; those go through ``ipaddress``, which is
+    much slower (docs/development.md).
 
     Args:
         packed: Exactly 16 bytes.
@@ -250,8 +249,8 @@ def _label_text(label: bytes) -> str:
 
 
 # Raw label runs (length octets included) -> their text. Traffic repeats the same names over
-# and over; a hit costs one dict lookup instead of splitting, checking and decoding each label
-# (0.06 us against 0.7 us for three labels, measured). Cleared when full, so memory stays bounded.
+# and over; a hit costs one dict lookup instead of splitting, checking and decoding each label.
+# Cleared when full, so memory stays bounded.
 _RUN_TEXT: dict[bytes, str] = {}
 _RUN_TEXT_MAX = 8192
 
@@ -290,12 +289,11 @@ def _plain_run_text(run: bytes) -> str | None:
     For a name written out in full, whose end the caller guesses from a zero byte: the run
     must split into labels (length octets 1-63) ending exactly at its end, be shorter than
     255 octets and need no escapes. Then the name is ``run`` and the root, as ``_read_name``
-    would read it, in one walk instead of two and without its call (0.3 us less per new name,
-    measured). Anything else is left to ``_read_name``, which also says what is wrong.
+    would read it, in one walk instead of two and without its call. Anything else is left to
+    ``_read_name``, which also says what is wrong.
     """
     n = len(run)
-    # Every byte in _PLAIN, checked without the copy run.translate(None, _PLAIN) makes: 0.1 us
-    # less per name, extract of a distinct typical response 3% faster (A/B, one process).
+    # Every byte in _PLAIN, checked without the copy run.translate(None, _PLAIN) makes.
     if n >= _MAX_NAME_WIRE or not run.isascii() or 0x2E in run or 0x5C in run:
         return None
     c = run[0]
@@ -303,9 +301,9 @@ def _plain_run_text(run: bytes) -> str | None:
         return None
     i = c + 1
     # Names come in families under a few parents (api1.example.com, api2.example.com): when
-    # the labels after the first are a run read before, only the first label is new: 0.8 us
-    # for a four-label name against 1.7 us for the walk below, which also leaves the parent
-    # (measured). Every key of _RUN_TEXT is a sound label sequence (each way of reading one
+    # the labels after the first are a run read before, only the first label is new, about
+    # half the walk below, which also leaves the parent. Every key of _RUN_TEXT is a sound
+    # label sequence (each way of reading one
     # checks it), and the checks above cover the first label and the whole run's length and
     # bytes.
     if i < n:
@@ -498,8 +496,8 @@ def _span(at: tuple[int, ...]) -> slice | tuple[int, ...]:
 # them. A key is first only marked; its layouts are recorded from the second sighting on, so
 # a flood of unique messages costs one dict entry each. Bounded: cleared when full, few
 # layouts per key (a server rotating its answers gives each order its own layout), and only
-# messages of at most 512 bytes (classic UDP size, nearly all answers) are remembered: at
-# most 8192 layouts of about 1.5 kB, 12 MB in the worst case. The mark is the empty tuple
+# messages of at most 512 bytes (classic UDP size, nearly all answers) are remembered, which
+# bounds the memory of 8192 layouts. The mark is the empty tuple
 # (one shared object), not an empty list: a list per unique message is a new object for the
 # garbage collector to track, and a flood of unique messages made it run full collections
 # over the whole process (and the DNS cache) again and again. See _extract_fast.
@@ -681,9 +679,8 @@ def _extract_fast(data: bytes) -> _Raw:
     # The answer section's A/AAAA/CNAME records as they come (None for an NS or SOA record
     # there, so that each keeps its position). Nearly always each RRset's records are
     # adjacent, share one TTL and repeat no value: then these are already dnspython's RRsets,
-    # and only when one of those checks fails does _group regroup them. That, one unpack for
-    # a pointer and its record header, and the first-sighting mark made here took a
-    # distinct typical response from 7.3 to 6.3 us (measured).
+    # and only when one of those checks fails does _group regroup them (the common answer
+    # never pays for grouping).
     answers: list[_RawRecord | None] = []
     regroup = False
     run_owner = ""
@@ -698,7 +695,7 @@ def _extract_fast(data: bytes) -> _Raw:
     # The owner pointer and header (12 bytes) of the latest record when it was an answer
     # address with a pointer owner, else None. A record starting with the same bytes is the
     # next address of the same RRset (same owner, type, class, TTL and length), read without
-    # unpacking or checking again: 0.12 us less per address after the first (measured).
+    # unpacking or checking again.
     head: bytes | None = None
     owner = ""
     rtype = ttl = rdlen = 0
