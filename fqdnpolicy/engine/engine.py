@@ -142,8 +142,9 @@ class PolicyEngine:
             # The common question, judged before: three lookups, the sender's program, the
             # address's identity, and the program's verdict: its one verdict for every peer
             # in none of its sets (most destinations), else the one for the peer's identity.
-            # Verdicts are kept under the protocol as asked only when it is text, and only
-            # for a plain int port: any other key (True, 443.0) never finds one.
+            # Verdicts are kept under the protocol as asked (text or number) and the port, and
+            # served only for a plain int port and a protocol that is no bool: True and 443.0
+            # hash like 1 and 443 but are refused.
             try:
                 program = snapshot.egress.get(src)  # type: ignore[arg-type]
                 ident = self._hosts.get(dst)  # type: ignore[arg-type]
@@ -161,7 +162,12 @@ class PolicyEngine:
                         found = program.get((ident.family, protocol, port))
                     else:
                         found = program.get((ident, protocol, port))
-                    if found is not None and port.__class__ is int and self._snapshot is snapshot:
+                    if (
+                        found is not None
+                        and port.__class__ is int
+                        and protocol.__class__ is not bool
+                        and self._snapshot is snapshot
+                    ):
                         return found
         while True:
             view = View(snapshot, self._hosts, self._records, self._owners)
@@ -292,9 +298,9 @@ class PolicyEngine:
         icode = icmp_field(icmp_code, "ICMP code")
         if direction not in DIRECTIONS:
             raise bad(f"unknown direction {direction!r}", "egress or ingress")
-        # Kept verdicts are keyed by the protocol as asked when it is text (the fast path's
-        # key), else by its number in a key of another shape (see verdict()).
-        asked: object = protocol if protocol.__class__ is str else (proto,)
+        # Kept verdicts are keyed by the protocol as asked (the fast path's key; a bool was
+        # refused above), else by its number in a key of another shape (see verdict()).
+        asked: object = protocol if protocol.__class__ in (str, int) else (proto,)
 
         src_record: EndpointRecord | None = None
         src_ident: Identity | None = None

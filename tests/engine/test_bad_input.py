@@ -179,6 +179,16 @@ def test_a_bad_port_equal_to_a_judged_good_one_is_still_refused(
         engine.verdict("default/web", API, "TCP", 443, src_port=bad)
 
 
+def test_a_protocol_that_is_a_bool_is_refused_after_its_number_was_judged(
+    engine: PolicyEngine,
+) -> None:
+    assert hash(True) == hash(1)  # and they compare equal: one dict key
+    engine.verdict("default/web", "198.51.100.2", 1, 443)
+    engine.verdict("default/web", "198.51.100.2", 1, 443)  # now kept under protocol 1
+    with pytest.raises(InvalidPolicy):
+        engine.verdict("default/web", "198.51.100.2", True, 443)
+
+
 EDGES: list[Any] = [
     pytest.param({"port": 0}, id="port=0"),
     pytest.param({"port": 65535}, id="port=65535"),
