@@ -287,14 +287,19 @@ class AddressTable:
         trees = self.prefixes.trees
         sets = frozenset(nums)
         single = nums[0] if len(nums) == 1 else None
+        # Most of a name's addresses share one family and no covering prefix.
+        made: dict[tuple[bool, Identity | None], Identity] = {}
         count = 0
         for address in addresses:
             own[address] = single if single is not None else dict.fromkeys(nums, 1)
             v6 = ":" in address
             covering: Identity | None = trees[6 if v6 else 4].get(address)
-            hosts[address] = intern(
-                6 if v6 else 4, sets if covering is None else sets | covering, None
-            )
+            ident = made.get((v6, covering))
+            if ident is None:
+                ident = made[(v6, covering)] = intern(
+                    6 if v6 else 4, sets if covering is None else sets | covering, None
+                )
+            hosts[address] = ident
             if self._ranges is not None:
                 self._ranges.add(address)
             count += 1
