@@ -213,6 +213,18 @@ class _HostRanges:
             yield _from_int(net.version, value)
 
 
+def _uncount(counts: dict[int, int], num: int) -> bool:
+    """Drop one count of ``num``; True when that was its last (it is gone from ``counts``)."""
+    count = counts.get(num)
+    if count is None:
+        return False
+    if count > 1:
+        counts[num] = count - 1
+        return False
+    del counts[num]
+    return True
+
+
 class AddressTable:
     """Addresses to identities: membership counts in, one published dict out.
 
@@ -315,12 +327,8 @@ class AddressTable:
                 return False
             del self._own[address]
         else:
-            if num not in counts:
+            if not _uncount(counts, num):
                 return False
-            if counts[num] > 1:
-                counts[num] -= 1
-                return False
-            del counts[num]
             if not counts:
                 del self._own[address]
         self._dirty.add(address)
@@ -347,12 +355,8 @@ class AddressTable:
     def remove_prefix(self, num: int, net: IPNetwork) -> bool:
         """Drop one source of ``net`` from set ``num``; True when no longer a member."""
         counts = self._prefix_counts.get(net)
-        if counts is None or num not in counts:
+        if counts is None or not _uncount(counts, num):
             return False
-        if counts[num] > 1:
-            counts[num] -= 1
-            return False
-        del counts[num]
         if not counts:
             del self._prefix_counts[net]
         self._changed_prefixes.append(net)
