@@ -27,8 +27,8 @@ from fqdnpolicy.datapath import Delta
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.model import Policy, ResourceSet, Rule
+from fqdnpolicy.testing.lab import DNS_SERVER, Flow, HostRecord, Lab, iter_flows
 from tests.engine.strategies import FakeClock, answer, entity, policy, rule, tier
-from tests.kernel.lab import DNS_SERVER, Flow, HostRecord, Lab, iter_flows
 
 pytestmark = pytest.mark.kernel
 

@@ -1,6 +1,11 @@
 """A real-kernel network lab: namespaces, veth pairs, echo servers and a DNS server.
 
-Layout (every name carries a per-run id, so parallel runs never clash)::
+Part of the backend conformance kit (:mod:`fqdnpolicy.testing`), public so that a backend's own
+tests can build the same lab: ``from fqdnpolicy.testing.lab import Lab, Flow, HostRecord``. It
+needs root, ``ip`` (iproute2) and ``dnsmasq``; it imports only the standard library and attrs.
+
+Layout (every namespace name carries a prefix and a per-run id of pid and counter, so parallel
+runs never clash)::
 
     workload ns (one per Endpoint)          host ns ("the node")          server ns
     eth0 198.51.100.1x, 2001:db8:100::1x -- <Endpoint.interface>  fpsrv -- eth0 198.51.100.2
@@ -14,7 +19,7 @@ its interfaces. Only 198.51.100.0/24, 203.0.113.0/24 and 2001:db8::/32 are used,
 namespaces created here; :meth:`Lab.close` deletes exactly those and ends exactly the
 processes started here, by pid.
 
-The module is also a small program run *inside* namespaces (``ip netns exec NS python
+The module is also a small program run *inside* namespaces (``ip netns exec NS python -P
 lab.py ...``), with only the standard library and dnspython:
 
 * ``serve ADDR... --tcp P,.. --udp P,.. --deadline S``: echo servers (TCP answers ``ok``, UDP
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -51,10 +57,27 @@ DNS_SERVER = "198.51.100.53"
 COMMAND_TIMEOUT = 20.0
 
 HERE = Path(__file__).resolve()
+DEFAULT_PREFIX = "fqp"
+# Python run without the script's directory on sys.path (-P), so sibling modules of this file
+# never shadow the standard library's or dnspython's inside the namespaces.
+_PYTHON = (sys.executable, "-P", str(HERE))
+_RUN_IDS = itertools.count()
 
 
 def _mac(index: int, side: int) -> str:
     return f"02:fd:{side:02x}:00:{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}"
+
+
+def _via_gateway(host_mac: str) -> list[str]:
+    """Routes of a namespace whose ``eth0`` reaches the host, and the host's static neighbour."""
+    return [
+        f"route add {GATEWAY4}/32 dev eth0",
+        f"route add default via {GATEWAY4} dev eth0",
+        f"route add {GATEWAY6}/128 dev eth0",
+        f"route add default via {GATEWAY6} dev eth0",
+        f"neigh replace {GATEWAY4} lladdr {host_mac} dev eth0 nud permanent",
+        f"neigh replace {GATEWAY6} lladdr {host_mac} dev eth0 nud permanent",
+    ]
 
 
 @attrs.frozen
@@ -115,6 +138,8 @@ class Lab:
         udp_ports: Ports every server and workload echoes UDP on.
         records: DNS host records; ``cnames``: ``(alias, target, ttl)``.
         lifetime: Seconds after which servers exit by themselves (bounds a lost run).
+        prefix: Start of every namespace name (``PREFIX-h-ID``, ``PREFIX-s-ID``,
+            ``PREFIX-wN-ID``), so that each user of the lab can tell (and clean) its own.
     """
 
     def __init__(
@@ -126,10 +151,12 @@ class Lab:
         records: Sequence[HostRecord] = (),
         cnames: Sequence[tuple[str, str, int]] = (),
         lifetime: float = 240.0,
+        prefix: str = DEFAULT_PREFIX,
     ) -> None:
-        self.run_id = f"{os.getpid() % 100000}{secrets.token_hex(2)}"
-        self.host = f"fqp-h-{self.run_id}"
-        self.server = f"fqp-s-{self.run_id}"
+        self.run_id = f"{os.getpid()}x{next(_RUN_IDS)}"
+        self.prefix = prefix
+        self.host = f"{prefix}-h-{self.run_id}"
+        self.server = f"{prefix}-s-{self.run_id}"
         self.workloads = [
             Workload(key, iface, f"198.51.100.{10 + i}", f"2001:db8:100::{10 + i:x}")
             for i, (key, iface) in enumerate(workloads)
@@ -142,7 +169,7 @@ class Lab:
         self.lifetime = lifetime
         self.namespaces: list[str] = []
         self.processes: list[subprocess.Popen[bytes]] = []
-        self._ns_of = {w.key: f"fqp-w{i}-{self.run_id}" for i, w in enumerate(self.workloads)}
+        self._ns_of = {w.key: f"{prefix}-w{i}-{self.run_id}" for i, w in enumerate(self.workloads)}
 
     # ------------------------------------------------------------------------- building
 
@@ -203,12 +230,7 @@ class Lab:
                 "link set eth0 up",
                 f"addr add {w.ipv4}/32 dev eth0",
                 f"addr add {w.ipv6}/128 dev eth0 nodad",
-                f"route add {GATEWAY4}/32 dev eth0",
-                f"route add default via {GATEWAY4} dev eth0",
-                f"route add {GATEWAY6}/128 dev eth0",
-                f"route add default via {GATEWAY6} dev eth0",
-                f"neigh replace {GATEWAY4} lladdr {host_mac} dev eth0 nud permanent",
-                f"neigh replace {GATEWAY6} lladdr {host_mac} dev eth0 nud permanent",
+                *_via_gateway(host_mac),
             ])  # fmt: skip
         host_mac, srv_mac = _mac(0xFFF, 1), _mac(0xFFF, 2)
         run([
@@ -237,12 +259,7 @@ class Lab:
             f"addr add {DNS_SERVER}/32 dev eth0",
             *(f"addr add {a}/32 dev eth0" for a in v4),
             *(f"addr add {a}/128 dev eth0 nodad" for a in v6),
-            f"route add {GATEWAY4}/32 dev eth0",
-            f"route add default via {GATEWAY4} dev eth0",
-            f"route add {GATEWAY6}/128 dev eth0",
-            f"route add default via {GATEWAY6} dev eth0",
-            f"neigh replace {GATEWAY4} lladdr {host_mac} dev eth0 nud permanent",
-            f"neigh replace {GATEWAY6} lladdr {host_mac} dev eth0 nud permanent",
+            *_via_gateway(host_mac),
         ])  # fmt: skip
         self._serve(self.server, self.service_addresses)
         for w in self.workloads:
@@ -266,7 +283,7 @@ class Lab:
     def _serve(self, ns: str, addresses: Sequence[str]) -> None:
         self._start(
             [
-                "ip", "netns", "exec", ns, sys.executable, str(HERE), "serve", *addresses,
+                "ip", "netns", "exec", ns, *_PYTHON, "serve", *addresses,
                 "--tcp", ",".join(map(str, self.tcp_ports)),
                 "--udp", ",".join(map(str, self.udp_ports)),
                 "--deadline", str(self.lifetime),
@@ -301,7 +318,7 @@ class Lab:
         """Query A and AAAA of ``names`` from a workload's namespace; return the raw responses."""
         out = run(
             [
-                "ip", "netns", "exec", self._ns_of[key], sys.executable, str(HERE), "dns",
+                "ip", "netns", "exec", self._ns_of[key], *_PYTHON, "dns",
                 DNS_SERVER, *names, "--timeout", str(timeout),
             ],
             timeout=COMMAND_TIMEOUT,
@@ -321,7 +338,7 @@ class Lab:
             )
             out = run(
                 [
-                    "ip", "netns", "exec", self._ns_of[src], sys.executable, str(HERE),
+                    "ip", "netns", "exec", self._ns_of[src], *_PYTHON,
                     "probe", "--timeout", str(timeout),
                 ],
                 input_text=payload,
@@ -464,8 +481,11 @@ def _main(argv: Sequence[str]) -> None:
 
 
 def iter_flows(lab: Lab) -> Iterator[Flow]:
-    """Every flow of the lab: each workload to each service address and to each other
-    workload's addresses, on every TCP and UDP port."""
+    """Every flow of the lab.
+
+    Each workload to each service address and to each other workload's addresses, on every
+    TCP and UDP port.
+    """
     for w in lab.workloads:
         targets = list(lab.service_addresses)
         for other in lab.workloads:
