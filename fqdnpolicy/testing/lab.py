@@ -19,33 +19,27 @@ its interfaces. Only 198.51.100.0/24, 203.0.113.0/24 and 2001:db8::/32 are used,
 namespaces created here; :meth:`Lab.close` deletes exactly those and ends exactly the
 processes started here, by pid.
 
-The module is also a small program run *inside* namespaces (``ip netns exec NS python -P
-lab.py ...``), with only the standard library and dnspython:
+The processes run inside the namespaces (echo servers, probes, DNS queries) are the programs
+of :mod:`fqdnpolicy.testing.probes`, started with this interpreter.
 
-* ``serve ADDR... --tcp P,.. --udp P,.. --deadline S``: echo servers (TCP answers ``ok``, UDP
-  echoes), exits after ``S`` seconds;
-* ``probe``: reads flows as JSON lines on stdin, tries them concurrently, prints results;
-* ``dns SERVER NAME...``: queries A and AAAA, prints the responses' wire bytes as hex.
+Use::
+
+    with Lab([("team-a/web", "caliweb0")], ["203.0.113.10"], [80], [5353]) as lab:
+        lab.probe([Flow("team-a/web", "203.0.113.10", "tcp", 80)])  # {Flow(...): True}
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
 import os
-import secrets
-import socket
-import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import attrs
 
@@ -57,10 +51,12 @@ DNS_SERVER = "198.51.100.53"
 COMMAND_TIMEOUT = 20.0
 
 HERE = Path(__file__).resolve()
+#: The in-namespace programs (:mod:`fqdnpolicy.testing.probes`), run as a script.
+PROGRAM = HERE.with_name("probes.py")
 DEFAULT_PREFIX = "fqp"
-# Python run without the script's directory on sys.path (-P), so sibling modules of this file
+# Python run without the script's directory on sys.path (-P), so sibling modules of that file
 # never shadow the standard library's or dnspython's inside the namespaces.
-_PYTHON = (sys.executable, "-P", str(HERE))
+_PYTHON = (sys.executable, "-P", str(PROGRAM))
 _RUN_IDS = itertools.count()
 
 
@@ -78,6 +74,11 @@ def _via_gateway(host_mac: str) -> list[str]:
         f"neigh replace {GATEWAY4} lladdr {host_mac} dev eth0 nud permanent",
         f"neigh replace {GATEWAY6} lladdr {host_mac} dev eth0 nud permanent",
     ]
+
+
+def workload_addresses(index: int) -> tuple[str, str]:
+    """The IPv4 and IPv6 address the lab gives its ``index``-th workload."""
+    return f"198.51.100.{10 + index}", f"2001:db8:100::{10 + index:x}"
 
 
 @attrs.frozen
@@ -101,7 +102,11 @@ class HostRecord:
 
 @attrs.frozen
 class Flow:
-    """A probe: from a workload to an address, protocol (``tcp``/``udp``) and port."""
+    """A probe: from a workload to an address, protocol and port.
+
+    ``protocol`` is ``tcp``, ``udp`` or ``icmp`` (an echo request: ICMP to an IPv4 address,
+    ICMPv6 to an IPv6 one; ``port`` is 0 and ignored).
+    """
 
     src: str  # workload key
     dst: str
@@ -132,7 +137,7 @@ class Lab:
 
     Args:
         workloads: ``(endpoint key, host-side interface)`` pairs; addresses are assigned
-            (198.51.100.10+i, 2001:db8:100::10+i).
+            by :func:`workload_addresses` (198.51.100.10+i, 2001:db8:100::10+i).
         service_addresses: Addresses (v4 and v6) the server namespace answers on.
         tcp_ports: Ports every server and workload accepts TCP on.
         udp_ports: Ports every server and workload echoes UDP on.
@@ -158,8 +163,7 @@ class Lab:
         self.host = f"{prefix}-h-{self.run_id}"
         self.server = f"{prefix}-s-{self.run_id}"
         self.workloads = [
-            Workload(key, iface, f"198.51.100.{10 + i}", f"2001:db8:100::{10 + i:x}")
-            for i, (key, iface) in enumerate(workloads)
+            Workload(key, iface, *workload_addresses(i)) for i, (key, iface) in enumerate(workloads)
         ]
         self.service_addresses = tuple(service_addresses)
         self.tcp_ports = tuple(tcp_ports)
@@ -196,6 +200,8 @@ class Lab:
             "net.ipv6.conf.all.accept_dad=0",
             "net.ipv6.conf.default.accept_dad=0",
             "net.ipv6.conf.default.accept_ra=0",
+            # ICMP echo sockets for every user: probes ping without raw sockets.
+            "net.ipv4.ping_group_range=0 2147483647",
         ]
         if name == self.host:
             sysctls += ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]
@@ -325,32 +331,58 @@ class Lab:
         )  # fmt: skip
         return [bytes.fromhex(line) for line in out.split()]
 
+    def _program(self, src: str, command: str, timeout: float) -> list[str]:
+        return [
+            "ip",
+            "netns",
+            "exec",
+            self._ns_of[src],
+            *_PYTHON,
+            command,
+            "--timeout",
+            str(timeout),
+        ]
+
     def probe(self, flows: Sequence[Flow], timeout: float = 1.5) -> dict[Flow, bool]:
-        """Try every flow from its workload's namespace (concurrently); True = it got through."""
-        by_src: dict[str, list[Flow]] = {}
-        for flow in flows:
-            by_src.setdefault(flow.src, []).append(flow)
+        """Try every flow from its workload's namespace, all at once; True = it got through.
+
+        A blocked flow costs ``timeout`` seconds (a dropped packet is only seen as no
+        answer), paid once for the whole batch since every flow is tried in parallel.
+        """
+        by_src = _by_source(flows)
         results: dict[Flow, bool] = {}
 
         def one_namespace(src: str, batch: list[Flow]) -> None:
-            payload = "\n".join(
-                json.dumps({"dst": f.dst, "protocol": f.protocol, "port": f.port}) for f in batch
-            )
             out = run(
-                [
-                    "ip", "netns", "exec", self._ns_of[src], *_PYTHON,
-                    "probe", "--timeout", str(timeout),
-                ],
-                input_text=payload,
+                self._program(src, "probe", timeout),
+                input_text=_flow_lines(batch),
                 timeout=COMMAND_TIMEOUT + timeout * len(batch),
-            )  # fmt: skip
-            answers = [json.loads(line)["ok"] for line in out.splitlines()]
-            results.update(zip(batch, answers, strict=True))
+            )
+            results.update(zip(batch, _answers(out), strict=True))
 
         with ThreadPoolExecutor(max_workers=max(1, len(by_src))) as pool:
             for future in [pool.submit(one_namespace, s, b) for s, b in by_src.items()]:
                 future.result()
         return results
+
+    def hold(self, flows: Sequence[Flow], timeout: float = 1.5) -> HeldFlows:
+        """Open every flow and keep it open (see :class:`HeldFlows`); close it when done."""
+        held = HeldFlows()
+        try:
+            for src, batch in _by_source(flows).items():
+                proc = subprocess.Popen(
+                    self._program(src, "hold", timeout),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                )
+                self.processes.append(proc)
+                held.add(proc, batch, timeout)
+            held.start()
+        except BaseException:
+            held.close()
+            raise
+        return held
 
     def close(self) -> None:
         """End the processes started here (by pid) and delete the namespaces created here."""
@@ -369,122 +401,95 @@ class Lab:
         self.namespaces.clear()
 
 
-# ------------------------------------------------------------------ in-namespace programs
+def _by_source(flows: Iterable[Flow]) -> dict[str, list[Flow]]:
+    by_src: dict[str, list[Flow]] = {}
+    for flow in flows:
+        by_src.setdefault(flow.src, []).append(flow)
+    return by_src
 
 
-def _serve(
-    addresses: Sequence[str], tcp: Sequence[int], udp: Sequence[int], deadline: float
-) -> None:
-    sockets: list[tuple[socket.socket, str]] = []
-    for address in addresses:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        for port in tcp:
-            s = socket.socket(family, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((address, port))
-            s.listen(128)
-            sockets.append((s, "tcp"))
-        for port in udp:
-            # One socket per address, so replies leave from the address that was asked.
-            s = socket.socket(family, socket.SOCK_DGRAM)
-            s.bind((address, port))
-            sockets.append((s, "udp"))
-
-    def tcp_loop(s: socket.socket) -> None:
-        while True:
-            conn, _ = s.accept()
-            with contextlib.suppress(OSError):
-                conn.sendall(b"ok")
-            conn.close()
-
-    def udp_loop(s: socket.socket) -> None:
-        while True:
-            data, peer = s.recvfrom(2048)
-            with contextlib.suppress(OSError):
-                s.sendto(data, peer)
-
-    for s, kind in sockets:
-        threading.Thread(
-            target=tcp_loop if kind == "tcp" else udp_loop, args=(s,), daemon=True
-        ).start()
-    print("ready", flush=True)
-    time.sleep(deadline)
+def _flow_lines(flows: Iterable[Flow]) -> str:
+    return "".join(
+        json.dumps({"dst": f.dst, "protocol": f.protocol, "port": f.port}) + "\n" for f in flows
+    )
 
 
-def _probe_one(flow: dict[str, Any], timeout: float) -> bool:
-    dst, port = flow["dst"], int(flow["port"])
-    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
-    kind = socket.SOCK_STREAM if flow["protocol"] == "tcp" else socket.SOCK_DGRAM
-    s = socket.socket(family, kind)
-    s.settimeout(timeout)
-    try:
-        s.connect((dst, port))
-        if kind == socket.SOCK_STREAM:
-            return s.recv(8) == b"ok"
-        token = secrets.token_bytes(8)
-        s.send(token)
-        return s.recv(64) == token
-    except OSError:
-        return False
-    finally:
-        if kind == socket.SOCK_STREAM:
-            # Reset instead of FIN: nothing lingers to keep the namespace busy at teardown.
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        s.close()
+def _answers(out: str) -> list[bool]:
+    return [bool(json.loads(line)["ok"]) for line in out.splitlines() if line.strip()]
 
 
-def _probe(timeout: float) -> None:
-    flows = [json.loads(line) for line in sys.stdin.read().splitlines() if line.strip()]
-    with ThreadPoolExecutor(max_workers=48) as pool:
-        results = list(pool.map(lambda f: _probe_one(f, timeout), flows))
-    for ok in results:
-        print(json.dumps({"ok": ok}))
+class HeldFlows:
+    """Flows opened once and kept open, to exchange on again later (:meth:`Lab.hold`).
+
+    What conntrack calls established: a TCP connection, or a UDP or ICMP echo exchange that
+    was answered. :attr:`opened` says which flows got through when opened; :meth:`again`
+    exchanges once more on every flow and says which still get through.
+    """
+
+    def __init__(self) -> None:
+        self._procs: list[tuple[subprocess.Popen[bytes], list[Flow], float]] = []
+        self.opened: dict[Flow, bool] = {}
+
+    def add(self, proc: subprocess.Popen[bytes], flows: list[Flow], timeout: float) -> None:
+        """Take over a started ``hold`` program and the flows it is to open."""
+        self._procs.append((proc, flows, timeout))
+
+    def start(self) -> None:
+        """Send every program its flows; wait until each has opened them."""
+        for proc, flows, _ in self._procs:
+            assert proc.stdin is not None
+            proc.stdin.write((_flow_lines(flows) + "\n").encode())
+            proc.stdin.flush()
+        self.opened = self._collect()
+
+    def again(self) -> dict[Flow, bool]:
+        """Exchange once more on every flow; True = it still gets through."""
+        for proc, _, _ in self._procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"again\n")
+            proc.stdin.flush()
+        return self._collect()
+
+    def _collect(self) -> dict[Flow, bool]:
+        results: dict[Flow, bool] = {}
+        for proc, flows, _ in self._procs:
+            assert proc.stdout is not None
+            # The program answers every flow within its own timeout, one line each.
+            lines: list[str] = []
+            while len(lines) < len(flows):
+                line = proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"the hold program ended early (status {proc.poll()})")
+                lines.append(line.decode())
+            results.update(zip(flows, _answers("".join(lines)), strict=True))
+        return results
+
+    def close(self) -> None:
+        """Close every flow (the programs exit at the end of their input)."""
+        for proc, _, _ in self._procs:
+            if proc.stdin is not None and not proc.stdin.closed:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        for proc, _, _ in self._procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self._procs.clear()
+
+    def __enter__(self) -> HeldFlows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def _dns(server: str, names: Sequence[str], timeout: float) -> None:
-    import dns.message
-    import dns.query
-
-    for name in names:
-        for rdtype in ("A", "AAAA"):
-            query = dns.message.make_query(name, rdtype)
-            response = dns.query.udp(query, server, timeout=timeout)
-            print(response.to_wire().hex())
-
-
-def _main(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(prog="lab.py")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve")
-    serve.add_argument("addresses", nargs="+")
-    serve.add_argument("--tcp", default="")
-    serve.add_argument("--udp", default="")
-    serve.add_argument("--deadline", type=float, default=60.0)
-    probe = sub.add_parser("probe")
-    probe.add_argument("--timeout", type=float, default=1.5)
-    dns_cmd = sub.add_parser("dns")
-    dns_cmd.add_argument("server")
-    dns_cmd.add_argument("names", nargs="+")
-    dns_cmd.add_argument("--timeout", type=float, default=2.0)
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        ports = [[int(p) for p in text.split(",") if p] for text in (args.tcp, args.udp)]
-        _serve(args.addresses, ports[0], ports[1], args.deadline)
-    elif args.command == "probe":
-        _probe(args.timeout)
-    else:
-        try:
-            _dns(args.server, args.names, args.timeout)
-        except Exception as exc:  # reported to the parent through the exit status
-            print(f"dns query failed: {exc}", file=sys.stderr)
-            sys.exit(1)
-
-
-def iter_flows(lab: Lab) -> Iterator[Flow]:
+def iter_flows(lab: Lab, *, icmp: bool = False) -> Iterator[Flow]:
     """Every flow of the lab.
 
     Each workload to each service address and to each other workload's addresses, on every
-    TCP and UDP port.
+    TCP and UDP port, and (``icmp``) an echo request to each.
     """
     for w in lab.workloads:
         targets = list(lab.service_addresses)
@@ -496,7 +501,5 @@ def iter_flows(lab: Lab) -> Iterator[Flow]:
                 yield Flow(w.key, dst, "tcp", port)
             for port in lab.udp_ports:
                 yield Flow(w.key, dst, "udp", port)
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1:])
+            if icmp:
+                yield Flow(w.key, dst, "icmp", 0)

@@ -1,4 +1,8 @@
-"""Fixtures of the real-kernel tests: requirements, a scratch namespace, the lab."""
+"""Fixtures of the real-kernel tests: requirements, a scratch namespace, the conformance kit.
+
+``backend_conformance`` is the kit's opt-in pytest fixture (:mod:`fqdnpolicy.testing.plugin`),
+imported here rather than named in ``pytest_plugins``, which only a top-level conftest may set.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from fqdnpolicy.testing.plugin import backend_conformance
 from tests.support import require_root, require_tool
+
+__all__ = ["backend_conformance", "kernel", "netns"]
 
 
 @pytest.fixture
