@@ -9,15 +9,11 @@ the kernel applies all of it or nothing.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import subprocess
-import uuid
 from typing import Any
 
+from fqdnpolicy.backend_tools import check_netns, find_tool
 from fqdnpolicy.backends import BackendError
-from fqdnpolicy_nftables.names import check_netns
 
 __all__ = ["NftRunner"]
 
@@ -48,12 +44,6 @@ class NftRunner:
         self.ip = ip
         self._lib = _libnftables() if use_library else None
 
-    def _tool(self, name: str) -> str:
-        found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
-        if found is None:
-            raise BackendError(f"the '{name}' tool is not installed (apt-get install nftables)")
-        return found
-
     def run(
         self,
         payload: str,
@@ -71,14 +61,14 @@ class NftRunner:
             return ""
         if netns is None and self._lib is not None:
             return self._run_library(payload, json_input=json_input, check=check)
-        argv = [self._tool(self.nft)]
+        argv = [find_tool(self.nft, "nftables")]
         if json_input:
             argv.append("-j")
         if check:
             argv.append("-c")
         argv += ["-f", "-"]
         if netns is not None:
-            argv = [self._tool(self.ip), "netns", "exec", check_netns(netns), *argv]
+            argv = [find_tool(self.ip, "iproute2"), "netns", "exec", check_netns(netns), *argv]
         try:
             done = subprocess.run(
                 argv, input=payload.encode(), capture_output=True, timeout=TIMEOUT, check=False
@@ -107,32 +97,16 @@ class NftRunner:
 
     def list_table(self, table: str, *, netns: str | None = None, json_output: bool = False) -> str:
         """Return ``nft list table inet TABLE`` (text or JSON) from a namespace."""
-        argv = [self._tool(self.nft)]
+        argv = [find_tool(self.nft, "nftables")]
         if json_output:
             argv.append("-j")
         argv += ["list", "table", "inet", table]
         if netns is not None:
-            argv = [self._tool(self.ip), "netns", "exec", check_netns(netns), *argv]
+            argv = [find_tool(self.ip, "iproute2"), "netns", "exec", check_netns(netns), *argv]
         done = subprocess.run(argv, capture_output=True, timeout=TIMEOUT, check=False)
         if done.returncode != 0:
             raise BackendError(done.stderr.decode(errors="replace")[:_STDERR_MAX])
         return done.stdout.decode(errors="replace")
-
-    @contextlib.contextmanager
-    def scratch_namespace(self) -> Any:
-        """Create a uniquely named empty network namespace; delete exactly it afterwards."""
-        name = f"fqdnpolicy-check-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        ip = self._tool(self.ip)
-        made = subprocess.run(
-            [ip, "netns", "add", name], capture_output=True, timeout=30, check=False
-        )
-        if made.returncode != 0:
-            err = made.stderr.decode(errors="replace")[:_STDERR_MAX]
-            raise BackendError(f"cannot create a scratch network namespace (root needed): {err}")
-        try:
-            yield name
-        finally:
-            subprocess.run([ip, "netns", "del", name], capture_output=True, timeout=30, check=False)
 
 
 def _loads(payload: str) -> Any:

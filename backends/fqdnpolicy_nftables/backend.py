@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from fqdnpolicy.backend_tools import last_changes, scratch_namespace
 from fqdnpolicy.backends import Backend, BackendError, Rendering
 from fqdnpolicy.datapath import DatapathState, Delta, MemberChanged
 from fqdnpolicy.errors import Problem
@@ -119,14 +120,12 @@ class NftablesBackend(Backend):
         declared are rendered; everything else needs :meth:`render` (:meth:`needs_full`).
         Within the batch the last change of a member wins.
         """
-        net: dict[tuple[str, str], ElementOp] = {}
-        for delta in deltas:
-            if isinstance(delta, MemberChanged) and delta.set_id in self._mirrors:
-                key = (delta.set_id, delta.member)
-                net.pop(key, None)  # keep the order of last changes
-                net[key] = ElementOp(delta.set_id, delta.member, delta.added, delta.expiry)
+        ops = [
+            ElementOp(d.set_id, d.member, d.added, d.expiry)
+            for d in last_changes(deltas, self._mirrors)
+        ]
         skipped: list[Problem] = []
-        text, data = render_delta_ops(list(net.values()), self._mirrors, now, self.table, skipped)
+        text, data = render_delta_ops(ops, self._mirrors, now, self.table, skipped)
         return Rendering(self.name, "delta", text, data, skipped=tuple(skipped))
 
     def _payload(self, rendering: Rendering) -> tuple[str, bool]:
@@ -164,7 +163,7 @@ class NftablesBackend(Backend):
             if self._last_full is None:
                 raise BackendError("a delta can only be checked after a full render")
             base = self._payload(self._last_full)
-        with self.runner.scratch_namespace() as scratch:
+        with scratch_namespace(self.runner.ip) as scratch:
             if base is not None:
                 self.runner.run(base[0], netns=scratch, json_input=base[1])
             self.runner.run(payload, netns=scratch, json_input=json_input, check=True)

@@ -9,47 +9,39 @@ different originals never print the same.
 
 from __future__ import annotations
 
-import hashlib
 import re
 
+from fqdnpolicy.backend_tools import (
+    IFNAME_MAX,
+    check_interface,
+    check_netns,
+    digest,
+    safe_text,
+)
 from fqdnpolicy.errors import InvalidPolicy, Problem
+
+__all__ = [
+    "COMMENT_MAX",
+    "IFNAME_MAX",
+    "LOG_PREFIX_MAX",
+    "check_interface",
+    "check_netns",
+    "check_table",
+    "digest",
+    "named_port_set_name",
+    "safe_text",
+    "set_name",
+    "set_names",
+]
 
 #: Longest comment the kernel stores (``NFT_USERDATA_MAXLEN`` is 256 bytes; nft's own limit
 #: for comments is 128 characters).
 COMMENT_MAX = 120
 #: Longest log prefix (``NF_LOG_PREFIXLEN`` is 128 including the terminating NUL).
 LOG_PREFIX_MAX = 100
-#: Longest interface name (``IFNAMSIZ`` is 16 including the NUL).
-IFNAME_MAX = 15
-
-# Characters that mean nothing to nft's scanner inside a quoted string: no quote, no
-# backslash, no newline, no ``$`` (variables), no ``;`` or ``#`` (statement separators and
-# comments if a quote were ever lost).
-_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:/=,()\[\]+-]")
+# Engine set ids and our table names.
 _SET_ID = re.compile(r"([a-z]):([A-Za-z0-9_-]{1,40})")
-_IFNAME = re.compile(rf"[A-Za-z0-9_.-]{{1,{IFNAME_MAX}}}")
-_NETNS = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _TABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,30}")
-
-
-def digest(text: str, size: int = 10) -> str:
-    """Return ``2 * size`` hex characters of BLAKE2b of ``text`` (deterministic names)."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=size).hexdigest()
-
-
-def safe_text(text: str, limit: int) -> str:
-    """Return ``text`` reduced to characters nft treats as plain inside a quoted string.
-
-    Unsafe characters become ``_``. When anything was replaced or cut, a ``#`` plus eight hex
-    characters of the original's hash end the result (``#`` is added by us after the
-    sanitising, so it cannot come from the input), keeping distinct originals distinct.
-    The result is at most ``limit`` characters.
-    """
-    if len(text) <= limit and _UNSAFE.search(text) is None:
-        return text  # the common case, without building a copy
-    cleaned = _UNSAFE.sub("_", text)
-    mark = "#" + digest(text, 4)
-    return cleaned[: max(0, limit - len(mark))] + mark
 
 
 def set_name(set_id: str, family: int) -> str:
@@ -77,43 +69,6 @@ def set_names(set_id: str) -> tuple[str, str]:
 def named_port_set_name(name: str, family: int) -> str:
     """Return the nft set name holding ``address . protocol . port`` of a peer named port."""
     return f"np{family}_{digest(name)}"
-
-
-def check_interface(name: str, endpoint: str) -> str:
-    """Return ``name`` if it is a safe interface name, else raise.
-
-    Raises:
-        InvalidPolicy: not 1-15 characters of letters, digits, ``_``, ``.`` and ``-``.
-    """
-    if _IFNAME.fullmatch(name) is None:
-        raise InvalidPolicy(
-            Problem(
-                f"interface name {safe_text(name, 40)!r} cannot be used in a ruleset",
-                resource=endpoint,
-                path="interface",
-                hint="1-15 characters: letters, digits, '_', '.', '-' (e.g. cali0123456789a)",
-                code="bad-interface",
-            )
-        )
-    return name
-
-
-def check_netns(name: str) -> str:
-    """Return ``name`` if it is a plausible network namespace name, else raise.
-
-    Raises:
-        InvalidPolicy: not 1-64 characters of letters, digits, ``_``, ``.`` and ``-``.
-    """
-    if _NETNS.fullmatch(name) is None:
-        raise InvalidPolicy(
-            Problem(
-                f"network namespace name {safe_text(name, 40)!r} is not valid",
-                path="netns",
-                hint="1-64 characters: letters, digits, '_', '.', '-'",
-                code="bad-netns",
-            )
-        )
-    return name
 
 
 def check_table(name: str) -> str:

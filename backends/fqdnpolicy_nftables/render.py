@@ -36,11 +36,12 @@ import json
 import math
 import operator
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import attrs
 
+from fqdnpolicy.backend_tools import disjoint_cases, endpoint_interfaces, merge_ranges
 from fqdnpolicy.datapath import (
     DatapathState,
     Direction,
@@ -55,7 +56,6 @@ from fqdnpolicy.protocols import ICMP, ICMPV6, PORTED_PROTOCOLS, PROTOCOL_FAMILY
 from fqdnpolicy_nftables.names import (
     COMMENT_MAX,
     LOG_PREFIX_MAX,
-    check_interface,
     check_table,
     digest,
     named_port_set_name,
@@ -154,17 +154,6 @@ def _icmp(protocol: int, spec: tuple[int | None, int | None], negate: bool) -> P
     )
 
 
-def _merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted, non-overlapping, non-adjacent ranges (nft refuses overlapping intervals)."""
-    merged: list[tuple[int, int]] = []
-    for first, last in sorted(ranges):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(last, merged[-1][1]))
-        else:
-            merged.append((first, last))
-    return merged
-
-
 def _range_text(first: int, last: int) -> str:
     return str(first) if first == last else f"{first}-{last}"
 
@@ -183,7 +172,7 @@ def _own_ports(spec: PortSpec, protocol: int | None, field: str, negate: bool) -
     neg = "!= " if negate else ""
     if protocol is not None:
         wanted = list(spec.ranges) + [(p, p) for proto, p in spec.named if proto == protocol]
-        merged = _merge_ranges(wanted)
+        merged = merge_ranges(wanted)
         if not merged:
             return None
         left = _payload("th", field)
@@ -202,7 +191,7 @@ def _own_ports(spec: PortSpec, protocol: int | None, field: str, negate: bool) -
     pairs: dict[int, list[tuple[int, int]]] = {p: list(spec.ranges) for p in PORTED_PROTOCOLS}
     for proto, port in spec.named:
         pairs.setdefault(proto, []).append((port, port))
-    elements = [(proto, r) for proto in sorted(pairs) for r in _merge_ranges(pairs[proto])]
+    elements = [(proto, r) for proto in sorted(pairs) for r in merge_ranges(pairs[proto])]
     if not elements:
         return None
     text = ", ".join(f"{proto} . {_range_text(*r)}" for proto, r in elements)
@@ -278,23 +267,6 @@ def _side_alternatives(
             )
         )
     return pairs
-
-
-def _combinations(alternatives: Sequence[list[tuple[Part, Part]]]) -> list[list[Part]]:
-    """Disjoint cases covering 'every spec matches one of its alternatives'.
-
-    Case for choices (i, j, ...): spec 1 matches alternative i and none before it, spec 2
-    matches j and none before it, ... Exactly one case matches a packet, so a Log rule logs
-    once even when its ports are an OR of several tests.
-    """
-    cases: list[list[Part]] = [[]]
-    for alts in alternatives:
-        cases = [
-            case + [neg for _, neg in alts[:i]] + [pos]
-            for case in cases
-            for i, (pos, _) in enumerate(alts)
-        ]
-    return cases
 
 
 # One rendered rule: nft text, its libnftables expressions, and its comment (None: none; the
@@ -500,7 +472,7 @@ class _Renderer:
                     positive.append(alts)
             if never:
                 continue
-            for case in _combinations(positive):
+            for case in disjoint_cases(positive):
                 matches = after + case
                 template.append(
                     (
@@ -1010,19 +982,7 @@ def _render_full(
     table = options.table
     r = _Renderer(options, with_json)
     dispatch: dict[str, list[tuple[str, str]]] = {"egress": [], "ingress": []}
-    seen_if: dict[str, str] = {}
-    for endpoint in state.endpoints:
-        iface = check_interface(endpoint.interface, safe_text(endpoint.key, 80))
-        other = seen_if.setdefault(iface, endpoint.key)
-        if other != endpoint.key:
-            raise InvalidPolicy(
-                Problem(
-                    f"interface {iface} belongs to two endpoints",
-                    resource=safe_text(endpoint.key, 80),
-                    hint=f"also used by {safe_text(other, 80)}; interfaces must be unique",
-                    code="duplicate-interface",
-                )
-            )
+    for endpoint, iface in endpoint_interfaces(state):
         directions: tuple[Direction, Direction] = ("egress", "ingress")
         for direction in directions:
             chain = r.endpoint_chain(endpoint, direction)
