@@ -14,6 +14,9 @@ of the flow doing three lookups in tables shaped like the engine's):
   name matched by K rules: deltas out <= 30 us + O(K);
 * resident memory of the workload and engine <= 1 GB.
 
+``verdict()`` is answered by the C shortcut where it was built; the ``_python`` cases time the
+same calls answered by the Python method alone.
+
 Throughput benchmarks time batches of 20,000 fresh flows per round (drawn, untimed, before each
 round) and report flows/s in extra_info; the floor benchmarks time the same kind of batches.
 """
@@ -72,6 +75,16 @@ def _batches(
 
 def _judge(engine: PolicyEngine) -> Callable[[list[Flow]], object]:
     return engine.verdicts
+
+
+def _judge_in_python(engine: PolicyEngine) -> Callable[[list[Flow]], object]:
+    """The same calls answered by the Python method alone, without the C shortcut."""
+    verdict = PolicyEngine.verdict
+
+    def judge(flows: list[Flow]) -> object:
+        return [verdict(engine, src, dst, proto, port) for src, dst, proto, port in flows]
+
+    return judge
 
 
 def _floor(engine: PolicyEngine, draw: Callable[[], list[Flow]]) -> Callable[[], Any]:
@@ -133,6 +146,16 @@ def test_verdict_uniform(benchmark: Any, engine: PolicyEngine, workload: Workloa
     benchmark.extra_info["verdicts_per_s"] = round(_rate(benchmark))
 
 
+def test_verdict_uniform_python(
+    benchmark: Any, engine: PolicyEngine, workload: Workload
+) -> None:
+    # test_verdict_uniform without the C shortcut (what an install without a compiler gets).
+    draw = _uniform_draw(workload, 17)
+    _warm_up(engine, draw)
+    benchmark.pedantic(_judge_in_python(engine), setup=_batches(draw), rounds=10, iterations=1)
+    benchmark.extra_info["verdicts_per_s"] = round(_rate(benchmark))
+
+
 def test_floor_uniform(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:
     # The reference for test_verdict_uniform: the same kind of flows, three lookups each.
     draw = _uniform_draw(workload, 7)
@@ -144,6 +167,15 @@ def test_verdict_zipf_flows(benchmark: Any, engine: PolicyEngine, workload: Work
     draw = _zipf_flows_draw(workload, 11)
     _warm_up(engine, draw, batches=40)
     benchmark.pedantic(_judge(engine), setup=_batches(draw), rounds=20, iterations=1)
+    benchmark.extra_info["verdicts_per_s"] = round(_rate(benchmark))
+
+
+def test_verdict_zipf_flows_python(
+    benchmark: Any, engine: PolicyEngine, workload: Workload
+) -> None:
+    draw = _zipf_flows_draw(workload, 11)
+    _warm_up(engine, draw, batches=40)
+    benchmark.pedantic(_judge_in_python(engine), setup=_batches(draw), rounds=20, iterations=1)
     benchmark.extra_info["verdicts_per_s"] = round(_rate(benchmark))
 
 

@@ -12,6 +12,10 @@ reports:
 * ``verdicts_per_s_zipf_flows`` - whole flows (source, destination) drawn from a Zipf
   distribution over a million distinct flows: real traffic repeats flows (a pod calls the
   same service again and again), which is what a datapath's flow cache relies on;
+* ``native_shortcut`` - whether ``verdict()`` was answered by the C shortcut (see
+  :mod:`fqdnpolicy.engine.shortcut`), and ``python_verdicts_per_s_uniform`` /
+  ``python_verdicts_per_s_zipf_flows`` the same kinds of flows answered by the Python method
+  alone (fresh flows of the same streams);
 * ``floor_per_s_uniform`` / ``floor_per_s_zipf_flows`` and ``ratio_*`` - the reference measured
   in the same run over the same flows (:func:`floor_runner`: a function doing three lookups
   per flow), and each verdict figure as a ratio to it, which survives the machine's day to day
@@ -49,7 +53,7 @@ from typing import Any, Generic, TextIO, TypeVar
 
 from fqdnpolicy.datapath import Delta
 from fqdnpolicy.dns.wire import Extracted, Record
-from fqdnpolicy.engine import PolicyEngine
+from fqdnpolicy.engine import PolicyEngine, shortcut
 from fqdnpolicy.model import ObjectMeta, Policy, PolicySpec
 from fqdnpolicy.selector import parse_selector
 from fqdnpolicy.workload import FULL_SIZE, Workload, generate, random_rule
@@ -117,10 +121,18 @@ def zipf_sample(rng: random.Random, population: Sequence[T], count: int) -> list
     return ZipfSampler(rng, population).draw(count)
 
 
-def _throughput(engine: PolicyEngine, flows: list[tuple[str, str, str, int]]) -> float:
+def _throughput(
+    engine: PolicyEngine, flows: list[tuple[str, str, str, int]], *, python: bool = False
+) -> float:
+    """Flows/s of ``engine.verdict`` over ``flows``; with ``python``, of the Python method."""
     gc.collect()
-    start = time.perf_counter()
-    engine.verdicts(flows)
+    if python:
+        verdict = PolicyEngine.verdict
+        start = time.perf_counter()
+        [verdict(engine, src, dst, proto, port) for src, dst, proto, port in flows]
+    else:
+        start = time.perf_counter()
+        engine.verdicts(flows)
     return len(flows) / (time.perf_counter() - start)
 
 
@@ -202,6 +214,7 @@ def measure(
     uniform_flows = uniform()
     uniform_rate = _throughput(engine, uniform_flows)
     uniform_floor = floor_rate(engine, uniform_flows)
+    python_uniform_rate = _throughput(engine, uniform(), python=True)
     step("uniform verdicts")
 
     zipf_src = zipf_sample(rng, sources, flows * 2)
@@ -214,10 +227,11 @@ def measure(
     population = [(rng.choice(sources), rng.choice(addresses)) for _ in range(1_000_000)]
     # Measured once the stream has run a while (four times as many flows first), as in a
     # long-running agent: the judged-flow table then holds the popular flows.
-    zipf_flows = [(s, d, "TCP", 443) for s, d in zipf_sample(rng, population, flows * 5)]
+    zipf_flows = [(s, d, "TCP", 443) for s, d in zipf_sample(rng, population, flows * 6)]
     _throughput(engine, zipf_flows[: flows * 4])
-    zipf_flows_rate = _throughput(engine, zipf_flows[flows * 4 :])
-    zipf_floor = floor_rate(engine, zipf_flows[flows * 4 :])
+    zipf_flows_rate = _throughput(engine, zipf_flows[flows * 4 : flows * 5])
+    zipf_floor = floor_rate(engine, zipf_flows[flows * 4 : flows * 5])
+    python_zipf_rate = _throughput(engine, zipf_flows[flows * 5 :], python=True)
     step("zipf verdicts")
     batch = _batch_rates(engine, sources, addresses, population, rng, min(10**6, 5 * flows))
     step("batch verdicts")
@@ -245,6 +259,9 @@ def measure(
         "floor_per_s_zipf_flows": round(zipf_floor),
         "ratio_uniform": round(uniform_rate / uniform_floor, 3),
         "ratio_zipf_flows": round(zipf_flows_rate / zipf_floor, 3),
+        "native_shortcut": shortcut.NATIVE,
+        "python_verdicts_per_s_uniform": round(python_uniform_rate),
+        "python_verdicts_per_s_zipf_flows": round(python_zipf_rate),
         **batch,
         "delta_us_mean": round(sum(delta_us) / len(delta_us), 1),
         "delta_us_p99": round(sorted(delta_us)[int(len(delta_us) * 0.99) - 1], 1),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fqdnpolicy.cluster import Cluster, Endpoint, Namespace
 from fqdnpolicy.datapath import DatapathState, Delta, Direction
+from fqdnpolicy.engine import shortcut
 from fqdnpolicy.engine.arguments import DIRECTIONS, bad, icmp_field, port_number
 from fqdnpolicy.engine.arguments import protocol as protocol_of
 from fqdnpolicy.engine.evaluate import Flow, evaluate
@@ -55,9 +56,7 @@ def _key(program: Program, peer: Identity, asked: object, port: object) -> tuple
     """Where a program keeps its verdict for a simple flow (see Program)."""
     if program.plain(peer):
         return (peer.family, asked, port)
-    if peer.ports is not None:
-        return (peer, asked, port, None)
-    return (peer, asked, port)
+    return (program.view(peer), asked, port)
 
 
 class PolicyEngine:
@@ -96,6 +95,7 @@ class PolicyEngine:
         self._records = graph.records
         self._owners = graph.owners
         self._snapshot = Snapshot(graph.table.prefixes, graph.egress)
+        self._shortcut = shortcut.install(self, PolicyEngine.verdict, self._snapshot)
         self.flush()  # DNS changes that arrived while building
 
     # -- readers -------------------------------------------------------------------------
@@ -141,7 +141,8 @@ class PolicyEngine:
         if direction == "egress" and src_port is icmp_type is icmp_code is None:
             # The common question, judged before: three lookups, the sender's program, the
             # address's identity, and the program's verdict: its one verdict for every peer
-            # in none of its sets (most destinations), else the one for the peer's identity.
+            # in none of its sets (most destinations), else the one for what of the peer's
+            # identity its rules can tell apart (Program.view).
             # Verdicts are kept under the protocol as asked (text or number) and the port, and
             # served only for a plain int port and a protocol that is no bool: True and 443.0
             # hash like 1 and 443 but are refused.
@@ -161,7 +162,7 @@ class PolicyEngine:
                     elif ident.isdisjoint(program.refs):
                         found = program.get((ident.family, protocol, port))
                     else:
-                        found = program.get((ident, protocol, port))
+                        found = program.get((program.view(ident), protocol, port))
                     if (
                         found is not None
                         and port.__class__ is int
@@ -207,7 +208,7 @@ class PolicyEngine:
         if program.plain(ident):
             egress = program.get((ident.family, protocol, port))
         else:
-            egress = program.get((ident, protocol, port, None))
+            egress = program.get((program.view(ident), protocol, port))
         if egress is None or egress.action != "Allow":
             return egress
         record = self._records.get(src)  # type: ignore[call-overload]
@@ -221,7 +222,7 @@ class PolicyEngine:
         if receiver.plain(peer):
             found = receiver.get((peer.family, protocol, port))
         else:
-            found = receiver.get((peer, protocol, port, None))
+            found = receiver.get((receiver.view(peer), protocol, port))
         if found is None:
             return None
         return egress if found.action == "Allow" else found
@@ -533,7 +534,7 @@ class PolicyEngine:
             self._apply_dns()
             if commit:
                 graph.commit = Commit(self._snapshot.prefixes)
-                self._snapshot = Snapshot(self._snapshot.prefixes, graph.egress, graph.commit)
+                self._publish(Snapshot(self._snapshot.prefixes, graph.egress, graph.commit))
             try:
                 yield graph
             finally:
@@ -542,9 +543,16 @@ class PolicyEngine:
                         graph.settle()
                     finally:
                         graph.commit = None
-                        self._snapshot = Snapshot(graph.table.prefixes, graph.egress)
+                        self._publish(Snapshot(graph.table.prefixes, graph.egress))
             self._apply_dns()
             self._deliver()
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        # The C shortcut reads its own copy of the reference: both are set under the writer
+        # lock, and each reader checks at its end the one it started from.
+        self._snapshot = snapshot
+        if self._shortcut is not None:
+            self._shortcut.publish(snapshot)
 
     def _apply_dns(self) -> None:
         inbox = self._inbox

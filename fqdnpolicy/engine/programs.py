@@ -76,9 +76,10 @@ class Program(dict[tuple[object, ...], Verdict]):
     The program is also the table of the verdicts readers judged with it, all in the one
     dict (the fewest objects a reader touches):
 
-    * ``(identity, protocol as asked, port)``: for a peer of that identity owned by no
-      endpoint;
-    * ``(identity, protocol as asked, port, None)``: the same for an endpoint's address;
+    * ``(view, protocol as asked, port)``: for every peer of that :meth:`view`, what of its
+      identity the program's rules can tell apart: peers in the same of the program's sets
+      (of the same family, with the same named ports where a rule reads them) are judged
+      alike, whatever other sets hold them;
     * ``(family, protocol as asked, port)``: for every peer in none of :attr:`refs` (and,
       where :attr:`peer_named`, owned by no endpoint), which is most destinations;
     * ``(identity, flow)``: flows with a source port or ICMP type and code.
@@ -91,12 +92,14 @@ class Program(dict[tuple[object, ...], Verdict]):
         peer_named: Some rule resolves named ports on a peer it does not require to be in
             one of its sets: only then do an endpoint's ports tell apart peers in none of
             :attr:`refs`.
+        peer_ports: Some rule resolves named ports on its peer: only then are an endpoint's
+            ports part of a :meth:`view`.
         fallback: The verdict when no tier decides.
         refs: Every IP set a rule's peer side names: a peer in none of them is judged the
             same whatever its address.
     """
 
-    __slots__ = ("blocks", "direction", "fallback", "peer_named", "refs")
+    __slots__ = ("blocks", "direction", "fallback", "peer_named", "peer_ports", "refs")
     __hash__ = object.__hash__  # type: ignore[assignment]
     __eq__ = object.__eq__
     __ne__ = object.__ne__
@@ -108,17 +111,28 @@ class Program(dict[tuple[object, ...], Verdict]):
         peer_named: bool,
         fallback: Verdict,
         refs: frozenset[int],
+        peer_ports: bool = True,
     ) -> None:
         super().__init__()
         self.direction = direction
         self.blocks = blocks
         self.peer_named = peer_named
+        self.peer_ports = peer_ports
         self.fallback = fallback
         self.refs = refs
 
     def plain(self, ident: Identity) -> bool:
         """Whether ``ident`` is judged like any address in none of the program's sets."""
         return ident.isdisjoint(self.refs) and (ident.ports is None or not self.peer_named)
+
+    def view(self, ident: Identity) -> tuple[object, ...]:
+        """What of ``ident`` this program's verdicts can depend on.
+
+        Its family, the sets of :attr:`refs` holding it and, where a rule reads named ports
+        on its peer, its endpoint's ports: two peers alike in these are judged alike, so a
+        verdict kept under the view serves both.
+        """
+        return (ident.family, ident & self.refs, ident.ports if self.peer_ports else None)
 
     def __repr__(self) -> str:
         return f"<Program {self.direction}, {len(self.blocks)} tiers, {len(self)} kept>"

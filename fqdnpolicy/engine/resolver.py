@@ -158,7 +158,7 @@ class PolicyResolver:
             by_tier.setdefault(compiled.policy.spec.tier, []).append(compiled)
         blocks: list[Block] = []
         key_parts: list[object] = [direction]
-        peer_named = False
+        peer_named = peer_ports = False
         for tier in sorted(by_tier, key=self.tier_sort_key):
             bound_rules: list[Bound] = []
             ordered = sorted(by_tier[tier], key=lambda c: c.sort_key)
@@ -174,8 +174,9 @@ class PolicyResolver:
                     peer = rule.peer
                     # Named ports on a peer that must be in a set: a peer in none of the
                     # program's sets fails that rule whatever its ports.
-                    if (peer.named_ports or peer.not_named_ports) and not peer.required:
-                        peer_named = True
+                    if peer.named_ports or peer.not_named_ports:
+                        peer_ports = True
+                        peer_named = peer_named or not peer.required
             end: Verdict | None = None
             if self.tier_default(tier) == "Deny":
                 end = Verdict("Deny", tier=tier, direction=direction, default="end-of-tier")
@@ -195,6 +196,6 @@ class PolicyResolver:
                 for bound in block.rules
                 for n in (*bound.rule.peer.required, *bound.rule.peer.forbidden)
             )
-            program = Program(direction, tuple(blocks), peer_named, fallback, refs)
+            program = Program(direction, tuple(blocks), peer_named, fallback, refs, peer_ports)
             self._programs[program_key] = program
         return program

@@ -1,0 +1,11 @@
+from collections.abc import Callable
+from typing import Any
+
+class Shortcut:
+    snapshot: object
+    general: Callable[..., Any]
+    def __init__(
+        self, snapshot: object, hosts: dict[str, Any], general: Callable[..., Any]
+    ) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def publish(self, snapshot: object) -> None: ...

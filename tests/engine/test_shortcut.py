@@ -1,0 +1,208 @@
+"""The C shortcut in front of ``PolicyEngine.verdict`` answers exactly as the Python method.
+
+Where the extension was built (a C compiler and Python's headers at install time), each
+engine's ``verdict`` is the shortcut: it serves the common question from the same published
+objects the Python method reads, and hands every other call to the Python method unchanged.
+So for any arguments, positional or by keyword, good or bad, the shortcut gives the same
+verdict or raises the same error as ``PolicyEngine.verdict`` called on the class, whichever of
+the two judged the flow first. It re-reads when a change is published while it looks up, it
+follows every published change, and it steps aside for a subclass that overrides ``verdict``.
+
+CI builds the extension and sets ``FQDNPOLICY_REQUIRE_NATIVE=1``: there, a missing extension
+fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fqdnpolicy.cluster import Cluster
+from fqdnpolicy.engine import PolicyEngine, shortcut
+from fqdnpolicy.errors import InvalidPolicy
+from fqdnpolicy.model import ResourceSet
+from tests.engine.strategies import pod, policy, rule
+from tests.engine.test_bad_input import API, build
+from tests.engine.worlds_threads import Applier
+
+if not shortcut.NATIVE:
+    if os.environ.get("FQDNPOLICY_REQUIRE_NATIVE") == "1":
+        pytest.fail("the C shortcut was not built (FQDNPOLICY_REQUIRE_NATIVE=1)")
+    pytest.skip(
+        "the C shortcut was not built (no C compiler or Python headers at install time)",
+        allow_module_level=True,
+    )
+
+python_verdict = PolicyEngine.verdict
+
+SOURCES = ("default/web", "prod/db", "default/nope", "198.51.100.9", 7, ["default/web"])
+DESTINATIONS = (
+    API,
+    "198.51.100.2",
+    "203.0.113.5",
+    "10.0.1.12",
+    "10.0.0.10",
+    "fd00::a",
+    "2001:db8::1",
+    "prod/db",
+    "999.1.1.1",
+    "abc",
+    "",
+    "010.0.1.12",
+)
+PROTOCOLS = ("TCP", "UDP", "ICMP", "tcp", 6, 17, 1, True, "FOO", 0, 256, 6.0, None)
+PORTS = (443, 5432, 53, 5433, None, 0, 65535, 70000, -1, True, False, 443.0, "443")
+DIRECTIONS = ("egress", "ingress", "Egress", "out")
+OPTIONAL = (None, None, None, 0, 8, 40000, 256, True)
+
+
+def outcome(call: Any, *args: Any, **kwargs: Any) -> tuple[str, object]:
+    """What a call gave: its verdict, or its error's type and message."""
+    try:
+        return ("verdict", call(*args, **kwargs))
+    except (InvalidPolicy, TypeError) as error:
+        return (type(error).__name__, str(error))
+
+
+@pytest.fixture(scope="module")
+def engines() -> tuple[PolicyEngine, PolicyEngine]:
+    """Two engines alike: the shortcut of one judges first, the Python method of the other."""
+    return build()[0], build()[0]
+
+
+def test_each_engine_gets_the_shortcut_and_it_follows_every_published_change() -> None:
+    engine = build()[0]
+    assert isinstance(engine.verdict, shortcut.Shortcut)
+    assert engine.verdict.snapshot is engine._snapshot
+    deny = policy(
+        "web-deny", namespace="default", order=1, selector='app == "web"', egress=[rule("Deny")]
+    )
+    engine.upsert_policy(deny)
+    assert engine.verdict.snapshot is engine._snapshot
+    assert not engine.verdict("default/web", API, "TCP", 443).allowed
+    engine.remove_policy(deny)
+    assert engine.verdict.snapshot is engine._snapshot
+    assert engine.verdict("default/web", API, "TCP", 443).allowed
+
+
+def test_the_shortcut_carries_the_python_method_docs() -> None:
+    engine = build()[0]
+    assert engine.verdict.__doc__ == python_verdict.__doc__
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    src=st.sampled_from(SOURCES),
+    dst=st.sampled_from(DESTINATIONS),
+    protocol=st.sampled_from(PROTOCOLS),
+    port=st.sampled_from(PORTS),
+    direction=st.sampled_from(DIRECTIONS),
+    optional=st.lists(st.sampled_from(OPTIONAL), max_size=3),
+    positional=st.integers(2, 8),
+    shortcut_first=st.booleans(),
+)
+def test_any_call_gets_what_the_python_method_gives(
+    engines: tuple[PolicyEngine, PolicyEngine],
+    src: object,
+    dst: object,
+    protocol: object,
+    port: object,
+    direction: object,
+    optional: list[object],
+    positional: int,
+    shortcut_first: bool,
+) -> None:
+    values = [src, dst, protocol, port, direction, *optional, None, None, None][:8]
+    names = ("src", "dst", "protocol", "port", "direction", "src_port", "icmp_type", "icmp_code")
+    args = values[:positional]
+    kwargs = dict(zip(names[positional:], values[positional:], strict=True))
+    first, second = engines if shortcut_first else engines[::-1]
+    # The engine judging first fills kept verdicts the other then serves, and the reverse.
+    got = outcome(first.verdict, *args, **kwargs)
+    expected = outcome(python_verdict, second, *args, **kwargs)
+    assert got == expected
+    assert outcome(second.verdict, *args, **kwargs) == expected
+    assert outcome(python_verdict, first, *args, **kwargs) == got
+
+
+OUTSIDE = "198.51.100.2"  # in no set web's program names: judged by its family's verdict
+
+
+def test_values_that_hash_like_a_kept_key_are_still_refused_positionally() -> None:
+    verdict: Any = build()[0].verdict  # called with what its signature refuses
+    for protocol, port in (("TCP", 443), ("TCP", 1), (1, 443), (6, 443)):
+        verdict("default/web", OUTSIDE, protocol, port)  # now kept
+    refused: list[tuple[object, object]] = [
+        ("TCP", 443.0),
+        ("TCP", True),
+        (True, 443),
+        ("TCP", "443"),
+    ]
+    for bad_protocol, bad_port in refused:
+        with pytest.raises(InvalidPolicy):
+            verdict("default/web", OUTSIDE, bad_protocol, bad_port)
+
+
+def test_a_source_port_or_icmp_field_is_never_answered_from_the_common_verdict() -> None:
+    engine = build()[0]
+    # web may send UDP from ports 1024-65535: a flow without a source port is not allowed.
+    assert not engine.verdict("default/web", OUTSIDE, "UDP", 53).allowed  # now kept
+    assert engine.verdict("default/web", OUTSIDE, "UDP", 53, "egress", 40000).allowed
+    assert not engine.verdict("default/web", OUTSIDE, "ICMP", 0).allowed
+    assert engine.verdict("default/web", OUTSIDE, "ICMP", 0, "egress", None, 8).allowed
+
+
+def test_another_direction_is_never_answered_from_the_egress_verdict() -> None:
+    verdict: Any = build()[0].verdict  # called with what its signature refuses
+    verdict("default/web", OUTSIDE, "TCP", 443)  # now kept
+    assert verdict("default/web", OUTSIDE, "TCP", 443, "egress") is not None
+    for direction in ("ingress", "Egress", "out"):
+        with pytest.raises(InvalidPolicy):
+            verdict("default/web", OUTSIDE, "TCP", 443, direction)
+
+
+class Hook(str):
+    """A protocol name whose hash publishes a change, once: a writer running mid-lookup."""
+
+    __slots__ = ()
+    change: Any = None
+
+    def __hash__(self) -> int:
+        change, Hook.change = Hook.change, None
+        if change is not None:
+            change()
+        return str.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        return str.__eq__(self, other)
+
+
+def test_a_change_published_during_the_lookup_is_not_missed() -> None:
+    engine = build()[0]
+    assert not engine.verdict("default/web", OUTSIDE, "TCP", 443).allowed  # now kept
+    allow = policy(
+        "web-allow", namespace="default", order=1, selector='app == "web"', egress=[rule("Allow")]
+    )
+    held = engine._shortcut
+    assert held is not None
+    before = held.snapshot
+    Hook.change = lambda: engine.upsert_policy(allow)
+    found = engine.verdict("default/web", OUTSIDE, Hook("TCP"), 443)
+    assert held.snapshot is not before  # the change did run inside the call
+    assert found.allowed
+    assert found == python_verdict(engine, "default/web", OUTSIDE, "TCP", 443)
+
+
+def test_a_subclass_overriding_verdict_gets_no_shortcut() -> None:
+    class Audited(PolicyEngine):
+        def verdict(self, *args: Any, **kwargs: Any) -> Any:
+            return super().verdict(*args, **kwargs)
+
+    world = Applier(ResourceSet(()), Cluster((pod("default/web", "10.0.0.10"),), ()))
+    audited = Audited(world.resources, world.cluster, world.dns)
+    assert "verdict" not in vars(audited)
+    assert audited.verdict("default/web", API, "TCP", 443).allowed
