@@ -196,7 +196,13 @@ def _rule(rng: random.Random, direction: str, feature: str | None = None) -> dic
     peer: dict[str, Any] = {}
     own: dict[str, Any] = {}
     roll = rng.random()
-    if direction == "egress" and action == "Allow" and (feature == "domains" or roll < 0.45):
+    may_name = feature not in ("selector", "ipv6")  # those need a peer of their own
+    if (
+        direction == "egress"
+        and action == "Allow"
+        and may_name
+        and (feature == "domains" or roll < 0.45)
+    ):
         peer["domains"] = rng.sample(DOMAINS, rng.randint(1, 2))
     elif feature == "selector" or (feature is None and 0.65 <= roll < 0.8):
         peer["selector"] = rng.choice(SELECTORS)

@@ -68,6 +68,8 @@ class ConformanceReport:
 
     Attributes:
         backend: The backend's name.
+        source: How :func:`~fqdnpolicy.testing.check_backend` was given the backend: its
+            name quoted, or the dotted path of the callable that built it.
         options: The options it was built with.
         seed: The case's seed.
         flows: Flows checked in each phase, in order.
@@ -78,6 +80,7 @@ class ConformanceReport:
     """
 
     backend: str
+    source: str
     options: Mapping[str, Any]
     seed: int
     flows: Mapping[str, int]
@@ -95,7 +98,7 @@ class ConformanceReport:
         """The call that runs this case again."""
         options = f", options={dict(self.options)!r}" if self.options else ""
         return (
-            f"fqdnpolicy.testing.check_backend({self.backend!r}, seed={self.seed}{options})"
+            f"fqdnpolicy.testing.check_backend({self.source}, seed={self.seed}{options})"
             f"  # policies: fqdnpolicy.testing.generate_case({self.seed}).yaml"
         )
 
