@@ -65,7 +65,7 @@ class Applier:
         committed: list[int] = []
         try:
             for family, section in doc.rules.items():
-                runner.restore(family, self._transaction(section, saved[family]), netns=netns)
+                runner.restore(family, self.rules_transaction(section, saved[family]), netns=netns)
                 committed.append(family)
         except BackendError:
             for family in committed:
@@ -140,7 +140,7 @@ class Applier:
             end -= len(jump)
         return section[len(_FILTER) : end]
 
-    def _transaction(self, section: str, saved: Saved) -> str:
+    def rules_transaction(self, section: str, saved: Saved) -> str:
         """The transaction that makes our chains those of ``section``, and only ours."""
         rendered = set(declared_chains(section))
         chains, jumps = self._ours(saved)

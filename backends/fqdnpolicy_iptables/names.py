@@ -45,12 +45,21 @@ _SET_ID = re.compile(r"([a-z]):([A-Za-z0-9_-]{1,22})")
 _PREFIX = re.compile(r"[a-z][a-z0-9]{0,3}")
 
 
+# Policy kinds as the engine names them, shortened so that more of the name fits a prefix.
+_KINDS = (("GlobalNetworkPolicy ", "gnp "), ("NetworkPolicy ", "np "))
+
+
 def log_prefix(policy: str, direction: str, index: int, limit: int) -> str:
     """Return a log prefix naming the policy, the direction and the rule, within ``limit``.
 
-    ``fp <policy> e3 `` for egress rule 3; a policy name too long for the limit is cut and
-    marked with its hash (see :func:`safe_text`). The rule's comment carries the long form.
+    ``fp gnp allow-dns e3 `` for egress rule 3 of GlobalNetworkPolicy allow-dns; a policy
+    name too long for the limit is cut and marked with its hash (see ``safe_text``). The
+    rule's comment carries the whole name.
     """
+    for kind, short in _KINDS:
+        if policy.startswith(kind):
+            policy = short + policy[len(kind) :]
+            break
     tail = f" {direction[:1]}{index} "
     return "fp " + safe_text(policy, max(9, limit - 3 - len(tail))) + tail
 

@@ -129,7 +129,11 @@ def elements(
     if not (length.isdigit() and len(length) <= 3 and _address_ok(address, family)):
         _bad(member, set_id, "is not a network", skipped)
         return ()
-    net = ipaddress.ip_network(member, strict=False)
+    try:
+        net = ipaddress.ip_network(member, strict=False)
+    except ValueError:  # a prefix length beyond the family's
+        _bad(member, set_id, "is not a network", skipped)
+        return ()
     if net.prefixlen == net.max_prefixlen:
         return (str(net.network_address),)
     if not net_type:
