@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from fqdnpolicy.backend_tools import endpoint_interfaces
+from fqdnpolicy.backend_tools import endpoint_interfaces, gc_paused
 from fqdnpolicy.backends import BackendError
 from fqdnpolicy.datapath import DatapathState, MemberChanged
 from fqdnpolicy_iptables.names import Names
@@ -69,10 +69,11 @@ def render_full(
     """
     names = Names(options.prefix)
     endpoints = endpoint_interfaces(state)
-    sets = render_sets(state, now, names, options.maxelem, skipped)
-    v4 = render_rules(endpoints, 4, options, names)
-    v6 = render_rules(endpoints, 6, options, names)
-    sections = {"ipset": sets.text(), "iptables": v4.text, "ip6tables": v6.text}
+    with gc_paused():  # millions of acyclic strings: nothing for the collector to find
+        sets = render_sets(state, now, names, options.maxelem, skipped)
+        v4 = render_rules(endpoints, 4, options, names)
+        v6 = render_rules(endpoints, 6, options, names)
+        sections = {"ipset": sets.text(), "iptables": v4.text, "ip6tables": v6.text}
     text = "".join(
         [
             IPSET_HEADER,

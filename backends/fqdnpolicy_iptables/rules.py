@@ -106,7 +106,9 @@ class _Family:
         self.chains: dict[str, list[str]] = {}  # name -> rule bodies (after "-A name ")
         self.deny = f"-j {names.reject}" if options.reject else "-j DROP"
         self._rule_ids: dict[tuple[Direction, int], tuple[RuleState, list[str]]] = {}
-        self._rules: dict[tuple[Direction, RuleState], list[str]] = {}
+        self._targets = {"Allow": "-j RETURN", "Deny": self.deny}
+        self._templates: dict[tuple[object, ...], list[tuple[str, str, str]]] = {}
+        self._policy_safe: dict[str, bool] = {}
         self._programs: dict[tuple[Direction, tuple[int, ...]], tuple[object, str | None]] = {}
         self._sets: dict[tuple[str, bool, str], str] = {}
         self._ports: dict[tuple[PortSpec, int, str], list[_Alternative]] = {}
@@ -150,17 +152,50 @@ class _Family:
         return f"-m icmp {neg}--icmp-type {value}"
 
     def matches(self, rule: RuleState, direction: Direction) -> list[str]:
-        """The match parts of a rule's lines in this family ([] never matches; "" always)."""
+        """The match parts of a rule's lines in this family, each ending in a space.
+
+        [] never matches; [""] matches every packet.
+        """
         by_id = self._rule_ids.get((direction, id(rule)))
         if by_id is not None and by_id[0] is rule:
             return by_id[1]
-        found = self._rules.get((direction, rule))
-        if found is None:
-            found = self._rules[(direction, rule)] = self._render_matches(rule, direction)
+        found = self._render_matches(rule, direction)
         self._rule_ids[(direction, id(rule))] = (rule, found)
         return found
 
     def _render_matches(self, rule: RuleState, direction: Direction) -> list[str]:
+        # Port specs enter by their fields: plain tuples hash and compare in C, the attrs
+        # classes' methods are Python calls.
+        dst, src, not_dst, not_src = (
+            rule.dst_ports,
+            rule.src_ports,
+            rule.not_dst_ports,
+            rule.not_src_ports,
+        )
+        shape = (
+            rule.families, rule.protocol, rule.not_protocol, rule.icmp, rule.not_icmp,
+            dst.ranges, dst.named, dst.peer_named, src.ranges, src.named, src.peer_named,
+            not_dst.ranges, not_dst.named, not_dst.peer_named,
+            not_src.ranges, not_src.named, not_src.peer_named,
+        )  # fmt: skip
+        template = self._templates.get(shape)
+        if template is None:
+            template = self._templates[shape] = self._template(rule)
+        if not (rule.peer_in or rule.peer_not_in):
+            return [whole for _, _, whole in template]
+        peer = "dst" if direction == "egress" else "src"
+        sets = [self._set_match(s, False, peer) for s in rule.peer_in]
+        sets += [self._set_match(s, True, peer) for s in rule.peer_not_in]
+        middle = " ".join(sets)
+        return [f"{before}{middle}{after} " for before, after, _ in template]
+
+    def _template(self, rule: RuleState) -> list[tuple[str, str, str]]:
+        """The lines of every rule of this rule's shape: text before and after the set matches.
+
+        The peer set matches are all that differ between rules of one shape. A shape is
+        everything but the policy, index, action and sets: a workload of a hundred thousand
+        rules has a handful of shapes.
+        """
         family = self.family
         if family not in rule.families:
             return []
@@ -189,10 +224,7 @@ class _Family:
         else:
             protocols = (None,)
             not_protocol = rule.not_protocol
-        peer = "dst" if direction == "egress" else "src"
-        sets = [self._set_match(s, False, peer) for s in rule.peer_in]
-        sets += [self._set_match(s, True, peer) for s in rule.peer_not_in]
-        lines: list[str] = []
+        lines: list[tuple[str, str, str]] = []
         for protocol in protocols:
             before: list[str] = []
             if protocol is not None:
@@ -221,8 +253,14 @@ class _Family:
                     positive.append(alternatives)
             if never:
                 continue
+            head = " ".join(before)
             for case in disjoint_cases(positive):
-                lines.append(" ".join([*before, *sets, *after, *case]))
+                tail = " ".join(after + case)
+                whole = " ".join(filter(None, (head, tail)))
+                # (text before the set matches, after them, the line without any)
+                lines.append(
+                    (f"{head} " if head else "", f" {tail}" if tail else "", whole and f"{whole} ")
+                )
         return lines
 
     # ------------------------------------------------------------------------- chains
@@ -243,6 +281,13 @@ class _Family:
             return f'-j NFLOG --nflog-prefix "{prefix}" --nflog-group {self.options.nflog_group}'
         prefix = log_prefix(rule.policy, direction, rule.index, LOG_PREFIX_MAX)
         return f'-j LOG --log-prefix "{prefix}"'
+
+    def _safe(self, policy: str) -> bool:
+        """Whether a policy name is plain text already (checked once per policy)."""
+        safe = self._policy_safe.get(policy)
+        if safe is None:
+            safe = self._policy_safe[policy] = safe_text(policy, COMMENT_MAX) == policy
+        return safe
 
     def add_chain(self, direction: Direction, bodies: list[str]) -> str:
         name = self.names.policy_chain(direction, "\n".join(bodies))
@@ -270,11 +315,11 @@ class _Family:
                 if not matches:
                     continue
                 text = f"{rule.policy} {direction}[{rule.index}] {rule.action}"
-                comment = f'-m comment --comment "{safe_text(text, COMMENT_MAX)}"'
-                target = self._target(rule, direction, following)
-                bodies.extend(
-                    f"{m} {comment} {target}" if m else f"{comment} {target}" for m in matches
-                )
+                if len(text) > COMMENT_MAX or not self._safe(rule.policy):
+                    text = safe_text(text, COMMENT_MAX)
+                target = self._targets.get(rule.action) or self._target(rule, direction, following)
+                end = f'-m comment --comment "{text}" {target}'
+                bodies.extend([m + end for m in matches])
             if tail is not None:
                 bodies.append(tail)
                 tail = None

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from fqdnpolicy.backend_tools import safe_text
-from fqdnpolicy.datapath import DatapathState, MemberChanged, SetState
+from fqdnpolicy.datapath import DatapathState, MemberChanged
 from fqdnpolicy.errors import InvalidPolicy, Problem
 from fqdnpolicy.protocols import SCTP, TCP, UDP, UDPLITE
 from fqdnpolicy_iptables.names import COMMENT_MAX, Names
@@ -167,16 +167,15 @@ class _Suffixes:
         self.text: dict[float | None, str] = {None: ""}
         self.expired: set[float] = set()
 
-    def learn(self, expiries: Iterable[float | None]) -> bool:
+    def learn(self, expiries: set[float | None]) -> bool:
         """Format the expiries not seen yet; tell whether any of ``expiries`` has passed."""
-        wanted = set(expiries)
-        for expiry in wanted.difference(self.text):
+        for expiry in expiries.difference(self.text):
             seconds = timeout_seconds(expiry, self.now)
             if seconds == 0:
                 assert expiry is not None
                 self.expired.add(expiry)
             self.text[expiry] = f" timeout {seconds}"
-        return not self.expired.isdisjoint(wanted)
+        return not self.expired.isdisjoint(expiries)
 
 
 def _set_elements(
@@ -186,22 +185,27 @@ def _set_elements(
     set_id: str,
     suffixes: _Suffixes,
     skipped: Skipped,
-) -> dict[str, float | None]:
-    """A family's members as elements (checked, canonical) with their expiry; expired out."""
-    net_type = set_type(kind)[0] == "hash:net"
-    timed = set_type(kind)[1]
-    if members and (any("/" in m for m in members) or not _checked(members, family)):
+    plain: bool,
+) -> tuple[dict[str, float | None], bool]:
+    """A family's members as elements (checked, canonical) with their expiry.
+
+    Expired members are left out; the flag tells whether any element has a timeout.
+    ``plain`` says no member of the set holds a "/" (the fast check can vouch for them).
+    """
+    type_name, timed = set_type(kind)
+    if members and not (plain and _checked(members, family)):
         written: dict[str, float | None] = {}
         for member, expiry in members.items():
-            for element in elements(member, family, net_type, set_id, skipped):
+            for element in elements(member, family, type_name == "hash:net", set_id, skipped):
                 written[element] = expiry
         members = written
-    if not timed:
-        return dict.fromkeys(members)
-    if suffixes.learn(members.values()):
+    if not timed or not members:
+        return members, False
+    expiries = set(members.values())
+    if suffixes.learn(expiries):
         expired = suffixes.expired
         members = {m: e for m, e in members.items() if e not in expired}
-    return members
+    return members, expiries != {None}
 
 
 @attrs.frozen
@@ -243,12 +247,14 @@ def _one_set(
     return temporary
 
 
-def _add_lines(temporary: str, members: dict[str, float | None], suffixes: _Suffixes) -> str:
+def _add_lines(
+    temporary: str, members: dict[str, float | None], suffixes: _Suffixes, timeouts: bool
+) -> str:
     if not members:
         return ""
     head = f"add {temporary} "
     sep = "\n" + head
-    if all(e is None for e in members.values()):
+    if not timeouts:
         return head + sep.join(members) + "\n"
     text = suffixes.text
     return (
@@ -265,11 +271,20 @@ def render_sets(
     suffixes = _Suffixes(now)
     for ipset in state.sets:
         comment = safe_text(f"{ipset.kind} {ipset.definition}", COMMENT_MAX)
-        for family, members in zip((4, 6), _split(ipset), strict=True):
-            written = _set_elements(members, family, ipset.kind, ipset.set_id, suffixes, skipped)
+        joined = "".join(ipset.members)  # one scan of every member, at C speed
+        plain = "/" not in joined
+        if ":" in joined:
+            four = {m: e for m, e in ipset.members.items() if ":" not in m}
+            six = {m: e for m, e in ipset.members.items() if ":" in m}
+        else:
+            four, six = ipset.members, {}
+        for family, members in ((4, four), (6, six)):
+            written, timeouts = _set_elements(
+                members, family, ipset.kind, ipset.set_id, suffixes, skipped, plain
+            )
             live = names.set_name(ipset.set_id, family)
             temporary = Names.temporary(live)
-            add = _add_lines(temporary, written, suffixes)
+            add = _add_lines(temporary, written, suffixes, timeouts)
             _one_set(
                 pieces, live, family, set_type(ipset.kind), comment, (add,), len(written), maxelem
             )
@@ -286,16 +301,6 @@ def render_sets(
             )
             commits.append((temporary, live))
     return SetSections("".join(pieces), tuple(commits))
-
-
-def _split(ipset: SetState) -> tuple[dict[str, float | None], dict[str, float | None]]:
-    members = ipset.members
-    if not any(":" in m for m in members):
-        return members, {}
-    return (
-        {m: e for m, e in members.items() if ":" not in m},
-        {m: e for m, e in members.items() if ":" in m},
-    )
 
 
 def _named_port_elements(

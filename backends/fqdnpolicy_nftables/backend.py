@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from fqdnpolicy.backend_tools import last_changes, scratch_namespace
+from fqdnpolicy.backend_tools import gc_paused, last_changes, scratch_namespace
 from fqdnpolicy.backends import Backend, BackendError, Rendering
 from fqdnpolicy.datapath import DatapathState, Delta, MemberChanged
 from fqdnpolicy.errors import Problem
@@ -15,7 +15,6 @@ from fqdnpolicy_nftables.render import (
     RenderOptions,
     SetMirror,
     dumps,
-    gc_paused,
     mirrors_of,
     render_delta_ops,
     render_full,

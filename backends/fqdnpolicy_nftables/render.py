@@ -29,19 +29,17 @@ share them and rendering work is done once per distinct tier.
 from __future__ import annotations
 
 import bisect
-import contextlib
-import gc
 import ipaddress
 import json
 import math
 import operator
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import attrs
 
-from fqdnpolicy.backend_tools import disjoint_cases, endpoint_interfaces, merge_ranges
+from fqdnpolicy.backend_tools import disjoint_cases, endpoint_interfaces, gc_paused, merge_ranges
 from fqdnpolicy.datapath import (
     DatapathState,
     Direction,
@@ -929,23 +927,6 @@ def _rule_json(table: str, chain: str, line: _Line) -> Json:
     if line[2] is not None:
         rule["comment"] = line[2]
     return {"add": {"rule": rule}}
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for a burst of allocations.
-
-    Rendering allocates millions of small acyclic dicts and strings; each allocation burst
-    would trigger full collections that rescan the growing output. Pausing the collector cut
-    the large benchmark's render time by about half (measured in benchmarks/bench_nftables.py).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def render_full(
