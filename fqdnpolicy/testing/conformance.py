@@ -18,6 +18,9 @@ compares what got through with :meth:`~fqdnpolicy.engine.PolicyEngine.verdict`:
 5. ``refresh over``: flows to the refreshed name once its extended lifetime ended;
 6. ``changed``: every flow after a policy was replaced (a full render over learned state).
 
+A DNS query sent through the enforced rules that gets no answer, although the engine allows
+it, ends the run early as a mismatch of its own (``dns``): nothing after it can be judged.
+
 The backend comes by name from the ``fqdnpolicy.backends`` entry points, as a user's would.
 """
 
@@ -60,7 +63,8 @@ from fqdnpolicy.testing.report import (
 
 __all__ = ["SEEDS", "BackendFactory", "check_backend", "engine_arguments", "missing_requirements"]
 
-#: The seeds CI runs every built-in backend on.
+#: The seeds CI runs every built-in backend on: between them their cases reach every kind of
+#: verdict (a rule's Allow and Deny, end of tier, no policy, every tier passed).
 SEEDS = (3, 12)
 #: Start of the kit's namespace names (the lab adds a pid and a counter).
 PREFIX = "fqk"

@@ -377,7 +377,7 @@ class Lab:
                     stderr=subprocess.DEVNULL,
                 )
                 self.processes.append(proc)
-                held.add(proc, batch, timeout)
+                held.add(proc, batch)
             held.start()
         except BaseException:
             held.close()
@@ -427,16 +427,16 @@ class HeldFlows:
     """
 
     def __init__(self) -> None:
-        self._procs: list[tuple[subprocess.Popen[bytes], list[Flow], float]] = []
+        self._procs: list[tuple[subprocess.Popen[bytes], list[Flow]]] = []
         self.opened: dict[Flow, bool] = {}
 
-    def add(self, proc: subprocess.Popen[bytes], flows: list[Flow], timeout: float) -> None:
+    def add(self, proc: subprocess.Popen[bytes], flows: list[Flow]) -> None:
         """Take over a started ``hold`` program and the flows it is to open."""
-        self._procs.append((proc, flows, timeout))
+        self._procs.append((proc, flows))
 
     def start(self) -> None:
         """Send every program its flows; wait until each has opened them."""
-        for proc, flows, _ in self._procs:
+        for proc, flows in self._procs:
             assert proc.stdin is not None
             proc.stdin.write((_flow_lines(flows) + "\n").encode())
             proc.stdin.flush()
@@ -444,7 +444,7 @@ class HeldFlows:
 
     def again(self) -> dict[Flow, bool]:
         """Exchange once more on every flow; True = it still gets through."""
-        for proc, _, _ in self._procs:
+        for proc, _ in self._procs:
             assert proc.stdin is not None
             proc.stdin.write(b"again\n")
             proc.stdin.flush()
@@ -452,7 +452,7 @@ class HeldFlows:
 
     def _collect(self) -> dict[Flow, bool]:
         results: dict[Flow, bool] = {}
-        for proc, flows, _ in self._procs:
+        for proc, flows in self._procs:
             assert proc.stdout is not None
             # The program answers every flow within its own timeout, one line each.
             lines: list[str] = []
@@ -466,11 +466,11 @@ class HeldFlows:
 
     def close(self) -> None:
         """Close every flow (the programs exit at the end of their input)."""
-        for proc, _, _ in self._procs:
+        for proc, _ in self._procs:
             if proc.stdin is not None and not proc.stdin.closed:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
-        for proc, _, _ in self._procs:
+        for proc, _ in self._procs:
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

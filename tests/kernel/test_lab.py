@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fqdnpolicy.testing.lab import HostRecord, Lab, iter_flows
+from fqdnpolicy.testing.lab import Flow, HostRecord, Lab, iter_flows
 
 pytestmark = pytest.mark.kernel
 
@@ -80,3 +80,12 @@ def test_a_lab_that_fails_to_build_deletes_what_it_made(kernel: None) -> None:
         pass
     assert not [ns for ns in namespaces() if lab.run_id in ns]
     assert lab.processes == []
+
+
+def test_a_probe_program_that_fails_is_an_error_not_a_blocked_flow(kernel: None) -> None:
+    unknown = Flow("a/one", SERVICES[0], "sctp", 80)  # a protocol the probes do not speak
+    with small_lab() as lab:
+        with pytest.raises(RuntimeError, match="failed"):
+            lab.probe([unknown], timeout=1.0)
+        with pytest.raises(RuntimeError, match="ended early"):
+            lab.hold([unknown], timeout=1.0)
