@@ -146,9 +146,7 @@ def test_verdict_uniform(benchmark: Any, engine: PolicyEngine, workload: Workloa
     benchmark.extra_info["verdicts_per_s"] = round(_rate(benchmark))
 
 
-def test_verdict_uniform_python(
-    benchmark: Any, engine: PolicyEngine, workload: Workload
-) -> None:
+def test_verdict_uniform_python(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:
     # test_verdict_uniform without the C shortcut (what an install without a compiler gets).
     draw = _uniform_draw(workload, 17)
     _warm_up(engine, draw)

@@ -2,13 +2,15 @@
  * The readers' shortcut in C: PolicyEngine.verdict's common case, three lookups.
  *
  * It does what the Python shortcut at the top of PolicyEngine.verdict does, in the same order
- * and on the same published objects: the sender's egress program, the destination's identity,
- * and the verdict the program keeps for every peer in none of its sets. Whatever it cannot
- * answer (a flow with keywords, a source port or an ICMP field, a first sighting, an endpoint
- * destination, a peer in one of the program's sets, a verdict not yet kept, a change in
- * progress) goes to the Python method, unchanged, with the same arguments.
- * So it never decides anything the Python code would not: it only saves the interpreter's
- * dispatch on the path a datapath calls per flow.
+ * and on the same published objects: the sender's egress program, the destination's identity
+ * (resolving an address in canonical IPv4 text met for the first time as Python does), and
+ * the verdict the program keeps for every peer in none of its sets, then, for an endpoint's
+ * address, the receiver's. Whatever it cannot answer (a flow with keywords, a source port or
+ * an ICMP field, other text met for the first time, a peer in one of the program's sets, a
+ * verdict not yet kept, a change in progress) goes to the Python method, unchanged, with the
+ * same arguments. So it never decides anything the Python code would not: it saves the
+ * interpreter's dispatch, and reads as little memory as it can, on the path a datapath calls
+ * per flow.
  *
  * It runs holding the GIL and calls no Python code of its own; a caller's object with a
  * Python __hash__ could let a writer run midway, so it holds references to what it reads and
@@ -25,17 +27,68 @@ static PyObject *str_outside;       /* "outside" */
 static PyObject *str_refs;          /* "refs" */
 static PyObject *str_family;        /* "family" */
 static PyObject *str_ports;         /* "ports" */
+static PyObject *str_bits;          /* "bits" (Identity.bits) */
+static PyObject *str_mask;          /* "mask" (Program.mask) */
+static PyObject *str_peer_named;    /* "peer_named" (Program.peer_named) */
+static PyObject *str_action;        /* "action" (Verdict.action) */
+static PyObject *str_ip4;           /* "ip4" (EndpointRecord.ip4) */
+static PyObject *str_ip6;           /* "ip6" */
+static PyObject *str_ingress;       /* "ingress" (EndpointRecord.ingress) */
+static PyObject *str_trees;         /* "trees" (PrefixTable.trees) */
+static PyObject *str_world;         /* "_world" (PrefixTable._world) */
+static PyObject *str_get;           /* "get" */
+static PyObject *int_four;          /* 4, the family key of both */
+
 static PyObject *str_egress_value;  /* the direction "egress" */
+
+/* identities.SIGNATURE_BITS, as a bitmap's length in bytes. */
+#define MASK_BYTES 512
 
 typedef struct {
     PyObject_HEAD
     PyObject *snapshot;   /* the published Snapshot, kept equal to PolicyEngine._snapshot */
     PyObject *hosts;      /* the published hosts dict (the same object for the engine's life) */
+    PyObject *records;    /* the published endpoint records by key (likewise) */
+    PyObject *owners;     /* the published endpoint records by address (likewise) */
     PyObject *general;    /* the Python verdict, bound: everything else goes there */
+    Py_ssize_t outside_limit;  /* identities.OUTSIDE_LIMIT */
     vectorcallfunc vectorcall;
 } Shortcut;
 
-/* Whether frozenset ``a`` and ``b`` share no element (iterating the smaller). */
+/* Where a type keeps one __slots__ attribute, found once per type: reading it is then one
+ * load instead of a generic attribute lookup. The type is held, so its address stays its. */
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t offset;
+} Slot;
+
+static Slot slot_egress, slot_prefixes, slot_outside, slot_refs, slot_family, slot_ports;
+static Slot slot_bits, slot_mask, slot_peer_named, slot_action, slot_ip4, slot_ip6, slot_ingress;
+static Slot slot_trees, slot_world;
+
+/* ``obj``'s slot ``name``, borrowed; NULL (no error set) when it has no such slot or it is
+ * unset. */
+static PyObject *
+slot_get(Slot *slot, PyObject *obj, PyObject *name)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    if (type != slot->type) {
+        PyObject *descr = _PyType_Lookup(type, name);
+        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            return NULL;
+        }
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
+            return NULL;
+        }
+        Py_INCREF(type);
+        Py_XSETREF(slot->type, type);
+        slot->offset = member->offset;
+    }
+    return *(PyObject **)((char *)obj + slot->offset);
+}
+
+/* Whether sets ``a`` and ``b`` share no element (iterating the smaller). */
 static int
 disjoint(PyObject *a, PyObject *b)
 {
@@ -44,28 +97,227 @@ disjoint(PyObject *a, PyObject *b)
         a = b;
         b = t;
     }
-    if (PySet_GET_SIZE(a) == 0) {
-        return 1;
-    }
-    PyObject *it = PyObject_GetIter(a);
-    if (it == NULL) {
-        return -1;
-    }
+    Py_ssize_t pos = 0;
     PyObject *item;
-    int result = 1;
-    while ((item = PyIter_Next(it)) != NULL) {
+    Py_hash_t hash;
+    while (_PySet_NextEntry(a, &pos, &item, &hash)) {
         int found = PySet_Contains(b, item);
-        Py_DECREF(item);
         if (found != 0) {
-            result = found < 0 ? -1 : 0;
-            break;
+            return found < 0 ? -1 : 0;
         }
     }
-    Py_DECREF(it);
-    if (result == 1 && PyErr_Occurred()) {
+    return 1;
+}
+
+/* Whether peer ``ident`` is in none of ``program``'s sets: 1 yes, 0 no, -1 error. The folded
+ * bits answer most peers without reading either set; a bit also set in the program's mask
+ * proves nothing (other set numbers fold onto it too), and then the sets answer. */
+static int
+plain(PyObject *ident, PyObject *program)
+{
+    PyObject *bits = slot_get(&slot_bits, ident, str_bits);
+    PyObject *mask = slot_get(&slot_mask, program, str_mask);
+    if (bits != NULL && mask != NULL && PyBytes_CheckExact(mask)
+        && PyBytes_GET_SIZE(mask) == MASK_BYTES) {
+        const unsigned char *m = (const unsigned char *)PyBytes_AS_STRING(mask);
+        PyObject *const *items = &bits;
+        Py_ssize_t n = 1;
+        if (PyTuple_CheckExact(bits)) {
+            items = &PyTuple_GET_ITEM(bits, 0);
+            n = PyTuple_GET_SIZE(bits);
+        }
+        Py_ssize_t i = 0;
+        for (; i < n; i++) {
+            long bit = PyLong_CheckExact(items[i]) ? PyLong_AsLong(items[i]) : -1;
+            if (bit < 0 || bit >= MASK_BYTES * 8 || (m[bit >> 3] & (1 << (bit & 7)))) {
+                break;
+            }
+        }
+        if (i == n) {
+            return 1;
+        }
+        PyErr_Clear();
+    }
+    PyObject *refs = slot_get(&slot_refs, program, str_refs);
+    if (refs == NULL || !PyFrozenSet_CheckExact(refs)) {
         return -1;
     }
+    return disjoint(ident, refs);
+}
+
+/* The verdict ``program`` keeps for ``ident``'s family when ``ident`` is in none of its sets,
+ * a new reference; NULL (no error set) otherwise. */
+static PyObject *
+kept_plain(PyObject *program, PyObject *ident, PyObject *protocol, PyObject *port)
+{
+    if (plain(ident, program) <= 0) {
+        return NULL;  /* a peer in one of the program's sets: its view is built in Python */
+    }
+    PyObject *family = slot_get(&slot_family, ident, str_family);
+    if (family == NULL) {
+        return NULL;
+    }
+    PyObject *key = PyTuple_Pack(3, family, protocol, port);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *result = PyDict_GetItemWithError(program, key);
+    Py_XINCREF(result);
+    Py_DECREF(key);
     return result;
+}
+
+/* Whether ``verdict`` (a Verdict) allows: 1, 0, or -1 when it cannot be read. */
+static int
+allows(PyObject *verdict)
+{
+    PyObject *action = slot_get(&slot_action, verdict, str_action);
+    if (action == NULL || !PyUnicode_Check(action)) {
+        return -1;
+    }
+    return PyUnicode_CompareWithASCIIString(action, "Allow") == 0;
+}
+
+/* The kept verdicts of a flow to an endpoint's address ``dst``: the sender's egress, then the
+ * receiver's ingress for the sender's address of the same family, as the Python method
+ * reads them; a new reference, or NULL (no error set) where it would judge. */
+static PyObject *
+kept_to_endpoint(Shortcut *self, PyObject *program, PyObject *ident, PyObject *src,
+                 PyObject *dst, PyObject *protocol, PyObject *port)
+{
+    /* Where a rule reads named ports on peers in none of its sets, an endpoint's ports count:
+     * the Python method builds its view. */
+    if (slot_get(&slot_peer_named, program, str_peer_named) != Py_False) {
+        return NULL;
+    }
+    PyObject *egress = kept_plain(program, ident, protocol, port);
+    if (egress == NULL) {
+        return NULL;
+    }
+    int allowed = allows(egress);
+    if (allowed == 0) {
+        return egress;
+    }
+    PyObject *found = NULL, *peer = NULL, *receiver = NULL, *owner = NULL;
+    PyObject *record = allowed < 0 ? NULL : PyDict_GetItemWithError(self->records, src);
+    Py_XINCREF(record);  /* hashing dst may let a writer replace it */
+    if (record != NULL) {
+        owner = PyDict_GetItemWithError(self->owners, dst);
+        Py_XINCREF(owner);
+    }
+    PyObject *family = slot_get(&slot_family, ident, str_family);
+    if (owner == NULL || family == NULL || !PyLong_CheckExact(family)) {
+        goto fail;
+    }
+    PyObject *address = PyLong_AsLong(family) == 6 ? slot_get(&slot_ip6, record, str_ip6)
+                                                    : slot_get(&slot_ip4, record, str_ip4);
+    if (address == NULL || address == Py_None) {
+        goto fail;
+    }
+    receiver = slot_get(&slot_ingress, owner, str_ingress);
+    peer = PyDict_GetItemWithError(self->hosts, address);
+    if (receiver == NULL || !PyDict_Check(receiver) || peer == NULL
+        || !PyFrozenSet_Check(peer)) {
+        goto fail;
+    }
+    Py_INCREF(receiver);
+    Py_INCREF(peer);
+    if (slot_get(&slot_peer_named, receiver, str_peer_named) == Py_False) {
+        found = kept_plain(receiver, peer, protocol, port);
+    }
+    Py_DECREF(peer);
+    Py_DECREF(receiver);
+    if (found == NULL) {
+        goto fail;
+    }
+    Py_DECREF(owner);
+    Py_DECREF(record);
+    allowed = allows(found);
+    if (allowed == 1) {
+        Py_DECREF(found);
+        return egress;
+    }
+    Py_DECREF(egress);
+    if (allowed == 0) {
+        return found;
+    }
+    Py_DECREF(found);
+    return NULL;
+fail:
+    Py_XDECREF(owner);
+    Py_XDECREF(record);
+    Py_DECREF(egress);
+    return NULL;
+}
+
+/* Whether ``text`` is an IPv4 address in canonical dotted-quad form (no leading zeros), as
+ * identities.CANONICAL_IPV4 matches it; anything else is the Python method's. */
+static int
+canonical_ipv4(PyObject *text)
+{
+    if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text)) {
+        return 0;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const char *c = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t i = 0;
+    for (int octet = 0; octet < 4; octet++) {
+        if (octet > 0) {
+            if (i >= n || c[i] != '.') {
+                return 0;
+            }
+            i++;
+        }
+        Py_ssize_t first = i;
+        int value = 0;
+        while (i < n && c[i] >= '0' && c[i] <= '9' && i - first < 3) {
+            value = value * 10 + (c[i] - '0');
+            i++;
+        }
+        Py_ssize_t digits = i - first;
+        if (digits == 0 || value > 255 || (digits > 1 && c[first] == '0')) {
+            return 0;
+        }
+    }
+    return i == n;
+}
+
+/* The identity of an IPv4 address met for the first time, borrowed from the outside cache
+ * it is put in, as identities.remember_outside does; NULL (no error set) if not found. */
+static PyObject *
+first_sighting(Shortcut *self, PyObject *prefixes, PyObject *outside, PyObject *dst)
+{
+    if (!canonical_ipv4(dst)) {
+        return NULL;
+    }
+    PyObject *trees = slot_get(&slot_trees, prefixes, str_trees);
+    PyObject *world = slot_get(&slot_world, prefixes, str_world);
+    if (trees == NULL || world == NULL || !PyDict_CheckExact(trees)
+        || !PyDict_CheckExact(world)) {
+        return NULL;
+    }
+    PyObject *tree = PyDict_GetItemWithError(trees, int_four);
+    if (tree == NULL) {
+        return NULL;
+    }
+    PyObject *found = PyObject_CallMethodOneArg(tree, str_get, dst);
+    if (found == NULL) {
+        return NULL;
+    }
+    if (found == Py_None) {
+        Py_DECREF(found);
+        found = Py_XNewRef(PyDict_GetItemWithError(world, int_four));
+    }
+    if (found == NULL || !PyFrozenSet_Check(found)) {
+        Py_XDECREF(found);
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(outside) >= self->outside_limit) {
+        PyDict_Clear(outside);
+    }
+    int stored = PyDict_SetItem(outside, dst, found);
+    Py_DECREF(found);  /* the cache holds it now */
+    return stored < 0 ? NULL : found;
 }
 
 /* The kept verdict of the common case, a new reference; NULL (no error set) when there is
@@ -74,11 +326,10 @@ static PyObject *
 kept(Shortcut *self, PyObject *snapshot, PyObject *src, PyObject *dst, PyObject *protocol,
      PyObject *port)
 {
-    PyObject *result = NULL, *egress = NULL, *program = NULL, *ident = NULL;
-    PyObject *ports = NULL, *refs = NULL, *key = NULL;
+    PyObject *result = NULL, *program = NULL, *ident = NULL;
 
-    egress = PyObject_GetAttr(snapshot, str_egress_attr);
-    if (egress == NULL || !PyDict_Check(egress)) {
+    PyObject *egress = slot_get(&slot_egress, snapshot, str_egress_attr);
+    if (egress == NULL || !PyDict_CheckExact(egress)) {
         goto done;
     }
     program = PyDict_GetItemWithError(egress, src);
@@ -86,63 +337,33 @@ kept(Shortcut *self, PyObject *snapshot, PyObject *src, PyObject *dst, PyObject 
         program = NULL;
         goto done;
     }
-    Py_INCREF(program);
+    Py_INCREF(program);  /* a caller's __hash__ below may let a writer replace it */
     ident = PyDict_GetItemWithError(self->hosts, dst);
-    if (ident != NULL) {
-        Py_INCREF(ident);
-    }
-    else if (!PyErr_Occurred()) {
-        PyObject *prefixes = PyObject_GetAttr(snapshot, str_prefixes);
-        if (prefixes == NULL) {
-            goto done;
-        }
-        PyObject *outside = PyObject_GetAttr(prefixes, str_outside);
-        Py_DECREF(prefixes);
-        if (outside == NULL) {
-            goto done;
-        }
-        if (PyDict_Check(outside)) {
+    if (ident == NULL && !PyErr_Occurred()) {
+        PyObject *prefixes = slot_get(&slot_prefixes, snapshot, str_prefixes);
+        PyObject *outside = prefixes ? slot_get(&slot_outside, prefixes, str_outside) : NULL;
+        if (outside != NULL && PyDict_CheckExact(outside)) {
             ident = PyDict_GetItemWithError(outside, dst);
-            Py_XINCREF(ident);
+            if (ident == NULL && !PyErr_Occurred()) {
+                ident = first_sighting(self, prefixes, outside, dst);
+            }
         }
-        Py_DECREF(outside);
     }
     if (ident == NULL || !PyFrozenSet_Check(ident)) {
+        ident = NULL;
         goto done;
     }
-    ports = PyObject_GetAttr(ident, str_ports);
-    if (ports != Py_None) {
-        goto done;  /* an endpoint's address: its receiver's ingress counts too */
+    Py_INCREF(ident);
+    PyObject *ports = slot_get(&slot_ports, ident, str_ports);
+    if (ports == Py_None) {
+        result = kept_plain(program, ident, protocol, port);
     }
-    refs = PyObject_GetAttr(program, str_refs);
-    if (refs == NULL || !PyAnySet_Check(refs)) {
-        goto done;
+    else if (ports != NULL) {
+        result = kept_to_endpoint(self, program, ident, src, dst, protocol, port);
     }
-    int plain = disjoint(ident, refs);
-    if (plain < 0) {
-        goto done;
-    }
-    if (!plain) {
-        goto done;  /* a peer in one of the program's sets: its view is built in Python */
-    }
-    PyObject *family = PyObject_GetAttr(ident, str_family);
-    if (family == NULL) {
-        goto done;
-    }
-    key = PyTuple_Pack(3, family, protocol, port);
-    Py_DECREF(family);
-    if (key == NULL) {
-        goto done;
-    }
-    result = PyDict_GetItemWithError(program, key);
-    Py_XINCREF(result);
 done:
-    Py_XDECREF(key);
-    Py_XDECREF(refs);
-    Py_XDECREF(ports);
     Py_XDECREF(ident);
     Py_XDECREF(program);
-    Py_XDECREF(egress);
     /* Any error here (an unhashable endpoint object, say) is the Python method's to raise. */
     PyErr_Clear();
     return result;
@@ -185,10 +406,13 @@ shortcut_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, Py
 static PyObject *
 shortcut_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *snapshot, *hosts, *general;
-    static char *names[] = {"snapshot", "hosts", "general", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O:Shortcut", names, &snapshot,
-                                     &PyDict_Type, &hosts, &general)) {
+    PyObject *snapshot, *hosts, *records, *owners, *general;
+    Py_ssize_t outside_limit;
+    static char *names[] = {"snapshot", "hosts", "records", "owners", "general",
+                            "outside_limit", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O!O!On:Shortcut", names, &snapshot,
+                                     &PyDict_Type, &hosts, &PyDict_Type, &records,
+                                     &PyDict_Type, &owners, &general, &outside_limit)) {
         return NULL;
     }
     if (!PyCallable_Check(general)) {
@@ -201,7 +425,10 @@ shortcut_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->snapshot = Py_NewRef(snapshot);
     self->hosts = Py_NewRef(hosts);
+    self->records = Py_NewRef(records);
+    self->owners = Py_NewRef(owners);
     self->general = Py_NewRef(general);
+    self->outside_limit = outside_limit;
     self->vectorcall = shortcut_vectorcall;
     return (PyObject *)self;
 }
@@ -211,6 +438,8 @@ shortcut_traverse(Shortcut *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->snapshot);
     Py_VISIT(self->hosts);
+    Py_VISIT(self->records);
+    Py_VISIT(self->owners);
     Py_VISIT(self->general);
     return 0;
 }
@@ -220,6 +449,8 @@ shortcut_clear(Shortcut *self)
 {
     Py_CLEAR(self->snapshot);
     Py_CLEAR(self->hosts);
+    Py_CLEAR(self->records);
+    Py_CLEAR(self->owners);
     Py_CLEAR(self->general);
     return 0;
 }
@@ -297,9 +528,23 @@ PyInit__shortcut(void)
     str_refs = PyUnicode_InternFromString("refs");
     str_family = PyUnicode_InternFromString("family");
     str_ports = PyUnicode_InternFromString("ports");
+    str_bits = PyUnicode_InternFromString("bits");
+    str_mask = PyUnicode_InternFromString("mask");
+    str_peer_named = PyUnicode_InternFromString("peer_named");
+    str_action = PyUnicode_InternFromString("action");
+    str_ip4 = PyUnicode_InternFromString("ip4");
+    str_ip6 = PyUnicode_InternFromString("ip6");
+    str_ingress = PyUnicode_InternFromString("ingress");
+    str_trees = PyUnicode_InternFromString("trees");
+    str_world = PyUnicode_InternFromString("_world");
+    str_get = PyUnicode_InternFromString("get");
+    int_four = PyLong_FromLong(4);
     str_egress_value = str_egress_attr;
     if (str_egress_attr == NULL || str_prefixes == NULL || str_outside == NULL
-        || str_refs == NULL || str_family == NULL || str_ports == NULL) {
+        || str_refs == NULL || str_family == NULL || str_ports == NULL || str_bits == NULL
+        || str_mask == NULL || str_peer_named == NULL || str_action == NULL || str_ip4 == NULL
+        || str_ip6 == NULL || str_ingress == NULL || str_trees == NULL || str_world == NULL
+        || str_get == NULL || int_four == NULL) {
         return NULL;
     }
     if (PyType_Ready(&ShortcutType) < 0) {

@@ -49,9 +49,11 @@ __all__ = [
 
 EMPTY: frozenset[int] = frozenset()
 #: IPv4 addresses in canonical text (dotted quad, no leading zeros): what the engine holds,
-#: so text that matches needs no parsing.
+#: so text that matches needs no parsing. ASCII digits only: ``\d`` alone would also take
+#: other scripts' digits, which are no address.
 CANONICAL_IPV4 = re.compile(
-    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)",
+    re.ASCII,
 )
 # Outside addresses whose identity a prefix table caches before it starts over: a scan of
 # random destinations must not grow it without bound.
@@ -59,6 +61,37 @@ OUTSIDE_LIMIT = 1 << 20
 # Interned identities kept before the table starts over (identity is a speed-up for memo
 # hits, never relied on for meaning).
 _INTERN_LIMIT = 1 << 20
+
+
+# Set numbers folded onto this many bits: an identity's sets and a program's as a summary
+# that tells most peers in none of a program's sets without reading either set.
+SIGNATURE_BITS = 4096
+# One int object per bit, made together: the summaries share them, so reading one touches
+# memory that stays warm.
+_BIT = tuple(range(SIGNATURE_BITS))
+
+
+def signature_bits(sets: Iterable[int]) -> tuple[int, ...]:
+    """The bits ``sets`` fold onto (see :func:`signature_mask`)."""
+    return tuple(sorted({_BIT[n % SIGNATURE_BITS] for n in sets}))
+
+
+def folded(sets: Iterable[int]) -> int | tuple[int, ...]:
+    """:func:`signature_bits` of ``sets``, one bit as itself (read without another object)."""
+    bits = signature_bits(sets)
+    return bits[0] if len(bits) == 1 else bits
+
+
+def signature_mask(sets: Iterable[int]) -> bytes:
+    """A bitmap of the bits ``sets`` fold onto.
+
+    A set number whose bit is clear in it is none of ``sets``; a bit that is set proves
+    nothing (other numbers fold onto it too).
+    """
+    mask = bytearray(SIGNATURE_BITS // 8)
+    for bit in signature_bits(sets):
+        mask[bit >> 3] |= 1 << (bit & 7)
+    return bytes(mask)
 
 
 def family_of(address: str) -> int:
@@ -92,18 +125,23 @@ class Identity(frozenset[int]):
         family: 4 or 6.
         ports: The named ports of the endpoint owning the address; None when no endpoint
             owns it.
+        bits: Its sets folded onto :data:`SIGNATURE_BITS` bits (:func:`folded`; one bit as
+            an int, which most addresses have): the C shortcut tests them against a
+            program's :attr:`Program.mask <fqdnpolicy.engine.programs.Program.mask>` before
+            it reads either set.
 
     Identities compare and hash by identity (two with the same sets differ by family or
     ports): :attr:`sets` gives the plain set to compare.
     """
 
-    __slots__ = ("family", "ports")
+    __slots__ = ("bits", "family", "ports")
     __hash__ = object.__hash__
     __eq__ = object.__eq__
     __ne__ = object.__ne__
 
     family: int
     ports: tuple[NamedPort, ...] | None
+    bits: int | tuple[int, ...]
 
     def __new__(
         cls, family: int, sets: frozenset[int], ports: tuple[NamedPort, ...] | None
@@ -112,6 +150,7 @@ class Identity(frozenset[int]):
         self = super().__new__(cls, sets)
         self.family = family
         self.ports = ports
+        self.bits = folded(sets)
         return self
 
     @property

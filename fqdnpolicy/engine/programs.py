@@ -15,7 +15,7 @@ import attrs
 
 from fqdnpolicy.datapath import Direction
 from fqdnpolicy.engine.compiler import Bound
-from fqdnpolicy.engine.identities import Identity
+from fqdnpolicy.engine.identities import Identity, signature_mask
 from fqdnpolicy.engine.results import Verdict
 
 __all__ = ["Block", "Program"]
@@ -94,12 +94,15 @@ class Program(dict[tuple[object, ...], Verdict]):
             :attr:`refs`.
         peer_ports: Some rule resolves named ports on its peer: only then are an endpoint's
             ports part of a :meth:`view`.
+        mask: :attr:`refs` folded onto bits (:func:`~fqdnpolicy.engine.identities.signature_mask`):
+            a peer whose :attr:`Identity.bits <fqdnpolicy.engine.identities.Identity.bits>`
+            are all clear in it is in none of :attr:`refs`.
         fallback: The verdict when no tier decides.
         refs: Every IP set a rule's peer side names: a peer in none of them is judged the
             same whatever its address.
     """
 
-    __slots__ = ("blocks", "direction", "fallback", "peer_named", "peer_ports", "refs")
+    __slots__ = ("blocks", "direction", "fallback", "mask", "peer_named", "peer_ports", "refs")
     __hash__ = object.__hash__  # type: ignore[assignment]
     __eq__ = object.__eq__
     __ne__ = object.__ne__
@@ -120,6 +123,7 @@ class Program(dict[tuple[object, ...], Verdict]):
         self.peer_ports = peer_ports
         self.fallback = fallback
         self.refs = refs
+        self.mask = signature_mask(refs)
 
     def plain(self, ident: Identity) -> bool:
         """Whether ``ident`` is judged like any address in none of the program's sets."""

@@ -18,6 +18,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from fqdnpolicy.engine.identities import OUTSIDE_LIMIT
+
 try:
     from fqdnpolicy.engine._shortcut import Shortcut
 except ImportError:  # built without a C compiler: the Python method answers everything
@@ -33,12 +35,20 @@ def install(engine: Any, general: Callable[..., Any], snapshot: object) -> Short
     """Put the C shortcut in front of ``engine.verdict``; returns it, or None without one.
 
     Args:
-        engine: The engine; its ``_hosts`` dict must be the one it publishes for its life.
+        engine: The engine; its ``_hosts``, ``_records`` and ``_owners`` dicts must be the
+            ones it publishes for its life.
         general: The class's Python ``verdict`` function, which the shortcut's misses call.
         snapshot: The snapshot published now (the writer then calls ``publish`` on each).
     """
     if not NATIVE or type(engine).verdict is not general:
         return None
-    shortcut = Shortcut(snapshot, engine._hosts, general.__get__(engine))
+    shortcut = Shortcut(
+        snapshot,
+        engine._hosts,
+        engine._records,
+        engine._owners,
+        general.__get__(engine),
+        OUTSIDE_LIMIT,
+    )
     engine.__dict__["verdict"] = shortcut
     return shortcut

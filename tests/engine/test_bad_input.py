@@ -105,7 +105,7 @@ BAD: list[Any] = [
         call("prod/nope", src="default/web", dst="prod/nope", direction="ingress"),
         id="unknown-ingress-destination",
     ),
-    *field("dst", "999.1.1.1", "1.2.3", "abc", "", "10.0.0.1/24"),
+    *field("dst", "999.1.1.1", "1.2.3", "abc", "", "10.0.0.1/24", "10.0.0.\u0661"),
     *[
         pytest.param(call(v, src=v, dst="prod/db", direction="ingress"), id=f"ingress-src={v!r}")
         for v in ("999.1.1.1", "abc")

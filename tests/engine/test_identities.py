@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fqdnpolicy.cluster import NamedPort
-from fqdnpolicy.engine.identities import AddressTable, Identity, canonical_ip, identity_of
+from fqdnpolicy.engine.identities import (
+    AddressTable,
+    Identity,
+    canonical_ip,
+    identity_of,
+    signature_bits,
+    signature_mask,
+)
 from fqdnpolicy.errors import InvalidPolicy
 
 
@@ -193,3 +200,18 @@ def test_identities_match_brute_force(ops: list[tuple[str, int, int]]) -> None:
         member = {s for (s, h), n in hosts.items() if n and h == address}
         assert table.sets_of(address) == expected | member, (address, ops)
         assert (address in table.hosts) == bool(member), (address, ops)
+
+
+@given(
+    st.frozensets(st.integers(0, 200_000), max_size=12),
+    st.frozensets(st.integers(0, 200_000), max_size=400),
+)
+def test_bits_clear_in_a_programs_mask_prove_the_peer_is_in_none_of_its_sets(
+    sets: frozenset[int], refs: frozenset[int]
+) -> None:
+    mask = signature_mask(refs)
+    clear = all(not mask[bit >> 3] & (1 << (bit & 7)) for bit in signature_bits(sets))
+    if clear:
+        assert sets.isdisjoint(refs)
+    if not sets.isdisjoint(refs):
+        assert not clear

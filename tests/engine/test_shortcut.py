@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from fqdnpolicy.cluster import Cluster
 from fqdnpolicy.engine import PolicyEngine, shortcut
+from fqdnpolicy.engine.identities import canonical_ip
 from fqdnpolicy.errors import InvalidPolicy
 from fqdnpolicy.model import ResourceSet
 from tests.engine.strategies import pod, policy, rule
@@ -163,6 +164,72 @@ def test_another_direction_is_never_answered_from_the_egress_verdict() -> None:
     for direction in ("ingress", "Egress", "out"):
         with pytest.raises(InvalidPolicy):
             verdict("default/web", OUTSIDE, "TCP", 443, direction)
+
+
+def test_a_peer_in_one_of_the_programs_sets_never_gets_the_others_verdict() -> None:
+    engine = build()[0]
+    assert not engine.verdict("default/web", OUTSIDE, "TCP", 443).allowed  # kept for all others
+    for _ in range(2):
+        assert engine.verdict("default/web", API, "TCP", 443).allowed  # in web's domain set
+
+
+def test_a_flow_to_an_endpoint_is_answered_by_both_sides() -> None:
+    engine = build()[0]
+    # x has no egress policy; db takes only web's traffic: x -> db is denied by db's ingress.
+    engine.upsert_endpoint(pod("default/x", "10.0.0.99", labels={"app": "x"}))
+    first = engine.verdict("default/x", "10.0.1.12", "TCP", 5432)  # now kept, both sides
+    again = engine.verdict("default/x", "10.0.1.12", "TCP", 5432)
+    assert first == again == python_verdict(engine, "default/x", "10.0.1.12", "TCP", 5432)
+    assert not again.allowed
+    assert again.direction == "ingress"
+    # db -> x: db has no egress policy and x no ingress policy: allowed by both.
+    engine.verdict("prod/db", "10.0.0.99", "TCP", 80)
+    assert engine.verdict("prod/db", "10.0.0.99", "TCP", 80).allowed
+
+
+octet = st.one_of(
+    st.integers(0, 255).map(str),
+    st.integers(0, 999).map(str),
+    st.integers(0, 99).map(lambda n: f"0{n}"),
+    st.sampled_from(["", "x", "-1", "+1", " 1", "\u0661"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    octets=st.lists(octet, min_size=3, max_size=5),
+    separator=st.sampled_from([".", ".", ".", ":", ".."]),
+)
+def test_an_address_met_first_by_the_shortcut_is_resolved_as_python_does(
+    engines: tuple[PolicyEngine, PolicyEngine], octets: list[str], separator: str
+) -> None:
+    address = separator.join(octets)
+    engine, reference = engines
+    assert outcome(engine.verdict, "default/web", address, "TCP", 443) == outcome(
+        python_verdict, reference, "default/web", address, "TCP", 443
+    )
+    # Only canonical text is ever cached: other spellings are parsed again each time.
+    cached = engine._snapshot.prefixes.outside
+    assert address not in cached or canonical_ip(address) == address
+
+
+def test_the_outside_cache_starts_over_at_its_limit() -> None:
+    engine = build()[0]
+    small = shortcut.Shortcut(
+        engine._snapshot,
+        engine._hosts,
+        engine._records,
+        engine._owners,
+        python_verdict.__get__(engine),
+        3,
+    )
+    outside = engine._snapshot.prefixes.outside
+    for last in range(10, 20):
+        address = f"203.0.113.{last}"
+        assert small("default/web", address, "TCP", 443) == python_verdict(
+            engine, "default/web", address, "TCP", 443
+        )
+        assert 0 < len(outside) <= 3
 
 
 class Hook(str):
