@@ -310,13 +310,13 @@ class PolicyEngine:
             src_ident, src_ip = identity_of(view.host, view.prefixes, src)
             src_record = view.owner(src_ip)
         else:
-            src_record = self._record(view, src)
+            src_record = view.endpoint(src)
 
         if isinstance(dst, str) and "/" not in dst:
             dst_ident, dst_ip = identity_of(view.host, view.prefixes, dst)
             dst_record = view.owner(dst_ip)
         else:
-            dst_record = self._record(view, dst)
+            dst_record = view.endpoint(dst)
             if not dst_record.endpoint.ips:
                 raise bad(f"endpoint {dst_record.key!r} has no IP address")
             family = family_of(src_ip) if src_ip is not None else None
@@ -335,7 +335,7 @@ class PolicyEngine:
             if not egress.allowed or dst_record is None:
                 return egress
             src_ip = src_record.address(family)
-            src_ident = self._peer_identity(view, src_ip, src_record, family)
+            src_ident = view.peer_identity(src_ip, src_record, family)
             ingress = self._run(dst_record, "ingress", src_ident, flow, asked, simple, trace)
             return ingress if not ingress.allowed else egress
         if dst_record is None:
@@ -345,36 +345,8 @@ class PolicyEngine:
             )
         if src_ident is None:
             assert src_record is not None
-            src_ident = self._peer_identity(view, src_record.address(family), src_record, family)
+            src_ident = view.peer_identity(src_record.address(family), src_record, family)
         return self._run(dst_record, "ingress", src_ident, flow, asked, simple, trace)
-
-    @staticmethod
-    def _record(view: View, value: Endpoint | str) -> EndpointRecord:
-        """An endpoint given as object or ``namespace/name``."""
-        if isinstance(value, Endpoint):
-            key = value.key
-        elif isinstance(value, str):
-            key = value
-        else:
-            raise bad(f"not an endpoint: {value!r}", "an Endpoint or namespace/name")
-        record = view.record(key)
-        if record is None:
-            raise bad(f"unknown endpoint {key!r}", "a namespace/name the cluster holds")
-        return record
-
-    @staticmethod
-    def _peer_identity(
-        view: View, address: str | None, record: EndpointRecord, family: int
-    ) -> Identity:
-        """The identity of an endpoint's address of ``family``.
-
-        For an endpoint without one, an identity in no set that still carries its ports.
-        """
-        if address is not None:
-            found = view.host(address)
-            if found is not None:
-                return found
-        return Identity(family, frozenset(), record.endpoint.named_ports)
 
     def _run(
         self,
@@ -518,7 +490,7 @@ class PolicyEngine:
         """Return the display names of the policies applying to an endpoint, in order."""
         with self._lock:
             view = View(self._snapshot, self._hosts, self._records, self._owners)
-            record = self._record(view, endpoint)
+            record = view.endpoint(endpoint)
             state = self._graph.endpoints[record.key]
             policies = self._graph.resolver.policies
             compiled = [policies[key] for key in state.policies[direction]]

@@ -20,6 +20,7 @@ A DNS change is a change of one address's identity: one assignment, no commit.
 from __future__ import annotations
 
 from fqdnpolicy.cluster import Endpoint
+from fqdnpolicy.engine.arguments import bad
 from fqdnpolicy.engine.identities import Identity, PrefixTable
 from fqdnpolicy.engine.programs import Program
 
@@ -114,6 +115,34 @@ class View:
             return live
         old = self._before.records.get(key, _MISSING)
         return live if old is _MISSING else old  # type: ignore[return-value]
+
+    def endpoint(self, value: Endpoint | str) -> EndpointRecord:
+        """The record of an endpoint given as object or ``namespace/name``.
+
+        Raises:
+            InvalidPolicy: ``value`` is no endpoint, or one the cluster does not hold.
+        """
+        if isinstance(value, Endpoint):
+            key = value.key
+        elif isinstance(value, str):
+            key = value
+        else:
+            raise bad(f"not an endpoint: {value!r}", "an Endpoint or namespace/name")
+        record = self.record(key)
+        if record is None:
+            raise bad(f"unknown endpoint {key!r}", "a namespace/name the cluster holds")
+        return record
+
+    def peer_identity(self, address: str | None, record: EndpointRecord, family: int) -> Identity:
+        """The identity of an endpoint's address of ``family``.
+
+        For an endpoint without one, an identity in no set that still carries its ports.
+        """
+        if address is not None:
+            found = self.host(address)
+            if found is not None:
+                return found
+        return Identity(family, frozenset(), record.endpoint.named_ports)
 
     def owner(self, address: str) -> EndpointRecord | None:
         """The record of the endpoint owning canonical ``address``."""
