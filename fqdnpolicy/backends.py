@@ -32,10 +32,18 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
-from fqdnpolicy.datapath import DatapathState, Delta
+from fqdnpolicy.datapath import DatapathState, Delta, MemberChanged
 from fqdnpolicy.errors import InvalidPolicy, Problem
 
-__all__ = ["ENTRY_POINT_GROUP", "Backend", "BackendError", "Rendering", "available", "get"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Backend",
+    "BackendError",
+    "Installed",
+    "Rendering",
+    "available",
+    "get",
+]
 
 ENTRY_POINT_GROUP = "fqdnpolicy.backends"
 
@@ -63,6 +71,20 @@ class Rendering:
     text: str
     data: Any = attrs.field(default=None, eq=False)
     skipped: tuple[Problem, ...] = attrs.field(default=(), eq=False)
+
+
+@attrs.frozen
+class Installed:
+    """What a backend reads back from the kernel, to find drift (:meth:`Backend.installed`).
+
+    Attributes:
+        chains: Names of the backend's chains present in the kernel.
+        members: For each engine set id the backend declared, the plain addresses the kernel
+            holds (both families together); a set absent from the kernel is absent here.
+    """
+
+    chains: frozenset[str]
+    members: dict[str, frozenset[str]] = attrs.field(hash=False)
 
 
 class Backend(abc.ABC):
@@ -95,6 +117,23 @@ class Backend(abc.ABC):
         Raises:
             BackendError: the kernel or the tool refused it; nothing was half-applied.
         """
+
+    def needs_full(self, deltas: Sequence[Delta]) -> bool:
+        """Tell whether these deltas need a full :meth:`render` rather than :meth:`render_delta`.
+
+        The default: any delta other than a member change (a set created or dropped, an
+        endpoint's rules changed) needs a full rendering. Backends that remember which sets
+        their last full rendering declared also say True for a member of an unknown set.
+        """
+        return any(not isinstance(delta, MemberChanged) for delta in deltas)
+
+    def installed(self, *, netns: str | None = None) -> Installed | None:
+        """Read back what this backend installed, for drift repair; None when it cannot.
+
+        Raises:
+            BackendError: the kernel could not be read.
+        """
+        return None
 
     def render_structured(self, state: DatapathState, *, now: float) -> Rendering:
         """Render the full state with its structured form (:attr:`Rendering.data`) filled in.

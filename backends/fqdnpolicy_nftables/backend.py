@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from fqdnpolicy.backend_tools import gc_paused, last_changes, scratch_namespace
-from fqdnpolicy.backends import Backend, BackendError, Rendering
+from fqdnpolicy.backends import Backend, BackendError, Installed, Rendering
 from fqdnpolicy.datapath import DatapathState, Delta, MemberChanged
 from fqdnpolicy.errors import Problem
 from fqdnpolicy_nftables.apply import NftRunner
+from fqdnpolicy_nftables.names import set_names
 from fqdnpolicy_nftables.render import (
     ElementOp,
     RenderOptions,
@@ -167,7 +169,35 @@ class NftablesBackend(Backend):
                 self.runner.run(base[0], netns=scratch, json_input=base[1])
             self.runner.run(payload, netns=scratch, json_input=json_input, check=True)
 
+    def installed(self, *, netns: str | None = None) -> Installed | None:
+        """Read back our table: its chains, and the plain addresses of the declared sets.
+
+        Raises:
+            BackendError: nft could not list the table (it is absent, or nft failed).
+        """
+        listing = json.loads(self.runner.list_table(self.table, netns=netns, json_output=True))
+        chains: set[str] = set()
+        found: dict[str, set[str]] = {}
+        for item in listing.get("nftables", ()):
+            if "chain" in item:
+                chains.add(item["chain"]["name"])
+            elif "set" in item:
+                found[item["set"]["name"]] = {_plain(e) for e in item["set"].get("elem", ())}
+        members: dict[str, frozenset[str]] = {}
+        for set_id in self._mirrors:
+            names = [n for n in set_names(set_id) if n in found]
+            if names:
+                members[set_id] = frozenset().union(*(found[n] for n in names)) - {""}
+        return Installed(frozenset(chains), members)
+
     def remove(self, *, netns: str | None = None) -> None:
         """Delete our table (no error when it does not exist)."""
         table = self.table
         self.runner.run(f"table inet {table}\ndelete table inet {table}\n", netns=netns)
+
+
+def _plain(element: Any) -> str:
+    """The address of a listed plain element; "" for a prefix or range (not compared)."""
+    if isinstance(element, dict) and "elem" in element:
+        element = element["elem"].get("val")
+    return element if isinstance(element, str) else ""
