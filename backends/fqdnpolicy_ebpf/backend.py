@@ -1,0 +1,287 @@
+"""The eBPF backend: :class:`EbpfBackend`."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import attrs
+
+from fqdnpolicy.backend_tools import check_netns, find_tool, last_changes, scratch_namespace
+from fqdnpolicy.backends import Backend, BackendError, Rendering
+from fqdnpolicy.datapath import DatapathState, Delta, MemberChanged
+from fqdnpolicy.errors import Problem
+from fqdnpolicy_ebpf import libbpf
+from fqdnpolicy_ebpf.build import SOURCE, object_key, source_hash
+from fqdnpolicy_ebpf.kernel import (
+    Datapath,
+    NodeState,
+    detach_all,
+    drop_deadlines,
+    interface_indices,
+    log_counts,
+    unpin,
+    write_members,
+    write_plan,
+)
+from fqdnpolicy_ebpf.layout import HOST_LEN, TABLE_KEY, deadline_key
+from fqdnpolicy_ebpf.plan import Plan, Prefix, build_plan, parse_member
+from fqdnpolicy_ebpf.text import plan_json, plan_text
+
+__all__ = ["DeltaPlan", "EbpfBackend"]
+
+
+@attrs.frozen
+class DeltaPlan:
+    """Member changes: ``(set bit, prefix, text, added, expiry)``, at DNS clock time ``now``."""
+
+    changes: tuple[tuple[int, Prefix, str, bool, float | None], ...]
+    now: float
+
+
+class EbpfBackend(Backend):
+    """Enforce a :class:`~fqdnpolicy.datapath.DatapathState` with a TC eBPF program.
+
+    The program (``fqe.bpf.c``, compiled with clang on first use) sits on the clsact hooks of
+    every endpoint's host-side interface and reads the policy from maps: set memberships in
+    an LPM trie, per endpoint and direction a rule table, DNS deadlines, named ports, Log
+    counters and a conntrack LRU hash. Policy and DNS changes are map writes.
+
+    Args:
+        pin_root: A directory on a bpffs mount; the program and maps of each namespace are
+            pinned under ``<pin_root>/<namespace or "host">/`` so that a restarted process
+            picks them up. None: nothing is pinned (enforcement still outlives the process,
+            held by TC, but a new process cannot update it).
+        source: Another C source (tests of the verifier's refusals).
+
+    Raises:
+        BackendError: the pin root is not a directory.
+    """
+
+    name: ClassVar[str] = "ebpf"
+
+    def __init__(self, *, pin_root: str | None = None, source: str | None = None) -> None:
+        if pin_root is not None and not Path(pin_root).is_dir():
+            raise BackendError(f"pin root {pin_root!r} is not a directory (mount a bpffs there)")
+        self.pin_root = Path(pin_root) if pin_root is not None else None
+        self.source = Path(source) if source is not None else SOURCE
+        self._slots: dict[str, int] = {}
+        self._nodes: dict[str | None, NodeState] = {}
+        self._last: tuple[str, Plan] | None = None
+
+    # ------------------------------------------------------------------ rendering (pure)
+
+    def _assign(self, state: DatapathState) -> dict[str, int]:
+        wanted = {s.set_id for s in state.sets}
+        # Kept stable across renders so that deltas and loaded entries keep their meaning.
+        slots = {k: v for k, v in self._slots.items() if k in wanted}
+        used = set(slots.values())
+        free = (i for i in range(len(wanted) + len(used) + 1) if i not in used)
+        for set_id in sorted(wanted - slots.keys()):
+            slots[set_id] = next(free)
+        self._slots = slots
+        return slots
+
+    def render(self, state: DatapathState, *, now: float) -> Rendering:
+        """Render the maps' contents; ``data`` is the :class:`~fqdnpolicy_ebpf.plan.Plan`.
+
+        Raises:
+            InvalidPolicy: a rule names more ports on one side than the program tests.
+        """
+        skipped: list[Problem] = []
+        plan = build_plan(state, now, self._assign(state), skipped)
+        text = plan_text(plan, source_hash(self.source), object_key(plan.words, self.source))
+        self._last = (text, plan)
+        return Rendering(self.name, "full", text, plan, skipped=tuple(skipped))
+
+    def render_structured(self, state: DatapathState, *, now: float) -> Rendering:
+        """Like :meth:`render`, with ``data`` as JSON-ready sets and rule tables."""
+        full = self.render(state, now=now)
+        assert isinstance(full.data, Plan)
+        data = plan_json(full.data, source_hash(self.source))
+        return Rendering(self.name, "full", full.text, data, skipped=full.skipped)
+
+    def render_delta(self, deltas: Sequence[Delta], *, now: float) -> Rendering:
+        """Render member changes of sets the last full render knew; ``data`` a :class:`DeltaPlan`.
+
+        Other kinds of delta need a full :meth:`render`. Within the batch the last change of
+        a member wins.
+        """
+        skipped: list[Problem] = []
+        changes = []
+        lines = []
+        for change in last_changes(deltas, self._slots):
+            prefix = parse_member(change.member)
+            if prefix is None:
+                skipped.append(Problem(f"set {change.set_id}: {change.member!r} is no address"))
+                continue
+            index = self._slots[change.set_id]
+            changes.append((index, prefix, change.member, change.added, change.expiry))
+            left = "" if change.expiry is None else f" expires in {change.expiry - now:.1f}s"
+            verb = "add" if change.added else "remove"
+            lines.append(f"{verb} set {index} {change.member}{left}")
+        text = "# fqdnpolicy eBPF set member changes\n" + "".join(f"{x}\n" for x in lines)
+        return Rendering(
+            self.name, "delta", text, DeltaPlan(tuple(changes), now), skipped=tuple(skipped)
+        )
+
+    def needs_full(self, deltas: Sequence[Delta]) -> bool:
+        """True when the deltas hold more than member changes of known sets."""
+        return any(not isinstance(d, MemberChanged) or d.set_id not in self._slots for d in deltas)
+
+    # ------------------------------------------------------------------------- kernel
+
+    def _plan(self, rendering: Rendering) -> Plan | DeltaPlan:
+        if rendering.backend != self.name:
+            raise BackendError(f"cannot apply a {rendering.backend!r} rendering with eBPF")
+        if isinstance(rendering.data, Plan | DeltaPlan):
+            return rendering.data
+        if self._last is not None and rendering.text == self._last[0]:
+            return self._last[1]
+        raise BackendError("apply a rendering made by this backend's render()")
+
+    def _pin_dir(self, netns: str | None) -> Path | None:
+        return None if self.pin_root is None else self.pin_root / (netns or "host")
+
+    def apply(self, rendering: Rendering, *, netns: str | None = None) -> None:
+        """Write a rendering into the maps of ``netns``'s datapath (loading it if needed).
+
+        A full rendering replaces the maps' contents and attaches the program to every
+        endpoint's interface (taking it off those no longer there); a delta adds and removes
+        members.
+
+        Raises:
+            BackendError: the program could not be built, loaded or attached, an interface is
+                missing, or a delta comes before any full apply here.
+            InvalidPolicy: a bad namespace name.
+        """
+        if netns is not None:
+            check_netns(netns)
+        plan = self._plan(rendering)
+        libbpf.in_netns(netns, lambda: self._apply(plan, netns))
+
+    def _apply(self, plan: Plan | DeltaPlan, netns: str | None) -> None:
+        node = self._nodes.get(netns)
+        if isinstance(plan, DeltaPlan):
+            if node is None:
+                raise BackendError("a delta can only be applied after a full apply")
+            self._apply_delta(node, plan)
+            return
+        ifindex = interface_indices(sorted({t.interface for t in plan.tables}))
+        pin_dir = self._pin_dir(netns)
+        fresh = node is None or node.datapath.words != plan.words
+        if node is None or fresh:
+            old = node
+            node = NodeState(Datapath.open(plan.words, pin_dir, self.source))
+            if old is not None:
+                node.attached = old.attached
+        write_plan(node, plan, ifindex, fresh=fresh)
+        previous = self._nodes.get(netns)
+        if previous is not None and previous is not node:
+            previous.datapath.close()
+        self._nodes[netns] = node
+        unpin(pin_dir, keep=node.datapath.key)
+
+    def _apply_delta(self, node: NodeState, plan: DeltaPlan) -> None:
+        touched: dict[Prefix, None] = {}
+        ended: list[bytes] = []
+        for index, prefix, _text, added, expiry in plan.changes:
+            if added:
+                node.members.add(index, prefix, expiry)
+            else:
+                node.members.remove(index, prefix)
+                if prefix[1] == HOST_LEN[prefix[0]]:
+                    ended.append(deadline_key(index, prefix[0], prefix[2]))
+            touched.update(dict.fromkeys(node.members.affected(prefix)))
+        write_members(node, touched, now=plan.now, mono_ns=time.monotonic_ns())
+        drop_deadlines(node, ended)
+
+    def sweep(self, now: float, *, netns: str | None = None) -> int:
+        """Remove every DNS-learned member whose expiry (DNS cache clock) is at or before ``now``.
+
+        The program already ignores such members; this frees their entries. The agent's sync
+        loop calls it.
+
+        Returns:
+            How many memberships were removed.
+        """
+        node = self._nodes.get(netns)
+        if node is None:
+            return 0
+        due = [
+            (index, prefix, "", False, None)
+            for prefix, sets in node.members.own.items()
+            for index, expiry in sets.items()
+            if expiry is not None and expiry <= now
+        ]
+        if due:
+            libbpf.in_netns(netns, lambda: self._apply_delta(node, DeltaPlan(tuple(due), now)))
+        return len(due)
+
+    def log_counts(self, *, netns: str | None = None) -> dict[tuple[str, str, int], int]:
+        """Packets counted by Log rules: ``(endpoint, direction, entry index) -> count``."""
+        node = self._nodes.get(netns)
+        if node is None:
+            return {}
+        return {
+            (endpoint, "egress" if d == 0 else "ingress", i): n
+            for (endpoint, d, i), n in log_counts(node).items()
+        }
+
+    def check(self, rendering: Rendering) -> None:
+        """Load the program into the verifier and apply a full rendering in a scratch namespace.
+
+        The namespace gets a dummy interface per endpoint to attach to; it is deleted here.
+
+        Raises:
+            BackendError: the verifier refused (its log in the message), the maps cannot hold
+                the rendering, or the scratch namespace cannot be made (root needed).
+        """
+        plan = self._plan(rendering)
+        if isinstance(plan, DeltaPlan):
+            raise BackendError("only a full rendering can be checked")
+        ip = find_tool("ip", "iproute2")
+        with scratch_namespace() as ns:
+            for interface in sorted({t.interface for t in plan.tables}):
+                subprocess.run(
+                    [ip, "-n", ns, "link", "add", interface, "type", "dummy"],
+                    check=True,
+                    capture_output=True,
+                    timeout=30,
+                )
+            scratch = EbpfBackend(source=str(self.source))
+            try:
+                libbpf.in_netns(ns, lambda: scratch._apply(plan, ns))
+            finally:
+                for node in scratch._nodes.values():
+                    node.datapath.close()
+
+    def remove(self, *, netns: str | None = None) -> None:
+        """Take the program off every interface, clear the pins (none: no error)."""
+        if netns is not None:
+            check_netns(netns)
+        libbpf.in_netns(netns, lambda: self._remove(netns))
+
+    def _remove(self, netns: str | None) -> None:
+        node = self._nodes.pop(netns, None)
+        pin_dir = self._pin_dir(netns)
+        if node is None and pin_dir is not None and pin_dir.is_dir():
+            # A new process: the pinned tables say which interfaces carry the program.
+            for sub in pin_dir.iterdir():
+                try:
+                    dp = Datapath.open(int(sub.name.rsplit("-w", 1)[1]), pin_dir, self.source)
+                except (BackendError, ValueError, IndexError):
+                    continue
+                found = NodeState(dp)
+                for key in libbpf.map_keys(dp.maps["fqe_tables"], TABLE_KEY.size):
+                    index = TABLE_KEY.unpack(key)[0]
+                    found.attached[str(index)] = index
+                detach_all(found)
+                dp.close()
+        if node is not None:
+            detach_all(node)
+            node.datapath.close()
+        unpin(pin_dir)

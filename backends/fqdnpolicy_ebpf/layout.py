@@ -1,0 +1,201 @@
+"""Map keys and values as bytes (the C structs of ``fqe.bpf.c``), and the membership model.
+
+The LPM trie answers a lookup with its longest matching prefix only, so an entry must carry
+the memberships of every prefix covering it: :class:`Memberships` keeps each prefix's own
+memberships and computes the merged bitmap of any entry, and which entries a change touches.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import defaultdict
+from collections.abc import Iterable
+
+from fqdnpolicy_ebpf.plan import Entry, Prefix
+
+__all__ = [
+    "ACTIONS",
+    "DEADLINE_KEY",
+    "LPM_KEY",
+    "Memberships",
+    "deadline_key",
+    "lpm_key",
+    "pack_rule",
+    "pack_table",
+    "port_entry",
+    "rule_size",
+]
+
+LPM_KEY = struct.Struct("<IB16s")
+DEADLINE_KEY = struct.Struct("<IB3x16s")
+NAMED_KEY = struct.Struct("<IBBH16s")
+TABLE_KEY = struct.Struct("<II")
+TABLE_VALUE = struct.Struct("<II")
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+_RULE_HEAD = struct.Struct("<BBBBBBBBBBxxII4I4I4x")
+_PORT = struct.Struct("<HHBBxxI")
+ACTIONS = {"Allow": 1, "Deny": 2, "Log": 3, "Pass": 4}
+F_PROTO, F_NOT_PROTO, F_ICMP, F_NOT_ICMP = 0x01, 0x02, 0x04, 0x08
+F_ICMP_TYPE, F_ICMP_CODE, F_NOT_ICMP_TYPE, F_NOT_ICMP_CODE = 0x10, 0x20, 0x40, 0x80
+HOST_LEN = {4: 32, 6: 128}
+
+
+def addr16(family: int, value: int) -> bytes:
+    """An address as the 16 bytes the maps hold (IPv4 in the first 4)."""
+    return value.to_bytes(4 if family == 4 else 16, "big").ljust(16, b"\0")
+
+
+def lpm_key(prefix: Prefix) -> bytes:
+    """The trie key of a prefix: the family byte counts as 8 bits of the prefix."""
+    family, length, value = prefix
+    return LPM_KEY.pack(8 + length, family, addr16(family, value))
+
+
+def deadline_key(set_index: int, family: int, value: int) -> bytes:
+    """The key of a DNS-learned member's deadline."""
+    return DEADLINE_KEY.pack(set_index, family, addr16(family, value))
+
+
+def named_key(name: int, family: int, value: int, proto: int, port: int) -> bytes:
+    """The key of one endpoint's named port."""
+    return NAMED_KEY.pack(name, family, proto, port, addr16(family, value))
+
+
+def pack_table(ifindex: int, direction: int, start: int, count: int) -> tuple[bytes, bytes]:
+    """Key and value of an endpoint's rule table."""
+    return TABLE_KEY.pack(ifindex, direction), TABLE_VALUE.pack(start, count)
+
+
+def port_entry(entry: tuple[int, int, int, int]) -> bytes:
+    """One port range, or a peer named port (``name >= 0``)."""
+    lo, hi, proto, name = entry
+    return _PORT.pack(lo, hi, proto, 1 if name >= 0 else 0, max(name, 0))
+
+
+def rule_size(words: int) -> int:
+    """Bytes of ``struct rule`` for a bitmap of ``words`` words."""
+    return _RULE_HEAD.size + 16 * words
+
+
+def _bitmap(indices: Iterable[int], words: int) -> bytes:
+    bits = 0
+    for i in indices:
+        bits |= 1 << i
+    return bits.to_bytes(8 * words, "little")
+
+
+def _icmp(
+    value: tuple[int | None, int | None] | None, present: int, has_type: int, has_code: int
+) -> tuple[int, int, int]:
+    """Flags, type and code of an ICMP condition."""
+    if value is None:
+        return 0, 0, 0
+    kind, code = value
+    flags = present | (has_type if kind is not None else 0) | (has_code if code is not None else 0)
+    return flags, kind or 0, code or 0
+
+
+def pack_rule(entry: Entry, words: int, port_off: list[int], counter: int) -> bytes:
+    """``struct rule`` of an entry whose port conditions start at ``port_off`` in the ports map."""
+    flags = 0
+    proto = not_proto = 0
+    if entry.protocol is not None:
+        flags, proto = flags | F_PROTO, entry.protocol
+    if entry.not_protocol is not None:
+        flags, not_proto = flags | F_NOT_PROTO, entry.not_protocol
+    icmp_flags, itype, icode = _icmp(entry.icmp, F_ICMP, F_ICMP_TYPE, F_ICMP_CODE)
+    not_flags, not_itype, not_icode = _icmp(
+        entry.not_icmp, F_NOT_ICMP, F_NOT_ICMP_TYPE, F_NOT_ICMP_CODE
+    )
+    flags |= icmp_flags | not_flags
+    families = (1 if 4 in entry.families else 0) | (2 if 6 in entry.families else 0)
+    head = _RULE_HEAD.pack(
+        0 if entry.kind == "rule" else 1,
+        ACTIONS[entry.action],
+        families,
+        flags,
+        proto,
+        not_proto,
+        itype,
+        icode,
+        not_itype,
+        not_icode,
+        entry.next_tier,
+        counter,
+        *port_off,
+        *(len(p) for p in entry.ports),
+    )
+    return head + _bitmap(entry.peer_in, words) + _bitmap(entry.peer_not_in, words)
+
+
+class Memberships:
+    """Each prefix's own memberships, and the merged LPM entries they make.
+
+    ``own[prefix]`` maps set bits to the member's expiry (None: none). Only full-length
+    (host) members carry a deadline in the kernel: the program checks it by the packet's
+    address, which a shorter prefix is not.
+    """
+
+    def __init__(self) -> None:
+        self.own: dict[Prefix, dict[int, float | None]] = {}
+        self._lengths: dict[int, defaultdict[int, int]] = {4: defaultdict(int), 6: defaultdict(int)}
+
+    def add(self, set_index: int, prefix: Prefix, expiry: float | None) -> None:
+        """Record a membership (again: its expiry is replaced)."""
+        sets = self.own.get(prefix)
+        if sets is None:
+            sets = self.own[prefix] = {}
+            self._lengths[prefix[0]][prefix[1]] += 1
+        sets[set_index] = expiry
+
+    def remove(self, set_index: int, prefix: Prefix) -> bool:
+        """Forget a membership; True when the prefix is in no set any more."""
+        sets = self.own.get(prefix)
+        if sets is None:
+            return False
+        sets.pop(set_index, None)
+        if sets:
+            return False
+        del self.own[prefix]
+        lengths = self._lengths[prefix[0]]
+        lengths[prefix[1]] -= 1
+        if not lengths[prefix[1]]:
+            del lengths[prefix[1]]
+        return True
+
+    def affected(self, prefix: Prefix) -> list[Prefix]:
+        """The prefix and every more specific one it covers (whose entries inherit from it)."""
+        family, length, value = prefix
+        if length == HOST_LEN[family]:
+            return [prefix]
+        shift = HOST_LEN[family] - length
+        return [prefix] + [
+            p
+            for p in self.own
+            if p[0] == family and p[1] > length and p[2] >> shift == value >> shift
+        ]
+
+    def value(self, prefix: Prefix, words: int) -> tuple[bytes, int]:
+        """The merged ``struct members`` of an entry, and its timed bits as an integer."""
+        family, length, addr = prefix
+        own = self.own[prefix]
+        bits = timed = 0
+        for index, expiry in own.items():
+            bits |= 1 << index
+            if expiry is not None and length == HOST_LEN[family]:
+                timed |= 1 << index
+        full = HOST_LEN[family]
+        inherited = 0
+        for shorter in self._lengths[family]:
+            if shorter < length:
+                shift = full - shorter
+                cover = self.own.get((family, shorter, addr >> shift << shift))
+                if cover:
+                    for index in cover:
+                        inherited |= 1 << index
+        # A set holding a covering prefix too keeps the address when the deadline passes.
+        bits |= inherited
+        timed &= ~inherited
+        size = 8 * words
+        return bits.to_bytes(size, "little") + timed.to_bytes(size, "little"), timed
