@@ -47,6 +47,7 @@ __all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_PIPE", "EXIT_USAGE", "build_parser",
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``fqdnpolicy`` command."""
     from fqdnpolicy import __version__
+    from fqdnpolicy.cli.agent import add_agent
     from fqdnpolicy.cli.judge import add_check, add_explain
     from fqdnpolicy.cli.render import add_remove, add_render
     from fqdnpolicy.cli.tools import add_bench, add_demo, add_dns
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_remove(sub)
     add_bench(sub)
     add_demo(sub)
+    add_agent(sub)
     return parser
 
 
