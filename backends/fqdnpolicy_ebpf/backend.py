@@ -221,6 +221,11 @@ class EbpfBackend(Backend):
             libbpf.in_netns(netns, lambda: self._apply_delta(node, DeltaPlan(tuple(due), now)))
         return len(due)
 
+    def datapath(self, *, netns: str | None = None) -> Datapath | None:
+        """The program and maps this backend applied to ``netns`` (None: not yet)."""
+        node = self._nodes.get(netns)
+        return None if node is None else node.datapath
+
     def log_counts(self, *, netns: str | None = None) -> dict[tuple[str, str, int], int]:
         """Packets counted by Log rules: ``(endpoint, direction, entry index) -> count``."""
         node = self._nodes.get(netns)
@@ -246,9 +251,10 @@ class EbpfBackend(Backend):
         ip = find_tool("ip", "iproute2")
         with scratch_namespace() as ns:
             for interface in sorted({t.interface for t in plan.tables}):
+                # One that cannot be made (``lo`` is there already) is found, or named, below.
                 subprocess.run(
                     [ip, "-n", ns, "link", "add", interface, "type", "dummy"],
-                    check=True,
+                    check=False,
                     capture_output=True,
                     timeout=30,
                 )
