@@ -16,6 +16,7 @@ from typing import Any
 
 from fqdnpolicy import backends
 from fqdnpolicy.agent.config import NODELOCAL_DNS, AgentConfig, parse_listen
+from fqdnpolicy.agent.registry import EndpointRegistry
 from fqdnpolicy.agent.sources import WatchedState, dns_servers_in
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.dns.hold import DnsHold
@@ -66,6 +67,7 @@ class Agent:
         self.snooper: Snooper | None = None
         self.hold: DnsHold | None = None
         self.metrics: Any = None  # a MetricsServer with --metrics
+        self.registry: EndpointRegistry | None = None
         try:
             interfaces = list(config.snoop)
             if config.snoop_endpoints:
@@ -81,6 +83,10 @@ class Agent:
                     netns=config.netns,
                     bound=config.hold_bound,
                     fail=config.hold_fail,
+                )
+            if config.cni_socket:
+                self.registry = EndpointRegistry(
+                    config.cni_socket, self.engine, self.watched, self.sync
                 )
             if config.metrics:
                 from fqdnpolicy.agent.metrics import MetricsServer  # prometheus_client
@@ -127,6 +133,9 @@ class Agent:
 
     def close(self) -> None:
         """Stop reading DNS, save the cache file, stop the sync (leaving the rules)."""
+        if self.registry is not None:
+            self.registry.close()
+            self.registry = None
         if self.hold is not None:
             self.hold.close()
             self.hold = None

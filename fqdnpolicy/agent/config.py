@@ -48,6 +48,7 @@ class AgentConfig:
         log_format: ``text`` or ``json``.
         watch_interval: Seconds between checks of the watched files.
         reconcile_interval: Seconds between read-backs of the installed rules.
+        cni_socket: Unix socket the CNI plugin registers endpoints on (None: no plugin).
     """
 
     policies: tuple[str, ...] = ()
@@ -66,6 +67,7 @@ class AgentConfig:
     log_format: Literal["text", "json"] = "text"
     watch_interval: float = 0.25
     reconcile_interval: float = 30.0
+    cni_socket: str | None = None
 
     @classmethod
     def build(cls, values: Mapping[str, Any]) -> AgentConfig:

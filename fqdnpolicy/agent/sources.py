@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from fqdnpolicy.cluster import Cluster, load_cluster
+from fqdnpolicy.cluster import Cluster, Endpoint, load_cluster
 from fqdnpolicy.errors import InvalidPolicy
 from fqdnpolicy.loader import load
 from fqdnpolicy.model import ResourceSet
@@ -70,6 +70,9 @@ class WatchedState:
         self._seen = self._fingerprints()
         self.resources, self.cluster = self._load()
         self.errors = 0
+        # Endpoints the CNI plugin registered (fqdnpolicy.agent.registry): they win over
+        # the files' endpoints of the same key.
+        self.registered: dict[str, Endpoint] = {}
 
     def _fingerprints(self) -> tuple[Any, ...]:
         return (_fingerprint(self.policies), _fingerprint(self.cluster_paths))
@@ -125,8 +128,8 @@ class WatchedState:
             for key, item in before.items():
                 if key not in after:
                     remove(item)
-        before_ep = {e.key: e for e in self.cluster.endpoints}
-        after_ep = {e.key: e for e in cluster.endpoints}
+        before_ep = {e.key: e for e in self.cluster.endpoints} | self.registered
+        after_ep = {e.key: e for e in cluster.endpoints} | self.registered
         for ep_key, endpoint in after_ep.items():
             if before_ep.get(ep_key) != endpoint:
                 engine.upsert_endpoint(endpoint)

@@ -72,6 +72,7 @@ def add_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--log-format", choices=["text", "json"])
     p.add_argument("--watch-interval", type=float, metavar="SECONDS")
     p.add_argument("--reconcile-interval", type=float, metavar="SECONDS")
+    p.add_argument("--cni-socket", metavar="PATH", help="unix socket for fqdnpolicy-cni")
     p.set_defaults(func=cmd_agent)
 
 
@@ -83,7 +84,7 @@ def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
     names = [
         "policies", "cluster", "backend", "netns", "snoop", "snoop_endpoints", "hold_dns",
         "hold_fail", "hold_bound", "trusted_dns", "cache", "cache_save_interval", "metrics",
-        "log_format", "watch_interval", "reconcile_interval",
+        "log_format", "watch_interval", "reconcile_interval", "cni_socket",
     ]  # fmt: skip
     try:
         values: dict[str, Any] = AgentConfig.from_file(args.config) if args.config else {}

@@ -1,0 +1,130 @@
+"""Endpoints registered by the CNI plugin, over a unix socket.
+
+Protocol: the plugin connects, sends one JSON object on a line, reads one back, closes.
+
+* ``{"op": "add", "namespace", "name", "ips": [...], "interface", "container_id"}``
+* ``{"op": "del", "namespace", "name", "container_id"}``
+* ``{"op": "check", "namespace", "name", "container_id"}``
+
+Answers are ``{"ok": true}`` or ``{"ok": false, "error": "..."}``. Labels come from the
+agent's cluster source (the pod of that namespace and name), else none; the endpoint is
+applied to the engine at once and kept across reloads of the cluster files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socketserver
+import threading
+from typing import TYPE_CHECKING, Any
+
+from fqdnpolicy.cluster import Endpoint
+from fqdnpolicy.errors import InvalidPolicy
+
+if TYPE_CHECKING:
+    from fqdnpolicy.agent.sources import WatchedState
+    from fqdnpolicy.engine import PolicyEngine
+    from fqdnpolicy.sync import DatapathSync
+
+__all__ = ["EndpointRegistry"]
+
+log = logging.getLogger(__name__)
+_MAX_REQUEST = 65536
+_APPLY_WAIT = 10.0  # seconds an ADD waits for its endpoint's rules
+
+
+class EndpointRegistry:
+    """Serve CNI registrations on ``path`` (a unix socket created here, removed at close).
+
+    Args:
+        path: Socket path.
+        engine: Engine the endpoints go to.
+        watched: Cluster source for labels; registered endpoints override its own.
+        sync: When given, an ADD is answered once the endpoint's rules are applied, so the
+            pod starts under its policy.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        engine: PolicyEngine,
+        watched: WatchedState,
+        sync: DatapathSync | None = None,
+    ) -> None:
+        self.path, self.engine, self.watched, self.sync = path, engine, watched, sync
+        self._lock = threading.Lock()
+        self._containers: dict[str, str] = {}  # container id -> endpoint key
+        registry = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                line = self.rfile.readline(_MAX_REQUEST)
+                try:
+                    request = json.loads(line)
+                    if not isinstance(request, dict):
+                        raise ValueError("not a JSON object")
+                    registry.handle(request)
+                    answer: dict[str, Any] = {"ok": True}
+                except (ValueError, KeyError, TypeError, InvalidPolicy) as exc:
+                    answer = {"ok": False, "error": str(exc)}
+                self.wfile.write(json.dumps(answer).encode() + b"\n")
+
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a socket left by an agent that did not stop cleanly
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self._server = socketserver.ThreadingUnixStreamServer(path, Handler)
+        os.chmod(path, 0o600)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="fqdnpolicy-cni", daemon=True
+        )
+        self._thread.start()
+
+    def handle(self, request: dict[str, Any]) -> None:
+        """Apply one request (see the module docstring).
+
+        Raises:
+            ValueError: a bad request, or CHECK of an endpoint not registered.
+            InvalidPolicy: the endpoint is not valid (bad addresses or interface).
+        """
+        op = request.get("op")
+        key = f"{request['namespace']}/{request['name']}"
+        container = str(request.get("container_id", ""))
+        with self._lock:
+            if op == "add":
+                labels = next(
+                    (e.labels for e in self.watched.cluster.endpoints if e.key == key), {}
+                )
+                endpoint = Endpoint(
+                    request["name"],
+                    request["namespace"],
+                    labels,
+                    ips=list(request["ips"]),
+                    interface=request["interface"],
+                )
+                self.watched.registered[key] = endpoint
+                self._containers[container] = key
+                self.engine.upsert_endpoint(endpoint)
+                log.info("endpoint %s registered on %s", key, endpoint.interface)
+                if self.sync is not None and not self.sync.sync(_APPLY_WAIT):
+                    raise ValueError(f"the rules of {key} are not applied yet")
+            elif op == "del":
+                self._containers.pop(container, None)
+                if self.watched.registered.pop(key, None) is not None:
+                    self.engine.remove_endpoint(key)
+                    log.info("endpoint %s removed", key)
+            elif op == "check":
+                if self._containers.get(container) != key:
+                    raise ValueError(f"endpoint {key} is not registered for this container")
+            else:
+                raise ValueError(f"unknown op {op!r}; one of add, del, check")
+
+    def close(self) -> None:
+        """Stop serving and remove the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
