@@ -30,6 +30,7 @@ from fqdnpolicy_ebpf.kernel import (
 from fqdnpolicy_ebpf.layout import HOST_LEN, TABLE_KEY, deadline_key
 from fqdnpolicy_ebpf.plan import Plan, Prefix, build_plan, parse_member
 from fqdnpolicy_ebpf.text import plan_json, plan_text
+from fqdnpolicy_ebpf.workbench import measure_verdicts
 
 __all__ = ["DeltaPlan", "EbpfBackend"]
 
@@ -226,6 +227,17 @@ class EbpfBackend(Backend):
         node = self._nodes.get(netns)
         return None if node is None else node.datapath
 
+    def bench_verdicts(self, *, addresses: int, repeat: int) -> dict[str, float]:
+        """Verdicts per second per core of the program on a state of ``addresses`` members.
+
+        ``BPF_PROG_TEST_RUN`` on prepared packets (:mod:`fqdnpolicy_ebpf.workbench`), in a
+        scratch namespace made and deleted here: ``{shape: verdicts per second}``.
+
+        Raises:
+            BackendError: no root, or a verdict was not the expected one.
+        """
+        return measure_verdicts(self, addresses, repeat)
+
     def log_counts(self, *, netns: str | None = None) -> dict[tuple[str, str, int], int]:
         """Packets counted by Log rules: ``(endpoint, direction, entry index) -> count``."""
         node = self._nodes.get(netns)
@@ -239,7 +251,7 @@ class EbpfBackend(Backend):
     def check(self, rendering: Rendering) -> None:
         """Load the program into the verifier and apply a full rendering in a scratch namespace.
 
-        The namespace gets a dummy interface per endpoint to attach to; it is deleted here.
+        The namespace gets a veth interface per endpoint to attach to; it is deleted here.
 
         Raises:
             BackendError: the verifier refused (its log in the message), the maps cannot hold
@@ -250,10 +262,20 @@ class EbpfBackend(Backend):
             raise BackendError("only a full rendering can be checked")
         ip = find_tool("ip", "iproute2")
         with scratch_namespace() as ns:
-            for interface in sorted({t.interface for t in plan.tables}):
-                # One that cannot be made (``lo`` is there already) is found, or named, below.
+            for i, interface in enumerate(sorted({t.interface for t in plan.tables})):
+                # veth, as a CNI makes (dummy is a module this kernel may lack). One that
+                # cannot be made (``lo`` is there already) is found, or named, below.
                 subprocess.run(
-                    [ip, "-n", ns, "link", "add", interface, "type", "dummy"],
+                    [
+                        ip,
+                        "-n",
+                        ns,
+                        "link",
+                        "add",
+                        interface,
+                        *("type", "veth", "peer"),
+                        f"fqe-p{i}",
+                    ],
                     check=False,
                     capture_output=True,
                     timeout=30,

@@ -63,6 +63,8 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         check_writable(args.output, "--output")
     if args.plot:
         check_writable(args.plot, "--plot")
+    if args.backend is not None:
+        return _bench_backend(args, out)
     return run_bench(
         scales=args.scale,
         seed=args.seed,
@@ -71,6 +73,23 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         plot=args.plot,
         out=out,
     )
+
+
+def _bench_backend(args: argparse.Namespace, out: TextIO) -> int:
+    from fqdnpolicy.backends import BackendError
+    from fqdnpolicy.bench_backend import run_backend_bench
+
+    try:
+        return run_backend_bench(
+            args.backend,
+            addresses=args.addresses,
+            repeat=args.repeat,
+            scale=(args.scale or [0.1])[0],
+            flows=args.flows,
+            out=out,
+        )
+    except BackendError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_dns(args: argparse.Namespace, out: TextIO) -> int:
@@ -108,6 +127,17 @@ def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     bench.add_argument("--output", metavar="FILE", help="write the results as JSON")
     bench.add_argument("--plot", metavar="PNG", help="plot throughput and memory (matplotlib)")
+    bench.add_argument(
+        "--backend",
+        metavar="NAME",
+        help="measure a backend's own kernel verdicts (ebpf: BPF_PROG_TEST_RUN) beside the engine",
+    )
+    bench.add_argument(
+        "--addresses", type=_flows, default=1_000_000, help="set members (with --backend)"
+    )
+    bench.add_argument(
+        "--repeat", type=_flows, default=1_000_000, help="test runs per packet (with --backend)"
+    )
     bench.set_defaults(func=cmd_bench)
 
 
