@@ -1,0 +1,155 @@
+"""The eBPF backend's pure parts: plans, the merged LPM entries, the text, compiling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fqdnpolicy_ebpf import DeltaPlan, EbpfBackend
+from fqdnpolicy_ebpf.build import compile_program, source_hash
+from fqdnpolicy_ebpf.layout import Memberships
+from fqdnpolicy_ebpf.plan import MAX_PORTS, Plan, parse_member, words_for
+
+from fqdnpolicy.backends import BackendError, Rendering
+from fqdnpolicy.datapath import (
+    DatapathState,
+    EndpointState,
+    MemberChanged,
+    PortSpec,
+    RuleState,
+    SetState,
+    TierState,
+)
+from fqdnpolicy.errors import InvalidPolicy
+from tests.support import require_tool
+
+NET = (4, 24, 0xCB007100)  # 203.0.113.0/24
+HOST = (4, 32, 0xCB00710C)  # 203.0.113.12
+
+
+def _bits(raw: bytes, words: int) -> tuple[int, int]:
+    size = 8 * words
+    return int.from_bytes(raw[:size], "little"), int.from_bytes(raw[size:], "little")
+
+
+def _state(*sets: SetState, rules: tuple[RuleState, ...] = ()) -> DatapathState:
+    tiers = (TierState("t", rules, "Deny"),) if rules else ()
+    endpoint = EndpointState("ns/web", "caliweb", ("198.51.100.10",), tiers, ())
+    return DatapathState(sets, (endpoint,), {})
+
+
+def test_a_more_specific_entry_carries_the_sets_of_its_covering_prefixes() -> None:
+    members = Memberships()
+    members.add(0, NET, None)
+    members.add(3, HOST, 50.0)
+    bits, timed = _bits(members.value(HOST, 1)[0], 1)
+    assert bits == 0b1001
+    assert timed == 0b1000  # only its own DNS membership has a deadline
+    assert _bits(members.value(NET, 1)[0], 1) == (0b1, 0)
+    assert members.affected(NET) == [NET, HOST]
+    assert members.affected(HOST) == [HOST]
+
+
+def test_a_set_holding_the_covering_prefix_too_keeps_the_address_past_its_deadline() -> None:
+    members = Memberships()
+    members.add(0, NET, None)
+    members.add(0, HOST, 50.0)
+    assert _bits(members.value(HOST, 1)[0], 1) == (0b1, 0)
+
+
+def test_removing_the_last_membership_frees_the_prefix() -> None:
+    members = Memberships()
+    members.add(1, HOST, None)
+    members.add(2, HOST, None)
+    assert not members.remove(1, HOST)
+    assert members.remove(2, HOST)
+    assert HOST not in members.own
+
+
+def test_parse_member_and_bitmap_words() -> None:
+    assert parse_member("203.0.113.12") == HOST
+    assert parse_member("203.0.113.0/24") == NET
+    assert parse_member("2001:db8::/32") == (6, 32, 0x20010DB8 << 96)
+    assert parse_member("fe80::1%eth0") is None
+    assert [words_for(n) for n in (0, 64, 65, 129, 300)] == [1, 1, 2, 4, 8]
+
+
+def test_render_text_names_the_program_sets_and_tables() -> None:
+    backend = EbpfBackend()
+    names = SetState("d:api", "domains", "api.example.test", {"203.0.113.12": 1030.0})
+    rules = (
+        RuleState("p", "t", 0, "Pass", (4,), protocol=6),
+        RuleState("p", "t", 1, "Allow", (4, 6), peer_in=("d:api",)),
+    )
+    rendering = backend.render(_state(names, rules=rules), now=1000.0)
+    assert isinstance(rendering.data, Plan)
+    text = rendering.text
+    assert f"sha256 {source_hash()}" in text
+    assert "set 0 d:api domains 'api.example.test': 1 members" in text
+    assert "203.0.113.12 (expires in 30.0s)" in text
+    assert "0 Pass  ip4 proto tcp (pass to entry 3)" in text
+    assert "1 Allow ip4/6 peer in sets 0" in text
+    assert "2 end of tier t: Deny" in text
+
+
+def test_expired_and_unusable_members_are_left_out_and_reported() -> None:
+    backend = EbpfBackend()
+    names = SetState(
+        "d:api", "domains", "api", {"203.0.113.1": 999.0, "fe80::1%eth0": None, "203.0.113.2": None}
+    )
+    rendering = backend.render(_state(names), now=1000.0)
+    assert isinstance(rendering.data, Plan)
+    assert [m.text for m in rendering.data.members] == ["203.0.113.2"]
+    assert len(rendering.skipped) == 1
+    assert "fe80::1%eth0" in str(rendering.skipped[0])
+
+
+def test_a_set_keeps_its_bit_across_renders() -> None:
+    backend = EbpfBackend()
+    a, b, c = (SetState(f"n:{x}", "nets", x, {}) for x in "abc")
+    backend.render(_state(a, b, c), now=0.0)
+    rendering = backend.render(_state(c, SetState("n:d", "nets", "d", {})), now=0.0)
+    assert isinstance(rendering.data, Plan)
+    assert {s.set_id: s.index for s in rendering.data.sets} == {"n:c": 2, "n:d": 0}
+
+
+def test_render_delta_keeps_the_last_change_of_a_member() -> None:
+    backend = EbpfBackend()
+    backend.render(_state(SetState("d:api", "domains", "api", {})), now=0.0)
+    deltas = [
+        MemberChanged("d:api", "203.0.113.12", True, 30.0),
+        MemberChanged("d:api", "203.0.113.12", False),
+        MemberChanged("d:other", "203.0.113.9", True, 30.0),
+    ]
+    rendering = backend.render_delta(deltas, now=0.0)
+    assert isinstance(rendering.data, DeltaPlan)
+    assert rendering.data.changes == ((0, HOST, "203.0.113.12", False, None),)
+    assert rendering.text.endswith("remove set 0 203.0.113.12\n")
+    assert backend.needs_full(deltas)
+    assert not backend.needs_full(deltas[:2])
+
+
+def test_a_rule_with_more_ports_than_the_program_tests_is_refused() -> None:
+    ranges = tuple((p, p) for p in range(1, MAX_PORTS + 2))
+    rules = (RuleState("p", "t", 0, "Allow", (4,), protocol=6, dst_ports=PortSpec(ranges)),)
+    with pytest.raises(InvalidPolicy, match="at most 32"):
+        EbpfBackend().render(_state(rules=rules), now=0.0)
+
+
+def test_a_rendering_of_another_backend_is_refused() -> None:
+    with pytest.raises(BackendError, match="'nftables' rendering"):
+        EbpfBackend().apply(Rendering("nftables", "full", "table inet x {}"))
+
+
+def test_without_clang_the_backend_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BackendError, match="clang, which is not installed"):
+        compile_program(1, cache=tmp_path / "cache")
+
+
+def test_a_compile_error_carries_clangs_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.bpf.c"
+    bad.write_text("int broken(void) { return undeclared; }\n")
+    require_tool("clang")
+    with pytest.raises(BackendError, match="undeclared"):
+        compile_program(1, source=bad, cache=tmp_path / "cache")
