@@ -153,7 +153,7 @@ def test_wire_to_kernel_latency(benchmark: BenchmarkFixture, pair: tuple[str, st
                 time.sleep(0.01)  # one response at a time: latency, not queueing
         proc.wait(timeout=30)
 
-    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
     sync.close(remove=True)
     engine.close()
     latencies.sort()
@@ -199,7 +199,7 @@ def test_snooped_responses_per_second(
                 sender_per_second=round(count / sent),
             )
 
-    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
     installed = sync.backend.installed(netns=node)
     assert installed is not None
     result["in_kernel"] = sum(len(m) for m in installed.members.values())
@@ -236,7 +236,7 @@ def test_agent_cpu_when_idle(
         result["idle_cpu_percent"] = round(100 * (cpu() - c0) / (time.monotonic() - t0), 2)
 
     try:
-        benchmark.pedantic(run, rounds=1, iterations=1)
+        benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
     finally:
         agent.terminate()
         agent.wait(timeout=20)
