@@ -277,8 +277,11 @@ class AddressTable:
         #: Canonical host address -> identity. Published: readers look addresses up here
         #: without a lock; only :meth:`settle` stores into it, one assignment per address.
         self.hosts: dict[str, Identity] = {}
-        # host -> its own set number when in one set once (most DNS members), else counts
-        self._own: dict[str, int | dict[int, int]] = {}
+        # host -> its own set number when in one set once (most DNS members); the numbers of
+        # its sets when in each once since the first build (one tuple shared by a name's
+        # addresses: a dict of counts each would cost memory and time for nothing); else
+        # counts, made from the tuple on the first change.
+        self._own: dict[str, int | tuple[int, ...] | dict[int, int]] = {}
         self._ports: dict[str, tuple[NamedPort, ...]] = {}  # endpoint addresses
         self._prefix_counts: dict[IPNetwork, dict[int, int]] = {}
         #: The published prefix table (replaced, never changed, when prefixes change).
@@ -303,6 +306,8 @@ class AddressTable:
                 return False
             own[address] = {counts: 1, num: 1}
         else:
+            if counts.__class__ is tuple:
+                counts = own[address] = dict.fromkeys(counts, 1)
             assert isinstance(counts, dict)
             count = counts.get(num, 0)
             counts[num] = count + 1
@@ -342,7 +347,7 @@ class AddressTable:
         made: dict[tuple[bool, Identity | None], Identity] = {}
         count = 0
         for address in addresses:
-            own[address] = single if single is not None else dict.fromkeys(nums, 1)
+            own[address] = single if single is not None else nums
             v6 = ":" in address
             covering: Identity | None = trees[6 if v6 else 4].get(address)
             ident = made.get((v6, covering))
@@ -366,6 +371,10 @@ class AddressTable:
                 return False
             del self._own[address]
         else:
+            if isinstance(counts, tuple):
+                if num not in counts:
+                    return False
+                counts = self._own[address] = dict.fromkeys(counts, 1)
             if not _uncount(counts, num):
                 return False
             if not counts:

@@ -215,3 +215,22 @@ def test_bits_clear_in_a_programs_mask_prove_the_peer_is_in_none_of_its_sets(
         assert sets.isdisjoint(refs)
     if not sets.isdisjoint(refs):
         assert not clear
+
+
+def test_addresses_learned_together_keep_their_own_counts() -> None:
+    table = AddressTable()
+    first, second = "198.51.100.7", "198.51.100.8"
+    table.learn([first, second], (1, 2))
+    table.settle()
+    assert table.host_members(1) == table.host_members(2) == {first, second}
+    assert not table.add_host(1, first)  # a second source in set 1
+    assert table.remove_host(2, first)  # its only source in set 2
+    assert not table.remove_host(1, first)  # one source in set 1 left
+    table.settle()
+    assert table.host_members(1) == {first, second}
+    assert table.host_members(2) == {second}  # the other address is untouched
+    assert table.remove_host(1, first)
+    assert not table.remove_host(3, second)  # never in set 3
+    table.settle()
+    assert table.host_members(1) == {second}
+    assert table.identity(second).sets == frozenset({1, 2})
