@@ -64,6 +64,11 @@ def fetch(lab: Lab, path: str) -> tuple[int, str]:
     return int(status), body
 
 
+def full_applies(metrics: str) -> float:
+    line = next(x for x in metrics.splitlines() if x.startswith("fqdnpolicy_full_applies_total"))
+    return float(line.split()[-1])
+
+
 def until(check: object, deadline: float) -> bool:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -103,6 +108,11 @@ def test_the_agent_enforces_follows_edits_serves_metrics_and_stops_cleanly(
         assert "fqdnpolicy_applies_total" in text
         assert "fqdnpolicy_watch_errors_total 1.0" in text
         assert 'fqdnpolicy_dns_held_total{outcome="released"}' in text
+        # SIGHUP: everything read again and applied in full; the agent keeps running.
+        fulls = full_applies(text)
+        agent.send_signal(signal.SIGHUP)
+        assert until(lambda: full_applies(fetch(lab, "/metrics")[1]) > fulls, 10)
+        assert agent.poll() is None
     finally:
         agent.send_signal(signal.SIGTERM)
         try:
