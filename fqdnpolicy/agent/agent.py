@@ -55,27 +55,35 @@ class Agent:
                 log.info("cache file %s: %s", config.cache, report)
             except OSError as exc:
                 log.warning("cache file %s not loaded: %s", config.cache, exc)
-        self.engine = PolicyEngine(self.watched.resources, self.watched.cluster, self.cache)
+        # What can fail on bad input comes first, before any rule is applied.
         self.backend = backends.get(config.backend)
-        self.sync = DatapathSync(
-            self.engine,
-            self.backend,
-            netns=config.netns,
-            dns=self.cache,
-            reconcile_interval=config.reconcile_interval,
-        )
         self.snooper: Snooper | None = None
         self.hold: DnsHold | None = None
         self.metrics: Any = None  # a MetricsServer with --metrics
         self.registry: EndpointRegistry | None = None
+        interfaces = list(config.snoop)
+        if config.snoop_endpoints:
+            interfaces += [e.interface for e in self.watched.cluster.endpoints]
+        if interfaces:
+            self.snooper = Snooper(self.cache, list(dict.fromkeys(interfaces)), netns=config.netns)
         try:
-            interfaces = list(config.snoop)
-            if config.snoop_endpoints:
-                interfaces += [e.interface for e in self.watched.cluster.endpoints]
-            if interfaces:
-                self.snooper = Snooper(
-                    self.cache, list(dict.fromkeys(interfaces)), netns=config.netns
-                )
+            self.engine = PolicyEngine(self.watched.resources, self.watched.cluster, self.cache)
+            self.sync = DatapathSync(
+                self.engine,
+                self.backend,
+                netns=config.netns,
+                dns=self.cache,
+                reconcile_interval=config.reconcile_interval,
+            )
+        except BaseException:
+            if self.snooper is not None:
+                self.snooper.close()
+            raise
+        try:
+            if config.metrics:
+                from fqdnpolicy.agent.metrics import MetricsServer  # prometheus_client
+
+                self.metrics = MetricsServer(self, *parse_listen(config.metrics))
             if config.hold_dns:
                 self.hold = DnsHold(
                     self.cache,
@@ -88,10 +96,6 @@ class Agent:
                 self.registry = EndpointRegistry(
                     config.cni_socket, self.engine, self.watched, self.sync
                 )
-            if config.metrics:
-                from fqdnpolicy.agent.metrics import MetricsServer  # prometheus_client
-
-                self.metrics = MetricsServer(self, *parse_listen(config.metrics))
         except BaseException:
             self.close()
             raise

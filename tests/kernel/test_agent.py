@@ -123,3 +123,24 @@ def test_the_agent_enforces_follows_edits_serves_metrics_and_stops_cleanly(
                 agent.wait()
     assert code == 0, agent.stderr.read().decode() if agent.stderr else ""
     assert cache.exists()
+
+
+def test_a_bad_snoop_interface_exits_1_before_any_rule_is_applied(
+    netns: str, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    done = subprocess.run(
+        [
+            "ip", "netns", "exec", netns, sys.executable, "-m", "fqdnpolicy.cli", "agent",
+            "--policies", str(policy), "--snoop", "no-such0",
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "no-such0" in done.stdout + done.stderr
+    tables = subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "list", "tables"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    assert tables.strip() == ""
