@@ -21,14 +21,13 @@ from fqdnpolicy.backends import BackendError
 from fqdnpolicy_ebpf import libbpf
 from fqdnpolicy_ebpf.build import PROGRAMS, SOURCE, compile_program, object_key
 from fqdnpolicy_ebpf.layout import (
+    DEADLINE_KEY,
     HOST_LEN,
     LPM_KEY,
     TABLE_KEY,
     U32,
     U64,
     Memberships,
-    deadline_key,
-    lpm_key,
     named_key,
     pack_rule,
     pack_table,
@@ -118,8 +117,7 @@ class NodeState:
     tables: dict[tuple[str, int], tuple[int, int]] = attrs.field(factory=dict)  # -> start, count
 
 
-def _deadline_ns(expiry: float, now: float, mono_ns: int) -> int:
-    return mono_ns + max(0, int((expiry - now) * 1e9))
+_PAD12 = bytes(12)
 
 
 def write_members(node: NodeState, prefixes: Iterable[Prefix], *, now: float, mono_ns: int) -> None:
@@ -132,23 +130,29 @@ def write_members(node: NodeState, prefixes: Iterable[Prefix], *, now: float, mo
     dvalues: list[bytes] = []
     gone: list[bytes] = []
     gone_deadlines: list[bytes] = []
+    own_of = node.members.own.get
+    value_of = node.members.value
+    pack_key, pack_deadline_key, pack_u64 = LPM_KEY.pack, DEADLINE_KEY.pack, U64.pack
+    known_deadlines = node.deadline_keys
     for prefix in prefixes:
-        key = lpm_key(prefix)
-        own = node.members.own.get(prefix)
+        family, length, addr = prefix
+        # Packed once per prefix: the entry's key and its deadlines' keys share the address.
+        a16 = addr.to_bytes(16, "big") if family == 6 else addr.to_bytes(4, "big") + _PAD12
+        key = pack_key(8 + length, family, a16)
+        own = own_of(prefix)
         if own is None:
             gone.append(key)
             continue
-        value, timed = node.members.value(prefix, words)
+        value, timed = value_of(prefix, words)
         keys.append(key)
         values.append(value)
-        family, length, addr = prefix
         if length == HOST_LEN[family]:
             for index, expiry in own.items():
-                dk = deadline_key(index, family, addr)
+                dk = pack_deadline_key(index, family, a16)
                 if timed >> index & 1 and expiry is not None:
                     dkeys.append(dk)
-                    dvalues.append(U64.pack(_deadline_ns(expiry, now, mono_ns)))
-                elif dk in node.deadline_keys:
+                    dvalues.append(pack_u64(mono_ns + max(0, int((expiry - now) * 1e9))))
+                elif dk in known_deadlines:
                     gone_deadlines.append(dk)
     # Deadlines go in before the entries that need them, and out after them.
     libbpf.map_update_batch(
