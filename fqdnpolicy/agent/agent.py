@@ -9,6 +9,7 @@ entries when due and saves the cache file now and then, until :meth:`Agent.stop`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.dns.hold import DnsHold
 from fqdnpolicy.dns.snoop import Snooper
 from fqdnpolicy.engine import PolicyEngine
+from fqdnpolicy.errors import InvalidPolicy
 from fqdnpolicy.sync import DatapathSync
 
 __all__ = ["Agent"]
@@ -61,11 +63,13 @@ class Agent:
         self.hold: DnsHold | None = None
         self.metrics: Any = None  # a MetricsServer with --metrics
         self.registry: EndpointRegistry | None = None
-        interfaces = list(config.snoop)
+        if config.snoop or config.snoop_endpoints:  # endpoints registered later join it
+            self.snooper = Snooper(self.cache, config.snoop, netns=config.netns)
         if config.snoop_endpoints:
-            interfaces += [e.interface for e in self.watched.cluster.endpoints]
-        if interfaces:
-            self.snooper = Snooper(self.cache, list(dict.fromkeys(interfaces)), netns=config.netns)
+            # The files' pods whose interfaces are on this node; the others are not ours.
+            for endpoint in self.watched.cluster.endpoints:
+                with contextlib.suppress(InvalidPolicy):
+                    self._snoop_endpoint(endpoint.interface, True)
         try:
             self.engine = PolicyEngine(self.watched.resources, self.watched.cluster, self.cache)
             self.sync = DatapathSync(
@@ -94,11 +98,22 @@ class Agent:
                 )
             if config.cni_socket:
                 self.registry = EndpointRegistry(
-                    config.cni_socket, self.engine, self.watched, self.sync
+                    config.cni_socket,
+                    self.engine,
+                    self.watched,
+                    self.sync,
+                    self._snoop_endpoint if config.snoop_endpoints else None,
                 )
         except BaseException:
             self.close()
             raise
+
+    def _snoop_endpoint(self, interface: str, added: bool) -> None:
+        if self.snooper is not None:
+            if added:
+                self.snooper.add_interface(interface)
+            else:
+                self.snooper.remove_interface(interface)
 
     def run(self) -> None:
         """Work until :meth:`stop`; then close everything (rules stay enforced)."""

@@ -19,6 +19,7 @@ import logging
 import os
 import socketserver
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fqdnpolicy.cluster import Endpoint
@@ -45,6 +46,8 @@ class EndpointRegistry:
         watched: Cluster source for labels; registered endpoints override its own.
         sync: When given, an ADD is answered once the endpoint's rules are applied, so the
             pod starts under its policy.
+        on_interface: Called with a host-side interface and True when an endpoint is added,
+            False when removed (the agent's ``--snoop-endpoints``).
     """
 
     def __init__(
@@ -53,8 +56,10 @@ class EndpointRegistry:
         engine: PolicyEngine,
         watched: WatchedState,
         sync: DatapathSync | None = None,
+        on_interface: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.path, self.engine, self.watched, self.sync = path, engine, watched, sync
+        self.on_interface = on_interface
         self._lock = threading.Lock()
         self._containers: dict[str, str] = {}  # container id -> endpoint key
         registry = self
@@ -108,18 +113,29 @@ class EndpointRegistry:
                 self._containers[container] = key
                 self.engine.upsert_endpoint(endpoint)
                 log.info("endpoint %s registered on %s", key, endpoint.interface)
+                self._interface(endpoint.interface, True)
                 if self.sync is not None and not self.sync.sync(_APPLY_WAIT):
                     raise ValueError(f"the rules of {key} are not applied yet")
             elif op == "del":
                 self._containers.pop(container, None)
-                if self.watched.registered.pop(key, None) is not None:
+                removed = self.watched.registered.pop(key, None)
+                if removed is not None:
                     self.engine.remove_endpoint(key)
                     log.info("endpoint %s removed", key)
+                    self._interface(removed.interface, False)
             elif op == "check":
                 if self._containers.get(container) != key:
                     raise ValueError(f"endpoint {key} is not registered for this container")
             else:
                 raise ValueError(f"unknown op {op!r}; one of add, del, check")
+
+    def _interface(self, interface: str, added: bool) -> None:
+        if self.on_interface is None:
+            return
+        try:
+            self.on_interface(interface, added)
+        except (InvalidPolicy, OSError) as exc:  # the pod is enforced; only snooping failed
+            log.error("snooping on %s not %s: %s", interface, "started" if added else "ended", exc)
 
     def close(self) -> None:
         """Stop serving and remove the socket."""

@@ -188,12 +188,13 @@ class Snooper:
 
     Args:
         cache: The cache to feed (its trusted servers decide what is learned).
-        interfaces: Interface names to read on.
+        interfaces: Interface names to read on (more can come and go later:
+            :meth:`add_interface`, :meth:`remove_interface`).
         netns: Read in this named network namespace (default: the current one).
         batch: Most responses per ``observe_many`` call.
 
     Raises:
-        InvalidPolicy: no interfaces, or an interface that does not exist.
+        InvalidPolicy: an interface that does not exist.
         PermissionError: not allowed to open packet sockets (root or CAP_NET_RAW needed).
     """
 
@@ -205,14 +206,16 @@ class Snooper:
         netns: str | None = None,
         batch: int = 256,
     ) -> None:
-        if not interfaces:
-            raise InvalidPolicy(Problem("no interface to snoop on", path="interfaces"))
         self._fprog, self._code = _filter_program()
-        self._sockets = in_netns(netns, lambda: self._open_all(interfaces))
+        self.netns = netns
+        opened = in_netns(netns, lambda: self._open_all(interfaces))
+        self._sockets: dict[str, socket.socket] = dict(zip(interfaces, opened, strict=True))
+        self._changing = threading.Lock()
         self.cache = cache
         self.batch = batch
         self._stop_r, self._stop_w = socket.socketpair()
         self._packets = self._responses = self._unparsed = self._batches = 0
+        self._retired: list[socket.socket] = []
         self._thread = threading.Thread(target=self._run, name="fqdnpolicy-snoop", daemon=True)
         self._thread.start()
 
@@ -255,6 +258,33 @@ class Snooper:
             raise
         return sock
 
+    def add_interface(self, interface: str) -> None:
+        """Start reading on one more interface (nothing if already read).
+
+        Raises:
+            InvalidPolicy: no such interface.
+        """
+        with self._changing:
+            if interface in self._sockets:
+                return
+            (sock,) = in_netns(self.netns, lambda: self._open_all([interface]))
+            self._sockets = {**self._sockets, interface: sock}
+        self._stop_w.send(b"r")  # the reading thread polls the new set of sockets
+
+    def remove_interface(self, interface: str) -> None:
+        """Stop reading on an interface (nothing if not read)."""
+        with self._changing:
+            sockets = dict(self._sockets)
+            sock = sockets.pop(interface, None)
+            self._sockets = sockets
+        if sock is not None:
+            self._retired.append(sock)  # closed by the reading thread, which may be in it
+            self._stop_w.send(b"r")
+
+    def interfaces(self) -> list[str]:
+        """The interfaces read now."""
+        return list(self._sockets)
+
     def stats(self) -> SnoopStats:
         """Return the counters so far."""
         return SnoopStats(self._packets, self._responses, self._unparsed, self._batches)
@@ -263,7 +293,7 @@ class Snooper:
         """Stop reading and close the sockets."""
         self._stop_w.send(b"x")
         self._thread.join()
-        for sock in self._sockets:
+        for sock in [*self._sockets.values(), *self._retired]:
             sock.close()
         self._stop_r.close()
         self._stop_w.close()
@@ -275,16 +305,27 @@ class Snooper:
         self.close()
 
     def _run(self) -> None:
-        poller = select.poll()
-        for sock in (*self._sockets, self._stop_r):
-            poller.register(sock, select.POLLIN)
         stop = self._stop_r.fileno()
+        sockets: list[socket.socket] = []
+        poller = select.poll()
+        changed = True
         while True:
+            if changed:  # first round, or interfaces came or went
+                sockets = list(self._sockets.values())
+                poller = select.poll()
+                for fd in (*sockets, self._stop_r):
+                    poller.register(fd, select.POLLIN)
+                changed = False
             ready = [fd for fd, _ in poller.poll()]
             if stop in ready:
-                return
+                if b"x" in self._stop_r.recv(4096):
+                    return
+                while self._retired:  # interfaces removed: their sockets are ours to close
+                    self._retired.pop().close()
+                changed = True
+                continue
             found: list[tuple[bytes, str]] = []
-            for sock in self._sockets:
+            for sock in sockets:
                 self._drain(sock, found)
             if found:
                 self._responses += len(found)

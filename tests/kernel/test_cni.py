@@ -106,8 +106,9 @@ def in_pod(netns: str, names: list[str]) -> list[bool]:
     return [line == "1" for line in out.split()]
 
 
+@pytest.mark.parametrize("mode", ["--hold-dns", "--snoop-endpoints"])
 def test_a_pod_added_through_the_chain_is_governed_and_del_cleans_up(
-    lab: Lab, tmp_path: Path
+    lab: Lab, tmp_path: Path, mode: str
 ) -> None:
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -140,7 +141,7 @@ def test_a_pod_added_through_the_chain_is_governed_and_del_cleans_up(
     agent = subprocess.Popen(
         [
             "ip", "netns", "exec", lab.host, sys.executable, "-m", "fqdnpolicy.cli", "agent",
-            "--policies", str(policy), "--cluster", str(cluster), "--hold-dns",
+            "--policies", str(policy), "--cluster", str(cluster), mode,
             "--trusted-dns", DNS_SERVER, "--cni-socket", str(sock),
         ],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -155,7 +156,13 @@ def test_a_pod_added_through_the_chain_is_governed_and_del_cleans_up(
         assert result["ips"][0]["address"].startswith("198.51.100.")
         host_side = next(i["name"] for i in result["interfaces"] if not i.get("sandbox"))
         assert runtime.check(result) == 0
-        assert in_pod(pod, ["n1.allowed.example.test", "denied.example.test"]) == [True, False]
+        if mode == "--hold-dns":
+            assert in_pod(pod, ["n1.allowed.example.test", "denied.example.test"]) == [True, False]
+        else:
+            # Snooped on the pod's own interface, which the agent read from its registration:
+            # once the answer is learned, the address is allowed.
+            assert in_pod(pod, ["n1.allowed.example.test", "203.0.113.1"])[1]
+            assert in_pod(pod, ["denied.example.test", "203.0.113.250"]) == [False, False]
         runtime.delete(result)
         links = subprocess.run(
             ["ip", "-n", lab.host, "link", "show"], capture_output=True, text=True, check=True

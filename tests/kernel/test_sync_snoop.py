@@ -112,3 +112,17 @@ def test_the_kernel_filter_passes_only_port_53(lab: Lab) -> None:
 def test_a_missing_interface_is_refused_by_name(lab: Lab) -> None:
     with pytest.raises(InvalidPolicy, match="no-such0"):
         Snooper(DNSCache(), ["no-such0"], netns=lab.host)
+
+
+def test_interfaces_can_come_and_go_while_snooping(lab: Lab) -> None:
+    cache = DNSCache(trusted_servers=[DNS_SERVER])
+    with Snooper(cache, [], netns=lab.host) as snooper:
+        snooper.add_interface("fqsweb0")
+        lab.resolve(WEB, ["allowed.example.test"])
+        assert until(lambda: cache.ips("allowed.example.test") == {"203.0.113.10"})
+        snooper.remove_interface("fqsweb0")
+        assert snooper.interfaces() == []
+        seen = snooper.stats().packets
+        lab.resolve(WEB, ["allowed.example.test"])
+        time.sleep(0.2)
+        assert snooper.stats().packets == seen
