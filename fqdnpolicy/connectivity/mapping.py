@@ -117,34 +117,74 @@ class MapRow:
         )
 
 
-Block = tuple[Sequence[str], Sequence[str], Connections]
+Block = tuple[int, int, Connections]
+_BITS = tuple(tuple(b for b in range(8) if byte >> b & 1) for byte in range(256))
 
 
-def minimise(blocks: Iterable[Block]) -> list[MapRow]:
-    """Group pairs with equal connections (blocks must not share a pair)."""
-    by_sources: dict[tuple[Connections, frozenset[str]], set[str]] = {}
+class PeerIndex:
+    """Peer ids numbered, and sets of them as int bit masks (small, cheap to join)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.number: dict[str, int] = {}
+
+    def add(self, peer: str) -> int:
+        """The number of ``peer`` (a new one for a new id)."""
+        found = self.number.get(peer)
+        if found is None:
+            found = self.number[peer] = len(self.ids)
+            self.ids.append(peer)
+        return found
+
+    def mask(self, numbers: Iterable[int]) -> int:
+        """The mask of peer numbers."""
+        buf = bytearray((len(self.ids) + 8) // 8)
+        for n in numbers:
+            buf[n >> 3] |= 1 << (n & 7)
+        return int.from_bytes(buf, "little")
+
+    def expand(self, mask: int) -> tuple[str, ...]:
+        """The ids of a mask, in number order."""
+        ids = self.ids
+        out: list[str] = []
+        for i, byte in enumerate(mask.to_bytes((mask.bit_length() + 7) // 8, "little")):
+            if byte:
+                base = i << 3
+                out.extend(ids[base + b] for b in _BITS[byte])
+        return tuple(out)
+
+
+def minimise(blocks: Iterable[Block], index: PeerIndex) -> list[MapRow]:
+    """Group pairs with equal connections (blocks must not share a pair).
+
+    Rows with the same connections and sources are merged, then rows with the same
+    connections and destinations.
+    """
+    by_sources: dict[tuple[Connections, int], int] = {}
     for sources, destinations, conns in blocks:
         if not sources or not destinations or not conns:
             continue
-        key = (conns, frozenset(sources))
-        found = by_sources.get(key)
-        if found is None:
-            by_sources[key] = set(destinations)
-        else:
-            found.update(destinations)
-    by_destinations: dict[tuple[Connections, frozenset[str]], set[str]] = {}
+        key = (conns, sources)
+        by_sources[key] = by_sources.get(key, 0) | destinations
+    by_destinations: dict[tuple[Connections, int], int] = {}
     for (conns, sources), destinations in by_sources.items():
-        key = (conns, frozenset(destinations))
-        found = by_destinations.get(key)
+        key = (conns, destinations)
+        by_destinations[key] = by_destinations.get(key, 0) | sources
+    expanded: dict[int, tuple[str, ...]] = {}
+
+    def ids(mask: int) -> tuple[str, ...]:
+        found = expanded.get(mask)
         if found is None:
-            by_destinations[key] = set(sources)
-        else:
-            found.update(sources)
+            found = expanded[mask] = index.expand(mask)
+        return found
+
     rows = [
-        MapRow(tuple(sorted(sources)), tuple(sorted(destinations)), conns)
+        MapRow(ids(sources), ids(destinations), conns)
         for (conns, destinations), sources in by_destinations.items()
     ]
-    rows.sort(key=lambda r: (r.sources, r.destinations, r.connections.describe()))
+    rows.sort(
+        key=lambda r: (r.sources[:1], r.destinations[:1], len(r.sources), r.connections.describe())
+    )
     return rows
 
 
@@ -160,7 +200,7 @@ class _Dest:
     def __init__(self, ingress: Program, idents: tuple[Identity | None, Identity | None]) -> None:
         self.ingress = ingress
         self.idents = idents
-        self.ids: list[str] = []
+        self.ids: list[int] = []
 
 
 class _Source:
@@ -171,7 +211,7 @@ class _Source:
     def __init__(self, egress: Program, idents: tuple[Identity | None, Identity | None]) -> None:
         self.egress = egress
         self.idents = idents
-        self.keys: list[str] = []
+        self.keys: list[int] = []
 
 
 def _slot(family: int) -> int:
@@ -201,7 +241,8 @@ class ConnectivityMap:
         self._owner: dict[str, str] = {
             ip: unit.key for unit in state.endpoints.values() for ip in unit.record.endpoint.ips
         }
-        self.rows: list[MapRow] = minimise(self._blocks())
+        self.index = PeerIndex()
+        self.rows: list[MapRow] = minimise(self._blocks(), self.index)
 
     # -- one pair ------------------------------------------------------------------------
 
@@ -268,7 +309,7 @@ class ConnectivityMap:
 
     # -- the map ---------------------------------------------------------------------------
 
-    def _endpoint_peer(self, unit: EndpointUnit, suffix: str = "") -> str:
+    def _endpoint_peer(self, unit: EndpointUnit, suffix: str = "") -> int:
         ident = unit.key + suffix
         if ident not in self.peers:
             endpoint = unit.record.endpoint
@@ -279,9 +320,9 @@ class ConnectivityMap:
                 namespace=endpoint.namespace,
                 labels=tuple(sorted(endpoint.labels.items())),
             )
-        return ident
+        return self.index.add(ident)
 
-    def _piece_peer(self, piece: Piece) -> str:
+    def _piece_peer(self, piece: Piece) -> int:
         if piece.id not in self.peers:
             self.peers[piece.id] = PeerInfo(
                 piece.id,
@@ -292,9 +333,9 @@ class ConnectivityMap:
                 cidrs=piece.cidrs,
                 hosts=piece.hosts,
             )
-        return piece.id
+        return self.index.add(piece.id)
 
-    def _rest_peer(self, family: int, excluded: frozenset[int]) -> str:
+    def _rest_peer(self, family: int, excluded: frozenset[int]) -> int:
         info = self.state.info
         ids = sorted(info[n].set_id for n in excluded)
         name = FAMILY_NAMES[family]
@@ -307,27 +348,32 @@ class ConnectivityMap:
         if peer not in self.peers:
             texts = tuple(sorted(f"{info[n].kind} {info[n].definition}" for n in excluded))
             self.peers[peer] = PeerInfo(peer, "rest", label, family=family, sets=texts)
-        return peer
+        return self.index.add(peer)
 
     def _blocks(self) -> list[Block]:
         blocks: list[Block] = []
         keep = self._keep
-        units = [u for u in self.state.endpoints.values()]
-        kept = {u.key for u in units if keep is None or keep(u)}
+        units = list(self.state.endpoints.values())
+        for unit in units:
+            self._endpoint_peer(unit)  # endpoints numbered first, in key order
         self._endpoint_blocks(units, blocks)
         self._outside_blocks(units, blocks)
         if keep is None:
             return blocks
         # Only pairs with a kept endpoint on some side.
+        kept_keys = {u.key for u in units if keep(u)}
+        kept = self.index.mask(
+            n for peer, n in self.index.number.items() if peer.split("@")[0] in kept_keys
+        )
         filtered: list[Block] = []
         for sources, destinations, conns in blocks:
-            inside = [s for s in sources if s.split("@")[0] in kept]
+            inside = sources & kept
             if inside:
                 filtered.append((inside, destinations, conns))
-            outside = [s for s in sources if s.split("@")[0] not in kept]
-            targets = [d for d in destinations if d.split("@")[0] in kept]
-            if outside and targets:
-                filtered.append((outside, targets, conns))
+            others = sources & ~kept
+            targets = destinations & kept
+            if others and targets:
+                filtered.append((others, targets, conns))
         return filtered
 
     def _endpoint_blocks(self, units: list[EndpointUnit], blocks: list[Block]) -> None:
@@ -416,7 +462,7 @@ class ConnectivityMap:
                                 None if j is None else view_key(receiver, j) for j in source.idents
                             )
                             split.setdefault(ikey, []).append(source)
-                    dest_ids = [i for d in receiver_dests for i in d.ids]
+                    dest_mask = self.index.mask(i for d in receiver_dests for i in d.ids)
                     for ikey, split_sources in split.items():
                         spaces: dict[int, Space] = {}
                         for family in (4, 6):
@@ -431,9 +477,8 @@ class ConnectivityMap:
                             )
                         conns = Connections.of(spaces)
                         if conns:
-                            blocks.append(
-                                ([k for s in split_sources for k in s.keys], dest_ids, conns)
-                            )
+                            source_mask = self.index.mask(k for s in split_sources for k in s.keys)
+                            blocks.append((source_mask, dest_mask, conns))
 
     def _outside_blocks(self, units: list[EndpointUnit], blocks: list[Block]) -> None:
         ev = self.evaluator
@@ -447,22 +492,24 @@ class ConnectivityMap:
                 by_set.setdefault(num, []).append(ident)
                 outside_sets.add(num)
         # Egress: endpoints to the outside.
-        senders: dict[Program, dict[int, list[str]]] = {}
-        receivers: dict[Program, dict[int, list[str]]] = {}
+        senders: dict[Program, dict[int, list[int]]] = {}
+        receivers: dict[Program, dict[int, list[int]]] = {}
+        number = self.index.number
         for unit in units:
             for family in unit.source:
-                senders.setdefault(unit.egress, {}).setdefault(family, []).append(unit.key)
+                senders.setdefault(unit.egress, {}).setdefault(family, []).append(number[unit.key])
             for family, addresses in unit.addresses.items():
                 ids = receivers.setdefault(unit.ingress, {}).setdefault(family, [])
-                ids.append(unit.key)
+                ids.append(number[unit.key])
                 for address, ident in addresses[1:]:
                     if ident is not addresses[0][1]:
-                        ids.append(f"{unit.key}@{address}")
+                        ids.append(number[f"{unit.key}@{address}"])
         for direction, programs in (("egress", senders), ("ingress", receivers)):
             for program, by_family in programs.items():
                 relevant = {i for n in program.refs for i in by_set.get(n, ())}
-                for family, ends in by_family.items():
-                    groups: dict[ViewKey, list[str]] = {}
+                for family, end_list in by_family.items():
+                    ends = self.index.mask(end_list)
+                    groups: dict[ViewKey, list[int]] = {}
                     listed = 0
                     for ident in relevant:
                         if ident.family == family:
@@ -474,10 +521,11 @@ class ConnectivityMap:
                     if listed < count[family]:
                         rest = self._rest_peer(family, program.refs & outside_sets)
                         groups.setdefault((family, NO_SETS, None), []).append(rest)
-                    for view, peers in groups.items():
+                    for view, peer_list in groups.items():
                         conns = Connections.of({family: ev.allowed(program, view)})
                         if not conns:
                             continue
+                        peers = self.index.mask(peer_list)
                         if direction == "egress":
                             blocks.append((ends, peers, conns))
                         else:

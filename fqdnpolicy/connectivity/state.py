@@ -19,6 +19,7 @@ import bisect
 import ipaddress
 import socket
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -167,53 +168,88 @@ class State:
         return list(self.pieces())
 
     def _cut(self) -> dict[Identity, Piece]:
-        hosts_of: dict[Identity, list[str]] = {}
-        host_ints: dict[int, list[int]] = {4: [], 6: []}
-        for address, ident in self.hosts.items():
-            family = 6 if ":" in address else 4
-            host_ints[family].append(_to_int(address))
-            if ident.ports is None:
-                hosts_of.setdefault(ident, []).append(address)
-        for values in host_ints.values():
-            values.sort()
-        ranges: dict[Identity, list[tuple[int, int]]] = {}
-        for family in (4, 6):
-            for first, last, ident in self._intervals(family):
-                values = host_ints[family]
-                inside = bisect.bisect_right(values, last) - bisect.bisect_left(values, first)
-                if inside > last - first:
-                    continue  # every address of it is a host: none left to the prefixes
-                ranges.setdefault(ident, []).append((first, last))
         pieces: dict[Identity, Piece] = {}
-        for ident in sorted(set(hosts_of) | set(ranges), key=lambda i: (i.family, sorted(i.sets))):
-            family = ident.family
-            cidrs: list[str] = []
-            for first, last in _merged(ranges.get(ident, ())):
-                cidrs.extend(network_text(first, last, family))
+        for (ident,), (cidrs, hosts) in cut([self]).items():
             pieces[ident] = Piece(
-                piece_id(family, ident, self.info),
-                family,
+                piece_id(ident.family, ident, self.info),
+                ident.family,
                 tuple(sorted(_set_text(self.info[n]) for n in ident)),
-                tuple(cidrs),
-                tuple(sorted(hosts_of.get(ident, ()), key=_to_int)),
+                cidrs,
+                hosts,
             )
         return pieces
 
-    def _intervals(self, family: int) -> Iterable[tuple[int, int, Identity]]:
-        """Address intervals between prefix bounds, each with its prefix-only identity."""
-        top = 1 << (32 if family == 4 else 128)
-        points = {0}
-        for net in self.prefixes.prefixes:
+    def identity(self, address: str) -> Identity:
+        """The identity of canonical ``address`` in this state."""
+        found = self.hosts.get(address)
+        return found if found is not None else self.prefixes.identity(address)
+
+
+def _intervals(states: list[State], family: int) -> Iterable[tuple[int, int, tuple[Identity, ...]]]:
+    """Address intervals between the prefix bounds of every state, with each state's
+    prefix-only identity of the interval."""
+    top = 1 << (32 if family == 4 else 128)
+    points = {0}
+    for state in states:
+        for net in state.prefixes.prefixes:
             if net.version == family:
                 points.add(int(net.network_address))
                 end = int(net.broadcast_address) + 1
                 if end < top:
                     points.add(end)
-        starts = sorted(points)
-        cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
-        for i, start in enumerate(starts):
-            last = (starts[i + 1] if i + 1 < len(starts) else top) - 1
-            yield start, last, self.prefixes.identity(str(cls(start)))
+    starts = sorted(points)
+    cls: Any = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    for i, start in enumerate(starts):
+        last = (starts[i + 1] if i + 1 < len(starts) else top) - 1
+        text = str(cls(start))
+        yield start, last, tuple(state.prefixes.identity(text) for state in states)
+
+
+def cut(
+    states: list[State],
+) -> dict[tuple[Identity, ...], tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The outside cut by the identities its addresses have in each state.
+
+    Returns:
+        For each tuple of identities (one per state) some outside address has: the CIDRs of
+        the prefix ranges with it (less the ranges made only of hosts) and its host addresses.
+        An address is outside when no endpoint owns it in any state.
+    """
+    endpoint_ips = {
+        ip for s in states for u in s.endpoints.values() for ip in u.record.endpoint.ips
+    }
+    addresses: set[str] = set()
+    for state in states:
+        addresses.update(state.hosts)
+    hosts_of: dict[tuple[Identity, ...], list[str]] = {}
+    host_ints: dict[int, list[int]] = {4: [], 6: []}
+    for address in addresses:
+        family = 6 if ":" in address else 4
+        host_ints[family].append(_to_int(address))
+        if address not in endpoint_ips:
+            key = tuple(state.identity(address) for state in states)
+            hosts_of.setdefault(key, []).append(address)
+    for values in host_ints.values():
+        values.sort()
+    ranges: dict[tuple[Identity, ...], list[tuple[int, int]]] = {}
+    for family in (4, 6):
+        values = host_ints[family]
+        for first, last, key in _intervals(states, family):
+            inside = bisect.bisect_right(values, last) - bisect.bisect_left(values, first)
+            if inside > last - first:
+                continue  # every address of it is a host: none left to the prefixes
+            ranges.setdefault(key, []).append((first, last))
+    out: dict[tuple[Identity, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for key in sorted(
+        set(hosts_of) | set(ranges),
+        key=lambda k: (k[0].family, [sorted(i.sets) for i in k]),
+    ):
+        family = key[0].family
+        cidrs: list[str] = []
+        for first, last in _merged(ranges.get(key, ())):
+            cidrs.extend(network_text(first, last, family))
+        out[key] = (tuple(cidrs), tuple(sorted(hosts_of.get(key, ()), key=_to_int)))
+    return out
 
 
 def _merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

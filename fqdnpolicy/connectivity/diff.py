@@ -1,0 +1,552 @@
+"""What a policy change opens and closes: the difference of two connectivity maps.
+
+Both maps are read over the same cluster and DNS source. For every pair (source endpoint,
+destination endpoint or outside piece) the two states' decisions (the partition of the
+family's connections by deciding verdict, egress and ingress combined as
+:meth:`PolicyEngine.verdict <fqdnpolicy.engine.PolicyEngine.verdict>` reports them) are
+compared; each connection allowed in one state and not in the other is a :class:`DiffRow`
+naming the rule that decides it in the new state (what :meth:`PolicyEngine.explain
+<fqdnpolicy.engine.PolicyEngine.explain>` names for such a flow) and the one that decided it
+before.
+
+Only what can have changed is judged: a pair whose source kept its egress program and
+identities and whose destination kept its identity and ingress program (programs and
+identities are never changed, only replaced) is the same in both. :func:`diff_to` changes an
+engine in place, so that everything a change does not touch stays the same object and is
+skipped; :func:`diff_engines` compares two engines, where nothing is shared and every pair is
+judged.
+
+The outside is cut by the identities addresses have in *both* states: a CIDR the new policy
+names splits the old state's pieces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import attrs
+
+from fqdnpolicy.connectivity.mapping import PeerInfo
+from fqdnpolicy.connectivity.spaces import (
+    FAMILY_NAMES,
+    NONE,
+    Connections,
+    Space,
+    intersect,
+    union,
+)
+from fqdnpolicy.connectivity.state import EndpointUnit, State, cut, piece_id, read_state
+from fqdnpolicy.connectivity.symbolic import Decisions, Evaluator, combine, view_key
+from fqdnpolicy.engine.identities import EMPTY as NO_SETS
+from fqdnpolicy.engine.identities import Identity
+from fqdnpolicy.engine.programs import Program
+from fqdnpolicy.engine.results import Verdict
+
+__all__ = ["DiffRow", "MapDiff", "diff", "diff_engines", "diff_states", "diff_to"]
+
+Change = Literal["added", "removed"]
+
+
+def verdict_text(verdict: Verdict) -> str:
+    """The verdict as ``check`` prints its deciding rule."""
+    return str(attrs.evolve(verdict, logged=()))
+
+
+@attrs.frozen
+class DiffRow:
+    """Connections one state allows and the other does not, for every pair of the row.
+
+    Attributes:
+        change: ``added`` (the new state allows them, the old did not) or ``removed``.
+        sources: Peer ids (see :class:`~fqdnpolicy.connectivity.PeerInfo`), sorted.
+        destinations: Peer ids, sorted.
+        connections: The connections that changed, the same for each pair.
+        rule: What decides them in the new state: the verdict ``explain()`` ends with.
+        was: What decided them in the old state.
+    """
+
+    change: Change
+    sources: tuple[str, ...]
+    destinations: tuple[str, ...]
+    connections: Connections
+    rule: dict[str, Any]
+    was: dict[str, Any]
+
+    @property
+    def rule_text(self) -> str:
+        """:attr:`rule` in words."""
+        return verdict_text(Verdict(**{**self.rule, "logged": ()}))
+
+    @property
+    def was_text(self) -> str:
+        """:attr:`was` in words."""
+        return verdict_text(Verdict(**{**self.was, "logged": ()}))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "change": self.change,
+            "sources": list(self.sources),
+            "destinations": list(self.destinations),
+            "connections": self.connections.as_dict(),
+            "rule": dict(self.rule),
+            "was": dict(self.was),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiffRow:
+        """Read :meth:`as_dict` back."""
+        return cls(
+            data["change"],
+            tuple(data["sources"]),
+            tuple(data["destinations"]),
+            Connections.from_dict(data["connections"]),
+            dict(data["rule"]),
+            dict(data["was"]),
+        )
+
+
+def _verdict_dict(verdict: Verdict) -> dict[str, Any]:
+    out = verdict.as_dict()
+    del out["logged"]
+    return out
+
+
+@attrs.frozen
+class MapDiff:
+    """The difference of two maps: rows and the peers they name.
+
+    Attributes:
+        rows: Every change, grouped and minimised.
+        peers: What each peer id of the rows stands for.
+        families: The families the endpoints have.
+    """
+
+    rows: tuple[DiffRow, ...]
+    peers: dict[str, PeerInfo]
+    families: tuple[int, ...] = (4, 6)
+
+    @property
+    def equal(self) -> bool:
+        """Whether both states allow exactly the same connections."""
+        return not self.rows
+
+    @property
+    def contains(self) -> bool:
+        """Whether the new state allows at least every connection the old one did."""
+        return not any(row.change == "removed" for row in self.rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (:meth:`from_dict` reads it back)."""
+        used = {p for row in self.rows for p in (*row.sources, *row.destinations)}
+        return {
+            "equal": self.equal,
+            "contains": self.contains,
+            "families": list(self.families),
+            "rows": [row.as_dict() for row in self.rows],
+            "peers": {p: self.peers[p].as_dict() for p in sorted(used)},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MapDiff:
+        """Read :meth:`as_dict` back."""
+        return cls(
+            tuple(DiffRow.from_dict(r) for r in data["rows"]),
+            {k: PeerInfo.from_dict(v) for k, v in data["peers"].items()},
+            tuple(data.get("families", (4, 6))),
+        )
+
+
+# -- the comparison ------------------------------------------------------------------------
+
+Pair = tuple[Identity | None, Identity | None]  # (old, new)
+
+
+class _Source:
+    __slots__ = ("ids", "new", "old")
+
+    def __init__(self, old: EndpointUnit, new: EndpointUnit) -> None:
+        self.old = old
+        self.new = new
+        self.ids: list[str] = []
+
+
+class _Target:
+    """A destination alike for every source in both states."""
+
+    __slots__ = ("family", "ids", "new", "new_ingress", "old", "old_ingress", "outside")
+
+    def __init__(
+        self,
+        family: int,
+        old: Identity,
+        new: Identity,
+        old_ingress: Program | None,
+        new_ingress: Program | None,
+    ) -> None:
+        self.family = family
+        self.old = old
+        self.new = new
+        self.old_ingress = old_ingress
+        self.new_ingress = new_ingress
+        self.outside = old_ingress is None
+        self.ids: list[str] = []
+
+    @property
+    def same(self) -> bool:
+        return self.old is self.new and self.old_ingress is self.new_ingress
+
+
+def _changes(
+    family: int, old: Decisions, new: Decisions
+) -> dict[tuple[Change, tuple[Any, ...], tuple[Any, ...]], Space]:
+    """Regions allowed in one state and not the other, by (change, new verdict, old)."""
+    out: dict[tuple[Change, tuple[Any, ...], tuple[Any, ...]], Space] = {}
+    if old == new:
+        return out
+    for old_verdict, old_space in old:
+        for new_verdict, new_space in new:
+            if old_verdict.allowed == new_verdict.allowed:
+                continue
+            both = intersect(family, old_space, new_space)
+            if both == NONE:
+                continue
+            change: Change = "added" if new_verdict.allowed else "removed"
+            key = (change, _vkey(new_verdict), _vkey(old_verdict))
+            out[key] = union(family, out.get(key, NONE), both)
+    return out
+
+
+def _vkey(v: Verdict) -> tuple[Any, ...]:
+    return (v.action, v.policy, v.tier, v.rule_index, v.direction, v.default)
+
+
+def _from_key(key: tuple[Any, ...]) -> dict[str, Any]:
+    names = ("action", "policy", "tier", "rule_index", "direction", "default")
+    return dict(zip(names, key, strict=True))
+
+
+def _digest(parts: Iterable[str]) -> str:
+    return hashlib.sha224("\0".join(parts).encode()).hexdigest()[:16]
+
+
+class _Differ:
+    def __init__(
+        self, old: State, new: State, old_ev: Evaluator | None, new_ev: Evaluator | None
+    ) -> None:
+        self.old = old
+        self.new = new
+        self.old_ev = old_ev or Evaluator()
+        self.new_ev = new_ev or (self.old_ev if old_ev is not None else Evaluator())
+        if new_ev is None and old_ev is None:
+            self.new_ev = self.old_ev  # one evaluator: programs key it, both states share it
+        self.peers: dict[str, PeerInfo] = {}
+        # (source, destination) -> {(change, new verdict, old verdict): {family: space}}
+        self.blocks: list[tuple[list[str], list[str], Change, Any, Any, Connections]] = []
+
+    def _decisions(
+        self,
+        ev: Evaluator,
+        source: EndpointUnit | None,
+        target: Identity,
+        receiver: Program | None,
+        sender: Identity | None,
+    ) -> Decisions:
+        family = target.family
+        egress: Decisions
+        if source is None:
+            egress = ((Verdict("Allow", direction="egress", default="no-policy"), (True, ())),)
+        else:
+            egress = ev.decisions(source.egress, view_key(source.egress, target))
+        if receiver is None or sender is None:
+            return egress
+        return combine(egress, ev.decisions(receiver, view_key(receiver, sender)), family)
+
+    def run(self) -> None:
+        old, new = self.old, self.new
+        keys = sorted(set(old.endpoints) & set(new.endpoints))
+        sources: dict[tuple[object, ...], _Source] = {}
+        for key in keys:
+            o, n = old.endpoints[key], new.endpoints[key]
+            skey = (
+                o.egress,
+                n.egress,
+                o.source.get(4),
+                n.source.get(4),
+                o.source.get(6),
+                n.source.get(6),
+            )
+            found = sources.get(skey)
+            if found is None:
+                found = sources[skey] = _Source(o, n)
+            found.ids.append(self._endpoint_peer(n))
+        targets: dict[tuple[object, ...], _Target] = {}
+        for key in keys:
+            o, n = old.endpoints[key], new.endpoints[key]
+            for family in (4, 6):
+                o_addresses = o.addresses.get(family, [])
+                n_addresses = n.addresses.get(family, [])
+                for index, ((address, o_ident), (_, n_ident)) in enumerate(
+                    zip(o_addresses, n_addresses, strict=False)
+                ):
+                    if index and o_ident is o_addresses[0][1] and n_ident is n_addresses[0][1]:
+                        continue
+                    tkey = (family, o_ident, n_ident, o.ingress, n.ingress)
+                    target = targets.get(tkey)
+                    if target is None:
+                        target = targets[tkey] = _Target(
+                            family, o_ident, n_ident, o.ingress, n.ingress
+                        )
+                    peer = self._endpoint_peer(n, "" if not index else "@" + address)
+                    if peer not in target.ids:
+                        target.ids.append(peer)
+        for (o_ident, n_ident), (cidrs, hosts) in cut([old, new]).items():
+            tkey = (o_ident.family, o_ident, n_ident, None, None)
+            target = targets.get(tkey)
+            if target is None:
+                target = targets[tkey] = _Target(o_ident.family, o_ident, n_ident, None, None)
+            target.ids.append(self._piece_peer(o_ident, n_ident, cidrs, hosts))
+
+        changed_targets = [t for t in targets.values() if not t.same]
+        all_targets = list(targets.values())
+        for source in sources.values():
+            o, n = source.old, source.new
+            same = o.egress is n.egress and all(o.source.get(f) is n.source.get(f) for f in (4, 6))
+            self._compare(source, changed_targets if same else all_targets)
+
+    def _compare(self, source: _Source, targets: list[_Target]) -> None:
+        o, n = source.old, source.new
+        # Targets alike for this source: same views in both states.
+        groups: dict[tuple[object, ...], list[_Target]] = {}
+        outside_plain: dict[int, list[_Target]] = {}
+        o_refs, n_refs = o.egress.refs, n.egress.refs
+        for target in targets:
+            family = target.family
+            if family not in o.source or family not in n.source:
+                continue
+            if target.outside:
+                if target.old.isdisjoint(o_refs) and target.new.isdisjoint(n_refs):
+                    outside_plain.setdefault(family, []).append(target)
+                    continue
+                key: tuple[object, ...] = (
+                    family,
+                    view_key(o.egress, target.old),
+                    view_key(n.egress, target.new),
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            else:
+                assert target.old_ingress is not None and target.new_ingress is not None
+                key = (
+                    family,
+                    view_key(o.egress, target.old),
+                    view_key(n.egress, target.new),
+                    target.old_ingress,
+                    target.new_ingress,
+                    view_key(target.old_ingress, o.source[family]),
+                    view_key(target.new_ingress, n.source[family]),
+                )
+            groups.setdefault(key, []).append(target)
+        for key, group in groups.items():
+            first = group[0]
+            family = first.family
+            old_d = self._decisions(
+                self.old_ev, o, first.old, first.old_ingress, o.source.get(family)
+            )
+            new_d = self._decisions(
+                self.new_ev, n, first.new, first.new_ingress, n.source.get(family)
+            )
+            peers = [p for t in group for p in t.ids]
+            self._emit(source.ids, peers, family, old_d, new_d)
+        for family, group in outside_plain.items():
+            plain = (family, NO_SETS, None)
+            old_d = self.old_ev.decisions(o.egress, plain)
+            new_d = self.new_ev.decisions(n.egress, plain)
+            if old_d == new_d:
+                continue
+            if len(group) == 1:
+                peers = group[0].ids
+            else:
+                peers = [self._rest_peer(family, o_refs, n_refs)]
+            self._emit(source.ids, peers, family, old_d, new_d)
+
+    def _emit(
+        self, sources: list[str], peers: list[str], family: int, old: Decisions, new: Decisions
+    ) -> None:
+        for (change, rule, was), space in _changes(family, old, new).items():
+            self.blocks.append((sources, peers, change, rule, was, Connections.of({family: space})))
+
+    # -- peers -----------------------------------------------------------------------------
+
+    def _endpoint_peer(self, unit: EndpointUnit, suffix: str = "") -> str:
+        ident = unit.key + suffix
+        if ident not in self.peers:
+            endpoint = unit.record.endpoint
+            self.peers[ident] = PeerInfo(
+                ident,
+                "endpoint",
+                ident,
+                namespace=endpoint.namespace,
+                labels=tuple(sorted(endpoint.labels.items())),
+            )
+        return ident
+
+    def _sets(self, state: State, ident: Identity) -> list[str]:
+        return [f"{state.info[n].kind} {state.info[n].definition}" for n in ident]
+
+    def _piece_peer(
+        self, old: Identity, new: Identity, cidrs: tuple[str, ...], hosts: tuple[str, ...]
+    ) -> str:
+        family = old.family
+        old_id = piece_id(family, old, self.old.info)
+        new_id = piece_id(family, new, self.new.info)
+        peer = new_id if old_id == new_id else f"{old_id}|{new_id}"
+        if peer not in self.peers:
+            sets = sorted(set(self._sets(self.old, old)) | set(self._sets(self.new, new)))
+            name = FAMILY_NAMES[family]
+            if old_id == new_id:
+                label = f"{name} outside: " + (" & ".join(sets) if sets else "everything else")
+            else:
+                was = " & ".join(sorted(self._sets(self.old, old))) or "in no set"
+                now = " & ".join(sorted(self._sets(self.new, new))) or "in no set"
+                label = f"{name} outside: {now} (before: {was})"
+            self.peers[peer] = PeerInfo(
+                peer, "outside", label, family=family, sets=tuple(sets), cidrs=cidrs, hosts=hosts
+            )
+        return peer
+
+    def _rest_peer(self, family: int, old_refs: frozenset[int], new_refs: frozenset[int]) -> str:
+        texts = sorted(
+            {f"{self.old.info[n].kind} {self.old.info[n].definition}" for n in old_refs}
+            | {f"{self.new.info[n].kind} {self.new.info[n].definition}" for n in new_refs}
+        )
+        name = FAMILY_NAMES[family]
+        if not texts:
+            peer, label = f"outside:v{family}:any", f"{name} outside: anywhere"
+        else:
+            peer = f"outside:v{family}:none-of:{_digest(texts)}"
+            label = f"{name} outside: anywhere else (in none of {len(texts)} sets)"
+        if peer not in self.peers:
+            self.peers[peer] = PeerInfo(peer, "rest", label, family=family, sets=tuple(texts))
+        return peer
+
+    def result(self, families: tuple[int, ...]) -> MapDiff:
+        # Minimise per (change, rule, was): rows with the same sources, then destinations.
+        by_sources: dict[tuple[object, ...], set[str]] = {}
+        for sources, peers, change, rule, was, conns in self.blocks:
+            key = (change, rule, was, conns, frozenset(sources))
+            by_sources.setdefault(key, set()).update(peers)
+        by_peers: dict[tuple[object, ...], set[str]] = {}
+        for (change, rule, was, conns, sources), peers in by_sources.items():
+            key = (change, rule, was, conns, frozenset(peers))
+            by_peers.setdefault(key, set()).update(sources)
+        rows = [
+            DiffRow(
+                change,
+                tuple(sorted(sources)),
+                tuple(sorted(peers)),
+                conns,
+                _from_key(rule),
+                _from_key(was),
+            )
+            for (change, rule, was, conns, peers), sources in by_peers.items()
+        ]
+        rows.sort(
+            key=lambda r: (
+                r.change,
+                r.sources,
+                r.destinations,
+                r.connections.describe(),
+                str(r.rule),
+            )
+        )
+        return MapDiff(tuple(rows), self.peers, families)
+
+
+def diff_states(old: State, new: State, evaluator: Evaluator | None = None) -> MapDiff:
+    """The difference between two states (see the module docstring)."""
+    differ = _Differ(old, new, evaluator, evaluator)
+    differ.run()
+    families = tuple(sorted(set(old.families) | set(new.families)))
+    return differ.result(families)
+
+
+def diff_engines(old: Any, new: Any) -> MapDiff:
+    """The difference between two engines' states now (every pair judged)."""
+    return diff_states(read_state(old), read_state(new))
+
+
+def diff_to(engine: Any, resources: Any) -> MapDiff:
+    """Change ``engine`` to hold ``resources`` and return what that opens and closes.
+
+    The engine's policies, tiers and network sets become those of ``resources`` (a
+    :class:`~fqdnpolicy.model.ResourceSet`) through its own upsert/remove methods; only
+    pairs whose programs or identities that moved are judged again.
+
+    Raises:
+        ValueError: ``resources`` lacks a tier the engine holds (a tier cannot be removed
+            from an engine: build one and use :func:`diff_engines`).
+    """
+    before = read_state(engine)
+    apply_resources(engine, resources)
+    after = read_state(engine)
+    return diff_states(before, after)
+
+
+def apply_resources(engine: Any, resources: Any) -> None:
+    """Make ``engine`` hold ``resources``: remove, replace and add what differs."""
+    from fqdnpolicy.engine.compiler import policy_key
+    from fqdnpolicy.engine.graph import netset_key
+
+    graph = engine._graph
+    with engine._lock:
+        held_tiers = dict(graph.resolver.tiers)
+        held_policies = {k: c.policy for k, c in graph.resolver.policies.items()}
+        held_sets = {k: nset for k, (nset, _) in graph._netsets.items()}
+    wanted_tiers = {t.name: t for t in resources.tiers}
+    missing = sorted(set(held_tiers) - set(wanted_tiers))
+    if missing:
+        raise ValueError(f"tiers {', '.join(missing)} cannot be removed from an engine")
+    for name, tier in wanted_tiers.items():
+        if held_tiers.get(name) != tier:
+            engine.upsert_tier(tier)
+    wanted_sets = {netset_key(s): s for s in resources.network_sets}
+    for key, nset in held_sets.items():
+        if key not in wanted_sets:
+            engine.remove_network_set(nset)
+    for key, nset in wanted_sets.items():
+        if held_sets.get(key) != nset:
+            engine.upsert_network_set(nset)
+    wanted = {policy_key(p): p for p in resources.policies}
+    for key, held in held_policies.items():
+        if key not in wanted:
+            engine.remove_policy(held)
+    for key, pol in wanted.items():
+        if held_policies.get(key) != pol:
+            engine.upsert_policy(pol)
+
+
+def diff(old: Any, new: Any, cluster: Any, dns: Any) -> MapDiff:
+    """What going from policies ``old`` to ``new`` opens and closes, over one cluster and DNS.
+
+    ``old`` and ``new`` are :class:`~fqdnpolicy.model.ResourceSet` s. One engine is built
+    (from ``old``) and changed into ``new`` (:func:`diff_to`); when ``new`` drops a tier
+    ``old`` has, two engines are built and compared (:func:`diff_engines`).
+    """
+    from fqdnpolicy.engine import PolicyEngine
+
+    engine = PolicyEngine(old, cluster, dns)
+    try:
+        if {t.name for t in old.tiers} - {t.name for t in new.tiers}:
+            other = PolicyEngine(new, cluster, dns)
+            try:
+                return diff_engines(engine, other)
+            finally:
+                other.close()
+        return diff_to(engine, new)
+    finally:
+        engine.close()
