@@ -9,6 +9,8 @@ Subcommands, one module each family:
 * ``render --backend NAME`` and ``remove --backend NAME`` (:mod:`fqdnpolicy.cli.render`) - the
   datapath rules a backend would install (``--check``, ``--apply --netns NS``), and removing
   them.
+* ``map``, ``diff OLD NEW`` and ``replay FLOWS`` (:mod:`fqdnpolicy.cli.whole`) - the exact
+  connectivity map, what a policy change opens and closes, recorded flows judged in bulk.
 * ``bench``, ``dns ...`` and ``demo`` (:mod:`fqdnpolicy.cli.tools`).
 
 Commands that need state take ``--policies PATH`` and ``--cluster PATH`` (repeatable, files
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fqdnpolicy.cli.render import add_remove, add_render
     from fqdnpolicy.cli.tools import add_bench, add_demo, add_dns
     from fqdnpolicy.cli.validate import add_validate
+    from fqdnpolicy.cli.whole import add_diff, add_map, add_replay
 
     parser = Parser(
         prog="fqdnpolicy",
@@ -70,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain(sub)
     add_render(sub)
     add_remove(sub)
+    add_map(sub)
+    add_diff(sub)
+    add_replay(sub)
     add_bench(sub)
     add_demo(sub)
     add_agent(sub)

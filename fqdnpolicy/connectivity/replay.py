@@ -221,7 +221,9 @@ class _Columns:
     def __init__(self, np: Any, engine: Any, flows: Flows) -> None:
         keys = engine.endpoint_keys()
         number = {k: i for i, k in enumerate(keys)}
-        owners = {ip: ep.key for ep in engine.endpoints() for ip in ep.ips}
+        endpoints = engine.endpoints()
+        owners = {ip: ep.key for ep in endpoints for ip in ep.ips}
+        first_ip = {ep.key: ep.ips[0] for ep in endpoints if ep.ips}
         n = len(flows)
         src_codes: dict[str, int] = {}
         src = np.empty(n, dtype=np.int64)
@@ -239,9 +241,15 @@ class _Columns:
         dst_codes: dict[str, int] = {}
         texts: list[str] = []
         packed = True
-        for text in flows.dst:
-            if text not in dst_codes:
-                dst_codes[text] = len(texts)
+        for number_, given in enumerate(flows.dst):
+            if given not in dst_codes:
+                text = given
+                if "/" in given:  # an endpoint: judged at its first address, as verdict() does
+                    found = first_ip.get(given)
+                    if found is None:
+                        raise _bad(f"flow {number_ + 1}: destination {given!r} is no endpoint")
+                    text = found
+                dst_codes[given] = len(texts)
                 texts.append(text)
                 if packed and CANONICAL_IPV4.fullmatch(text) is None:
                     packed = False
