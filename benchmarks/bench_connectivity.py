@@ -58,7 +58,9 @@ def calico_engine() -> PolicyEngine:
     return PolicyEngine(loads(sample.policies), loads_cluster(sample.cluster), DNSCache())
 
 
-def test_map_of_200_pods_and_100_calico_policies(benchmark: Any, calico_engine: PolicyEngine) -> None:
+def test_map_of_200_pods_and_100_calico_policies(
+    benchmark: Any, calico_engine: PolicyEngine
+) -> None:
     result = benchmark(connectivity, calico_engine)
     benchmark.extra_info["rows"] = len(result.rows)
     assert benchmark.stats.stats.median <= 1.0
@@ -119,7 +121,12 @@ def test_diff_of_two_workload_policy_sets_differing_in_one_policy(
     benchmark: Any, workload: Workload
 ) -> None:
     rng = random.Random(7)
-    patterns = [p for pol in workload.resources.policies for r in pol.spec.egress for p in r.destination.domains]
+    patterns = [
+        p
+        for pol in workload.resources.policies
+        for r in pol.spec.egress
+        for p in r.destination.domains
+    ]
     changed = Policy(
         kind="NetworkPolicy",
         metadata=ObjectMeta(name="p-changed", namespace="ns3"),
@@ -148,7 +155,9 @@ def test_diff_of_two_workload_policy_sets_differing_in_one_policy(
     assert benchmark.stats.stats.median <= 2.0
 
 
-def test_replay_of_a_million_flows(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:
+def test_replay_of_a_million_flows(
+    benchmark: Any, engine: PolicyEngine, workload: Workload
+) -> None:
     rng = random.Random(5)
     keys = engine.endpoint_keys()
     dests = list(workload.destinations[:20000])

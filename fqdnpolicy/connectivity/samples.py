@@ -102,8 +102,19 @@ def _rule(rng: random.Random, direction: str) -> list[str]:
     return lines
 
 
-def calico_cluster(pods: int = 200, policies: int = 100, *, namespaces: int = 8, seed: int = 1) -> CalicoSample:
-    """Generate a cluster (see the module docstring)."""
+def calico_cluster(
+    pods: int = 200,
+    policies: int = 100,
+    *,
+    namespaces: int = 8,
+    seed: int = 1,
+    pod_net: str = "10",
+) -> CalicoSample:
+    """Generate a cluster (see the module docstring).
+
+    ``pod_net``: the first octet(s) of pod addresses (``10`` puts pods inside CIDRs the
+    policies name; ``172.20`` keeps them out).
+    """
     rng = random.Random(seed)
     ns_names = [f"ns{i}" for i in range(namespaces)]
     ns_docs = ["apiVersion: v1", "kind: NamespaceList", "items:"]
@@ -123,7 +134,10 @@ def calico_cluster(pods: int = 200, policies: int = 100, *, namespaces: int = 8,
         tier = TIERS[(i // (namespaces * len(APPS))) % len(TIERS)]
         namespace = ns_names[i % namespaces]
         name = f"{app}-{i:05d}abcd-x{i:04d}"
-        ip = f"10.{(i >> 8) & 255}.{i & 255}.{10 + (i % 200) // 100}"
+        if pod_net.count(".") == 1:
+            ip = f"{pod_net}.{i >> 8 & 255}.{i & 255}"
+        else:
+            ip = f"{pod_net}.{i >> 8 & 255}.{i & 255}.{10 + (i % 200) // 100}"
         pod_docs += [
             "- apiVersion: v1",
             "  kind: Pod",
