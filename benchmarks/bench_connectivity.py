@@ -132,7 +132,7 @@ def test_diff_of_two_workload_policy_sets_differing_in_one_policy(
         metadata=ObjectMeta(name="p-changed", namespace="ns3"),
         spec=PolicySpec(
             order=1.0,
-            selector=parse_selector('app == "worker"'),
+            selector=parse_selector('app == "cache"'),  # the pods of ns3
             types=("Egress",),
             egress=tuple(random_rule(rng, patterns[:1000]) for _ in range(10)),
         ),
