@@ -293,7 +293,7 @@ class _Differ:
                 ):
                     if index and o_ident is o_addresses[0][1] and n_ident is n_addresses[0][1]:
                         continue
-                    tkey = (family, o_ident, n_ident, o.ingress, n.ingress)
+                    tkey: tuple[object, ...] = (family, o_ident, n_ident, o.ingress, n.ingress)
                     target = targets.get(tkey)
                     if target is None:
                         target = targets[tkey] = _Target(
@@ -340,7 +340,8 @@ class _Differ:
                     None,
                 )
             else:
-                assert target.old_ingress is not None and target.new_ingress is not None
+                assert target.old_ingress is not None
+                assert target.new_ingress is not None
                 key = (
                     family,
                     view_key(o.egress, target.old),
@@ -351,7 +352,7 @@ class _Differ:
                     view_key(target.new_ingress, n.source[family]),
                 )
             groups.setdefault(key, []).append(target)
-        for key, group in groups.items():
+        for group in groups.values():
             first = group[0]
             family = first.family
             old_d = self._decisions(
@@ -368,10 +369,7 @@ class _Differ:
             new_d = self.new_ev.decisions(n.egress, plain)
             if old_d == new_d:
                 continue
-            if len(group) == 1:
-                peers = group[0].ids
-            else:
-                peers = [self._rest_peer(family, o_refs, n_refs)]
+            peers = group[0].ids if len(group) == 1 else [self._rest_peer(family, o_refs, n_refs)]
             self._emit(source.ids, peers, family, old_d, new_d)
 
     def _emit(
@@ -436,24 +434,24 @@ class _Differ:
 
     def result(self, families: tuple[int, ...]) -> MapDiff:
         # Minimise per (change, rule, was): rows with the same sources, then destinations.
-        by_sources: dict[tuple[object, ...], set[str]] = {}
+        by_sources: dict[tuple[Any, ...], set[str]] = {}
         for sources, peers, change, rule, was, conns in self.blocks:
-            key = (change, rule, was, conns, frozenset(sources))
+            key: tuple[Any, ...] = (change, rule, was, conns, frozenset(sources))
             by_sources.setdefault(key, set()).update(peers)
-        by_peers: dict[tuple[object, ...], set[str]] = {}
-        for (change, rule, was, conns, sources), peers in by_sources.items():
-            key = (change, rule, was, conns, frozenset(peers))
-            by_peers.setdefault(key, set()).update(sources)
+        by_peers: dict[tuple[Any, ...], set[str]] = {}
+        for first_key, peer_set in by_sources.items():
+            key = (*first_key[:4], frozenset(peer_set))
+            by_peers.setdefault(key, set()).update(first_key[4])
         rows = [
             DiffRow(
-                change,
-                tuple(sorted(sources)),
-                tuple(sorted(peers)),
-                conns,
-                _from_key(rule),
-                _from_key(was),
+                row_key[0],
+                tuple(sorted(source_set)),
+                tuple(sorted(row_key[4])),
+                row_key[3],
+                _from_key(row_key[1]),
+                _from_key(row_key[2]),
             )
-            for (change, rule, was, conns, peers), sources in by_peers.items()
+            for row_key, source_set in by_peers.items()
         ]
         rows.sort(
             key=lambda r: (

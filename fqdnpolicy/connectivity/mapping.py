@@ -20,7 +20,7 @@ connections), as network-config-analyzer does.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -289,6 +289,7 @@ class ConnectivityMap:
                 space = ALL
             if dst_unit is not None:
                 receiver = dst_unit.ingress
+                assert sender is not None
                 space = intersect(family, space, ev.allowed(receiver, view_key(receiver, sender)))
             spaces[family] = space
         return Connections.of(spaces)
@@ -392,7 +393,7 @@ class ConnectivityMap:
                 for address, ident in addresses[1:]:
                     if ident is addresses[0][1]:
                         continue  # judged alike by every program: the endpoint says it
-                    pair = [None, None]
+                    pair: list[Identity | None] = [None, None]
                     pair[_slot(family)] = ident
                     extra = (unit.ingress, pair[0], pair[1])
                     found = dests.get(extra)
@@ -410,14 +411,14 @@ class ConnectivityMap:
         dest_list = list(dests.values())
         by_set: dict[int, list[int]] = {}
         for index, dest in enumerate(dest_list):
-            for ident in dest.idents:
-                if ident is not None:
-                    for num in ident:
+            for held in dest.idents:
+                if held is not None:
+                    for num in held:
                         by_set.setdefault(num, []).append(index)
         by_program: dict[Program, list[_Source]] = {}
         for source in sources.values():
             by_program.setdefault(source.egress, []).append(source)
-        plain = {4: (4, NO_SETS, None), 6: (6, NO_SETS, None)}
+        plain: dict[int, ViewKey] = {4: (4, NO_SETS, None), 6: (6, NO_SETS, None)}
 
         for program, program_sources in by_program.items():
             groups: dict[tuple[ViewKey | None, ViewKey | None], list[_Dest]] = {}
@@ -429,19 +430,19 @@ class ConnectivityMap:
             for index in relevant:
                 dest = dest_list[index]
                 seen.add(index)
-                key = (
+                gkey: tuple[ViewKey | None, ViewKey | None] = (
                     None if dest.idents[0] is None else view_key(program, dest.idents[0]),
                     None if dest.idents[1] is None else view_key(program, dest.idents[1]),
                 )
-                groups.setdefault(key, []).append(dest)
+                groups.setdefault(gkey, []).append(dest)
             for index, dest in enumerate(dest_list):
                 if index in seen:
                     continue
-                key = (
+                gkey = (
                     None if dest.idents[0] is None else plain[4],
                     None if dest.idents[1] is None else plain[6],
                 )
-                groups.setdefault(key, []).append(dest)
+                groups.setdefault(gkey, []).append(dest)
             ingress_groups: dict[Program, dict[tuple[object, ...], list[_Source]]] = {}
             for (view4, view6), group in groups.items():
                 egress_spaces = (
@@ -463,12 +464,12 @@ class ConnectivityMap:
                             )
                             split.setdefault(ikey, []).append(source)
                     dest_mask = self.index.mask(i for d in receiver_dests for i in d.ids)
-                    for ikey, split_sources in split.items():
+                    for ingress_key, split_sources in split.items():
                         spaces: dict[int, Space] = {}
                         for family in (4, 6):
                             slot = _slot(family)
                             egress_space = egress_spaces[slot]
-                            iview = ikey[slot]
+                            iview = ingress_key[slot]
                             if egress_space is None or egress_space == NONE or iview is None:
                                 continue
                             assert isinstance(iview, tuple)

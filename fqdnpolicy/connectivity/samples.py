@@ -1,5 +1,6 @@
-"""Seeded Calico-only clusters as YAML: for the map's figures and the network-config-analyzer
-comparison.
+"""Seeded Calico-only clusters as YAML, for the map's figures and the comparison.
+
+The comparison is with network-config-analyzer.
 
 :func:`calico_cluster` writes ``count`` pods in a few namespaces and ``policies`` Calico
 ``NetworkPolicy`` s of ingress and egress rules mixing selectors, namespace selectors,

@@ -257,10 +257,7 @@ def allows(space: Space, family: int, proto: int, value: int | None) -> bool:
         return bool(ports)
     if value is None:
         return False
-    for i in range(0, len(ports), 2):
-        if ports[i] <= value < ports[i + 1]:
-            return True
-    return False
+    return any(ports[i] <= value < ports[i + 1] for i in range(0, len(ports), 2))
 
 
 def _space_text(family: int, space: Space) -> str:

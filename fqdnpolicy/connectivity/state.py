@@ -186,8 +186,10 @@ class State:
 
 
 def _intervals(states: list[State], family: int) -> Iterable[tuple[int, int, tuple[Identity, ...]]]:
-    """Address intervals between the prefix bounds of every state, with each state's
-    prefix-only identity of the interval."""
+    """Address intervals between every state's prefix bounds.
+
+    Each comes with each state's prefix-only identity of the interval.
+    """
     top = 1 << (32 if family == 4 else 128)
     points = {0}
     for state in states:

@@ -27,12 +27,12 @@ from tests.connectivity.support import build, family_of, outside_addresses
 from tests.engine.strategies import (
     POLICY_NAMES,
     WorldSpec,
+    entity,
     network_sets,
     pod,
     policies,
     policy,
     rule,
-    entity,
     worlds,
 )
 
@@ -77,7 +77,7 @@ def expand_member(
     if info.kind == "outside":
         if address in info.hosts:
             return True
-        hosts = set()
+        hosts: set[str] = set()
         for engine in engines:
             hosts.update(engine._hosts)
         if address in hosts:
@@ -118,9 +118,9 @@ def check(
                     continue
                 hit = False
                 for peer in row.destinations:
-                    if expand_member(d, peer, address, key, engines):
-                        hit = True
-                    elif key is not None and peer == key:
+                    if expand_member(d, peer, address, key, engines) or (
+                        key is not None and peer == key
+                    ):
                         hit = True
                 if hit:
                     part = Connections.of(
@@ -182,12 +182,6 @@ def test_diff_equals_the_difference_of_the_maps(data: st.DataObject, world: Worl
     # In place: the same answer.
     moving = build(world)
     one = diff_to(moving, new)
-    assert (
-        {r.as_dict()["change"] + str(r.connections) for r in one.rows}
-        == {r.as_dict()["change"] + str(r.connections) for r in two.rows}
-        or one.rows == two.rows
-        or True
-    )
     check(world, new, one, old_e, new_e)
     check_rules(world, one, old_e, new_e)
     assert one.contains == two.contains == all(r.change == "added" for r in one.rows)
@@ -239,7 +233,8 @@ def test_a_change_opening_ssh_names_the_rule() -> None:
     from fqdnpolicy.dns import DNSCache
 
     d = diff(old, new, Cluster(eps), DNSCache())
-    assert not d.equal and d.contains
+    assert not d.equal
+    assert d.contains
     texts = {(r.change, r.sources, str(r.connections), r.rule_text) for r in d.rows}
     assert all(change == "added" for change, *_ in texts)
     assert any(

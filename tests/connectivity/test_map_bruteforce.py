@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, note, settings
 
 from fqdnpolicy.connectivity import Connections, ConnectivityMap, connectivity
 from fqdnpolicy.connectivity.state import Piece
-from fqdnpolicy.engine import PolicyEngine
+from fqdnpolicy.engine import Direction, PolicyEngine
 from tests.connectivity.support import (
     allows,
     build,
@@ -45,7 +45,7 @@ def check_pair(
     dst: str,
     family: int,
     ports: list[int],
-    direction: str = "egress",
+    direction: Direction = "egress",
 ) -> None:
     conns = cmap.connections(src, dst)
     for flow in flows(family, ports):

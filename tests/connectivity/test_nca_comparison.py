@@ -31,7 +31,7 @@ from fqdnpolicy.connectivity.spaces import ALL, FULL, make, ports_of
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.loader import loads
-from fqdnpolicy.protocols import ICMP, protocol_number
+from fqdnpolicy.protocols import protocol_number
 
 NCA = os.environ.get("FQDNPOLICY_NCA") or shutil.which("nca")
 pytestmark = pytest.mark.skipif(NCA is None, reason="network-config-analyzer is not installed")
