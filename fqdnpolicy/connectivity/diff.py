@@ -176,7 +176,7 @@ class _Source:
 class _Target:
     """A destination alike for every source in both states."""
 
-    __slots__ = ("family", "ids", "new", "new_ingress", "old", "old_ingress", "outside")
+    __slots__ = ("family", "ids", "new", "new_ingress", "old", "old_ingress", "outside", "piece")
 
     def __init__(
         self,
@@ -193,6 +193,7 @@ class _Target:
         self.new_ingress = new_ingress
         self.outside = old_ingress is None
         self.ids: list[str] = []
+        self.piece: tuple[tuple[str, ...], tuple[str, ...]] | None = None  # (cidrs, hosts)
 
     @property
     def same(self) -> bool:
@@ -307,7 +308,7 @@ class _Differ:
             target = targets.get(tkey)
             if target is None:
                 target = targets[tkey] = _Target(o_ident.family, o_ident, n_ident, None, None)
-            target.ids.append(self._piece_peer(o_ident, n_ident, cidrs, hosts))
+            target.piece = (cidrs, hosts)  # its peer is named when a row needs it
 
         changed_targets = [t for t in targets.values() if not t.same]
         all_targets = list(targets.values())
@@ -361,7 +362,7 @@ class _Differ:
             new_d = self._decisions(
                 self.new_ev, n, first.new, first.new_ingress, n.source.get(family)
             )
-            peers = [p for t in group for p in t.ids]
+            peers = [p for t in group for p in self._ids(t)]
             self._emit(source.ids, peers, family, old_d, new_d)
         for family, group in outside_plain.items():
             plain = (family, NO_SETS, None)
@@ -369,8 +370,17 @@ class _Differ:
             new_d = self.new_ev.decisions(n.egress, plain)
             if old_d == new_d:
                 continue
-            peers = group[0].ids if len(group) == 1 else [self._rest_peer(family, o_refs, n_refs)]
+            if len(group) == 1:
+                peers = self._ids(group[0])
+            else:
+                peers = [self._rest_peer(family, o_refs, n_refs)]
             self._emit(source.ids, peers, family, old_d, new_d)
+
+    def _ids(self, target: _Target) -> list[str]:
+        if target.piece is not None and not target.ids:
+            cidrs, hosts = target.piece
+            target.ids.append(self._piece_peer(target.old, target.new, cidrs, hosts))
+        return target.ids
 
     def _emit(
         self, sources: list[str], peers: list[str], family: int, old: Decisions, new: Decisions

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -225,12 +225,21 @@ def cut(
         addresses.update(state.hosts)
     hosts_of: dict[tuple[Identity, ...], list[str]] = {}
     host_ints: dict[int, list[int]] = {4: [], 6: []}
+    v4, v6 = host_ints[4].append, host_ints[6].append
+    aton, from_bytes = socket.inet_aton, int.from_bytes
+    tables = [(s.hosts.get, s.prefixes.identity) for s in states]
     for address in addresses:
-        family = 6 if ":" in address else 4
-        host_ints[family].append(_to_int(address))
+        if ":" in address:
+            v6(_to_int(address))
+        else:
+            v4(from_bytes(aton(address), "big"))
         if address not in endpoint_ips:
-            key = tuple(state.identity(address) for state in states)
-            hosts_of.setdefault(key, []).append(address)
+            key = tuple(_either(host(address), prefix, address) for host, prefix in tables)
+            found = hosts_of.get(key)
+            if found is None:
+                hosts_of[key] = [address]
+            else:
+                found.append(address)
     for values in host_ints.values():
         values.sort()
     ranges: dict[tuple[Identity, ...], list[tuple[int, int]]] = {}
@@ -252,6 +261,11 @@ def cut(
             cidrs.extend(network_text(first, last, family))
         out[key] = (tuple(cidrs), tuple(sorted(hosts_of.get(key, ()), key=_to_int)))
     return out
+
+
+def _either(found: Identity | None, prefix: Callable[[str], Identity], address: str) -> Identity:
+    """``found``, else the prefix-only identity (an empty identity is falsy: test None)."""
+    return found if found is not None else prefix(address)
 
 
 def _merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
