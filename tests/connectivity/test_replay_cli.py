@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import attrs
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +27,7 @@ def test_replay_counts_what_verdict_says(world: WorldSpec, data: st.DataObject) 
     other = build(world, attrs.evolve(world.resources, policies=world.resources.policies[:-1]))
     eps = world.cluster.endpoints
     targets = [ip for ep in eps for ip in ep.ips if ":" not in ip] + ["192.0.2.7", "198.51.100.1"]
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "src": data.draw(st.sampled_from([ep.key for ep in eps])),
             "dst": data.draw(st.sampled_from(targets)),
