@@ -144,7 +144,11 @@ class ReplayDifference:
 
     Attributes:
         index: Its position in the input (0-based).
-        src, dst, protocol, port, time: The flow.
+        src: The flow's source.
+        dst: Its destination.
+        protocol: Its protocol.
+        port: Its destination port.
+        time: When it was seen (None where not given).
         verdict: Its verdict under the replayed policies (what decided it, in words).
         against: Its verdict under the ``against`` policies.
     """
