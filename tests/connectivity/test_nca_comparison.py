@@ -1,8 +1,8 @@
 """The map against network-config-analyzer (np-guard) on Calico policies it supports.
 
-Runs only where network-config-analyzer's ``nca`` command is installed (``pip install
-network-config-analyzer``; ``FQDNPOLICY_NCA`` may name it): the project does not depend on it,
-so CI skips this test. Seeded clusters (:func:`~fqdnpolicy.connectivity.samples.calico_cluster`:
+Runs where network-config-analyzer's ``nca`` command is installed: the ``test`` extra installs
+it, so CI runs it; the library does not depend on it (``FQDNPOLICY_NCA`` may name another).
+Seeded clusters (:func:`~fqdnpolicy.connectivity.samples.calico_cluster`:
 no domains, no tiers) are given to both tools; for every ordered pair of distinct pods, and
 every pod with each outside address range ``nca`` reports, the connections must be the same,
 up to the departures of network-config-analyzer from Calico documented in
@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,12 @@ from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.loader import loads
 from fqdnpolicy.protocols import protocol_number
 
-NCA = os.environ.get("FQDNPOLICY_NCA") or shutil.which("nca")
+# Installed into the test's own environment, its script sits beside the interpreter.
+NCA = (
+    os.environ.get("FQDNPOLICY_NCA")
+    or shutil.which("nca", path=os.path.dirname(sys.executable))
+    or shutil.which("nca")
+)
 pytestmark = pytest.mark.skipif(NCA is None, reason="network-config-analyzer is not installed")
 
 _KEYS = re.compile(r",(?=(?:protocols|dst_ports|src_ports|icmp_type|icmp_code):)")
