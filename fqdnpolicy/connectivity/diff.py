@@ -393,14 +393,7 @@ class _Differ:
     def _endpoint_peer(self, unit: EndpointUnit, suffix: str = "") -> str:
         ident = unit.key + suffix
         if ident not in self.peers:
-            endpoint = unit.record.endpoint
-            self.peers[ident] = PeerInfo(
-                ident,
-                "endpoint",
-                ident,
-                namespace=endpoint.namespace,
-                labels=tuple(sorted(endpoint.labels.items())),
-            )
+            self.peers[ident] = PeerInfo.of_endpoint(unit, suffix)
         return ident
 
     def _sets(self, state: State, ident: Identity) -> list[str]:

@@ -76,6 +76,19 @@ class PeerInfo:
         return out
 
     @classmethod
+    def of_endpoint(cls, unit: EndpointUnit, suffix: str = "") -> PeerInfo:
+        """The peer of an endpoint (``suffix`` tells its second address of a family)."""
+        ident = unit.key + suffix
+        endpoint = unit.record.endpoint
+        return cls(
+            ident,
+            "endpoint",
+            ident,
+            namespace=endpoint.namespace,
+            labels=tuple(sorted(endpoint.labels.items())),
+        )
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PeerInfo:
         """Read :meth:`as_dict` back."""
         values = dict(data)
@@ -313,14 +326,7 @@ class ConnectivityMap:
     def _endpoint_peer(self, unit: EndpointUnit, suffix: str = "") -> int:
         ident = unit.key + suffix
         if ident not in self.peers:
-            endpoint = unit.record.endpoint
-            self.peers[ident] = PeerInfo(
-                ident,
-                "endpoint",
-                ident,
-                namespace=endpoint.namespace,
-                labels=tuple(sorted(endpoint.labels.items())),
-            )
+            self.peers[ident] = PeerInfo.of_endpoint(unit, suffix)
         return self.index.add(ident)
 
     def _piece_peer(self, piece: Piece) -> int:
