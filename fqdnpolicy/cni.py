@@ -146,7 +146,9 @@ def run(env: Mapping[str, str], stdin: str) -> dict[str, Any] | None:
     previous = config.get("prevResult")
     ips, interface = _from_result(previous)
     op = "add" if command == "ADD" else "check"
-    answer = _ask(path, {"op": op, **base, "ips": ips, "interface": interface})
+    request = {"op": op, **base, "ips": ips, "interface": interface}
+    request["netns"] = env.get("CNI_NETNS", "")  # lets a restarted agent tell the pod is gone
+    answer = _ask(path, request)
     if not answer.get("ok"):
         raise CniError(100, f"the fqdnpolicy agent refused {op}", str(answer.get("error", "")))
     if command == "CHECK":

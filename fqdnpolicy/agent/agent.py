@@ -17,6 +17,7 @@ from typing import Any
 
 from fqdnpolicy import backends
 from fqdnpolicy.agent.config import NODELOCAL_DNS, AgentConfig, parse_listen
+from fqdnpolicy.agent.registrations import Registration, RegistrationStore, restore
 from fqdnpolicy.agent.registry import EndpointRegistry
 from fqdnpolicy.agent.sources import WatchedState, dns_servers_in
 from fqdnpolicy.dns import DNSCache
@@ -65,13 +66,24 @@ class Agent:
         self.registry: EndpointRegistry | None = None
         if config.snoop or config.snoop_endpoints:  # endpoints registered later join it
             self.snooper = Snooper(self.cache, config.snoop, netns=config.netns)
+        # Pods the CNI plugin registered before a restart, unless deleted meanwhile.
+        store: RegistrationStore | None = None
+        restored: list[Registration] = []
+        if config.state_file is not None:
+            store = RegistrationStore(config.state_file)
+            restored, dropped = restore(store, config.netns)
+            for gone in dropped:
+                log.info("registration of %s dropped: its pod is gone", gone.key)
         if config.snoop_endpoints:
             # The files' pods whose interfaces are on this node; the others are not ours.
-            for endpoint in self.watched.cluster.endpoints:
+            interfaces = [e.interface for e in self.watched.cluster.endpoints]
+            for interface in [*interfaces, *(r.interface for r in restored)]:
                 with contextlib.suppress(InvalidPolicy):
-                    self._snoop_endpoint(endpoint.interface, True)
+                    self._snoop_endpoint(interface, True)
         try:
             self.engine = PolicyEngine(self.watched.resources, self.watched.cluster, self.cache)
+            # Before the sync's first apply, so a restart never renders without them.
+            restored = [r for r in restored if self._register(r)]
             self.sync = DatapathSync(
                 self.engine,
                 self.backend,
@@ -103,10 +115,23 @@ class Agent:
                     self.watched,
                     self.sync,
                     self._snoop_endpoint if config.snoop_endpoints else None,
+                    store,
+                    restored,
                 )
         except BaseException:
             self.close()
             raise
+
+    def _register(self, registration: Registration) -> bool:
+        try:
+            endpoint = registration.endpoint(self.watched.cluster)
+            self.engine.upsert_endpoint(endpoint)
+        except InvalidPolicy as exc:
+            log.error("registration of %s not restored: %s", registration.key, exc)
+            return False
+        self.watched.registered[endpoint.key] = endpoint
+        log.info("endpoint %s restored on %s", endpoint.key, endpoint.interface)
+        return True
 
     def _snoop_endpoint(self, interface: str, added: bool) -> None:
         if self.snooper is not None:

@@ -8,6 +8,7 @@ raises :class:`ConfigError` naming it and what would be valid; nothing starts.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from typing import Any, Literal
 import attrs
 import yaml
 
+from fqdnpolicy.agent.registrations import STATE_FILE
 from fqdnpolicy.dns.addresses import parse_server
 
 __all__ = ["NODELOCAL_DNS", "AgentConfig", "ConfigError", "parse_listen"]
@@ -49,6 +51,8 @@ class AgentConfig:
         watch_interval: Seconds between checks of the watched files.
         reconcile_interval: Seconds between read-backs of the installed rules.
         cni_socket: Unix socket the CNI plugin registers endpoints on (None: no plugin).
+        state_dir: Directory of the registrations file kept across restarts (None: the
+            CNI socket's directory).
     """
 
     policies: tuple[str, ...] = ()
@@ -68,6 +72,15 @@ class AgentConfig:
     watch_interval: float = 0.25
     reconcile_interval: float = 30.0
     cni_socket: str | None = None
+    state_dir: str | None = None
+
+    @property
+    def state_file(self) -> str | None:
+        """The CNI registrations file (None without ``cni_socket``)."""
+        if self.cni_socket is None:
+            return None
+        directory = self.state_dir or os.path.dirname(os.path.abspath(self.cni_socket))
+        return os.path.join(directory, STATE_FILE)
 
     @classmethod
     def build(cls, values: Mapping[str, Any]) -> AgentConfig:
@@ -151,6 +164,9 @@ def _check(given: dict[str, Any]) -> None:
     for name in ("snoop_endpoints", "hold_dns"):
         if name in given and not isinstance(given[name], bool):
             raise ConfigError(f"{name}: true or false, not {given[name]!r}")
+    for name in ("cni_socket", "state_dir", "cache", "netns"):
+        if name in given and not isinstance(given[name], str):
+            raise ConfigError(f"{name}: a path or name, not {given[name]!r}")
     for server in given.get("trusted_dns", ()):
         if parse_server(server) is None:
             raise ConfigError(f"trusted_dns: ADDR or ADDR:PORT such as 10.96.0.10, not {server!r}")

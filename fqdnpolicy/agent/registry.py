@@ -2,13 +2,16 @@
 
 Protocol: the plugin connects, sends one JSON object on a line, reads one back, closes.
 
-* ``{"op": "add", "namespace", "name", "ips": [...], "interface", "container_id"}``
+* ``{"op": "add", "namespace", "name", "ips": [...], "interface", "container_id", "netns"}``
+  (``netns``, the pod's ``CNI_NETNS``, may be left out)
 * ``{"op": "del", "namespace", "name", "container_id"}``
 * ``{"op": "check", "namespace", "name", "container_id"}``
 
 Answers are ``{"ok": true}`` or ``{"ok": false, "error": "..."}``. Labels come from the
 agent's cluster source (the pod of that namespace and name), else none; the endpoint is
-applied to the engine at once and kept across reloads of the cluster files.
+applied to the engine at once and kept across reloads of the cluster files. With a
+:class:`~fqdnpolicy.agent.registrations.RegistrationStore`, every change is written to its
+file before it is answered, so a restarted agent restores them.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import logging
 import os
 import socketserver
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fqdnpolicy.cluster import Endpoint
+from fqdnpolicy.agent.registrations import Registration, RegistrationStore
 from fqdnpolicy.errors import InvalidPolicy
 
 if TYPE_CHECKING:
@@ -48,6 +51,8 @@ class EndpointRegistry:
             pod starts under its policy.
         on_interface: Called with a host-side interface and True when an endpoint is added,
             False when removed (the agent's ``--snoop-endpoints``).
+        store: Where registrations are kept across restarts (None: in memory only).
+        restored: Registrations restored from ``store``, already applied to the engine.
     """
 
     def __init__(
@@ -57,11 +62,15 @@ class EndpointRegistry:
         watched: WatchedState,
         sync: DatapathSync | None = None,
         on_interface: Callable[[str, bool], None] | None = None,
+        store: RegistrationStore | None = None,
+        restored: Sequence[Registration] = (),
     ) -> None:
         self.path, self.engine, self.watched, self.sync = path, engine, watched, sync
-        self.on_interface = on_interface
+        self.on_interface, self.store = on_interface, store
         self._lock = threading.Lock()
-        self._containers: dict[str, str] = {}  # container id -> endpoint key
+        self._containers = {r.container_id: r for r in restored}
+        if store is not None:
+            self._save()  # what was dropped at restore is forgotten on disk too
         registry = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -99,35 +108,59 @@ class EndpointRegistry:
         container = str(request.get("container_id", ""))
         with self._lock:
             if op == "add":
-                labels = next(
-                    (e.labels for e in self.watched.cluster.endpoints if e.key == key), {}
-                )
-                endpoint = Endpoint(
-                    request["name"],
+                netns = request.get("netns", "")
+                registration = Registration(
+                    container,
                     request["namespace"],
-                    labels,
-                    ips=list(request["ips"]),
-                    interface=request["interface"],
+                    request["name"],
+                    request["ips"],
+                    request["interface"],
+                    netns if isinstance(netns, str) else "",
                 )
+                endpoint = registration.endpoint(self.watched.cluster)
+                self.engine.upsert_endpoint(endpoint)  # an invalid endpoint stops here
                 self.watched.registered[key] = endpoint
-                self._containers[container] = key
-                self.engine.upsert_endpoint(endpoint)
+                self._containers[container] = registration
                 log.info("endpoint %s registered on %s", key, endpoint.interface)
+                try:
+                    self._save()
+                except OSError as exc:  # enforced now, but a restart would forget it
+                    raise ValueError(f"registration of {key} not stored: {exc}") from None
                 self._interface(endpoint.interface, True)
                 if self.sync is not None and not self.sync.sync(_APPLY_WAIT):
                     raise ValueError(f"the rules of {key} are not applied yet")
             elif op == "del":
+                # The endpoint goes, so every registration of that pod goes with it.
                 self._containers.pop(container, None)
+                for other in [c for c, r in self._containers.items() if r.key == key]:
+                    del self._containers[other]
+                self._save_or_log()
                 removed = self.watched.registered.pop(key, None)
                 if removed is not None:
                     self.engine.remove_endpoint(key)
                     log.info("endpoint %s removed", key)
                     self._interface(removed.interface, False)
             elif op == "check":
-                if self._containers.get(container) != key:
+                found = self._containers.get(container)
+                if found is None or found.key != key:
                     raise ValueError(f"endpoint {key} is not registered for this container")
             else:
                 raise ValueError(f"unknown op {op!r}; one of add, del, check")
+
+    def registrations(self) -> list[Registration]:
+        """The registrations held now."""
+        with self._lock:
+            return list(self._containers.values())
+
+    def _save(self) -> None:
+        if self.store is not None:
+            self.store.save(self._containers.values())
+
+    def _save_or_log(self) -> None:
+        try:
+            self._save()
+        except OSError as exc:  # the pod is gone either way; a restart may restore it
+            log.error("CNI registrations not stored: %s", exc)
 
     def _interface(self, interface: str, added: bool) -> None:
         if self.on_interface is None:

@@ -73,6 +73,9 @@ def add_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--watch-interval", type=float, metavar="SECONDS")
     p.add_argument("--reconcile-interval", type=float, metavar="SECONDS")
     p.add_argument("--cni-socket", metavar="PATH", help="unix socket for fqdnpolicy-cni")
+    p.add_argument(
+        "--state-dir", metavar="DIR", help="keeps CNI registrations (default: the socket's dir)"
+    )
     p.set_defaults(func=cmd_agent)
 
 
@@ -84,7 +87,7 @@ def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
     names = [
         "policies", "cluster", "backend", "netns", "snoop", "snoop_endpoints", "hold_dns",
         "hold_fail", "hold_bound", "trusted_dns", "cache", "cache_save_interval", "metrics",
-        "log_format", "watch_interval", "reconcile_interval", "cni_socket",
+        "log_format", "watch_interval", "reconcile_interval", "cni_socket", "state_dir",
     ]  # fmt: skip
     try:
         values: dict[str, Any] = AgentConfig.from_file(args.config) if args.config else {}

@@ -83,13 +83,26 @@ def test_the_config_file_gives_options_and_the_command_line_wins(tmp_path: Path)
 
 @pytest.mark.parametrize(
     "text",
-    ["[1, 2]", "policies: [a.yaml]\nno_such_option: 1\n", "policies: [a.yaml]\nhold_dns: 3\n"],
+    [
+        "[1, 2]",
+        "policies: [a.yaml]\nno_such_option: 1\n",
+        "policies: [a.yaml]\nhold_dns: 3\n",
+        "policies: [a.yaml]\nstate_dir: [a, b]\n",
+    ],
 )
 def test_a_bad_config_file_is_refused_naming_the_problem(tmp_path: Path, text: str) -> None:
     config = tmp_path / "agent.yaml"
     config.write_text(text)
     with pytest.raises(ConfigError):
         AgentConfig.build(AgentConfig.from_file(str(config)))
+
+
+def test_the_registrations_file_sits_in_the_state_dir_else_beside_the_socket() -> None:
+    assert AgentConfig(policies=("p",)).state_file is None
+    beside = AgentConfig(policies=("p",), cni_socket="/run/fq/cni.sock")
+    assert beside.state_file == "/run/fq/cni-endpoints.json"
+    chosen = AgentConfig(policies=("p",), cni_socket="/run/fq/cni.sock", state_dir="/var/lib/fq")
+    assert chosen.state_file == "/var/lib/fq/cni-endpoints.json"
 
 
 def test_default_dns_servers_are_kube_dns_and_node_local_dns(files: tuple[Path, Path]) -> None:

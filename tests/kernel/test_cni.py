@@ -3,6 +3,7 @@ runs a chain, with the agent in the lab's node namespace enforcing the new pod's
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -106,16 +107,13 @@ def in_pod(netns: str, names: list[str]) -> list[bool]:
     return [line == "1" for line in out.split()]
 
 
-@pytest.mark.parametrize("mode", ["--hold-dns", "--snoop-endpoints"])
-def test_a_pod_added_through_the_chain_is_governed_and_del_cleans_up(
-    lab: Lab, tmp_path: Path, mode: str
-) -> None:
+def chain(tmp_path: Path, sock: Path) -> tuple[dict[str, Any], Path]:
+    """The network configuration list (ptp, host-local, fqdnpolicy-cni) and the plugin dir."""
     bindir = tmp_path / "bin"
-    bindir.mkdir()
+    bindir.mkdir(exist_ok=True)
     wrapper = bindir / "fqdnpolicy-cni"
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m fqdnpolicy.cni\n")
     wrapper.chmod(0o755)
-    sock = tmp_path / "cni.sock"
     conflist = {
         "cniVersion": "1.0.0",
         "name": "fqsnet",
@@ -133,23 +131,68 @@ def test_a_pod_added_through_the_chain_is_governed_and_del_cleans_up(
             {"type": "fqdnpolicy-cni", "agentSocket": str(sock)},
         ],
     }
-    policy, cluster = tmp_path / "policy.yaml", tmp_path / "cluster.yaml"
-    policy.write_text(POLICY)
-    cluster.write_text(CLUSTER)
-    pod = f"fqs-pod-{os.getpid()}x{next(_IDS)}"
-    subprocess.run(["ip", "netns", "add", pod], check=True, timeout=30)
-    agent = subprocess.Popen(
-        [
-            "ip", "netns", "exec", lab.host, sys.executable, "-m", "fqdnpolicy.cli", "agent",
-            "--policies", str(policy), "--cluster", str(cluster), mode,
-            "--trusted-dns", DNS_SERVER, "--cni-socket", str(sock),
-        ],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
+    return conflist, bindir
+
+
+class Agent:
+    """``fqdnpolicy agent`` as a subprocess in the lab's node namespace, stopped by its pid."""
+
+    def __init__(self, lab: Lab, tmp_path: Path, sock: Path, *options: str) -> None:
+        policy, cluster = tmp_path / "policy.yaml", tmp_path / "cluster.yaml"
+        policy.write_text(POLICY)
+        cluster.write_text(CLUSTER)
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        self.process = subprocess.Popen(
+            [
+                "ip", "netns", "exec", lab.host, sys.executable, "-m", "fqdnpolicy.cli", "agent",
+                "--policies", str(policy), "--cluster", str(cluster), *options,
+                "--trusted-dns", DNS_SERVER, "--cni-socket", str(sock),
+            ],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
         deadline = time.monotonic() + 20
         while not sock.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    def stop(self) -> str:
+        """SIGTERM, wait; the agent's log."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        return self.process.stderr.read().decode() if self.process.stderr else ""
+
+
+def nft_table(lab: Lab) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", lab.host, "nft", "list", "table", "inet", "fqdnpolicy"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
+@pytest.fixture
+def pod() -> Iterator[str]:
+    """A pod's network namespace, made and deleted here (exactly this one)."""
+    name = f"fqs-pod-{os.getpid()}x{next(_IDS)}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30, check=False)
+
+
+@pytest.mark.parametrize("mode", ["--hold-dns", "--snoop-endpoints"])
+def test_a_pod_added_through_the_chain_is_governed_and_del_cleans_up(
+    lab: Lab, tmp_path: Path, mode: str, pod: str
+) -> None:
+    sock = tmp_path / "cni.sock"
+    conflist, bindir = chain(tmp_path, sock)
+    agent = Agent(lab, tmp_path, sock, mode)
+    try:
         runtime = Runtime(lab, conflist, bindir, pod)
         result = runtime.add()
         # ADD passed the previous plugin's result through.
@@ -168,24 +211,44 @@ def test_a_pod_added_through_the_chain_is_governed_and_del_cleans_up(
             ["ip", "-n", lab.host, "link", "show"], capture_output=True, text=True, check=True
         ).stdout
         assert host_side not in links
-        table = subprocess.run(
-            ["ip", "netns", "exec", lab.host, "nft", "list", "table", "inet", "fqdnpolicy"],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
         deadline = time.monotonic() + 5
-        while host_side in table and time.monotonic() < deadline:
+        while host_side in nft_table(lab) and time.monotonic() < deadline:
             time.sleep(0.1)
-            table = subprocess.run(
-                ["ip", "netns", "exec", lab.host, "nft", "list", "table", "inet", "fqdnpolicy"],
-                capture_output=True, text=True, check=True,
-            ).stdout  # fmt: skip
-        assert host_side not in table
+        assert host_side not in nft_table(lab)
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(timeout=20)
-        finally:
-            if agent.poll() is None:
-                agent.kill()
-                agent.wait()
-        subprocess.run(["ip", "netns", "del", pod], capture_output=True, timeout=30, check=False)
+        agent.stop()
+
+
+def test_a_restarted_agent_restores_its_pods_and_forgets_the_deleted_ones(
+    lab: Lab, tmp_path: Path, pod: str
+) -> None:
+    sock = tmp_path / "cni.sock"
+    conflist, bindir = chain(tmp_path, sock)
+    runtime = Runtime(lab, conflist, bindir, pod)
+    agent = Agent(lab, tmp_path, sock, "--snoop-endpoints")
+    try:
+        result = runtime.add()
+    finally:
+        agent.stop()
+    state = tmp_path / "cni-endpoints.json"
+    stored = json.loads(state.read_text())
+    (registration,) = stored["registrations"]
+    assert registration["netns"] == f"/run/netns/{pod}"
+    # A pod deleted while the agent was away: its interface and namespace are gone.
+    gone = {**registration, "container_id": "gone", "name": "gone", "interface": "fqsgone0"}
+    gone |= {"ips": ["198.51.100.190"], "netns": "/run/netns/fqs-gone-none"}
+    stored["registrations"].append(gone)
+    state.write_text(json.dumps(stored))
+    agent = Agent(lab, tmp_path, sock, "--snoop-endpoints")
+    try:
+        # The pod's rules and its snooping came back with the agent, before any new ADD.
+        assert in_pod(pod, ["denied.example.test", "203.0.113.250"]) == [False, False]
+        assert in_pod(pod, ["n1.allowed.example.test", "203.0.113.1"])[1]
+        assert runtime.check(result) == 0
+        names = [r["name"] for r in json.loads(state.read_text())["registrations"]]
+        assert names == ["cnipod"]
+        runtime.delete(result)
+        assert json.loads(state.read_text())["registrations"] == []
+    finally:
+        log = agent.stop()
+    assert "registration of default/gone dropped" in log
