@@ -1,19 +1,19 @@
 """Handing rendered nftables transactions to the kernel.
 
-Two ways in, same effect: libnftables (``import nftables``, Debian's python3-nftables, only
-importable under the system interpreter) when it is importable and the target is the current
-network namespace; else the ``nft`` binary reading the transaction from stdin, run through
-``ip netns exec NAME`` for a named namespace. Either way the whole input is one transaction:
-the kernel applies all of it or nothing.
+Two ways in, same effect: libnftables (``libnftables.so.1`` through ctypes, see
+:mod:`fqdnpolicy_nftables.libnft`) when it loads, in the current namespace or a named one
+through a worker thread that entered it; else the ``nft`` binary reading the transaction from
+stdin, run through ``ip netns exec NAME`` for a named namespace. Either way the whole input is
+one transaction: the kernel applies all of it or nothing.
 """
 
 from __future__ import annotations
 
 import subprocess
-from typing import Any
 
 from fqdnpolicy.backend_tools import check_netns, find_tool
 from fqdnpolicy.backends import BackendError
+from fqdnpolicy_nftables.libnft import LibNft, load
 
 __all__ = ["NftRunner"]
 
@@ -22,27 +22,35 @@ TIMEOUT = 120.0
 _STDERR_MAX = 2000
 
 
-def _libnftables() -> Any | None:
-    try:
-        import nftables  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    return nftables.Nftables()
-
-
 class NftRunner:
     """Runs nft transactions (text or JSON), optionally in a named network namespace.
 
     Args:
         nft: Path or name of the ``nft`` binary.
         ip: Path or name of the ``ip`` binary (for ``ip netns``).
-        use_library: Use libnftables when importable and no namespace is given.
+        use_library: Use libnftables when it loads (else, or when False, the binary).
     """
 
     def __init__(self, nft: str = "nft", ip: str = "ip", *, use_library: bool = True) -> None:
         self.nft = nft
         self.ip = ip
-        self._lib = _libnftables() if use_library else None
+        lib = load() if use_library else None
+        self._lib = None if lib is None else LibNft(lib)
+
+    @property
+    def uses_library(self) -> bool:
+        """True when transactions go through libnftables rather than the binary."""
+        return self._lib is not None
+
+    def release(self, netns: str | None) -> None:
+        """Let go of the libnftables worker of one namespace (it keeps the namespace alive)."""
+        if self._lib is not None:
+            self._lib.release(netns)
+
+    def close(self) -> None:
+        """Let go of every libnftables worker."""
+        if self._lib is not None:
+            self._lib.close()
 
     def run(
         self,
@@ -59,8 +67,10 @@ class NftRunner:
         """
         if not payload.strip():
             return ""
-        if netns is None and self._lib is not None:
-            return self._run_library(payload, json_input=json_input, check=check)
+        if self._lib is not None:
+            return self._lib.run(
+                payload, netns=netns, json_io=json_input, dry_run=check, timeout=TIMEOUT
+            )
         argv = [find_tool(self.nft, "nftables")]
         if json_input:
             argv.append("-j")
@@ -80,23 +90,11 @@ class NftRunner:
             raise BackendError(f"nft refused the transaction (exit {done.returncode}): {err}")
         return done.stdout.decode(errors="replace")
 
-    def _run_library(self, payload: str, *, json_input: bool, check: bool) -> str:
-        lib = self._lib
-        assert lib is not None
-        lib.set_dry_run(check)
-        try:
-            if json_input:
-                rc, out, err = lib.json_cmd(_loads(payload))
-            else:
-                rc, out, err = lib.cmd(payload)
-        finally:
-            lib.set_dry_run(False)
-        if rc != 0:
-            raise BackendError(f"nft refused the transaction: {str(err)[:_STDERR_MAX]}")
-        return str(out)
-
     def list_table(self, table: str, *, netns: str | None = None, json_output: bool = False) -> str:
         """Return ``nft list table inet TABLE`` (text or JSON) from a namespace."""
+        if self._lib is not None:
+            command = f"list table inet {table}"
+            return self._lib.run(command, netns=netns, json_io=json_output, timeout=TIMEOUT)
         argv = [find_tool(self.nft, "nftables")]
         if json_output:
             argv.append("-j")
@@ -107,9 +105,3 @@ class NftRunner:
         if done.returncode != 0:
             raise BackendError(done.stderr.decode(errors="replace")[:_STDERR_MAX])
         return done.stdout.decode(errors="replace")
-
-
-def _loads(payload: str) -> Any:
-    import json
-
-    return json.loads(payload)

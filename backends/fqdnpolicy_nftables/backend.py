@@ -47,8 +47,9 @@ class NftablesBackend(Backend):
             unless ``use_json`` is set or :meth:`render_structured` is called: the JSON form
             of a million set elements is millions of objects and takes longer than the text.
         nft: The ``nft`` binary.
-        use_library: Use libnftables (python3-nftables) when importable and no network
-            namespace is given.
+        use_library: Apply through libnftables (``libnftables.so.1``) when it loads, with one
+            long-lived context per namespace; False, or no library: run the ``nft`` binary
+            (through ``ip netns exec`` for a namespace) for each transaction.
 
     Raises:
         InvalidPolicy: an invalid table name.
@@ -165,9 +166,12 @@ class NftablesBackend(Backend):
                 raise BackendError("a delta can only be checked after a full render")
             base = self._payload(self._last_full)
         with scratch_namespace(self.runner.ip) as scratch:
-            if base is not None:
-                self.runner.run(base[0], netns=scratch, json_input=base[1])
-            self.runner.run(payload, netns=scratch, json_input=json_input, check=True)
+            try:
+                if base is not None:
+                    self.runner.run(base[0], netns=scratch, json_input=base[1])
+                self.runner.run(payload, netns=scratch, json_input=json_input, check=True)
+            finally:
+                self.runner.release(scratch)  # the scratch namespace goes now
 
     def installed(self, *, netns: str | None = None) -> Installed | None:
         """Read back our table: its chains, and the plain addresses of the declared sets.
@@ -194,6 +198,13 @@ class NftablesBackend(Backend):
         """Delete our table (no error when it does not exist)."""
         table = self.table
         self.runner.run(f"table inet {table}\ndelete table inet {table}\n", netns=netns)
+
+    def close(self) -> None:
+        """Let go of what applying holds: the libnftables worker of each namespace.
+
+        A worker keeps its namespace alive; a later call starts a new one.
+        """
+        self.runner.close()
 
 
 def _plain(element: Any) -> str:

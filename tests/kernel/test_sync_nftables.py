@@ -39,18 +39,20 @@ def cache() -> DNSCache:
     return DNSCache(trusted_servers=[DNS])  # real clock, README defaults
 
 
-@pytest.fixture
-def sync(netns: str, cache: DNSCache) -> Iterator[DatapathSync]:
+@pytest.fixture(params=[True, False], ids=["libnftables", "nft-binary"])
+def sync(netns: str, cache: DNSCache, request: pytest.FixtureRequest) -> Iterator[DatapathSync]:
     cluster = fqdnpolicy.Cluster(
         [fqdnpolicy.Endpoint("web", "default", {"app": "web"}, ips=["203.0.113.2"])],
         [fqdnpolicy.Namespace("default")],
     )
     engine = PolicyEngine(fqdnpolicy.loads(POLICY), cluster, cache)
-    backend = NftablesBackend(table="fqs", use_library=False)
+    backend = NftablesBackend(table="fqs", use_library=request.param)
+    assert backend.runner.uses_library == request.param
     with DatapathSync(engine, backend, netns=netns, dns=cache, reconcile_interval=None) as sync:
         assert sync.wait_ready(WAIT)
         yield sync
     engine.close()
+    backend.close()
 
 
 def test_an_answer_reaches_the_kernel(netns: str, sync: DatapathSync, cache: DNSCache) -> None:
