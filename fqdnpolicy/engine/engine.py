@@ -33,7 +33,7 @@ from fqdnpolicy.engine.identities import (
 )
 from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.project import children_of, set_state
-from fqdnpolicy.engine.published import Commit, EndpointRecord, Snapshot, View
+from fqdnpolicy.engine.published import Commit, EndpointRecord, PublishedState, Snapshot, View
 from fqdnpolicy.engine.results import IPSetInfo, Trace, TraceStep, Verdict
 from fqdnpolicy.errors import InvalidPolicy
 from fqdnpolicy.model import NetworkSet, Policy, ResourceSet, Tier
@@ -278,6 +278,14 @@ class PolicyEngine:
         """The keys of the endpoints readers see now, sorted (``verdict_array`` indexes)."""
         return sorted(self._records)
 
+    def record(self, key: str) -> EndpointRecord | None:
+        """The published record (endpoint, egress and ingress programs) of ``namespace/name``."""
+        while True:
+            snapshot = self._snapshot
+            found = View(snapshot, self._hosts, self._records, self._owners).record(key)
+            if self._snapshot is snapshot:
+                return found
+
     def _judge(
         self,
         view: View,
@@ -452,6 +460,31 @@ class PolicyEngine:
         """Apply and publish every DNS change delivered to the engine so far."""
         with self._writing(commit=False):
             pass
+
+    def published_state(self) -> PublishedState:
+        """A copy of the whole published state now, DNS changes applied first (read-only).
+
+        Taken under the writer lock, so no change is half applied in it.
+        """
+        with self._lock:
+            self.flush()
+            by_num = self._graph.registry.by_num
+            return PublishedState(
+                dict(self._records),
+                dict(self._hosts),
+                self._snapshot.prefixes,
+                {num: ipset.info for num, ipset in by_num.items()},
+            )
+
+    def resources(self) -> ResourceSet:
+        """The tiers, network sets and policies the engine holds now."""
+        with self._lock:
+            graph = self._graph
+            return ResourceSet(
+                policies=tuple(c.policy for c in graph.resolver.policies.values()),
+                network_sets=tuple(nset for nset, _ in graph._netsets.values()),
+                tiers=tuple(graph.resolver.tiers.values()),
+            )
 
     def sets(self) -> list[IPSetInfo]:
         """Return every IP set in use, ordered by id."""

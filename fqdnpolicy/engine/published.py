@@ -19,12 +19,17 @@ A DNS change is a change of one address's identity: one assignment, no commit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import attrs
+
 from fqdnpolicy.cluster import Endpoint
 from fqdnpolicy.engine.arguments import bad
 from fqdnpolicy.engine.identities import Identity, PrefixTable
 from fqdnpolicy.engine.programs import Program
+from fqdnpolicy.engine.results import IPSetInfo
 
-__all__ = ["Commit", "EndpointRecord", "Snapshot", "View"]
+__all__ = ["Commit", "EndpointRecord", "PublishedState", "Snapshot", "View"]
 
 
 class EndpointRecord:
@@ -151,3 +156,25 @@ class View:
             return live
         old = self._before.owners.get(address, _MISSING)
         return live if old is _MISSING else old  # type: ignore[return-value]
+
+
+@attrs.frozen
+class PublishedState:
+    """A copy of what readers see at one moment, for tools that read the whole state.
+
+    The mappings are the reader's own copies, to read only; the programs, identities and
+    prefix table they hold are never changed once published (a change replaces them), so a
+    :class:`PublishedState` stays the state of its moment after the engine changes.
+
+    Attributes:
+        records: Endpoint ``namespace/name`` -> its record (endpoint, egress and ingress
+            programs).
+        hosts: Canonical host address (DNS-learned member, endpoint address) -> its identity.
+        prefixes: The prefix table: the identity of every other address.
+        sets: IP set number (the numbers identities and programs hold) -> what it stands for.
+    """
+
+    records: Mapping[str, EndpointRecord]
+    hosts: Mapping[str, Identity]
+    prefixes: PrefixTable
+    sets: Mapping[int, IPSetInfo]
