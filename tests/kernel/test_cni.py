@@ -174,6 +174,23 @@ def nft_table(lab: Lab) -> str:
     ).stdout  # fmt: skip
 
 
+def packet_sockets(lab: Lab) -> list[int]:
+    """The interface index of every packet socket in the node namespace (the kernel's list)."""
+    table = subprocess.run(
+        ["ip", "netns", "exec", lab.host, "cat", "/proc/net/packet"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    return [int(line.split()[4]) for line in table.splitlines()[1:]]
+
+
+def ifindex(lab: Lab, name: str) -> int:
+    shown = subprocess.run(
+        ["ip", "-n", lab.host, "-j", "link", "show", "dev", name],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    return int(json.loads(shown)[0]["ifindex"])
+
+
 @pytest.fixture
 def pod() -> Iterator[str]:
     """A pod's network namespace, made and deleted here (exactly this one)."""
@@ -193,6 +210,7 @@ def test_a_pod_added_through_the_chain_is_governed_and_del_cleans_up(
     conflist, bindir = chain(tmp_path, sock)
     agent = Agent(lab, tmp_path, sock, mode)
     try:
+        before = packet_sockets(lab)
         runtime = Runtime(lab, conflist, bindir, pod)
         result = runtime.add()
         # ADD passed the previous plugin's result through.
@@ -202,6 +220,8 @@ def test_a_pod_added_through_the_chain_is_governed_and_del_cleans_up(
         if mode == "--hold-dns":
             assert in_pod(pod, ["n1.allowed.example.test", "denied.example.test"]) == [True, False]
         else:
+            # The agent opened a packet socket on the interface ADD made, after it started.
+            assert sorted(packet_sockets(lab)) == sorted([*before, ifindex(lab, host_side)])
             # Snooped on the pod's own interface, which the agent read from its registration:
             # once the answer is learned, the address is allowed.
             assert in_pod(pod, ["n1.allowed.example.test", "203.0.113.1"])[1]
@@ -215,6 +235,9 @@ def test_a_pod_added_through_the_chain_is_governed_and_del_cleans_up(
         while host_side in nft_table(lab) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert host_side not in nft_table(lab)
+        # DEL closed the socket (the kernel lists no packet socket of the agent's beyond those
+        # of before).
+        assert packet_sockets(lab) == before
     finally:
         agent.stop()
 
