@@ -123,7 +123,7 @@ class Applier:
 
     # -------------------------------------------------------------------------- rules
 
-    def _ours(self, saved: Saved) -> tuple[list[str], list[str]]:
+    def ours(self, saved: Saved) -> tuple[list[str], list[str]]:
         """Our chains in a saved table, and our jumps in ``FORWARD`` (as ``-A`` lines)."""
         chains = [c for c in saved.chains if self.names.owns_chain(c)]
         tail = f" -j {self.names.root}"
@@ -143,7 +143,7 @@ class Applier:
     def rules_transaction(self, section: str, saved: Saved) -> str:
         """The transaction that makes our chains those of ``section``, and only ours."""
         rendered = set(declared_chains(section))
-        chains, jumps = self._ours(saved)
+        chains, jumps = self.ours(saved)
         stale = [c for c in chains if c not in rendered]
         # Ours inserted when missing; copies beyond the first (a crash, a restore) deleted.
         jump = "".join(f"-D {j[3:]}\n" for j in jumps[1:]) if jumps else self._jump + "\n"
@@ -161,7 +161,7 @@ class Applier:
     def _roll_back(self, family: int, section: str, saved: Saved, netns: str | None) -> None:
         """Give one family its chains of before a committed ``section`` back."""
         rendered = declared_chains(section)
-        chains, jumps = self._ours(saved)
+        chains, jumps = self.ours(saved)
         before = set(chains)
         transaction = [
             _FILTER,
@@ -193,7 +193,7 @@ class Applier:
                 or uses one of our sets).
         """
         for family in (4, 6):
-            chains, jumps = self._ours(self.runner.save(family, netns=netns))
+            chains, jumps = self.ours(self.runner.save(family, netns=netns))
             if not chains and not jumps:
                 continue
             transaction = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
-from fqdnpolicy.backend_tools import last_changes
-from fqdnpolicy.backends import Backend, BackendError, Rendering
+from fqdnpolicy.backend_tools import digest, last_changes
+from fqdnpolicy.backends import Backend, BackendError, Installed, Rendering
 from fqdnpolicy.datapath import DatapathState, Delta, MemberChanged
 from fqdnpolicy.errors import Problem
 from fqdnpolicy_iptables.apply import Applier
@@ -156,6 +156,36 @@ class IptablesBackend(Backend):
                 raise BackendError("a delta can only be checked after a full render")
             base = self._document(self._last_full)
         self.applier.check(doc, base)
+
+    def installed(self, *, netns: str | None = None) -> Installed | None:
+        """Read back our chains, our jump in ``FORWARD`` and the members of our sets.
+
+        Chains are named ``<family>:<chain>:<digest of its rules>`` (and the jump
+        ``<family>:FORWARD:<our root chain>``), so a chain whose rules were changed by hand
+        reads as a chain gone. Members are the plain addresses of both families' sets of
+        each engine set the last full :meth:`render` declared; a set one of whose families is
+        gone is absent.
+
+        Raises:
+            BackendError: a tool could not list the kernel's state.
+        """
+        chains: set[str] = set()
+        for family in (4, 6):
+            saved = self.runner.save(family, netns=netns)
+            ours, jumps = self.applier.ours(saved)
+            for chain in ours:
+                rules = "\n".join(saved.of_chains({chain}))
+                chains.add(f"{family}:{chain}:{digest(rules)}")
+            if jumps:
+                chains.add(f"{family}:FORWARD:{self.applier.names.root}")
+        listed = self.runner.ipset_members(netns=netns)
+        members: dict[str, frozenset[str]] = {}
+        for set_id in self._kinds:
+            names = [self.applier.names.set_name(set_id, family) for family in (4, 6)]
+            if all(name in listed for name in names):
+                found = listed[names[0]] | listed[names[1]]
+                members[set_id] = frozenset(m for m in found if "/" not in m)
+        return Installed(frozenset(chains), members)
 
     def remove(self, *, netns: str | None = None) -> None:
         """Delete our jump in ``FORWARD``, our chains and our sets (none: no error)."""

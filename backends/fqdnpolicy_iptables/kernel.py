@@ -142,6 +142,24 @@ class ToolRunner:
             raise self._refused("ipset list", done, "")
         return set(done.stdout.decode(errors="replace").split())
 
+    def ipset_members(self, *, netns: str | None = None) -> dict[str, set[str]]:
+        """Every set in the namespace and its members, as ``ipset save`` writes them.
+
+        Members are addresses, networks or ``address,proto:port``, without their timeouts.
+        """
+        argv = [find_tool(self.ipset, "ipset"), "save"]
+        done = self._run("ipset save", argv, "", netns)
+        if done.returncode != 0:
+            raise self._refused("ipset save", done, "")
+        found: dict[str, set[str]] = {}
+        for line in done.stdout.decode(errors="replace").splitlines():
+            words = line.split(" ", 3)
+            if words[0] == "create" and len(words) > 1:
+                found[words[1]] = set()
+            elif words[0] == "add" and len(words) > 2:
+                found.setdefault(words[1], set()).add(words[2])
+        return found
+
     def save(self, family: int, *, netns: str | None = None) -> Saved:
         """The chains and rules of the filter table of one family."""
         binary = self._binary(family, "save")
