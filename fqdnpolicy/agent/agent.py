@@ -20,10 +20,12 @@ from fqdnpolicy.agent.config import NODELOCAL_DNS, AgentConfig, parse_listen
 from fqdnpolicy.agent.registrations import Registration, RegistrationStore, restore
 from fqdnpolicy.agent.registry import EndpointRegistry
 from fqdnpolicy.agent.sources import WatchedState, dns_servers_in
+from fqdnpolicy.agent.verdicts import CountingVerdicts
+from fqdnpolicy.datapath import Direction
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.dns.hold import DnsHold
 from fqdnpolicy.dns.snoop import Snooper
-from fqdnpolicy.engine import PolicyEngine
+from fqdnpolicy.engine import PolicyEngine, Verdict
 from fqdnpolicy.errors import InvalidPolicy
 from fqdnpolicy.sync import DatapathSync
 
@@ -84,6 +86,7 @@ class Agent:
             self.engine = PolicyEngine(self.watched.resources, self.watched.cluster, self.cache)
             # Before the sync's first apply, so a restart never renders without them.
             restored = [r for r in restored if self._register(r)]
+            self.verdicts = CountingVerdicts(self.engine)
             self.sync = DatapathSync(
                 self.engine,
                 self.backend,
@@ -117,10 +120,26 @@ class Agent:
                     self._snoop_endpoint if config.snoop_endpoints else None,
                     store,
                     restored,
+                    self.verdicts,
                 )
         except BaseException:
             self.close()
             raise
+
+    def verdict(
+        self,
+        src: str,
+        dst: str,
+        protocol: str | int = "TCP",
+        port: int | None = None,
+        direction: Direction = "egress",
+    ) -> Verdict:
+        """Judge one flow with the agent's engine (counted in ``fqdnpolicy_verdicts_total``).
+
+        Raises:
+            InvalidPolicy: the flow is not valid.
+        """
+        return self.verdicts.verdict(src, dst, protocol, port, direction)
 
     def _register(self, registration: Registration) -> bool:
         try:

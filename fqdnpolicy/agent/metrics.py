@@ -44,6 +44,12 @@ class _Collector:
             ("watch_errors", agent.watched.errors, "Invalid policy or cluster loads ignored"),
         ):
             yield CounterMetricFamily(f"fqdnpolicy_{name}", text, value=value)
+        verdicts = CounterMetricFamily(
+            "fqdnpolicy_verdicts", "Verdicts the agent's engine answered", labels=["action"]
+        )
+        for action, count in agent.verdicts.counts().items():
+            verdicts.add_metric([action], count)
+        yield verdicts
         dns = agent.cache.stats
         seen = CounterMetricFamily("fqdnpolicy_dns_responses", "DNS responses", labels=["result"])
         seen.add_metric(["learned"], dns.answers)

@@ -6,8 +6,11 @@ Protocol: the plugin connects, sends one JSON object on a line, reads one back, 
   (``netns``, the pod's ``CNI_NETNS``, may be left out)
 * ``{"op": "del", "namespace", "name", "container_id"}``
 * ``{"op": "check", "namespace", "name", "container_id"}``
+* ``{"op": "verdict", "src", "dst", "protocol", "port", "direction"}``: the engine's verdict
+  now (:mod:`fqdnpolicy.agent.verdicts`), answered with ``action``, ``policy``, ``tier``,
+  ``rule_index`` and ``default``
 
-Answers are ``{"ok": true}`` or ``{"ok": false, "error": "..."}``. Labels come from the
+Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. Labels come from the
 agent's cluster source (the pod of that namespace and name), else none; the endpoint is
 applied to the engine at once and kept across reloads of the cluster files. With a
 :class:`~fqdnpolicy.agent.registrations.RegistrationStore`, every change is written to its
@@ -30,6 +33,7 @@ from fqdnpolicy.errors import InvalidPolicy
 
 if TYPE_CHECKING:
     from fqdnpolicy.agent.sources import WatchedState
+    from fqdnpolicy.agent.verdicts import CountingVerdicts
     from fqdnpolicy.engine import PolicyEngine
     from fqdnpolicy.sync import DatapathSync
 
@@ -53,6 +57,7 @@ class EndpointRegistry:
             False when removed (the agent's ``--snoop-endpoints``).
         store: Where registrations are kept across restarts (None: in memory only).
         restored: Registrations restored from ``store``, already applied to the engine.
+        verdicts: Answers ``verdict`` requests (None: they are refused).
     """
 
     def __init__(
@@ -64,9 +69,10 @@ class EndpointRegistry:
         on_interface: Callable[[str, bool], None] | None = None,
         store: RegistrationStore | None = None,
         restored: Sequence[Registration] = (),
+        verdicts: CountingVerdicts | None = None,
     ) -> None:
         self.path, self.engine, self.watched, self.sync = path, engine, watched, sync
-        self.on_interface, self.store = on_interface, store
+        self.on_interface, self.store, self.verdicts = on_interface, store, verdicts
         self._lock = threading.Lock()
         self._containers = {r.container_id: r for r in restored}
         if store is not None:
@@ -80,8 +86,7 @@ class EndpointRegistry:
                     request = json.loads(line)
                     if not isinstance(request, dict):
                         raise ValueError("not a JSON object")
-                    registry.handle(request)
-                    answer: dict[str, Any] = {"ok": True}
+                    answer: dict[str, Any] = {"ok": True, **registry.handle(request)}
                 except (ValueError, KeyError, TypeError, InvalidPolicy) as exc:
                     answer = {"ok": False, "error": str(exc)}
                 self.wfile.write(json.dumps(answer).encode() + b"\n")
@@ -96,14 +101,18 @@ class EndpointRegistry:
         )
         self._thread.start()
 
-    def handle(self, request: dict[str, Any]) -> None:
-        """Apply one request (see the module docstring).
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Apply one request (see the module docstring); the answer's fields beyond ``ok``.
 
         Raises:
             ValueError: a bad request, or CHECK of an endpoint not registered.
-            InvalidPolicy: the endpoint is not valid (bad addresses or interface).
+            InvalidPolicy: the endpoint (or the flow of a verdict) is not valid.
         """
         op = request.get("op")
+        if op == "verdict":  # a reader: no registration lock
+            if self.verdicts is None:
+                raise ValueError("this agent answers no verdict requests")
+            return self.verdicts.answer(request)
         key = f"{request['namespace']}/{request['name']}"
         container = str(request.get("container_id", ""))
         with self._lock:
@@ -145,7 +154,8 @@ class EndpointRegistry:
                 if found is None or found.key != key:
                     raise ValueError(f"endpoint {key} is not registered for this container")
             else:
-                raise ValueError(f"unknown op {op!r}; one of add, del, check")
+                raise ValueError(f"unknown op {op!r}; one of add, del, check, verdict")
+        return {}
 
     def registrations(self) -> list[Registration]:
         """The registrations held now."""

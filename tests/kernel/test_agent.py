@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,3 +147,58 @@ def test_a_bad_snoop_interface_exits_1_before_any_rule_is_applied(
         capture_output=True, text=True, timeout=30, check=True,
     ).stdout  # fmt: skip
     assert tables.strip() == ""
+
+
+def ask(path: Path, request: dict[str, object]) -> dict[str, object]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        answer: dict[str, object] = json.loads(sock.makefile().readline())
+    return answer
+
+
+def verdict_counts(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("fqdnpolicy_verdicts_total{"):
+            found[line.split('"')[1]] = float(line.split()[-1])
+    return found
+
+
+def test_verdicts_the_agent_answers_are_counted_by_action_in_its_metrics(
+    netns: str, tmp_path: Path
+) -> None:
+    from fqdnpolicy.agent import Agent, AgentConfig
+    from fqdnpolicy.agent.metrics import MetricsServer
+
+    policy, cluster, sock = tmp_path / "policy.yaml", tmp_path / "cluster.yaml", tmp_path / "s"
+    policy.write_text(POLICY)
+    cluster.write_text(
+        "apiVersion: v1\nkind: Pod\n"
+        "metadata: {name: web, namespace: default, labels: {app: web}}\n"
+        "status: {podIP: 203.0.113.9}\n"
+    )
+    config = AgentConfig(
+        policies=(str(policy),), cluster=(str(cluster),), netns=netns, cni_socket=str(sock)
+    )
+    agent = Agent(config)
+    metrics = MetricsServer(agent, "127.0.0.1", 0)
+    try:
+        assert verdict_counts(metrics.port) == {"Allow": 0, "Deny": 0}
+        dns = {"op": "verdict", "src": "default/web", "dst": "198.51.100.53"}
+        answer = ask(sock, {**dns, "protocol": "UDP", "port": 53})
+        assert (answer["ok"], answer["action"], answer["rule_index"]) == (True, "Allow", 0)
+        answer = ask(sock, {"op": "verdict", "src": "default/web", "dst": "203.0.113.250"})
+        assert (answer["ok"], answer["action"]) == (True, "Deny")
+        assert agent.verdict("default/web", "203.0.113.250", "TCP", 80).action == "Deny"
+        # A flow the engine refuses is answered with the error and not counted.
+        answer = ask(sock, {"op": "verdict", "src": "default/nobody", "dst": "203.0.113.250"})
+        assert answer["ok"] is False
+        assert ask(sock, {"op": "verdict", "src": "default/web", "dst": 7})["ok"] is False
+        assert verdict_counts(metrics.port) == {"Allow": 1, "Deny": 2}
+    finally:
+        metrics.close()
+        agent.close()
