@@ -135,6 +135,16 @@ class Backend(abc.ABC):
         """
         return None
 
+    def hold_dns(self, queue: int | None) -> bool:
+        """Render, from the next full :meth:`render` on, the hold mode's rule (or stop: None).
+
+        The rule sends DNS responses (UDP and TCP from port 53) going to the workloads'
+        interfaces to NFQUEUE ``queue`` and lets them through when no reader is bound. The
+        default: this backend cannot (False, nothing changes), and the hold mode
+        (:mod:`fqdnpolicy.dns.hold`) installs a rule of its own.
+        """
+        return False
+
     def render_structured(self, state: DatapathState, *, now: float) -> Rendering:
         """Render the full state with its structured form (:attr:`Rendering.data`) filled in.
 
