@@ -105,6 +105,7 @@ def test_every_chain_name_fits_iptables_and_is_recognised_as_ours(
     chains = [
         names.root,
         names.reject,
+        names.hold,
         names.dispatch("egress"),
         names.dispatch("ingress"),
         names.dispatch_branch("egress", content[:15]),
@@ -153,11 +154,32 @@ def test_a_log_prefix_names_policy_and_rule_within_its_limit(limit: int) -> None
         {"log": "ULOG"},
         {"nflog_group": 65536},
         {"maxelem": 0},
+        {"hold_queue": 65536},
+        {"hold_queue": -1},
     ],
 )
 def test_invalid_options_are_refused(options: dict[str, object]) -> None:
     with pytest.raises(InvalidPolicy):
         RenderOptions(**options)  # type: ignore[arg-type]
+
+
+def test_the_hold_rule_is_rendered_once_asked_for_and_only_then() -> None:
+    backend = IptablesBackend()
+    assert "NFQUEUE" not in backend.render(_state(), now=NOW).text
+    assert backend.hold_dns(7) is True
+    text = backend.render(_state(), now=NOW).text
+    for family in (4, 6):
+        section = Document.parse(text).rules[family]
+        # Jumped to before the RETURN of established flows (a DNS response is one).
+        root = [line for line in section.splitlines() if line.startswith("-A fqp-FORWARD ")]
+        assert root[:2] == [
+            "-A fqp-FORWARD -p udp --sport 53 -j fqp-hold",
+            "-A fqp-FORWARD -p tcp --sport 53 -j fqp-hold",
+        ]
+        hold = [line for line in section.splitlines() if line.startswith("-A fqp-hold ")]
+        assert hold == ["-A fqp-hold -o cali0123456789a -j NFQUEUE --queue-num 7 --queue-bypass"]
+    backend.hold_dns(None)
+    assert "fqp-hold" not in backend.render(_state(), now=NOW).text
 
 
 def test_an_unknown_variant_is_refused() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
+import attrs
+
 from fqdnpolicy.backend_tools import digest, last_changes
 from fqdnpolicy.backends import Backend, BackendError, Installed, Rendering
 from fqdnpolicy.datapath import DatapathState, Delta, MemberChanged
@@ -69,6 +71,19 @@ class IptablesBackend(Backend):
     def variant(self) -> Variant:
         """The iptables variant in use."""
         return self.runner.variant
+
+    def hold_dns(self, queue: int | None) -> bool:
+        """Render the hold mode's rules from the next full :meth:`render` on (None: stop).
+
+        ``<prefix>-hold``, jumped to first from ``<prefix>-FORWARD`` for UDP and TCP from
+        port 53, sends what goes out of a workload's interface to NFQUEUE ``queue`` with
+        ``--queue-bypass`` (accepted when no reader is bound), in both families.
+
+        Raises:
+            InvalidPolicy: a queue number outside 0-65535.
+        """
+        self.options = attrs.evolve(self.options, hold_queue=queue)
+        return True
 
     def render(self, state: DatapathState, *, now: float) -> Rendering:
         """Render sets and rules of both families as one document.

@@ -93,7 +93,8 @@ class Names:
     Chains: ``<p>-FORWARD`` (the root, jumped to from ``FORWARD``), ``<p>-from-wl`` and
     ``<p>-to-wl`` (dispatch by interface, with ``<p>-fd-<hash>``/``<p>-td-<hash>`` below them
     when there are many), ``<p>-po-<hash>``/``<p>-pi-<hash>`` (policy chains, egress and
-    ingress, named by a hash of their content) and ``<p>-reject`` (test mode).
+    ingress, named by a hash of their content), ``<p>-reject`` (test mode) and ``<p>-hold``
+    (the hold mode's NFQUEUE rules).
 
     Args:
         prefix: What every name starts with (see :func:`check_prefix`).
@@ -106,9 +107,10 @@ class Names:
         self.prefix = check_prefix(prefix)
         self.root = f"{prefix}-FORWARD"
         self.reject = f"{prefix}-reject"
+        self.hold = f"{prefix}-hold"
         self._own_set = re.compile(rf"{prefix}-(?:[a-z]|np)[46][-.][A-Za-z0-9_-]{{1,22}}")
         self._own_chain = re.compile(
-            rf"{prefix}-(?:FORWARD|from-wl|to-wl|reject|(?:fd|td|po|pi)-[0-9a-f]{{16,20}})"
+            rf"{prefix}-(?:FORWARD|from-wl|to-wl|reject|hold|(?:fd|td|po|pi)-[0-9a-f]{{16,20}})"
         )
         self._cache: dict[tuple[str, int], str] = {}
 

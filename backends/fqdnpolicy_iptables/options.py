@@ -34,6 +34,8 @@ class RenderOptions:
         nflog_group: The NFLOG group (0-65535) when ``log`` is ``NFLOG``.
         maxelem: Smallest ``maxelem`` of a set; a set with more than half as many members
             gets the next power of two above twice its members.
+        hold_queue: The hold mode's NFQUEUE number: DNS responses going to a workload's
+            interface are sent there (None: no hold rule).
     """
 
     prefix: str = attrs.field(default="fqp")
@@ -41,6 +43,7 @@ class RenderOptions:
     log: Literal["LOG", "NFLOG"] = attrs.field(default="LOG")
     nflog_group: int = attrs.field(default=0)
     maxelem: int = attrs.field(default=DEFAULT_MAXELEM)
+    hold_queue: int | None = attrs.field(default=None)
 
     @prefix.validator
     def _check_prefix(self, _: object, value: str) -> None:
@@ -60,3 +63,8 @@ class RenderOptions:
     def _check_maxelem(self, _: object, value: int) -> None:
         if not 1 <= value <= 2**31 - 1:
             raise _problem("maxelem", f"maxelem {value} is out of range", "1 to 2147483647")
+
+    @hold_queue.validator
+    def _check_queue(self, _: object, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not 0 <= value <= 65535):
+            raise _problem("hold_queue", f"NFQUEUE number {value!r} is out of range", "0-65535")

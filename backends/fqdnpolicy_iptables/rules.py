@@ -8,6 +8,8 @@ Layout (filter table; every chain is ours, see :class:`~fqdnpolicy_iptables.name
     fqp-from-wl  -i <interface> -g <the endpoint's egress program>   (fqp-fd-* below it
                  when there are many interfaces: -i <common prefix>+ -g fqp-fd-<hash>)
     fqp-to-wl    the same with -o, for ingress
+    fqp-hold     (hold mode only, jumped to first for UDP and TCP from port 53)
+                 -o <interface> -j NFQUEUE --queue-num N --queue-bypass, each workload
     fqp-po-<h>   a policy's rules in a tier, then -g the tier's next policy chain, or the
     fqp-pi-<h>   end of the tier (egress / ingress)
 
@@ -393,12 +395,19 @@ def render_rules(
     """Render one family's chains for ``(endpoint, checked interface)`` pairs."""
     r = _Family(family, options, names)
     from_wl, to_wl = names.dispatch("egress"), names.dispatch("ingress")
+    # DNS responses are established flows: the hold rules come before the RETURN of those.
+    hold = [f"-p {p} --sport 53 -j {names.hold}" for p in ("udp", "tcp")]
     r.chains[names.root] = [
+        *(hold if options.hold_queue is not None else []),
         "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
         "-m conntrack --ctstate INVALID -j DROP",
         f"-j {from_wl}",
         f"-j {to_wl}",
     ]
+    if options.hold_queue is not None:
+        target = f"-j NFQUEUE --queue-num {options.hold_queue} --queue-bypass"
+        interfaces = sorted({iface for _, iface in endpoints})
+        r.chains[names.hold] = [f"-o {iface} {target}" for iface in interfaces]
     directions: tuple[Direction, Direction] = ("egress", "ingress")
     for direction, chain in zip(directions, (from_wl, to_wl), strict=True):
         r.chains[chain] = []  # declared first, filled below

@@ -5,9 +5,13 @@ answer reaches the workload before the kernel holds the new address, and the fir
 dropped. Calico's DelayDNSResponse and Cilium's DNS proxy close that race the same way: the
 response is held until the rules exist.
 
-:class:`DnsHold` installs an iptables ``NFQUEUE`` rule (through ``iptables-nft`` and
-``ip6tables-nft``: nftables' own ``queue`` statement is not built into every kernel) on the
-forward path for UDP and TCP from source port 53, reads the queued responses
+:class:`DnsHold` first asks the sync's backend to render the rule sending DNS responses to
+the queue (:meth:`~fqdnpolicy.backends.Backend.hold_dns`; the iptables backend does, into
+its own chains, for the workloads' interfaces) and waits until the sync applied it. A
+backend that cannot (nftables: its ``queue`` statement is not built into every kernel, and
+its full apply recreates the table, dropping queued packets; eBPF) gets a rule inserted
+here instead: iptables ``NFQUEUE`` through ``iptables-nft`` and ``ip6tables-nft`` on the
+forward path for UDP and TCP from source port 53. It then reads the queued responses
 (:mod:`fqdnpolicy.dns.nfqueue`), has the cache learn them, waits until the
 :class:`~fqdnpolicy.sync.DatapathSync` has applied what they changed, and only then accepts
 them. A response still unprogrammed after ``bound`` seconds is accepted (``fail="open"``) or
@@ -22,6 +26,7 @@ resolver a retry; member changes (deltas) never do.
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import socket
 import subprocess
@@ -44,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["DnsHold", "HoldError", "HoldStats"]
 
 _COMMENT = "fqdnpolicy-hold"
+_RULE_WAIT = 10.0  # seconds the sync has to apply the backend's hold rule
+log = logging.getLogger(__name__)
 
 
 class HoldError(RuntimeError):
@@ -85,8 +92,10 @@ class DnsHold:
         netns: Work inside this named network namespace.
         bound: Most seconds a response is held.
         fail: At the bound, ``open`` releases the response, ``closed`` drops it.
-        install_rules: Insert (and at close remove) the iptables rules sending responses to
-            the queue; False when the backend or the operator installs them.
+        install_rules: Have the rules sending responses to the queue made (and removed at
+            close): by the sync's backend when it can render them
+            (:meth:`~fqdnpolicy.backends.Backend.hold_dns`), else inserted here; False when
+            the operator installs them.
 
     Raises:
         InvalidPolicy: a bad option.
@@ -120,8 +129,17 @@ class DnsHold:
             self._socket = in_netns(netns, lambda: QueueSocket(queue, fail_open=fail == "open"))
         except OSError as exc:
             raise HoldError(f"cannot bind NFQUEUE {queue}: {exc}") from exc
+        self._by_backend = False
         try:
-            if install_rules:
+            if install_rules and sync.backend.hold_dns(queue):
+                self._by_backend = True
+                try:
+                    self._apply_backend_rule(queue)
+                except HoldError:
+                    sync.backend.hold_dns(None)
+                    sync.resync()
+                    raise
+            elif install_rules:
                 self._install()
         except HoldError:
             self._socket.close()
@@ -130,6 +148,27 @@ class DnsHold:
         self._stop_r, self._stop_w = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="fqdnpolicy-hold", daemon=True)
         self._thread.start()
+
+    def _apply_backend_rule(self, queue: int | None) -> None:
+        """Wait until the sync applied a full rendering begun after the backend's change.
+
+        A full apply under way when the backend changed may have rendered before it; the
+        one after it cannot have, so two full applies are waited for (asking again each
+        round, since a request made while one is under way may be merged into it).
+        """
+        target = self.sync.stats().full_applies + 2
+        deadline = time.monotonic() + _RULE_WAIT
+        while self.sync.stats().full_applies < target:
+            if time.monotonic() > deadline:
+                error = self.sync.stats().last_error or "no full apply in time"
+                raise HoldError(f"the {self.sync.backend.name} backend's hold rule: {error}")
+            seen = self.sync.stats().full_applies
+            self.sync.resync()
+            round_end = min(deadline, time.monotonic() + 0.5)
+            while self.sync.stats().full_applies == seen and time.monotonic() < round_end:
+                time.sleep(0.005)
+        if queue is not None:
+            log.info("DNS responses held by the %s backend's rule", self.sync.backend.name)
 
     def _iptables(self, tool: str, action: str, rule: Sequence[str]) -> None:
         argv = [find_tool(tool, "iptables"), "-w", "5", action, *rule]
@@ -162,6 +201,13 @@ class DnsHold:
     def close(self) -> None:
         """Remove the rules (responses flow unheld again), then stop and unbind the queue."""
         self._uninstall()
+        if self._by_backend:
+            self._by_backend = False
+            self.sync.backend.hold_dns(None)
+            # Without the rule the queue's reader may go: --queue-bypass lets responses
+            # through meanwhile, so a failure here only leaves the rule in place.
+            with contextlib.suppress(HoldError):
+                self._apply_backend_rule(None)
         self._stop_w.send(b"x")
         self._thread.join()
         self._socket.close()
