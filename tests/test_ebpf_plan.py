@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from fqdnpolicy_ebpf import DeltaPlan, EbpfBackend
 from fqdnpolicy_ebpf.build import compile_program, source_hash
-from fqdnpolicy_ebpf.layout import Memberships
-from fqdnpolicy_ebpf.plan import MAX_PORTS, Plan, parse_member, words_for
+from fqdnpolicy_ebpf.layout import Memberships, slots_for
+from fqdnpolicy_ebpf.plan import MAX_PORTS, MAX_RULE_SETS, Entry, Plan, parse_member, table_index
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fqdnpolicy.backends import BackendError, Rendering
 from fqdnpolicy.datapath import (
@@ -27,11 +29,6 @@ NET = (4, 24, 0xCB007100)  # 203.0.113.0/24
 HOST = (4, 32, 0xCB00710C)  # 203.0.113.12
 
 
-def _bits(raw: bytes, words: int) -> tuple[int, int]:
-    size = 8 * words
-    return int.from_bytes(raw[:size], "little"), int.from_bytes(raw[size:], "little")
-
-
 def _state(*sets: SetState, rules: tuple[RuleState, ...] = ()) -> DatapathState:
     tiers = (TierState("t", rules, "Deny"),) if rules else ()
     endpoint = EndpointState("ns/web", "caliweb", ("198.51.100.10",), tiers, ())
@@ -42,10 +39,9 @@ def test_a_more_specific_entry_carries_the_sets_of_its_covering_prefixes() -> No
     members = Memberships()
     members.add(0, NET, None)
     members.add(3, HOST, 50.0)
-    bits, timed = _bits(members.value(HOST, 1)[0], 1)
-    assert bits == 0b1001
-    assert timed == 0b1000  # only its own DNS membership has a deadline
-    assert _bits(members.value(NET, 1)[0], 1) == (0b1, 0)
+    # Only its own DNS membership has a deadline.
+    assert members.merged(HOST) == {3: 50.0, 0: None}
+    assert members.merged(NET) == {0: None}
     assert members.affected(NET) == [NET, HOST]
     assert members.affected(HOST) == [HOST]
 
@@ -54,7 +50,13 @@ def test_a_set_holding_the_covering_prefix_too_keeps_the_address_past_its_deadli
     members = Memberships()
     members.add(0, NET, None)
     members.add(0, HOST, 50.0)
-    assert _bits(members.value(HOST, 1)[0], 1) == (0b1, 0)
+    assert members.merged(HOST) == {0: None}
+
+
+def test_a_shorter_prefix_carries_no_deadline() -> None:
+    members = Memberships()
+    members.add(2, NET, 50.0)
+    assert members.merged(NET) == {2: None}
 
 
 def test_removing_the_last_membership_frees_the_prefix() -> None:
@@ -66,12 +68,12 @@ def test_removing_the_last_membership_frees_the_prefix() -> None:
     assert HOST not in members.own
 
 
-def test_parse_member_and_bitmap_words() -> None:
+def test_parse_member_and_membership_slots() -> None:
     assert parse_member("203.0.113.12") == HOST
     assert parse_member("203.0.113.0/24") == NET
     assert parse_member("2001:db8::/32") == (6, 32, 0x20010DB8 << 96)
     assert parse_member("fe80::1%eth0") is None
-    assert [words_for(n) for n in (0, 64, 65, 129, 300)] == [1, 1, 2, 4, 8]
+    assert [slots_for(n) for n in (0, 4, 5, 9, 17)] == [4, 4, 8, 16, 32]
 
 
 def test_render_text_names_the_program_sets_and_tables() -> None:
@@ -153,3 +155,71 @@ def test_a_compile_error_carries_clangs_message(tmp_path: Path) -> None:
     require_tool("clang")
     with pytest.raises(BackendError, match="undeclared"):
         compile_program(1, source=bad, cache=tmp_path / "cache")
+
+
+def _rule_entry(peer_in: tuple[int, ...]) -> Entry:
+    return Entry(kind="rule", action="Allow", tier="t", peer_in=peer_in)
+
+
+@given(
+    tables=st.lists(
+        st.one_of(
+            st.just(Entry(kind="tier-end", action="Deny", tier="t")),
+            st.lists(st.integers(0, 5), max_size=3, unique=True).map(
+                lambda sets: _rule_entry(tuple(sets))
+            ),
+        ),
+        max_size=30,
+    ),
+    sizes=st.dictionaries(st.integers(0, 5), st.integers(0, 100)),
+    peer=st.sets(st.integers(0, 5)),
+)
+def test_the_index_gives_every_entry_a_peer_can_need_once_and_in_order(
+    tables: list[Entry], sizes: dict[int, int], peer: set[int]
+) -> None:
+    entries = tuple(tables)
+    unindexed, by_set = table_index(entries, sizes)
+    lists = [unindexed, *(by_set.get(s, ()) for s in peer)]
+    merged = sorted(i for positions in lists for i in positions)
+    assert all(list(p) == sorted(p) for p in lists)
+    assert len(merged) == len(set(merged))  # no entry twice
+    # Every entry that can match this peer is tested, and in table order ...
+    needed = [
+        i
+        for i, e in enumerate(entries)
+        if e.kind == "tier-end" or not e.peer_in or set(e.peer_in) <= peer
+    ]
+    assert set(needed) <= set(merged)
+    # ... and an indexed rule only when the peer is in the set it is listed under.
+    for s, positions in by_set.items():
+        assert all(s in entries[i].peer_in for i in positions)
+    assert sorted(unindexed + tuple(i for v in by_set.values() for i in v)) == list(
+        range(len(entries))
+    )
+
+
+def test_a_rule_is_indexed_under_its_smallest_set() -> None:
+    entries = (
+        _rule_entry((1, 2)),
+        _rule_entry(()),
+        Entry(kind="tier-end", action="Deny", tier="t"),
+    )
+    assert table_index(entries, {1: 500, 2: 3}) == ((1, 2), {2: (0,)})
+
+
+def test_a_rule_naming_more_peer_sets_than_the_program_tests_is_refused() -> None:
+    sets = tuple(SetState(f"n:{i}", "nets", str(i), {}) for i in range(MAX_RULE_SETS + 1))
+    rules = (RuleState("p", "t", 0, "Allow", (4,), peer_in=tuple(s.set_id for s in sets)),)
+    with pytest.raises(InvalidPolicy, match="at most 4"):
+        EbpfBackend().render(_state(*sets, rules=rules), now=0.0)
+
+
+def test_endpoints_with_the_same_tiers_share_one_table_in_the_text() -> None:
+    tiers = (TierState("t", (RuleState("p", "t", 0, "Allow", (4,), protocol=6),), "Deny"),)
+    endpoints = tuple(
+        EndpointState(f"ns/web{i}", f"caliweb{i}", (f"198.51.100.{10 + i}",), tiers, ())
+        for i in range(2)
+    )
+    rendering = EbpfBackend().render(DatapathState((), endpoints, {}), now=0.0)
+    assert "the table of ns/web0 egress" in rendering.text
+    assert rendering.text.count("end of tier t: Deny") == 1

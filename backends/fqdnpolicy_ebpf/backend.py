@@ -15,20 +15,23 @@ from fqdnpolicy.backends import Backend, BackendError, Rendering
 from fqdnpolicy.datapath import DatapathState, Delta, MemberChanged
 from fqdnpolicy.errors import Problem
 from fqdnpolicy_ebpf import libbpf
-from fqdnpolicy_ebpf.build import SOURCE, object_key, source_hash
+from fqdnpolicy_ebpf.build import SOURCE, parse_object_key, source_hash
 from fqdnpolicy_ebpf.kernel import (
     Datapath,
     NodeState,
+    Tables,
+    attach,
+    capacity_for,
     detach_all,
-    drop_deadlines,
     interface_indices,
     log_counts,
+    pack_tables,
     unpin,
     write_members,
     write_plan,
 )
-from fqdnpolicy_ebpf.layout import HOST_LEN, TABLE_KEY, deadline_key
-from fqdnpolicy_ebpf.plan import Plan, Prefix, build_plan, parse_member
+from fqdnpolicy_ebpf.layout import TABLE_KEY, slots_for
+from fqdnpolicy_ebpf.plan import Member, Plan, Prefix, build_plan, parse_member
 from fqdnpolicy_ebpf.text import plan_json, plan_text
 from fqdnpolicy_ebpf.workbench import measure_verdicts
 
@@ -48,8 +51,9 @@ class EbpfBackend(Backend):
 
     The program (``fqe.bpf.c``, compiled with clang on first use) sits on the clsact hooks of
     every endpoint's host-side interface and reads the policy from maps: set memberships in
-    an LPM trie, per endpoint and direction a rule table, DNS deadlines, named ports, Log
-    counters and a conntrack LRU hash. Policy and DNS changes are map writes.
+    an LPM trie (each with its DNS deadline), per endpoint and direction a rule table and an
+    index from peer sets to its rules, named ports, Log counters and a conntrack LRU hash.
+    Policy and DNS changes are map writes.
 
     Args:
         pin_root: A directory on a bpffs mount; the program and maps of each namespace are
@@ -94,7 +98,7 @@ class EbpfBackend(Backend):
         """
         skipped: list[Problem] = []
         plan = build_plan(state, now, self._assign(state), skipped)
-        text = plan_text(plan, source_hash(self.source), object_key(plan.words, self.source))
+        text = plan_text(plan, source_hash(self.source))
         self._last = (text, plan)
         return Rendering(self.name, "full", text, plan, skipped=tuple(skipped))
 
@@ -165,40 +169,68 @@ class EbpfBackend(Backend):
         libbpf.in_netns(netns, lambda: self._apply(plan, netns))
 
     def _apply(self, plan: Plan | DeltaPlan, netns: str | None) -> None:
-        node = self._nodes.get(netns)
+        current = self._nodes.get(netns)
         if isinstance(plan, DeltaPlan):
-            if node is None:
+            if current is None:
                 raise BackendError("a delta can only be applied after a full apply")
-            self._apply_delta(node, plan)
+            self._apply_delta(current, plan, netns)
             return
         ifindex = interface_indices(sorted({t.interface for t in plan.tables}))
-        pin_dir = self._pin_dir(netns)
-        fresh = node is None or node.datapath.words != plan.words
-        if node is None or fresh:
-            old = node
-            node = NodeState(Datapath.open(plan.words, pin_dir, self.source))
-            if old is not None:
-                node.attached = old.attached
-        write_plan(node, plan, ifindex, fresh=fresh)
-        previous = self._nodes.get(netns)
-        if previous is not None and previous is not node:
-            previous.datapath.close()
+        tables = pack_tables(plan, ifindex)
+        node = self._write_full(current, plan, tables, netns)
+        attach(node, ifindex)
+        if current is not None and current is not node:
+            current.datapath.close()
         self._nodes[netns] = node
-        unpin(pin_dir, keep=node.datapath.key)
+        unpin(self._pin_dir(netns), keep=node.datapath.key)
 
-    def _apply_delta(self, node: NodeState, plan: DeltaPlan) -> None:
+    def _write_full(
+        self, current: NodeState | None, plan: Plan, tables: Tables, netns: str | None
+    ) -> NodeState:
+        """Write a plan into a program big enough for it (the current one, or a larger one)."""
+        slots, capacity = 4, capacity_for(tables.size)
+        if current is not None:
+            # Never shrink: a smaller object would be a reload for nothing.
+            slots = current.datapath.slots
+            capacity = max(capacity, current.datapath.capacity)
+        node = current
+        while True:
+            fresh = node is None or (node.datapath.slots, node.datapath.capacity) != (
+                slots,
+                capacity,
+            )
+            if node is None or fresh:
+                opened = NodeState(
+                    Datapath.open(slots, capacity, self._pin_dir(netns), self.source)
+                )
+                if node is not None:
+                    opened.attached = node.attached
+                    if node is not current:
+                        node.datapath.close()
+                node = opened
+            widest = write_plan(node, plan, tables, fresh=fresh, mono_ns=time.monotonic_ns())
+            if not widest:
+                return node
+            slots = slots_for(widest)  # an address in more sets than the program holds
+
+    def _apply_delta(self, node: NodeState, plan: DeltaPlan, netns: str | None) -> None:
         touched: dict[Prefix, None] = {}
-        ended: list[bytes] = []
         for index, prefix, _text, added, expiry in plan.changes:
             if added:
                 node.members.add(index, prefix, expiry)
             else:
                 node.members.remove(index, prefix)
-                if prefix[1] == HOST_LEN[prefix[0]]:
-                    ended.append(deadline_key(index, prefix[0], prefix[2]))
             touched.update(dict.fromkeys(node.members.affected(prefix)))
-        write_members(node, touched, now=plan.now, mono_ns=time.monotonic_ns())
-        drop_deadlines(node, ended)
+        if write_members(node, touched, now=plan.now, mono_ns=time.monotonic_ns()):
+            # An address is now in more sets than the program holds: a larger program,
+            # written in full with the members as they now are.
+            assert node.plan is not None
+            members = tuple(
+                Member(index, prefix, "", expiry)
+                for prefix, sets in node.members.own.items()
+                for index, expiry in sets.items()
+            )
+            self._apply(attrs.evolve(node.plan, members=members, now=plan.now), netns)
 
     def sweep(self, now: float, *, netns: str | None = None) -> int:
         """Remove every DNS-learned member whose expiry (DNS cache clock) is at or before ``now``.
@@ -219,7 +251,8 @@ class EbpfBackend(Backend):
             if expiry is not None and expiry <= now
         ]
         if due:
-            libbpf.in_netns(netns, lambda: self._apply_delta(node, DeltaPlan(tuple(due), now)))
+            delta = DeltaPlan(tuple(due), now)
+            libbpf.in_netns(netns, lambda: self._apply_delta(node, delta, netns))
         return len(due)
 
     def datapath(self, *, netns: str | None = None) -> Datapath | None:
@@ -299,9 +332,12 @@ class EbpfBackend(Backend):
         if node is None and pin_dir is not None and pin_dir.is_dir():
             # A new process: the pinned tables say which interfaces carry the program.
             for sub in pin_dir.iterdir():
+                sizes = parse_object_key(sub.name)
+                if sizes is None:
+                    continue
                 try:
-                    dp = Datapath.open(int(sub.name.rsplit("-w", 1)[1]), pin_dir, self.source)
-                except (BackendError, ValueError, IndexError):
+                    dp = Datapath.open(*sizes, pin_dir, self.source)
+                except BackendError:
                     continue
                 found = NodeState(dp)
                 for key in libbpf.map_keys(dp.maps["fqe_tables"], TABLE_KEY.size):

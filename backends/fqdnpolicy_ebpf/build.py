@@ -1,7 +1,7 @@
-"""Compiling the BPF program with clang, once per source and bitmap size (cached on disk).
+"""Compiling the BPF program with clang, once per source and membership slots (cached on disk).
 
 The object's name is the SHA-256 of the C source and the compile-time constants, so a changed
-source or a larger set bitmap gets a new object and an unchanged one is never rebuilt.
+source or more membership slots get a new object and an unchanged one is never rebuilt.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fqdnpolicy.backends import BackendError
 
-__all__ = ["SOURCE", "compile_program", "object_key", "source_hash"]
+__all__ = ["SOURCE", "compile_program", "object_key", "parse_object_key", "source_hash"]
 
 SOURCE = Path(__file__).resolve().with_name("fqe.bpf.c")
 #: The two programs of the object.
@@ -28,9 +28,20 @@ def source_hash(source: Path = SOURCE) -> str:
     return hashlib.sha256(source.read_bytes()).hexdigest()
 
 
-def object_key(words: int, source: Path = SOURCE) -> str:
-    """The cache name of an object: source hash and bitmap words, short."""
-    return f"{source_hash(source)[:16]}-w{words}"
+def object_key(slots: int, capacity: int, source: Path = SOURCE) -> str:
+    """The name of a loaded object: source hash, membership slots, rule table capacity."""
+    return f"{source_hash(source)[:16]}-s{slots}-r{capacity}"
+
+
+def parse_object_key(name: str) -> tuple[int, int] | None:
+    """``(slots, capacity)`` of an :func:`object_key` (None: not one)."""
+    try:
+        _, slots, capacity = name.rsplit("-", 2)
+        if slots[0] == "s" and capacity[0] == "r":
+            return int(slots[1:]), int(capacity[1:])
+    except (ValueError, IndexError):
+        pass
+    return None
 
 
 def cache_dir() -> Path:
@@ -39,18 +50,18 @@ def cache_dir() -> Path:
     return Path(base) / "fqdnpolicy" / "ebpf"
 
 
-def compile_program(words: int, *, source: Path = SOURCE, cache: Path | None = None) -> Path:
-    """Return the object for ``words`` bitmap words, compiling it on first use.
+def compile_program(slots: int, *, source: Path = SOURCE, cache: Path | None = None) -> Path:
+    """Return the object for ``slots`` membership slots, compiling it on first use.
 
     Args:
-        words: 64-bit words of the set bitmap (``FQE_WORDS``).
+        slots: Set memberships an address entry holds (``FQE_SLOTS``).
         source: The C source (another one for tests of the compile errors).
         cache: The cache directory (default :func:`cache_dir`).
 
     Raises:
         BackendError: clang is missing, or it refused the source (its message included).
     """
-    target = (cache or cache_dir()) / f"fqe-{object_key(words, source)}.o"
+    target = (cache or cache_dir()) / f"fqe-{source_hash(source)[:16]}-s{slots}.o"
     if target.exists():
         return target
     clang = shutil.which("clang")
@@ -64,7 +75,7 @@ def compile_program(words: int, *, source: Path = SOURCE, cache: Path | None = N
     # Written to a temporary name and renamed: a concurrent user never sees half an object.
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".o.tmp")
     os.close(fd)
-    argv = [clang, "-O2", "-g", "-target", "bpf", f"-DFQE_WORDS={words}", *includes]
+    argv = [clang, "-O2", "-g", "-target", "bpf", f"-DFQE_SLOTS={slots}", *includes]
     try:
         done = subprocess.run(
             [*argv, "-c", str(source), "-o", tmp], capture_output=True, text=True, timeout=120

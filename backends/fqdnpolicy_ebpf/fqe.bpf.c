@@ -4,8 +4,8 @@
 // egress), "to_workload" at its TC egress (the workload's ingress). Policy lives in maps and is
 // written by fqdnpolicy_ebpf.kernel; the layouts here must match fqdnpolicy_ebpf.layout.
 //
-// FQE_WORDS (set bitmap words) is given by the loader: policy changes are map updates, the
-// program only changes when the number of sets outgrows the bitmap.
+// FQE_SLOTS (set memberships one address entry holds) is given by the loader: policy changes
+// are map updates, the program only changes when an address is in more sets than that.
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
@@ -15,10 +15,14 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#ifndef FQE_WORDS
-#define FQE_WORDS 1
+#ifndef FQE_SLOTS
+#define FQE_SLOTS 4
 #endif
 #define FQE_MAX_PORTS 32 /* ranges in one port condition of one rule */
+#define FQE_RULE_SETS 4  /* sets on one side (in, not in) of one rule */
+/* Index lists merged per packet: the table's unindexed entries and one per peer set. */
+#define FQE_CURSORS 8
+#define FQE_END 0xffffffffU
 
 #define KIND_RULE 0
 #define KIND_TIER_END 1
@@ -44,16 +48,11 @@ struct lpm_key {
 	__u8 addr[16];   /* IPv4 in the first 4 bytes */
 } __attribute__((packed));
 
+// Sparse: the sets an address or prefix is in (covering prefixes merged in), by set id.
 struct members {
-	__u64 bits[FQE_WORDS];  /* sets the address is in (covering prefixes merged in) */
-	__u64 timed[FQE_WORDS]; /* of those, the ones with a deadline in `deadlines` */
-};
-
-struct deadline_key {
-	__u32 set;
-	__u8 family;
-	__u8 pad[3];
-	__u8 addr[16];
+	__u32 count;
+	__u32 sets[FQE_SLOTS];
+	__u64 deadline[FQE_SLOTS]; /* CLOCK_MONOTONIC ns of a DNS-learned membership; 0: none */
 };
 
 struct table_key {
@@ -62,8 +61,21 @@ struct table_key {
 };
 
 struct table {
-	__u32 start; /* first entry in `rules` */
-	__u32 count; /* entries; 0: no policy, allow */
+	__u32 id;      /* this rule table's key in `by_set` (endpoints with equal tables share one) */
+	__u32 start;   /* first entry in `rules` */
+	__u32 count;   /* entries; 0: no policy, allow */
+	__u32 any_off; /* in `index`: the entries a peer's sets do not select (walked always) */
+	__u32 any_cnt;
+};
+
+struct by_set_key {
+	__u32 table;
+	__u32 set;
+};
+
+struct span {
+	__u32 off; /* in `index`: positions (in the table, ascending) of the entries whose */
+	__u32 cnt; /* peer must be in this set */
 };
 
 struct rule {
@@ -74,9 +86,9 @@ struct rule {
 	__u32 counter;   /* slot in `log_counts` */
 	__u32 port_off[4]; /* dst, not dst, src, not src: first entry in `ports` */
 	__u32 port_cnt[4];
-	__u32 pad2;
-	__u64 in_mask[FQE_WORDS];
-	__u64 not_in_mask[FQE_WORDS];
+	__u8 n_in, n_not_in, pad2[2];
+	__u32 in[FQE_RULE_SETS];     /* the peer must be in all of these sets */
+	__u32 not_in[FQE_RULE_SETS]; /* and in none of these */
 };
 
 struct port_entry {
@@ -111,18 +123,27 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct deadline_key);
-	__type(value, __u64);
-	__uint(max_entries, 1 << 21);
+	__type(key, struct table_key);
+	__type(value, struct table);
+	__uint(max_entries, 1 << 17);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-} fqe_deadlines SEC(".maps");
+} fqe_tables SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct table_key);
-	__type(value, struct table);
-	__uint(max_entries, 16384);
-} fqe_tables SEC(".maps");
+	__type(key, struct by_set_key);
+	__type(value, struct span);
+	__uint(max_entries, 1 << 20);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} fqe_by_set SEC(".maps");
+
+/* Sized by the loader (as `rules` and `ports`) to what the tables need. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 65536);
+} fqe_index SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -166,32 +187,38 @@ struct pkt {
 	__u8 famflag; /* 1 IPv4, 2 IPv6 */
 	__u8 has_ports, is_icmp, icmp_type, icmp_code;
 	__u16 sport, dport; /* host order */
-	__u64 bits[FQE_WORDS];
 };
+
+// The peer's memberships and the merge's cursors. In a map value, not on the stack: the
+// verifier tracks stack contents exactly, and every combination of them would be a state of
+// its own to verify the rule walk for.
+struct scratch {
+	__u64 live; /* bit k: sets[k] is one of the peer's memberships now */
+	__u32 linear, used; /* cursors in use */
+	__u32 sets[FQE_SLOTS];
+	// The entries to test, in table order: a merge of ascending position lists (the
+	// table's unindexed entries, and those of each peer set), or every entry when `linear`.
+	__u32 at[FQE_CURSORS], end[FQE_CURSORS], head[FQE_CURSORS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct scratch);
+	__uint(max_entries, 1);
+} fqe_scratch SEC(".maps");
 
 struct eval {
 	struct pkt *p;
+	struct scratch *sc;
 	__u32 start, count, skip_to;
 	int verdict;
 };
 
-static __always_inline int ctz64(__u64 x)
-{
-	int n = 0;
-	if (!(x & 0xffffffffULL)) { n += 32; x >>= 32; }
-	if (!(x & 0xffffULL)) { n += 16; x >>= 16; }
-	if (!(x & 0xffULL)) { n += 8; x >>= 8; }
-	if (!(x & 0xfULL)) { n += 4; x >>= 4; }
-	if (!(x & 0x3ULL)) { n += 2; x >>= 2; }
-	if (!(x & 0x1ULL)) n += 1;
-	return n;
-}
-
-static __always_inline void lookup_members(struct pkt *p)
+static __always_inline void lookup_members(struct pkt *p, struct scratch *sc)
 {
 	struct lpm_key key = {};
-	__u64 now;
-	int w, k;
+	int k;
 
 	key.family = p->ct.family;
 	key.prefixlen = 8 + (p->ct.family == 4 ? 32 : 128);
@@ -199,24 +226,27 @@ static __always_inline void lookup_members(struct pkt *p)
 	struct members *m = bpf_map_lookup_elem(&fqe_members, &key);
 	if (!m)
 		return;
-	now = bpf_ktime_get_ns();
-	for (w = 0; w < FQE_WORDS; w++) {
-		__u64 bits = m->bits[w];
-		__u64 timed = m->timed[w];
+	__u64 now = bpf_ktime_get_ns();
+	for (k = 0; k < FQE_SLOTS; k++) {
+		if (k >= m->count)
+			break;
 		// A DNS-learned member counts until its deadline, without waiting for a removal.
-		for (k = 0; k < 64 && timed; k++) {
-			int b = ctz64(timed);
-			struct deadline_key dk = {};
-			timed &= timed - 1;
-			dk.set = w * 64 + b;
-			dk.family = p->ct.family;
-			__builtin_memcpy(dk.addr, p->peer, 16);
-			__u64 *deadline = bpf_map_lookup_elem(&fqe_deadlines, &dk);
-			if (!deadline || *deadline <= now)
-				bits &= ~(1ULL << b);
-		}
-		p->bits[w] = bits;
+		__u64 deadline = m->deadline[k];
+		if (deadline && deadline <= now)
+			continue;
+		sc->sets[k] = m->sets[k];
+		sc->live |= 1ULL << k;
 	}
+}
+
+static __always_inline int in_set(struct scratch *sc, __u32 set)
+{
+	int k;
+
+	for (k = 0; k < FQE_SLOTS; k++)
+		if ((sc->live >> k & 1) && sc->sets[k] == set)
+			return 1;
+	return 0;
 }
 
 struct port_walk {
@@ -260,9 +290,9 @@ static __always_inline int port_matches(struct pkt *p, __u32 off, __u32 cnt, __u
 	return w.hit;
 }
 
-static __always_inline int rule_matches(struct rule *r, struct pkt *p)
+static __always_inline int rule_matches(struct rule *r, struct pkt *p, struct scratch *sc)
 {
-	int w, k;
+	int j, k;
 
 	if (!(r->families & p->famflag))
 		return 0;
@@ -282,10 +312,10 @@ static __always_inline int rule_matches(struct rule *r, struct pkt *p)
 	    (!(r->flags & F_NOT_ICMP_TYPE) || p->icmp_type == r->not_icmp_type) &&
 	    (!(r->flags & F_NOT_ICMP_CODE) || p->icmp_code == r->not_icmp_code))
 		return 0;
-	for (w = 0; w < FQE_WORDS; w++) {
-		if ((p->bits[w] & r->in_mask[w]) != r->in_mask[w])
+	for (j = 0; j < FQE_RULE_SETS; j++) {
+		if (j < r->n_in && !in_set(sc, r->in[j]))
 			return 0;
-		if (p->bits[w] & r->not_in_mask[w])
+		if (j < r->n_not_in && in_set(sc, r->not_in[j]))
 			return 0;
 	}
 	for (k = 0; k < 4; k++) {
@@ -302,14 +332,61 @@ static __always_inline int rule_matches(struct rule *r, struct pkt *p)
 	return 1;
 }
 
+static __always_inline __u32 index_at(__u32 at)
+{
+	__u32 *pos = bpf_map_lookup_elem(&fqe_index, &at);
+	return pos ? *pos : FQE_END;
+}
+
+struct lowest {
+	struct scratch *sc;
+	__u32 best, pick;
+};
+
+static long lowest_head(__u32 k, void *data)
+{
+	struct lowest *w = data;
+
+	if (k >= FQE_CURSORS)
+		return 1;
+	__u32 head = w->sc->head[k];
+	if (head < w->best) {
+		w->best = head;
+		w->pick = k;
+	}
+	return 0;
+}
+
+// The next position of the merge (FQE_END when every list is done). The cursor with the
+// lowest head is found by a callback: unrolled, each comparison would double the states
+// the verifier explores.
+static __always_inline __u32 next_position(struct eval *c, struct scratch *sc, __u32 i)
+{
+	struct lowest w = {.sc = sc, .best = FQE_END};
+
+	if (sc->linear)
+		return i < c->count ? i : FQE_END;
+	bpf_loop(sc->used, lowest_head, &w, 0);
+	__u32 best = w.best, pick = w.pick;
+	if (best == FQE_END || pick >= FQE_CURSORS)
+		return FQE_END;
+	sc->at[pick]++;
+	sc->head[pick] = sc->at[pick] < sc->end[pick] ? index_at(sc->at[pick]) : FQE_END;
+	return best;
+}
+
 static long eval_entry(__u32 i, void *data)
 {
 	struct eval *c = data;
 	struct pkt *p = c->p;
+	struct scratch *sc = c->sc;
+	__u32 pos = next_position(c, sc, i);
 
-	if (i < c->skip_to)
+	if (pos == FQE_END)
+		return 1;
+	if (pos < c->skip_to)
 		return 0;
-	__u32 idx = c->start + i;
+	__u32 idx = c->start + pos;
 	struct rule *r = bpf_map_lookup_elem(&fqe_rules, &idx);
 	if (!r) {
 		c->verdict = TC_ACT_SHOT;
@@ -322,7 +399,7 @@ static long eval_entry(__u32 i, void *data)
 		}
 		return 0;
 	}
-	if (!rule_matches(r, p))
+	if (!rule_matches(r, p, sc))
 		return 0;
 	switch (r->action) {
 	case ACT_ALLOW:
@@ -343,6 +420,41 @@ static long eval_entry(__u32 i, void *data)
 		return 0;
 	}
 	return 0;
+}
+
+// Cursor 0 walks the entries no peer set selects; one more per peer set with entries here.
+// More such sets than cursors: every entry is walked instead (the same verdict, slower).
+static __always_inline __u32 start_cursors(struct scratch *sc, struct table *t)
+{
+	struct by_set_key key = {.table = t->id};
+	__u32 used = 1, total = t->any_cnt;
+	int k;
+
+	for (k = 0; k < FQE_CURSORS; k++)
+		sc->head[k] = FQE_END;
+	sc->at[0] = t->any_off;
+	sc->end[0] = t->any_off + t->any_cnt;
+	if (t->any_cnt)
+		sc->head[0] = index_at(t->any_off);
+	for (k = 0; k < FQE_SLOTS; k++) {
+		if (!(sc->live >> k & 1))
+			continue;
+		key.set = sc->sets[k];
+		struct span *s = bpf_map_lookup_elem(&fqe_by_set, &key);
+		if (!s || !s->cnt)
+			continue;
+		if (used >= FQE_CURSORS) {
+			sc->linear = 1;
+			return t->count;
+		}
+		sc->at[used] = s->off;
+		sc->end[used] = s->off + s->cnt;
+		sc->head[used] = index_at(s->off);
+		total += s->cnt;
+		used++;
+	}
+	sc->used = used;
+	return total;
 }
 
 static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
@@ -459,9 +571,16 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 direction)
 	// through this interface's other direction, which may have one.
 	struct eval c = {.p = &p, .start = t->start, .count = t->count, .verdict = TC_ACT_OK};
 	if (t->count) {
+		__u32 zero = 0;
+		struct scratch *sc = bpf_map_lookup_elem(&fqe_scratch, &zero);
+		if (!sc)
+			return TC_ACT_SHOT;
+		sc->live = 0;
+		sc->linear = 0;
+		c.sc = sc;
 		__builtin_memcpy(p.peer, direction == 0 ? p.ct.dst : p.ct.src, 16);
-		lookup_members(&p);
-		bpf_loop(t->count, eval_entry, &c, 0);
+		lookup_members(&p, sc);
+		bpf_loop(start_cursors(sc, t), eval_entry, &c, 0);
 	}
 	if (c.verdict == TC_ACT_OK)
 		bpf_map_update_elem(&fqe_conntrack, &p.ct, &now, BPF_ANY);

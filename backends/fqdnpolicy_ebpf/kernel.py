@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,35 +21,65 @@ from fqdnpolicy.backends import BackendError
 from fqdnpolicy_ebpf import libbpf
 from fqdnpolicy_ebpf.build import PROGRAMS, SOURCE, compile_program, object_key
 from fqdnpolicy_ebpf.layout import (
-    DEADLINE_KEY,
-    HOST_LEN,
+    BY_SET,
     LPM_KEY,
     TABLE_KEY,
     U32,
     U64,
     Memberships,
+    members_struct,
     named_key,
     pack_rule,
     pack_table,
     port_entry,
 )
-from fqdnpolicy_ebpf.plan import Plan, Prefix
+from fqdnpolicy_ebpf.plan import Entry, Plan, Prefix, table_index
 
-__all__ = ["MAPS", "MAX_PORT_ENTRIES", "MAX_RULES", "Datapath", "NodeState", "write_plan"]
+__all__ = [
+    "MAPS",
+    "MAX_CAPACITY",
+    "Datapath",
+    "NodeState",
+    "Tables",
+    "capacity_for",
+    "pack_tables",
+    "write_members",
+    "write_plan",
+]
 
 MAPS = (
     "fqe_members",
-    "fqe_deadlines",
     "fqe_tables",
+    "fqe_by_set",
+    "fqe_index",
     "fqe_rules",
     "fqe_ports",
     "fqe_named",
     "fqe_log_counts",
     "fqe_conntrack",
+    "fqe_scratch",
 )
-#: Capacity of the rule and port arrays (``max_entries`` in the C source).
-MAX_RULES = 65536
-MAX_PORT_ENTRIES = 65536
+#: Arrays sized at load time to the rule tables' capacity.
+SIZED = ("fqe_index", "fqe_rules", "fqe_ports", "fqe_log_counts")
+MIN_CAPACITY = 1 << 16
+#: Rule-table entries (or port entries) one namespace's program holds at most.
+MAX_CAPACITY = 1 << 22
+
+
+def capacity_for(count: int) -> int:
+    """Entries of the sized arrays for ``count`` rule or port entries: a power of two.
+
+    Raises:
+        BackendError: more than :data:`MAX_CAPACITY`.
+    """
+    if count > MAX_CAPACITY:
+        raise BackendError(
+            f"the rule tables need {count} entries; the program holds at most {MAX_CAPACITY}"
+        )
+    capacity = MIN_CAPACITY
+    while capacity < count:
+        capacity *= 2
+    return capacity
 
 
 @attrs.define
@@ -57,37 +87,43 @@ class Datapath:
     """A loaded program pair and its maps (fds of this process)."""
 
     key: str
-    words: int
+    slots: int
+    capacity: int
     programs: dict[str, int]
     maps: dict[str, int]
     pin_dir: Path | None
 
     @classmethod
-    def open(cls, words: int, pin_dir: Path | None, source: Path = SOURCE) -> Datapath:
+    def open(
+        cls, slots: int, capacity: int, pin_dir: Path | None, source: Path = SOURCE
+    ) -> Datapath:
         """Reuse the pinned program of this source and size, or compile, load and pin one.
 
         Raises:
             BackendError: clang or the verifier refused (with its log), or pinning failed.
         """
-        key = object_key(words, source)
+        key = object_key(slots, capacity, source)
         where = pin_dir / key if pin_dir is not None else None
         if where is not None and all((where / n).exists() for n in (*PROGRAMS, *MAPS)):
             return cls(
                 key,
-                words,
+                slots,
+                capacity,
                 {n: libbpf.obj_get(str(where / n)) for n in PROGRAMS},
                 {n: libbpf.obj_get(str(where / n)) for n in MAPS},
                 where,
             )
-        obj = libbpf.BpfObject(str(compile_program(words, source=source)), PROGRAMS)
+        obj = libbpf.BpfObject(str(compile_program(slots, source=source)), PROGRAMS)
         try:
+            for name in SIZED:
+                obj.set_max_entries(name, capacity)
             obj.load()
             # Duplicated so that they outlive the libbpf object, which closes its own.
             progs = {n: os.dup(obj.program_fd(n)) for n in PROGRAMS}
             maps = {n: os.dup(obj.map_fd(n)) for n in MAPS}
         finally:
             obj.close()
-        loaded = cls(key, words, progs, maps, where)
+        loaded = cls(key, slots, capacity, progs, maps, where)
         if where is not None:
             where.mkdir(parents=True, exist_ok=True)
             for name, fd in (*progs.items(), *maps.items()):
@@ -108,10 +144,11 @@ class NodeState:
     """What this process wrote into one namespace's datapath."""
 
     datapath: Datapath
+    plan: Plan | None = None  # the last full plan written
     members: Memberships = attrs.field(factory=Memberships)
     lpm_keys: set[bytes] = attrs.field(factory=set)
-    deadline_keys: set[bytes] = attrs.field(factory=set)
     table_keys: set[bytes] = attrs.field(factory=set)
+    by_set_keys: set[bytes] = attrs.field(factory=set)
     named_keys: set[bytes] = attrs.field(factory=set)
     attached: dict[str, int] = attrs.field(factory=dict)  # interface -> ifindex
     tables: dict[tuple[str, int], tuple[int, int]] = attrs.field(factory=dict)  # -> start, count
@@ -120,45 +157,45 @@ class NodeState:
 _PAD12 = bytes(12)
 
 
-def write_members(node: NodeState, prefixes: Iterable[Prefix], *, now: float, mono_ns: int) -> None:
-    """Write the merged entries and deadlines of these prefixes (deleting emptied ones)."""
+def write_members(node: NodeState, prefixes: Iterable[Prefix], *, now: float, mono_ns: int) -> int:
+    """Write the merged entries of these prefixes (deleting emptied ones).
+
+    Returns:
+        0 when written; otherwise the most sets one entry needs, more than the program's
+        slots, and nothing was written.
+    """
     dp = node.datapath
-    words = dp.words
+    slots = dp.slots
+    pack = members_struct(slots).pack
+    zeros = [0] * slots
     keys: list[bytes] = []
     values: list[bytes] = []
-    dkeys: list[bytes] = []
-    dvalues: list[bytes] = []
     gone: list[bytes] = []
-    gone_deadlines: list[bytes] = []
+    widest = 0
     own_of = node.members.own.get
-    value_of = node.members.value
-    pack_key, pack_deadline_key, pack_u64 = LPM_KEY.pack, DEADLINE_KEY.pack, U64.pack
-    known_deadlines = node.deadline_keys
+    merged_of = node.members.merged
+    pack_key = LPM_KEY.pack
     for prefix in prefixes:
         family, length, addr = prefix
-        # Packed once per prefix: the entry's key and its deadlines' keys share the address.
         a16 = addr.to_bytes(16, "big") if family == 6 else addr.to_bytes(4, "big") + _PAD12
         key = pack_key(8 + length, family, a16)
-        own = own_of(prefix)
-        if own is None:
+        if own_of(prefix) is None:
             gone.append(key)
             continue
-        value, timed = value_of(prefix, words)
+        merged = merged_of(prefix)
+        count = len(merged)
+        if count > slots:
+            widest = max(widest, count)
+            continue
+        pad = zeros[: slots - count]
+        # Deadlines on the monotonic clock the program reads; 0 is "none".
+        deadlines = [
+            0 if e is None else mono_ns + max(0, int((e - now) * 1e9)) for e in merged.values()
+        ]
         keys.append(key)
-        values.append(value)
-        if length == HOST_LEN[family]:
-            for index, expiry in own.items():
-                dk = pack_deadline_key(index, family, a16)
-                if timed >> index & 1 and expiry is not None:
-                    dkeys.append(dk)
-                    dvalues.append(pack_u64(mono_ns + max(0, int((expiry - now) * 1e9))))
-                elif dk in known_deadlines:
-                    gone_deadlines.append(dk)
-    # Deadlines go in before the entries that need them, and out after them.
-    libbpf.map_update_batch(
-        dp.maps["fqe_deadlines"], b"".join(dkeys), b"".join(dvalues), len(dkeys), "deadlines"
-    )
-    node.deadline_keys.update(dkeys)
+        values.append(pack(count, *merged, *pad, *deadlines, *pad))
+    if widest:
+        return widest
     libbpf.map_update_batch(
         dp.maps["fqe_members"], b"".join(keys), b"".join(values), len(keys), "set members"
     )
@@ -166,50 +203,75 @@ def write_members(node: NodeState, prefixes: Iterable[Prefix], *, now: float, mo
     for key in gone:
         libbpf.map_delete(dp.maps["fqe_members"], key)
         node.lpm_keys.discard(key)
-    for key in gone_deadlines:
-        libbpf.map_delete(dp.maps["fqe_deadlines"], key)
-        node.deadline_keys.discard(key)
+    return 0
 
 
-def drop_deadlines(node: NodeState, keys: Iterable[bytes]) -> None:
-    """Delete deadlines of memberships that ended."""
-    for key in keys:
-        if key in node.deadline_keys:
-            libbpf.map_delete(node.datapath.maps["fqe_deadlines"], key)
-            node.deadline_keys.discard(key)
+@attrs.frozen
+class Tables:
+    """Rule tables packed for the maps; endpoints with equal tables share one copy."""
+
+    keys: list[bytes]
+    values: list[bytes]
+    rules: list[bytes]
+    ports: list[bytes]
+    index: list[int]
+    by_set: dict[bytes, bytes]
+    starts: dict[tuple[str, int], tuple[int, int]]
+
+    @property
+    def size(self) -> int:
+        """Entries the largest sized array needs."""
+        return max(len(self.rules), len(self.ports))
 
 
-def _pack_tables(
-    plan: Plan, ifindex: dict[str, int]
-) -> tuple[
-    list[tuple[bytes, bytes]], bytes, bytes, int, int, dict[tuple[str, int], tuple[int, int]]
-]:
-    tables: list[tuple[bytes, bytes]] = []
-    rules: list[bytes] = []
-    ports: list[bytes] = []
-    starts: dict[tuple[str, int], tuple[int, int]] = {}
+def pack_tables(plan: Plan, ifindex: dict[str, int]) -> Tables:
+    """Pack every rule table, its index (by peer set) and the endpoints' table keys."""
+    sizes = {s.index: s.members for s in plan.sets}
+    packed = Tables([], [], [], [], [], {}, {})
+    shared: dict[object, tuple[int, int, int, tuple[int, int]]] = {}
     for table in plan.tables:
-        start = len(rules)
-        for entry in table.entries:
-            offsets = []
-            for spec in entry.ports:
-                offsets.append(len(ports))
-                ports.extend(port_entry(p) for p in spec)
-            rules.append(pack_rule(entry, plan.words, offsets, len(rules)))
-        tables.append(
-            pack_table(ifindex[table.interface], table.direction, start, len(table.entries))
+        # Log counters are per endpoint, so a table with a Log rule is never shared.
+        logs = any(e.action == "Log" for e in table.entries)
+        same: object = (
+            (id(table.entries), table.endpoint, table.direction) if logs else id(table.entries)
         )
-        starts[(table.endpoint, table.direction)] = (start, len(table.entries))
-    if len(rules) > MAX_RULES or len(ports) > MAX_PORT_ENTRIES:
-        raise BackendError(
-            f"the rule tables need {len(rules)} entries and {len(ports)} port entries; the"
-            f" program holds {MAX_RULES} and {MAX_PORT_ENTRIES}"
-        )
-    return tables, b"".join(rules), b"".join(ports), len(rules), len(ports), starts
+        found = shared.get(same)
+        if found is None:
+            found = _pack_table(packed, table.entries, len(shared), sizes)
+            shared[same] = found
+        key, value = pack_table(ifindex[table.interface], table.direction, *found)
+        packed.keys.append(key)
+        packed.values.append(value)
+        packed.starts[(table.endpoint, table.direction)] = (found[1], found[2])
+    return packed
+
+
+def _pack_table(
+    packed: Tables, rows: tuple[Entry, ...], ident: int, sizes: dict[int, int]
+) -> tuple[int, int, int, tuple[int, int]]:
+    start = len(packed.rules)
+    for entry in rows:
+        offsets = []
+        for spec in entry.ports:
+            offsets.append(len(packed.ports))
+            packed.ports.extend(port_entry(p) for p in spec)
+        packed.rules.append(pack_rule(entry, offsets, len(packed.rules)))
+    unindexed, by_set = table_index(rows, sizes)
+    any_span = (len(packed.index), len(unindexed))
+    packed.index.extend(unindexed)
+    for set_index, positions in by_set.items():
+        span = BY_SET.pack(len(packed.index), len(positions))
+        packed.by_set[BY_SET.pack(ident, set_index)] = span
+        packed.index.extend(positions)
+    return ident, start, len(rows), any_span
+
+
+def _u32s(values: Iterable[int], count: int) -> bytes:
+    return struct.pack(f"<{count}I", *values)
 
 
 def _indices(count: int) -> bytes:
-    return b"".join(U32.pack(i) for i in range(count))
+    return _u32s(range(count), count)
 
 
 def interface_indices(names: Iterable[str]) -> dict[str, int]:
@@ -227,50 +289,79 @@ def interface_indices(names: Iterable[str]) -> dict[str, int]:
     return found
 
 
-def write_plan(node: NodeState, plan: Plan, ifindex: dict[str, int], *, fresh: bool) -> None:
-    """Write a full plan into a datapath's maps (stale entries deleted), then attach.
+def _batch(fd: int, keys: list[bytes], values: list[bytes], what: str) -> None:
+    libbpf.map_update_batch(fd, b"".join(keys), b"".join(values), len(keys), what)
+
+
+def write_plan(node: NodeState, plan: Plan, tables: Tables, *, fresh: bool, mono_ns: int) -> int:
+    """Write a full plan into a datapath's maps (stale entries deleted).
 
     Args:
         node: The namespace's state; its knowledge of the maps is replaced.
         plan: What to write.
-        ifindex: Every table's interface, resolved in the namespace.
+        tables: The plan's packed rule tables (fitting the datapath's capacity).
         fresh: True when this process never wrote these maps (a new process on pinned
             maps): what is there is read back to know what to delete.
+        mono_ns: ``CLOCK_MONOTONIC`` now, the clock of the deadlines.
+
+    Returns:
+        0 when written; otherwise the most sets one address entry needs, more than the
+        program's slots, and nothing was written.
     """
     dp = node.datapath
-    tables, rules, ports, n_rules, n_ports, starts = _pack_tables(plan, ifindex)
-    if fresh:
-        node.lpm_keys = set(libbpf.map_keys(dp.maps["fqe_members"], LPM_KEY.size))
-        node.deadline_keys = set(libbpf.map_keys(dp.maps["fqe_deadlines"], 24))
-        node.table_keys = set(libbpf.map_keys(dp.maps["fqe_tables"], TABLE_KEY.size))
-        node.named_keys = set(libbpf.map_keys(dp.maps["fqe_named"], 24))
-    old_lpm, old_deadlines = node.lpm_keys, node.deadline_keys
-    node.members = Memberships()
-    node.lpm_keys, node.deadline_keys = set(), set()
+    maps = dp.maps
+    members = Memberships()
     for member in plan.members:
-        node.members.add(member.set_index, member.prefix, member.expiry)
-    write_members(node, list(node.members.own), now=plan.now, mono_ns=time.monotonic_ns())
+        members.add(member.set_index, member.prefix, member.expiry)
+    if fresh:
+        node.lpm_keys = set(libbpf.map_keys(maps["fqe_members"], LPM_KEY.size))
+        node.table_keys = set(libbpf.map_keys(maps["fqe_tables"], TABLE_KEY.size))
+        node.by_set_keys = set(libbpf.map_keys(maps["fqe_by_set"], BY_SET.size))
+        node.named_keys = set(libbpf.map_keys(maps["fqe_named"], 24))
+    old_lpm, old_members = node.lpm_keys, node.members
+    node.members, node.lpm_keys = members, set()
+    widest = write_members(node, list(members.own), now=plan.now, mono_ns=mono_ns)
+    if widest:
+        node.members, node.lpm_keys = old_members, old_lpm
+        return widest
     for key in old_lpm - node.lpm_keys:
-        libbpf.map_delete(dp.maps["fqe_members"], key)
-    for key in old_deadlines - node.deadline_keys:
-        libbpf.map_delete(dp.maps["fqe_deadlines"], key)
-    libbpf.map_update_batch(dp.maps["fqe_rules"], _indices(n_rules), rules, n_rules, "rules")
-    libbpf.map_update_batch(dp.maps["fqe_ports"], _indices(n_ports), ports, n_ports, "ports")
-    named = [named_key(*n) for n in plan.named]
+        libbpf.map_delete(maps["fqe_members"], key)
+    n_rules, n_ports = len(tables.rules), len(tables.ports)
     libbpf.map_update_batch(
-        dp.maps["fqe_named"], b"".join(named), b"\1" * len(named), len(named), "named ports"
+        maps["fqe_rules"], _indices(n_rules), b"".join(tables.rules), n_rules, "rules"
     )
+    libbpf.map_update_batch(
+        maps["fqe_ports"], _indices(n_ports), b"".join(tables.ports), n_ports, "ports"
+    )
+    libbpf.map_update_batch(
+        maps["fqe_index"],
+        _indices(len(tables.index)),
+        _u32s(tables.index, len(tables.index)),
+        len(tables.index),
+        "rule index",
+    )
+    _batch(maps["fqe_by_set"], list(tables.by_set), list(tables.by_set.values()), "rule index")
+    for key in node.by_set_keys - tables.by_set.keys():
+        libbpf.map_delete(maps["fqe_by_set"], key)
+    node.by_set_keys = set(tables.by_set)
+    named = [named_key(*n) for n in plan.named]
+    _batch(maps["fqe_named"], named, [b"\1"] * len(named), "named ports")
     for key in node.named_keys - set(named):
-        libbpf.map_delete(dp.maps["fqe_named"], key)
+        libbpf.map_delete(maps["fqe_named"], key)
     node.named_keys = set(named)
-    new_tables = {k for k, _ in tables}
-    for key, value in tables:
-        libbpf.map_update(dp.maps["fqe_tables"], key, value)
+    _batch(maps["fqe_tables"], tables.keys, tables.values, "rule tables")
+    new_tables = set(tables.keys)
     for key in node.table_keys - new_tables:
-        libbpf.map_delete(dp.maps["fqe_tables"], key)
+        libbpf.map_delete(maps["fqe_tables"], key)
     node.table_keys = new_tables
-    node.tables = starts
-    prog_in, prog_out = (dp.programs[n] for n in PROGRAMS)
+    node.tables = tables.starts
+    node.plan = plan
+    return 0
+
+
+def attach(node: NodeState, ifindex: dict[str, int]) -> None:
+    """Attach the program to these interfaces, and take it off those no longer among them."""
+    prog_in, prog_out = (node.datapath.programs[n] for n in PROGRAMS)
     for index in ifindex.values():
         libbpf.tc_attach(index, prog_in, prog_out)
     for name, index in node.attached.items():
@@ -301,8 +392,12 @@ def log_counts(node: NodeState) -> dict[tuple[str, int, int], int]:
     """Packets counted by Log rules: ``(endpoint, direction, entry index) -> count``."""
     fd = node.datapath.maps["fqe_log_counts"]
     out: dict[tuple[str, int, int], int] = {}
-    for (endpoint, direction), (start, count) in node.tables.items():
-        for i in range(count):
+    tables = node.plan.tables if node.plan is not None else ()
+    for table in tables:
+        start, _ = node.tables[(table.endpoint, table.direction)]
+        logs = (i for i, e in enumerate(table.entries) if e.action == "Log" and e.kind == "rule")
+        endpoint, direction = table.endpoint, table.direction
+        for i in logs:
             raw = libbpf.map_lookup(fd, U32.pack(start + i), 8)
             if raw is not None and U64.unpack(raw)[0]:
                 out[(endpoint, direction, i)] = U64.unpack(raw)[0]

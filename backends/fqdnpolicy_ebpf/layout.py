@@ -2,38 +2,37 @@
 
 The LPM trie answers a lookup with its longest matching prefix only, so an entry must carry
 the memberships of every prefix covering it: :class:`Memberships` keeps each prefix's own
-memberships and computes the merged bitmap of any entry, and which entries a change touches.
+memberships and computes the merged memberships of any entry (set ids, each with its DNS
+deadline), and which entries a change touches.
 """
 
 from __future__ import annotations
 
 import struct
 from collections import defaultdict
-from collections.abc import Iterable
 
-from fqdnpolicy_ebpf.plan import Entry, Prefix
+from fqdnpolicy_ebpf.plan import MAX_RULE_SETS, Entry, Prefix
 
 __all__ = [
     "ACTIONS",
-    "DEADLINE_KEY",
     "LPM_KEY",
     "Memberships",
-    "deadline_key",
     "lpm_key",
+    "members_struct",
     "pack_rule",
     "pack_table",
     "port_entry",
-    "rule_size",
+    "slots_for",
 ]
 
 LPM_KEY = struct.Struct("<IB16s")
-DEADLINE_KEY = struct.Struct("<IB3x16s")
 NAMED_KEY = struct.Struct("<IBBH16s")
 TABLE_KEY = struct.Struct("<II")
-TABLE_VALUE = struct.Struct("<II")
+TABLE_VALUE = struct.Struct("<IIIII")
+BY_SET = struct.Struct("<II")
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
-_RULE_HEAD = struct.Struct("<BBBBBBBBBBxxII4I4I4x")
+_RULE = struct.Struct(f"<BBBBBBBBBBxxII4I4IBBxx{MAX_RULE_SETS}I{MAX_RULE_SETS}I")
 _PORT = struct.Struct("<HHBBxxI")
 ACTIONS = {"Allow": 1, "Deny": 2, "Log": 3, "Pass": 4}
 F_PROTO, F_NOT_PROTO, F_ICMP, F_NOT_ICMP = 0x01, 0x02, 0x04, 0x08
@@ -52,9 +51,20 @@ def lpm_key(prefix: Prefix) -> bytes:
     return LPM_KEY.pack(8 + length, family, addr16(family, value))
 
 
-def deadline_key(set_index: int, family: int, value: int) -> bytes:
-    """The key of a DNS-learned member's deadline."""
-    return DEADLINE_KEY.pack(set_index, family, addr16(family, value))
+def slots_for(count: int) -> int:
+    """Membership slots of an entry holding ``count`` sets: a power of two, at least 4.
+
+    Powers of two, so growth rarely recompiles.
+    """
+    slots = 4
+    while slots < count:
+        slots *= 2
+    return slots
+
+
+def members_struct(slots: int) -> struct.Struct:
+    """``struct members``: the count, the set ids, the deadlines (0: none)."""
+    return struct.Struct(f"<I{slots}I4x{slots}Q")
 
 
 def named_key(name: int, family: int, value: int, proto: int, port: int) -> bytes:
@@ -62,9 +72,11 @@ def named_key(name: int, family: int, value: int, proto: int, port: int) -> byte
     return NAMED_KEY.pack(name, family, proto, port, addr16(family, value))
 
 
-def pack_table(ifindex: int, direction: int, start: int, count: int) -> tuple[bytes, bytes]:
-    """Key and value of an endpoint's rule table."""
-    return TABLE_KEY.pack(ifindex, direction), TABLE_VALUE.pack(start, count)
+def pack_table(
+    ifindex: int, direction: int, ident: int, start: int, count: int, any_span: tuple[int, int]
+) -> tuple[bytes, bytes]:
+    """Key and value of an endpoint's rule table: its id, entries, unindexed entries' span."""
+    return TABLE_KEY.pack(ifindex, direction), TABLE_VALUE.pack(ident, start, count, *any_span)
 
 
 def port_entry(entry: tuple[int, int, int, int]) -> bytes:
@@ -73,16 +85,8 @@ def port_entry(entry: tuple[int, int, int, int]) -> bytes:
     return _PORT.pack(lo, hi, proto, 1 if name >= 0 else 0, max(name, 0))
 
 
-def rule_size(words: int) -> int:
-    """Bytes of ``struct rule`` for a bitmap of ``words`` words."""
-    return _RULE_HEAD.size + 16 * words
-
-
-def _bitmap(indices: Iterable[int], words: int) -> bytes:
-    bits = 0
-    for i in indices:
-        bits |= 1 << i
-    return bits.to_bytes(8 * words, "little")
+def _sets(indices: tuple[int, ...]) -> list[int]:
+    return list(indices) + [0] * (MAX_RULE_SETS - len(indices))
 
 
 def _icmp(
@@ -96,7 +100,7 @@ def _icmp(
     return flags, kind or 0, code or 0
 
 
-def pack_rule(entry: Entry, words: int, port_off: list[int], counter: int) -> bytes:
+def pack_rule(entry: Entry, port_off: list[int], counter: int) -> bytes:
     """``struct rule`` of an entry whose port conditions start at ``port_off`` in the ports map."""
     flags = 0
     proto = not_proto = 0
@@ -110,7 +114,7 @@ def pack_rule(entry: Entry, words: int, port_off: list[int], counter: int) -> by
     )
     flags |= icmp_flags | not_flags
     families = (1 if 4 in entry.families else 0) | (2 if 6 in entry.families else 0)
-    head = _RULE_HEAD.pack(
+    return _RULE.pack(
         0 if entry.kind == "rule" else 1,
         ACTIONS[entry.action],
         families,
@@ -125,8 +129,11 @@ def pack_rule(entry: Entry, words: int, port_off: list[int], counter: int) -> by
         counter,
         *port_off,
         *(len(p) for p in entry.ports),
+        len(entry.peer_in),
+        len(entry.peer_not_in),
+        *_sets(entry.peer_in),
+        *_sets(entry.peer_not_in),
     )
-    return head + _bitmap(entry.peer_in, words) + _bitmap(entry.peer_not_in, words)
 
 
 class Memberships:
@@ -176,26 +183,21 @@ class Memberships:
             if p[0] == family and p[1] > length and p[2] >> shift == value >> shift
         ]
 
-    def value(self, prefix: Prefix, words: int) -> tuple[bytes, int]:
-        """The merged ``struct members`` of an entry, and its timed bits as an integer."""
+    def merged(self, prefix: Prefix) -> dict[int, float | None]:
+        """The sets of an entry and their expiries: its own and its covering prefixes'.
+
+        A set holding a covering prefix too keeps the address when the deadline passes, so
+        its expiry is dropped; so is any of a shorter prefix (the program checks the
+        deadline of the entry the packet's address finds).
+        """
         family, length, addr = prefix
         own = self.own[prefix]
-        bits = timed = 0
-        for index, expiry in own.items():
-            bits |= 1 << index
-            if expiry is not None and length == HOST_LEN[family]:
-                timed |= 1 << index
         full = HOST_LEN[family]
-        inherited = 0
+        out = dict(own) if length == full else dict.fromkeys(own)
         for shorter in self._lengths[family]:
             if shorter < length:
                 shift = full - shorter
                 cover = self.own.get((family, shorter, addr >> shift << shift))
                 if cover:
-                    for index in cover:
-                        inherited |= 1 << index
-        # A set holding a covering prefix too keeps the address when the deadline passes.
-        bits |= inherited
-        timed &= ~inherited
-        size = 8 * words
-        return bits.to_bytes(size, "little") + timed.to_bytes(size, "little"), timed
+                    out.update(dict.fromkeys(cover))
+        return out

@@ -1,9 +1,10 @@
 """What the eBPF backend renders: a plan of map contents, pure data (no kernel).
 
-A :class:`Plan` holds the set slots (each IP set gets a bit in the membership bitmap), the
+A :class:`Plan` holds the sets (each IP set gets a number, the id the maps know it by), the
 members as parsed prefixes, and per endpoint and direction the rule table the program walks:
-rules in tier order, each tier closed by an end-of-tier entry. :func:`build_plan` makes one
-from a :class:`~fqdnpolicy.datapath.DatapathState`; :mod:`fqdnpolicy_ebpf.text` prints it.
+rules in tier order, each tier closed by an end-of-tier entry. :func:`table_index` says which
+entries a peer's sets select. :func:`build_plan` makes a plan from a
+:class:`~fqdnpolicy.datapath.DatapathState`; :mod:`fqdnpolicy_ebpf.text` prints it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fqdnpolicy.errors import InvalidPolicy, Problem
 
 __all__ = [
     "MAX_PORTS",
+    "MAX_RULE_SETS",
     "Entry",
     "Member",
     "Plan",
@@ -27,11 +29,13 @@ __all__ = [
     "Table",
     "build_plan",
     "parse_member",
-    "words_for",
+    "table_index",
 ]
 
 #: Port entries one port condition of a rule may hold (``FQE_MAX_PORTS`` in the C source).
 MAX_PORTS = 32
+#: Sets one side (in, not in) of a rule may name (``FQE_RULE_SETS`` in the C source).
+MAX_RULE_SETS = 4
 #: ``(lo, hi, protocol or 0, peer name id or -1)``.
 PortEntry = tuple[int, int, int, int]
 #: ``(family, prefix length, address as an integer)``.
@@ -40,7 +44,7 @@ Prefix = tuple[int, int, int]
 
 @attrs.frozen
 class SetSlot:
-    """An IP set and its bit in the membership bitmap."""
+    """An IP set and its number (its id in the maps)."""
 
     index: int
     set_id: str
@@ -51,7 +55,7 @@ class SetSlot:
 
 @attrs.frozen
 class Member:
-    """A set member: its set's bit, its prefix, and its expiry on the DNS cache's clock."""
+    """A set member: its set's number, its prefix, and its expiry on the DNS cache's clock."""
 
     set_index: int
     prefix: Prefix
@@ -98,7 +102,6 @@ class Plan:
     """Everything the maps hold after a full apply.
 
     Attributes:
-        words: 64-bit words of the set bitmap the program is compiled for.
         sets: Set slots, by index.
         members: Every member of every set.
         tables: Rule tables, for every endpoint and both directions.
@@ -107,21 +110,12 @@ class Plan:
         now: The DNS cache clock's time of the rendering (expiries are relative to it).
     """
 
-    words: int
     sets: tuple[SetSlot, ...]
     members: tuple[Member, ...]
     tables: tuple[Table, ...]
     names: tuple[str, ...]
     named: tuple[tuple[int, int, int, int, int], ...]
     now: float
-
-
-def words_for(slots: int) -> int:
-    """Bitmap words for ``slots`` set bits: a power of two, so growth rarely recompiles."""
-    words = 1
-    while words * 64 < slots:
-        words *= 2
-    return words
 
 
 def parse_member(text: str) -> Prefix | None:
@@ -156,7 +150,21 @@ def _port_entries(spec: PortSpec, names: dict[str, int]) -> tuple[PortEntry, ...
     return tuple(out)
 
 
+def _peer_sets(rule: RuleState, slots: Mapping[str, int]) -> tuple[tuple[int, ...], ...]:
+    sides = tuple(tuple(slots[s] for s in ids) for ids in (rule.peer_in, rule.peer_not_in))
+    if max(map(len, sides)) > MAX_RULE_SETS:
+        raise InvalidPolicy(
+            Problem(
+                f"rule {rule.index} of {rule.policy} names {max(map(len, sides))} peer sets on"
+                f" one side; the eBPF program tests at most {MAX_RULE_SETS}",
+                hint="split the rule",
+            )
+        )
+    return sides
+
+
 def _entry(rule: RuleState, slots: Mapping[str, int], names: dict[str, int]) -> Entry:
+    peer_in, peer_not_in = _peer_sets(rule, slots)
     return Entry(
         kind="rule",
         action=rule.action,
@@ -168,8 +176,8 @@ def _entry(rule: RuleState, slots: Mapping[str, int], names: dict[str, int]) -> 
         not_protocol=rule.not_protocol,
         icmp=rule.icmp,
         not_icmp=rule.not_icmp,
-        peer_in=tuple(slots[s] for s in rule.peer_in),
-        peer_not_in=tuple(slots[s] for s in rule.peer_not_in),
+        peer_in=peer_in,
+        peer_not_in=peer_not_in,
         ports=tuple(
             _port_entries(spec, names)
             for spec in (rule.dst_ports, rule.not_dst_ports, rule.src_ports, rule.not_src_ports)
@@ -187,6 +195,27 @@ def _table(
         entries += [attrs.evolve(e, next_tier=after) for e in rules]
         entries.append(Entry(kind="tier-end", action=tier.default_action, tier=tier.name))
     return entries
+
+
+def table_index(
+    entries: tuple[Entry, ...], sizes: Mapping[int, int]
+) -> tuple[tuple[int, ...], dict[int, tuple[int, ...]]]:
+    """Which entries a packet's peer can need: ``(unindexed, by set)``, positions ascending.
+
+    A rule whose peer must be in sets can only match a peer in each of them, so it is listed
+    under one: the smallest (by ``sizes``, members per set), which the fewest peers are in.
+    Every other entry (tier ends included) is unindexed. The program merges the unindexed
+    list with the lists of the peer's sets, in table order, and tests only those entries.
+    """
+    unindexed: list[int] = []
+    by_set: dict[int, list[int]] = {}
+    for i, entry in enumerate(entries):
+        if entry.kind == "rule" and entry.peer_in:
+            key = min(entry.peer_in, key=lambda s: (sizes.get(s, 0), s))
+            by_set.setdefault(key, []).append(i)
+        else:
+            unindexed.append(i)
+    return tuple(unindexed), {s: tuple(v) for s, v in by_set.items()}
 
 
 def build_plan(
@@ -219,11 +248,15 @@ def build_plan(
             kept += 1
         sets.append(SetSlot(index, s.set_id, s.kind, s.definition, kept))
     names: dict[str, int] = {}
-    tables = [
-        Table(ep.key, ep.interface, direction, tuple(_table(tiers, slots, names)))
-        for ep in state.endpoints
-        for direction, tiers in ((0, ep.egress), (1, ep.ingress))
-    ]
+    # Endpoints with the same tiers share one entries tuple (the maps then hold one copy).
+    made: dict[tuple[TierState, ...], tuple[Entry, ...]] = {}
+    tables = []
+    for ep in state.endpoints:
+        for direction, tiers in ((0, ep.egress), (1, ep.ingress)):
+            entries = made.get(tiers)
+            if entries is None:
+                entries = made[tiers] = tuple(_table(tiers, slots, names))
+            tables.append(Table(ep.key, ep.interface, direction, entries))
     named: list[tuple[int, int, int, int, int]] = []
     for name, ident in names.items():
         for address, proto, port in state.named_ports.get(name, ()):
@@ -231,7 +264,6 @@ def build_plan(
             if prefix is not None:
                 named.append((ident, prefix[0], prefix[2], proto, port))
     return Plan(
-        words=words_for(max(slots.values(), default=-1) + 1),
         sets=tuple(sorted(sets, key=lambda s: s.index)),
         members=tuple(members),
         tables=tuple(tables),

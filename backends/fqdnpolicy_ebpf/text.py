@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fqdnpolicy_ebpf.plan import Entry, Member, Plan, PortEntry
+from fqdnpolicy_ebpf.plan import Entry, Member, Plan, PortEntry, table_index
 
 __all__ = ["plan_json", "plan_text"]
 
@@ -63,12 +63,17 @@ def _member(m: Member, now: float) -> str:
     return f"    {m.text}{left}"
 
 
-def plan_text(plan: Plan, source_hash: str, object_key: str) -> str:
-    """The plan as text: program, sets and their members, every rule table."""
+def _index(entries: tuple[Entry, ...], sizes: dict[int, int]) -> str:
+    unindexed, by_set = table_index(entries, sizes)
+    parts = [f"set {s} -> {','.join(map(str, v))}" for s, v in sorted(by_set.items())]
+    return "; ".join([*parts, f"any peer -> {','.join(map(str, unindexed))}"])
+
+
+def plan_text(plan: Plan, source_hash: str) -> str:
+    """The plan as text: program, sets and their members, every rule table (shared ones once)."""
     lines = [
         "# fqdnpolicy eBPF datapath",
         f"program fqe.bpf.c sha256 {source_hash}",
-        f"object {object_key} (set bitmap of {plan.words * 64} bits)",
         "",
         f"sets ({len(plan.sets)}):",
     ]
@@ -88,15 +93,22 @@ def plan_text(plan: Plan, source_hash: str, object_key: str) -> str:
             f"  {plan.names[n]}: family {fam} {addr:#x} {_proto(proto)}/{port}"
             for n, fam, addr, proto, port in plan.named
         )
+    sizes = {s.index: s.members for s in plan.sets}
+    shown: dict[int, str] = {}
     for table in plan.tables:
         way = "egress (from the workload)" if table.direction == 0 else "ingress (to the workload)"
         lines.append("")
         lines.append(f"endpoint {table.endpoint} on {table.interface}, {way}:")
         if not table.entries:
             lines.append("  no policy: allow")
+            continue
+        first = shown.setdefault(id(table.entries), f"{table.endpoint} {way.split()[0]}")
+        if first != f"{table.endpoint} {way.split()[0]}":
+            lines.append(f"  the table of {first}")
+            continue
         lines.extend(f"  {i:>4} {entry_text(e, plan.names)}" for i, e in enumerate(table.entries))
-        if table.entries:
-            lines.append("  then: allow (every tier passed)")
+        lines.append("  then: allow (every tier passed)")
+        lines.append(f"  index: {_index(table.entries, sizes)}")
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +116,6 @@ def plan_json(plan: Plan, source_hash: str) -> dict[str, Any]:
     """The plan as JSON-ready data."""
     return {
         "source_sha256": source_hash,
-        "words": plan.words,
         "sets": [
             {
                 "index": s.index,

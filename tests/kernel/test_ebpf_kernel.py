@@ -222,7 +222,6 @@ def test_the_program_drops_an_expired_member_itself_and_sweep_clears_it(node: No
     assert len(libbpf.map_keys(dp.maps["fqe_members"], 21)) == 2
     assert node.backend.sweep(time.monotonic(), netns=node.netns) == 1
     assert len(libbpf.map_keys(dp.maps["fqe_members"], 21)) == 1
-    assert libbpf.map_keys(dp.maps["fqe_deadlines"], 24) == []
     assert node.backend.sweep(time.monotonic(), netns=node.netns) == 0
 
 
@@ -248,7 +247,7 @@ def test_a_restarted_process_finds_the_pinned_maps(netns: str, bpffs: Path) -> N
     pinned = bpffs / netns / dp.key
     assert {p.name for p in pinned.iterdir()} == {*PROGRAMS, *MAPS}
     # A new process: the pins give it the same maps, enforcing what the first wrote.
-    again = Datapath.open(dp.words, bpffs / netns)
+    again = Datapath.open(dp.slots, dp.capacity, bpffs / netns)
     assert len(libbpf.map_keys(again.maps["fqe_members"], 21)) == 1
     assert run_program(again.programs, 0, frame(WEB4, "203.0.113.9", "tcp", dport=1))[0] == 0
     assert run_program(again.programs, 0, frame(WEB4, "198.51.100.9", "tcp", dport=1))[0] == 2
@@ -282,3 +281,86 @@ def test_the_verifier_accepts_a_thousand_rules_on_one_endpoint(node: Node) -> No
     node.apply(state((tier(*rules),)), now=0.0)
     assert node.out("203.0.113.1", dport=1000)
     assert not node.out("203.0.113.1", dport=1001)
+
+
+def test_an_address_in_more_sets_than_the_program_holds_gets_a_larger_program(
+    node: Node,
+) -> None:
+    sets = tuple(SetState(f"d:{i}", "domains", f"s{i}", {"203.0.113.12": 2000.0}) for i in range(4))
+    last = SetState("d:9", "domains", "s9", {})
+    rules = [
+        rule("Allow", protocol=6, index=i, peer_in=(s.set_id,), dst_ports=PortSpec(((i, i),)))
+        for i, s in enumerate((*sets, last), start=1)
+    ]
+    node.apply(state((tier(*rules),), (*sets, last)), now=1000.0)
+    dp = node.backend.datapath(netns=node.netns)
+    assert dp is not None
+    assert dp.slots == 4
+    assert node.out("203.0.113.12", dport=4, sport=1)
+    assert not node.out("203.0.113.12", dport=5, sport=2)
+    # A fifth set: the entry no longer fits, and the delta brings a program with more slots.
+    node.delta(MemberChanged("d:9", "203.0.113.12", True, 2000.0), now=1000.0)
+    dp = node.backend.datapath(netns=node.netns)
+    assert dp is not None
+    assert dp.slots == 8
+    assert node.out("203.0.113.12", dport=5, sport=3)
+    assert node.out("203.0.113.12", dport=1, sport=4)
+    assert not node.out("203.0.113.13", dport=1, sport=5)
+
+
+def test_a_peer_in_more_indexed_sets_than_cursors_is_judged_by_the_whole_table(
+    node: Node,
+) -> None:
+    # Nine sets holding the peer, each selecting a Deny on one port and an Allow on another:
+    # the program merges at most seven such lists, so it walks the whole table instead.
+    count = 9
+    sets = tuple(
+        SetState(f"d:{i}", "domains", f"s{i}", {"203.0.113.12": None}) for i in range(count)
+    )
+    rules = [
+        rule(
+            action,
+            protocol=6,
+            index=i,
+            peer_in=(s.set_id,),
+            dst_ports=PortSpec(((port, port),)),
+        )
+        for i, s in enumerate(sets)
+        for action, port in (("Deny", 100 + i), ("Allow", 200 + i))
+    ]
+    node.apply(state((tier(*rules),), sets), now=0.0)
+    dp = node.backend.datapath(netns=node.netns)
+    assert dp is not None
+    assert dp.slots == 16
+    for i in range(count):
+        assert not node.out("203.0.113.12", dport=100 + i, sport=10 + i)
+        assert node.out("203.0.113.12", dport=200 + i, sport=30 + i)
+    assert not node.out("203.0.113.12", dport=300, sport=50)  # end of tier
+    assert not node.out("203.0.113.13", dport=200, sport=51)  # in no set
+
+
+def test_rules_of_several_sets_and_unindexed_rules_keep_their_order(node: Node) -> None:
+    # The peer is in both sets: entries from three lists, merged in table order.
+    a = SetState("n:a", "nets", "203.0.113.0/24", {"203.0.113.0/24": None})
+    b = SetState("d:b", "domains", "b", {"203.0.113.12": None})
+    st = state(
+        (
+            tier(
+                rule("Deny", protocol=6, index=0, peer_in=("d:b",), dst_ports=PortSpec(((1, 1),))),
+                rule("Allow", protocol=6, index=1, dst_ports=PortSpec(((1, 2),))),
+                rule("Deny", protocol=6, index=2, peer_in=("n:a",), dst_ports=PortSpec(((2, 3),))),
+                rule("Allow", protocol=6, index=3, peer_in=("n:a", "d:b")),
+                rule("Deny", protocol=6, index=4, peer_not_in=("d:b",)),
+                rule("Allow", protocol=6, index=5),
+            ),
+        ),
+        (a, b),
+    )
+    node.apply(st, now=0.0)
+    assert not node.out("203.0.113.12", dport=1, sport=1)  # rule 0 before rule 1
+    assert node.out("203.0.113.13", dport=1, sport=2)  # not in b: rule 1
+    assert node.out("203.0.113.12", dport=2, sport=3)  # rule 1 before rule 2
+    assert not node.out("203.0.113.12", dport=3, sport=4)  # rule 2
+    assert node.out("203.0.113.12", dport=4, sport=5)  # rule 3 (both sets)
+    assert not node.out("203.0.113.13", dport=4, sport=6)  # not in b: rule 4
+    assert not node.out("198.51.100.99", dport=4, sport=7)  # in no set: rule 4
