@@ -157,11 +157,6 @@ class EndpointRegistry:
                 raise ValueError(f"unknown op {op!r}; one of add, del, check, verdict")
         return {}
 
-    def registrations(self) -> list[Registration]:
-        """The registrations held now."""
-        with self._lock:
-            return list(self._containers.values())
-
     def _save(self) -> None:
         if self.store is not None:
             self.store.save(self._containers.values())
