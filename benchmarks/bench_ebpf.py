@@ -9,8 +9,11 @@ Python engine's verdicts per second on the benchmark workload (scaled by
 The program's state: 1,000,000 IPv4 addresses in 64 domain sets (each with a DNS deadline),
 CIDR sets, and one endpoint whose egress tier holds a rule per set; the endpoint sits on the
 loopback interface of a scratch namespace, where test runs arrive. A test run repeats one
-packet: an allowed one is then an established flow (conntrack), a denied one walks the rule
-table every time. Needs root and clang; nothing is sent anywhere.
+packet: an allowed one is then an established flow (conntrack), a denied one is judged by
+the rules every time. ``test_full_workload`` loads the whole benchmark workload's state
+(``FULL_SIZE``, scaled by ``FQDNPOLICY_EBPF_FULL_SCALE``, default 1) and measures the
+endpoint with the longest egress table, beside the engine's ``verdict()`` on the same flows.
+Needs root and clang; nothing is sent anywhere.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from typing import Any
 import pytest
 from fqdnpolicy_ebpf import EbpfBackend
 from fqdnpolicy_ebpf.packets import run_program
-from fqdnpolicy_ebpf.workbench import DOMAIN_SETS, SHAPES, SRC, bench_state, ip4
+from fqdnpolicy_ebpf.workbench import (
+    DOMAIN_SETS,
+    SHAPES,
+    SRC,
+    bench_state,
+    ip4,
+    measure_full_workload,
+)
 
 from fqdnpolicy.backends import Rendering
 from fqdnpolicy.datapath import (
@@ -42,6 +52,7 @@ from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.workload import FULL_SIZE, generate
 
 SCALE = float(os.environ.get("FQDNPOLICY_BENCH_SCALE", "0.05"))
+FULL_SCALE = float(os.environ.get("FQDNPOLICY_EBPF_FULL_SCALE", "1"))
 REPEAT = 2_000_000
 
 
@@ -158,3 +169,23 @@ def test_reference_python_engine_verdicts(benchmark: Any) -> None:
 
     benchmark.pedantic(judge, rounds=3, iterations=1)
     benchmark.extra_info["verdicts_per_s"] = round(len(flows) / benchmark.stats.stats.min)
+
+
+def test_full_workload(benchmark: Any, netns: str) -> None:
+    """The whole benchmark workload's state: load time, and verdicts of packet shapes."""
+    runs = []
+    benchmark.pedantic(
+        lambda: runs.append(measure_full_workload(EbpfBackend(), REPEAT, FULL_SCALE)),
+        rounds=1,
+        iterations=1,
+    )
+    (run,) = runs
+    for shape, (rate, kernel, engine) in run.rates.items():
+        assert kernel == engine, shape
+        benchmark.extra_info[f"{shape}: verdicts_per_s_per_core"] = round(rate)
+    benchmark.extra_info["load_s"] = round(run.load_s, 3)
+    benchmark.extra_info["engine_verdicts_per_s"] = round(run.engine_rate)
+    benchmark.extra_info["members"] = run.members
+    benchmark.extra_info["sets"] = run.sets
+    benchmark.extra_info["table_entries_in_maps"] = run.tables
+    benchmark.extra_info["measured_table_entries"] = run.entries

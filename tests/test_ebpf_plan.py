@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from fqdnpolicy_ebpf import DeltaPlan, EbpfBackend
 from fqdnpolicy_ebpf.build import compile_program, source_hash
+from fqdnpolicy_ebpf.kernel import pack_tables
 from fqdnpolicy_ebpf.layout import Memberships, slots_for
 from fqdnpolicy_ebpf.plan import MAX_PORTS, MAX_RULE_SETS, Entry, Plan, parse_member, table_index
 from hypothesis import given
@@ -223,3 +224,23 @@ def test_endpoints_with_the_same_tiers_share_one_table_in_the_text() -> None:
     rendering = EbpfBackend().render(DatapathState((), endpoints, {}), now=0.0)
     assert "the table of ns/web0 egress" in rendering.text
     assert rendering.text.count("end of tier t: Deny") == 1
+
+
+def test_endpoints_sharing_a_table_keep_log_counters_of_their_own() -> None:
+    log = RuleState("p", "t", 0, "Log", (4,), protocol=17)
+    tiers = (TierState("t", (log, RuleState("p", "t", 1, "Allow", (4,))), "Deny"),)
+    endpoints = tuple(
+        EndpointState(f"ns/web{i}", f"caliweb{i}", (f"198.51.100.{10 + i}",), tiers, ())
+        for i in range(2)
+    )
+    rendering = EbpfBackend().render(DatapathState((), endpoints, {}), now=0.0)
+    assert isinstance(rendering.data, Plan)
+    packed = pack_tables(rendering.data, {"caliweb0": 5, "caliweb1": 6})
+    assert len(packed.rules) == 3  # one copy: two rules and the tier end
+    assert packed.log_bases == {
+        ("ns/web0", 0): 0,
+        ("ns/web0", 1): 1,
+        ("ns/web1", 0): 1,
+        ("ns/web1", 1): 2,
+    }
+    assert packed.log_slots == 2

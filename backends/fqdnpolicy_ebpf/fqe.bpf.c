@@ -48,6 +48,12 @@ struct lpm_key {
 	__u8 addr[16];   /* IPv4 in the first 4 bytes */
 } __attribute__((packed));
 
+struct host_key {
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
 // Sparse: the sets an address or prefix is in (covering prefixes merged in), by set id.
 struct members {
 	__u32 count;
@@ -66,6 +72,7 @@ struct table {
 	__u32 count;   /* entries; 0: no policy, allow */
 	__u32 any_off; /* in `index`: the entries a peer's sets do not select (walked always) */
 	__u32 any_cnt;
+	__u32 log_base; /* this endpoint's first counter in `log_counts` (tables are shared) */
 };
 
 struct by_set_key {
@@ -83,7 +90,7 @@ struct rule {
 	__u8 proto, not_proto, icmp_type, icmp_code;
 	__u8 not_icmp_type, not_icmp_code, pad[2];
 	__u32 next_tier; /* index (in the table) of the next tier's first entry: Pass */
-	__u32 counter;   /* slot in `log_counts` */
+	__u32 counter;   /* a Log rule's counter in `log_counts`, from the endpoint's log_base */
 	__u32 port_off[4]; /* dst, not dst, src, not src: first entry in `ports` */
 	__u32 port_cnt[4];
 	__u8 n_in, n_not_in, pad2[2];
@@ -120,6 +127,16 @@ struct {
 	__uint(max_entries, 1 << 21);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } fqe_members SEC(".maps");
+
+/* Full-length entries (single addresses, most DNS members) live here instead of in the trie:
+   the longest prefix there can be, so a hit needs no trie walk. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct host_key);
+	__type(value, struct members);
+	__uint(max_entries, 1 << 21);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} fqe_hosts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -211,22 +228,27 @@ struct {
 struct eval {
 	struct pkt *p;
 	struct scratch *sc;
-	__u32 start, count, skip_to;
+	__u32 start, count, skip_to, log_base;
 	int verdict;
 };
 
-static __always_inline void lookup_members(struct pkt *p, struct scratch *sc)
+static __always_inline void lookup_members(struct pkt *p, struct scratch *sc, __u64 now)
 {
+	struct host_key host = {};
 	struct lpm_key key = {};
 	int k;
 
-	key.family = p->ct.family;
-	key.prefixlen = 8 + (p->ct.family == 4 ? 32 : 128);
-	__builtin_memcpy(key.addr, p->peer, 16);
-	struct members *m = bpf_map_lookup_elem(&fqe_members, &key);
+	host.family = p->ct.family;
+	__builtin_memcpy(host.addr, p->peer, 16);
+	struct members *m = bpf_map_lookup_elem(&fqe_hosts, &host);
+	if (!m) {
+		key.family = p->ct.family;
+		key.prefixlen = 8 + (p->ct.family == 4 ? 32 : 128);
+		__builtin_memcpy(key.addr, p->peer, 16);
+		m = bpf_map_lookup_elem(&fqe_members, &key);
+	}
 	if (!m)
 		return;
-	__u64 now = bpf_ktime_get_ns();
 	for (k = 0; k < FQE_SLOTS; k++) {
 		if (k >= m->count)
 			break;
@@ -366,7 +388,16 @@ static __always_inline __u32 next_position(struct eval *c, struct scratch *sc, _
 
 	if (sc->linear)
 		return i < c->count ? i : FQE_END;
-	bpf_loop(sc->used, lowest_head, &w, 0);
+	// One or two lists (the unindexed entries and one peer set) are the common case.
+	if (sc->used <= 2) {
+		w.best = sc->head[0];
+		if (sc->used == 2 && sc->head[1] < w.best) {
+			w.best = sc->head[1];
+			w.pick = 1;
+		}
+	} else {
+		bpf_loop(sc->used, lowest_head, &w, 0);
+	}
 	__u32 best = w.best, pick = w.pick;
 	if (best == FQE_END || pick >= FQE_CURSORS)
 		return FQE_END;
@@ -409,7 +440,7 @@ static long eval_entry(__u32 i, void *data)
 		c->verdict = TC_ACT_SHOT;
 		return 1;
 	case ACT_LOG: {
-		__u32 slot = r->counter;
+		__u32 slot = c->log_base + r->counter;
 		__u64 *n = bpf_map_lookup_elem(&fqe_log_counts, &slot);
 		if (n)
 			__sync_fetch_and_add(n, 1);
@@ -569,7 +600,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 direction)
 
 	// Allowed flows are remembered even without a policy here: the reply must get back
 	// through this interface's other direction, which may have one.
-	struct eval c = {.p = &p, .start = t->start, .count = t->count, .verdict = TC_ACT_OK};
+	struct eval c = {.p = &p,
+			 .start = t->start,
+			 .count = t->count,
+			 .log_base = t->log_base,
+			 .verdict = TC_ACT_OK};
 	if (t->count) {
 		__u32 zero = 0;
 		struct scratch *sc = bpf_map_lookup_elem(&fqe_scratch, &zero);
@@ -579,7 +614,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 direction)
 		sc->linear = 0;
 		c.sc = sc;
 		__builtin_memcpy(p.peer, direction == 0 ? p.ct.dst : p.ct.src, 16);
-		lookup_members(&p, sc);
+		lookup_members(&p, sc, now);
 		bpf_loop(start_cursors(sc, t), eval_entry, &c, 0);
 	}
 	if (c.verdict == TC_ACT_OK)

@@ -22,6 +22,8 @@ from fqdnpolicy_ebpf import libbpf
 from fqdnpolicy_ebpf.build import PROGRAMS, SOURCE, compile_program, object_key
 from fqdnpolicy_ebpf.layout import (
     BY_SET,
+    HOST_KEY,
+    HOST_LEN,
     LPM_KEY,
     TABLE_KEY,
     U32,
@@ -49,6 +51,7 @@ __all__ = [
 
 MAPS = (
     "fqe_members",
+    "fqe_hosts",
     "fqe_tables",
     "fqe_by_set",
     "fqe_index",
@@ -147,18 +150,23 @@ class NodeState:
     plan: Plan | None = None  # the last full plan written
     members: Memberships = attrs.field(factory=Memberships)
     lpm_keys: set[bytes] = attrs.field(factory=set)
+    host_keys: set[bytes] = attrs.field(factory=set)
     table_keys: set[bytes] = attrs.field(factory=set)
     by_set_keys: set[bytes] = attrs.field(factory=set)
     named_keys: set[bytes] = attrs.field(factory=set)
     attached: dict[str, int] = attrs.field(factory=dict)  # interface -> ifindex
-    tables: dict[tuple[str, int], tuple[int, int]] = attrs.field(factory=dict)  # -> start, count
+    log_bases: dict[tuple[str, int], int] = attrs.field(factory=dict)  # (endpoint, direction)
 
 
 _PAD12 = bytes(12)
+# The hosts map's key of an IPv4 address given as an integer (big-endian, padded).
+_HOST_KEY4 = struct.Struct(">B3xI12x")
 
 
 def write_members(node: NodeState, prefixes: Iterable[Prefix], *, now: float, mono_ns: int) -> int:
     """Write the merged entries of these prefixes (deleting emptied ones).
+
+    Full-length prefixes go to the hosts hash, shorter ones to the trie.
 
     Returns:
         0 when written; otherwise the most sets one entry needs, more than the program's
@@ -167,46 +175,62 @@ def write_members(node: NodeState, prefixes: Iterable[Prefix], *, now: float, mo
     dp = node.datapath
     slots = dp.slots
     pack = members_struct(slots).pack
+    # An entry of one set (most DNS members): its padding packed by the format.
+    pack_one = struct.Struct(f"<II{4 * (slots - 1) + 4}xQ{8 * (slots - 1)}x").pack
     zeros = [0] * slots
-    keys: list[bytes] = []
-    values: list[bytes] = []
-    gone: list[bytes] = []
+    # [trie, hosts]: keys, values and emptied keys of each map.
+    keys: tuple[list[bytes], list[bytes]] = ([], [])
+    values: tuple[list[bytes], list[bytes]] = ([], [])
+    gone: tuple[list[bytes], list[bytes]] = ([], [])
     widest = 0
     own_of = node.members.own.get
     merged_of = node.members.merged
-    pack_key = LPM_KEY.pack
+    pack_lpm, pack_host, pack_host4 = LPM_KEY.pack, HOST_KEY.pack, _HOST_KEY4.pack
     for prefix in prefixes:
         family, length, addr = prefix
-        a16 = addr.to_bytes(16, "big") if family == 6 else addr.to_bytes(4, "big") + _PAD12
-        key = pack_key(8 + length, family, a16)
-        if own_of(prefix) is None:
-            gone.append(key)
+        host = length == HOST_LEN[family]
+        if host and family == 4:
+            key = pack_host4(4, addr)
+        else:
+            a16 = addr.to_bytes(16, "big") if family == 6 else addr.to_bytes(4, "big") + _PAD12
+            key = pack_host(family, a16) if host else pack_lpm(8 + length, family, a16)
+        own = own_of(prefix)
+        if own is None:
+            gone[host].append(key)
             continue
         merged = merged_of(prefix)
         count = len(merged)
+        if count == 1:
+            ((set_index, expiry),) = merged.items()
+            keys[host].append(key)
+            # Deadlines on the monotonic clock the program reads; 0 is "none".
+            deadline = 0 if expiry is None else mono_ns + max(0, int((expiry - now) * 1e9))
+            values[host].append(pack_one(1, set_index, deadline))
+            continue
         if count > slots:
             widest = max(widest, count)
             continue
         pad = zeros[: slots - count]
-        # Deadlines on the monotonic clock the program reads; 0 is "none".
         deadlines = [
             0 if e is None else mono_ns + max(0, int((e - now) * 1e9)) for e in merged.values()
         ]
-        keys.append(key)
-        values.append(pack(count, *merged, *pad, *deadlines, *pad))
+        keys[host].append(key)
+        values[host].append(pack(count, *merged, *pad, *deadlines, *pad))
     if widest:
         return widest
-    libbpf.map_update_batch(
-        dp.maps["fqe_members"], b"".join(keys), b"".join(values), len(keys), "set members"
-    )
-    node.lpm_keys.update(keys)
-    for key in gone:
-        libbpf.map_delete(dp.maps["fqe_members"], key)
-        node.lpm_keys.discard(key)
+    for name, known, k, v, g in (
+        ("fqe_members", node.lpm_keys, keys[0], values[0], gone[0]),
+        ("fqe_hosts", node.host_keys, keys[1], values[1], gone[1]),
+    ):
+        libbpf.map_update_batch(dp.maps[name], b"".join(k), b"".join(v), len(k), "set members")
+        known.update(k)
+        for key in g:
+            libbpf.map_delete(dp.maps[name], key)
+            known.discard(key)
     return 0
 
 
-@attrs.frozen
+@attrs.define
 class Tables:
     """Rule tables packed for the maps; endpoints with equal tables share one copy."""
 
@@ -216,46 +240,56 @@ class Tables:
     ports: list[bytes]
     index: list[int]
     by_set: dict[bytes, bytes]
-    starts: dict[tuple[str, int], tuple[int, int]]
+    log_bases: dict[tuple[str, int], int]  # (endpoint, direction) -> its first Log counter
+    log_slots: int = 0  # every endpoint has counters of its own for its table's Log rules
 
     @property
     def size(self) -> int:
         """Entries the largest sized array needs."""
-        return max(len(self.rules), len(self.ports))
+        return max(len(self.rules), len(self.ports), self.log_slots)
 
 
 def pack_tables(plan: Plan, ifindex: dict[str, int]) -> Tables:
     """Pack every rule table, its index (by peer set) and the endpoints' table keys."""
     sizes = {s.index: s.members for s in plan.sets}
     packed = Tables([], [], [], [], [], {}, {})
-    shared: dict[object, tuple[int, int, int, tuple[int, int]]] = {}
+    shared: dict[int, tuple[int, int, int, tuple[int, int], int]] = {}
     for table in plan.tables:
-        # Log counters are per endpoint, so a table with a Log rule is never shared.
-        logs = any(e.action == "Log" for e in table.entries)
-        same: object = (
-            (id(table.entries), table.endpoint, table.direction) if logs else id(table.entries)
-        )
-        found = shared.get(same)
+        found = shared.get(id(table.entries))
         if found is None:
             found = _pack_table(packed, table.entries, len(shared), sizes)
-            shared[same] = found
-        key, value = pack_table(ifindex[table.interface], table.direction, *found)
+            shared[id(table.entries)] = found
+        ident, start, count, any_span, logs = found
+        key, value = pack_table(
+            ifindex[table.interface],
+            table.direction,
+            ident,
+            start,
+            count,
+            any_span,
+            packed.log_slots,
+        )
         packed.keys.append(key)
         packed.values.append(value)
-        packed.starts[(table.endpoint, table.direction)] = (found[1], found[2])
+        packed.log_bases[(table.endpoint, table.direction)] = packed.log_slots
+        packed.log_slots += logs
     return packed
 
 
 def _pack_table(
     packed: Tables, rows: tuple[Entry, ...], ident: int, sizes: dict[int, int]
-) -> tuple[int, int, int, tuple[int, int]]:
+) -> tuple[int, int, int, tuple[int, int], int]:
     start = len(packed.rules)
+    logs = 0
     for entry in rows:
         offsets = []
         for spec in entry.ports:
             offsets.append(len(packed.ports))
             packed.ports.extend(port_entry(p) for p in spec)
-        packed.rules.append(pack_rule(entry, offsets, len(packed.rules)))
+        # A Log rule's counter: its number among the table's Log rules, from the endpoint's
+        # base (tables are shared, counters are not).
+        packed.rules.append(pack_rule(entry, offsets, logs))
+        logs += entry.kind == "rule" and entry.action == "Log"
     unindexed, by_set = table_index(rows, sizes)
     any_span = (len(packed.index), len(unindexed))
     packed.index.extend(unindexed)
@@ -263,7 +297,7 @@ def _pack_table(
         span = BY_SET.pack(len(packed.index), len(positions))
         packed.by_set[BY_SET.pack(ident, set_index)] = span
         packed.index.extend(positions)
-    return ident, start, len(rows), any_span
+    return ident, start, len(rows), any_span, logs
 
 
 def _u32s(values: Iterable[int], count: int) -> bytes:
@@ -310,22 +344,23 @@ def write_plan(node: NodeState, plan: Plan, tables: Tables, *, fresh: bool, mono
     """
     dp = node.datapath
     maps = dp.maps
-    members = Memberships()
-    for member in plan.members:
-        members.add(member.set_index, member.prefix, member.expiry)
+    members = Memberships.of((m.set_index, m.prefix, m.expiry) for m in plan.members)
     if fresh:
         node.lpm_keys = set(libbpf.map_keys(maps["fqe_members"], LPM_KEY.size))
+        node.host_keys = set(libbpf.map_keys(maps["fqe_hosts"], HOST_KEY.size))
         node.table_keys = set(libbpf.map_keys(maps["fqe_tables"], TABLE_KEY.size))
         node.by_set_keys = set(libbpf.map_keys(maps["fqe_by_set"], BY_SET.size))
         node.named_keys = set(libbpf.map_keys(maps["fqe_named"], 24))
-    old_lpm, old_members = node.lpm_keys, node.members
-    node.members, node.lpm_keys = members, set()
+    old = node.members, node.lpm_keys, node.host_keys
+    node.members, node.lpm_keys, node.host_keys = members, set(), set()
     widest = write_members(node, list(members.own), now=plan.now, mono_ns=mono_ns)
     if widest:
-        node.members, node.lpm_keys = old_members, old_lpm
+        node.members, node.lpm_keys, node.host_keys = old
         return widest
-    for key in old_lpm - node.lpm_keys:
+    for key in old[1] - node.lpm_keys:
         libbpf.map_delete(maps["fqe_members"], key)
+    for key in old[2] - node.host_keys:
+        libbpf.map_delete(maps["fqe_hosts"], key)
     n_rules, n_ports = len(tables.rules), len(tables.ports)
     libbpf.map_update_batch(
         maps["fqe_rules"], _indices(n_rules), b"".join(tables.rules), n_rules, "rules"
@@ -354,7 +389,7 @@ def write_plan(node: NodeState, plan: Plan, tables: Tables, *, fresh: bool, mono
     for key in node.table_keys - new_tables:
         libbpf.map_delete(maps["fqe_tables"], key)
     node.table_keys = new_tables
-    node.tables = tables.starts
+    node.log_bases = tables.log_bases
     node.plan = plan
     return 0
 
@@ -394,11 +429,11 @@ def log_counts(node: NodeState) -> dict[tuple[str, int, int], int]:
     out: dict[tuple[str, int, int], int] = {}
     tables = node.plan.tables if node.plan is not None else ()
     for table in tables:
-        start, _ = node.tables[(table.endpoint, table.direction)]
-        logs = (i for i, e in enumerate(table.entries) if e.action == "Log" and e.kind == "rule")
+        base = node.log_bases[(table.endpoint, table.direction)]
+        logs = [i for i, e in enumerate(table.entries) if e.action == "Log" and e.kind == "rule"]
         endpoint, direction = table.endpoint, table.direction
-        for i in logs:
-            raw = libbpf.map_lookup(fd, U32.pack(start + i), 8)
+        for slot, i in enumerate(logs, start=base):
+            raw = libbpf.map_lookup(fd, U32.pack(slot), 8)
             if raw is not None and U64.unpack(raw)[0]:
                 out[(endpoint, direction, i)] = U64.unpack(raw)[0]
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections import defaultdict
+from collections.abc import Iterable
 
 from fqdnpolicy_ebpf.plan import MAX_RULE_SETS, Entry, Prefix
 
@@ -26,9 +27,10 @@ __all__ = [
 ]
 
 LPM_KEY = struct.Struct("<IB16s")
+HOST_KEY = struct.Struct("<B3x16s")
 NAMED_KEY = struct.Struct("<IBBH16s")
 TABLE_KEY = struct.Struct("<II")
-TABLE_VALUE = struct.Struct("<IIIII")
+TABLE_VALUE = struct.Struct("<IIIIII")
 BY_SET = struct.Struct("<II")
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
@@ -73,10 +75,21 @@ def named_key(name: int, family: int, value: int, proto: int, port: int) -> byte
 
 
 def pack_table(
-    ifindex: int, direction: int, ident: int, start: int, count: int, any_span: tuple[int, int]
+    ifindex: int,
+    direction: int,
+    ident: int,
+    start: int,
+    count: int,
+    any_span: tuple[int, int],
+    log_base: int,
 ) -> tuple[bytes, bytes]:
-    """Key and value of an endpoint's rule table: its id, entries, unindexed entries' span."""
-    return TABLE_KEY.pack(ifindex, direction), TABLE_VALUE.pack(ident, start, count, *any_span)
+    """Key and value of an endpoint's rule table.
+
+    The value: the table's id, entries, unindexed entries' span, the endpoint's first Log
+    counter.
+    """
+    value = TABLE_VALUE.pack(ident, start, count, *any_span, log_base)
+    return TABLE_KEY.pack(ifindex, direction), value
 
 
 def port_entry(entry: tuple[int, int, int, int]) -> bytes:
@@ -101,7 +114,10 @@ def _icmp(
 
 
 def pack_rule(entry: Entry, port_off: list[int], counter: int) -> bytes:
-    """``struct rule`` of an entry whose port conditions start at ``port_off`` in the ports map."""
+    """``struct rule`` of an entry whose port conditions start at ``port_off`` in the ports map.
+
+    ``counter``: a Log rule's counter, from the endpoint's first.
+    """
     flags = 0
     proto = not_proto = 0
     if entry.protocol is not None:
@@ -139,7 +155,7 @@ def pack_rule(entry: Entry, port_off: list[int], counter: int) -> bytes:
 class Memberships:
     """Each prefix's own memberships, and the merged LPM entries they make.
 
-    ``own[prefix]`` maps set bits to the member's expiry (None: none). Only full-length
+    ``own[prefix]`` maps set ids to the member's expiry (None: none). Only full-length
     (host) members carry a deadline in the kernel: the program checks it by the packet's
     address, which a shorter prefix is not.
     """
@@ -147,6 +163,21 @@ class Memberships:
     def __init__(self) -> None:
         self.own: dict[Prefix, dict[int, float | None]] = {}
         self._lengths: dict[int, defaultdict[int, int]] = {4: defaultdict(int), 6: defaultdict(int)}
+
+    @classmethod
+    def of(cls, members: Iterable[tuple[int, Prefix, float | None]]) -> Memberships:
+        """Memberships of ``(set id, prefix, expiry)`` triples (a later one of a pair wins)."""
+        made = cls()
+        own = made.own
+        for set_index, prefix, expiry in members:
+            sets = own.get(prefix)
+            if sets is None:
+                own[prefix] = {set_index: expiry}
+            else:
+                sets[set_index] = expiry
+        for family, length, _ in own:
+            made._lengths[family][length] += 1
+        return made
 
     def add(self, set_index: int, prefix: Prefix, expiry: float | None) -> None:
         """Record a membership (again: its expiry is replaced)."""
@@ -188,16 +219,17 @@ class Memberships:
 
         A set holding a covering prefix too keeps the address when the deadline passes, so
         its expiry is dropped; so is any of a shorter prefix (the program checks the
-        deadline of the entry the packet's address finds).
+        deadline of the entry the packet's address finds). Read only: it may be ``own``'s
+        own dict.
         """
         family, length, addr = prefix
         own = self.own[prefix]
         full = HOST_LEN[family]
-        out = dict(own) if length == full else dict.fromkeys(own)
+        out = own if length == full else dict.fromkeys(own)
         for shorter in self._lengths[family]:
             if shorter < length:
                 shift = full - shorter
                 cover = self.own.get((family, shorter, addr >> shift << shift))
                 if cover:
-                    out.update(dict.fromkeys(cover))
+                    out = {**out, **dict.fromkeys(cover)}
         return out

@@ -3,16 +3,20 @@
 :func:`bench_state`: DNS addresses spread over domain sets, CIDR sets, one endpoint on
 ``lo`` (where ``BPF_PROG_TEST_RUN`` packets arrive) whose egress tier holds a rule per set.
 :data:`SHAPES`: packets allowed by a domain set, denied at the end of the tier, a CIDR hit,
-IPv6. :func:`measure_verdicts` loads the state into a scratch namespace and times each shape.
+IPv6. :func:`measure_verdicts` loads the state into a scratch namespace and times each shape;
+:func:`measure_full_workload` does so with the whole benchmark workload's state.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import subprocess
 import time
 from typing import Any
+
+import attrs
 
 from fqdnpolicy.backends import BackendError
 from fqdnpolicy.datapath import (
@@ -25,7 +29,16 @@ from fqdnpolicy.datapath import (
 )
 from fqdnpolicy_ebpf.packets import TC_ACT_OK, TC_ACT_SHOT, frame, run_program
 
-__all__ = ["DOMAIN_SETS", "SHAPES", "SRC", "bench_state", "ip4", "measure_verdicts"]
+__all__ = [
+    "DOMAIN_SETS",
+    "SHAPES",
+    "SRC",
+    "FullRun",
+    "bench_state",
+    "ip4",
+    "measure_full_workload",
+    "measure_verdicts",
+]
 
 DOMAIN_SETS = 64
 SRC = "198.51.100.10"
@@ -90,6 +103,14 @@ def shapes(addresses: int) -> dict[str, tuple[bytes, int]]:
 SHAPES = shapes(1_000_000)
 
 
+def _scratch_namespace() -> str:
+    name = f"fqe-b-{os.getpid() % 100000}{secrets.token_hex(3)}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False)
+    if made.returncode != 0:
+        raise BackendError(f"cannot create a scratch namespace (root needed): {made.stderr!r}")
+    return name
+
+
 def measure_verdicts(
     backend: Any, addresses: int, repeat: int, rounds: int = 3
 ) -> dict[str, float]:
@@ -101,10 +122,7 @@ def measure_verdicts(
     Raises:
         BackendError: a verdict differs from the shape's, or the namespace cannot be made.
     """
-    name = f"fqe-b-{os.getpid() % 100000}{secrets.token_hex(3)}"
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False)
-    if made.returncode != 0:
-        raise BackendError(f"cannot create a scratch namespace (root needed): {made.stderr!r}")
+    name = _scratch_namespace()
     try:
         now = time.monotonic()
         backend.apply(backend.render(bench_state(addresses, now), now=now), netns=name)
@@ -122,3 +140,122 @@ def measure_verdicts(
         return rates
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+@attrs.frozen
+class FullRun:
+    """The program measured on the benchmark workload's whole state.
+
+    Attributes:
+        endpoint: The endpoint whose egress table judges the packets (the longest one).
+        entries: Entries of its egress table.
+        sets: Sets in the state; members: their members.
+        tables: Rule-table entries the maps hold (endpoints with equal tables share one).
+        load_s: Seconds to write the state into fresh maps (program loaded before).
+        rates: Shape -> ``(verdicts per second, verdict, the engine's verdict)``.
+        engine_rate: The engine's ``verdict()`` per second on the same state and flows.
+    """
+
+    endpoint: str
+    entries: int
+    sets: int
+    members: int
+    tables: int
+    load_s: float
+    rates: dict[str, tuple[float, str, str]]
+    engine_rate: float
+
+
+def _full_shapes(
+    engine: Any, state: DatapathState, endpoint: EndpointState
+) -> dict[str, tuple[str, int]]:
+    """Destinations and ports of the measured shapes: ``shape -> (address, port)``."""
+    named = {s for tier in endpoint.egress for r in tier.rules for s in r.peer_in}
+    by_kind: dict[str, list[str]] = {}
+    for s in state.sets:
+        if s.set_id in named and s.members:
+            by_kind.setdefault(s.kind, []).append(next(iter(s.members)))
+    domain = by_kind["domains"][-1]
+    shapes = {
+        "domain-member, tcp/443": (domain, 443),
+        "domain-member, tcp/80": (domain, 80),
+        "in no set, tcp/443": ("203.0.113.250", 443),
+    }
+    if "nets" in by_kind:
+        net = ipaddress.ip_network(by_kind["nets"][0], strict=False)
+        shapes["cidr-member, tcp/443"] = (str(net.network_address + 7), 443)
+    return shapes
+
+
+def measure_full_workload(
+    backend: Any, repeat: int, scale: float = 1.0, rounds: int = 3
+) -> FullRun:
+    """Load the benchmark workload's whole state; verdicts per second of packet shapes.
+
+    The endpoint with the longest egress table is put on ``lo`` (where test runs arrive);
+    every other endpoint's table is written for an interface index of its own but attached
+    nowhere (a namespace of twenty thousand veths is not the point). Each shape's verdict is
+    the program's; the engine's for the same flow is beside it.
+
+    Raises:
+        BackendError: the namespace cannot be made (root needed).
+    """
+    from fqdnpolicy.engine import PolicyEngine
+    from fqdnpolicy.workload import FULL_SIZE, generate
+    from fqdnpolicy_ebpf import libbpf
+    from fqdnpolicy_ebpf.kernel import pack_tables
+
+    workload = generate(FULL_SIZE.scaled(scale), seed=1)
+    engine = PolicyEngine(workload.resources, workload.cluster, workload.dns)
+    state = engine.datapath()
+    measured = max(state.endpoints, key=lambda ep: sum(len(t.rules) + 1 for t in ep.egress))
+    endpoints = tuple(
+        attrs.evolve(ep, interface="lo") if ep is measured else ep for ep in state.endpoints
+    )
+    state = attrs.evolve(state, endpoints=endpoints)
+    now = workload.clock[0]
+    plan = backend.render(state, now=now).data
+    ifindex = {ep.interface: 1 if ep is measured else 1000 + i for i, ep in enumerate(endpoints)}
+    tables = pack_tables(plan, ifindex)
+    src = next(a for a in measured.addresses if ":" not in a)
+    shapes = _full_shapes(engine, state, measured)
+    name = _scratch_namespace()
+    try:
+
+        def load() -> float:
+            empty = attrs.evolve(plan, members=())
+            node = backend._write_full(None, empty, pack_tables(empty, ifindex), name)
+            start = time.perf_counter()
+            node = backend._write_full(node, plan, tables, name)
+            backend._nodes[name] = node
+            return time.perf_counter() - start
+
+        load_s = libbpf.in_netns(name, load)
+        programs = backend.datapath(netns=name).programs
+        rates: dict[str, tuple[float, str, str]] = {}
+        for shape, (dst, port) in shapes.items():
+            expected = engine.verdict(measured.key, dst, "TCP", port).action
+            best = None
+            for _ in range(rounds):
+                verdict, ns = run_program(programs, 0, frame(src, dst, "tcp", dport=port), repeat)
+                best = ns if best is None else min(best, ns)
+            kernel = "Allow" if verdict == TC_ACT_OK else "Deny"
+            rates[shape] = (1e9 / max(best or 1, 1), kernel, expected)
+        backend.remove(netns=name)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+    flows = [(measured.key, dst, port) for dst, port in shapes.values()] * 5000
+    start = time.perf_counter()
+    for key, dst, port in flows:
+        engine.verdict(key, dst, "TCP", port)
+    engine_rate = len(flows) / (time.perf_counter() - start)
+    return FullRun(
+        measured.key,
+        sum(len(t.rules) + 1 for t in measured.egress),
+        len(state.sets),
+        len(plan.members),
+        len(tables.rules),
+        load_s,
+        rates,
+        engine_rate,
+    )

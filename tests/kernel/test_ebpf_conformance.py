@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fqdnpolicy_ebpf.build import compile_program
+from fqdnpolicy_ebpf.layout import slots_for
 
 from fqdnpolicy.testing import SEEDS
 from fqdnpolicy.testing.plugin import ConformanceRunner
@@ -30,7 +31,7 @@ def test_ebpf_enforces_exactly_the_engine_verdicts(
 ) -> None:
     # Compiled before the kit's clock runs: a first compile on a fresh machine would eat into
     # the time between a DNS answer and the probes that depend on it.
-    compile_program(1)
+    compile_program(slots_for(0))
     report = backend_conformance(
         "ebpf", seed=seed, options={"pin_root": str(bpffs)}, tools=EBPF_TOOLS
     )

@@ -219,9 +219,9 @@ def test_the_program_drops_an_expired_member_itself_and_sweep_clears_it(node: No
     assert node.out("2001:db8:203::c", dport=80, sport=12)
     dp = node.backend.datapath(netns=node.netns)
     assert dp is not None
-    assert len(libbpf.map_keys(dp.maps["fqe_members"], 21)) == 2
+    assert len(libbpf.map_keys(dp.maps["fqe_hosts"], 20)) == 2
     assert node.backend.sweep(time.monotonic(), netns=node.netns) == 1
-    assert len(libbpf.map_keys(dp.maps["fqe_members"], 21)) == 1
+    assert len(libbpf.map_keys(dp.maps["fqe_hosts"], 20)) == 1
     assert node.backend.sweep(time.monotonic(), netns=node.netns) == 0
 
 
