@@ -9,7 +9,10 @@
   :class:`CacheSnapshot`: what the cache hands out.
 * :mod:`fqdnpolicy.dns.addresses` - which addresses the cache accepts.
 * :mod:`fqdnpolicy.dns.persist` - cache files (atomic save, tolerant load, periodic saving).
-* :mod:`fqdnpolicy.dns.wire` - fast extraction of answers from wire bytes.
+* :mod:`fqdnpolicy.dns.wire` - fast extraction of answers from wire bytes, built from
+  :mod:`~fqdnpolicy.dns.wireformat` (record types, the shapes extracted),
+  :mod:`~fqdnpolicy.dns.wirenames` (names in wire bytes), :mod:`~fqdnpolicy.dns.layouts`
+  (layouts of messages seen before) and :mod:`~fqdnpolicy.dns.fastwire` (the fast parser).
 * :mod:`fqdnpolicy.dns.sources` - active resolver, zone files, pcap replay.
 * :mod:`fqdnpolicy.dns.cli` - the ``fqdnpolicy dns`` command.
 """

@@ -854,7 +854,7 @@ def _extract(wire: ModuleType, response: object) -> Answer:
     if type(response) is bytes:
         # The fast path without extract_wire's frame around it and, for a message parsed
         # afresh, in plain tuples rather than Record and Extracted (see
-        # wire._Raw); what it declines goes the whole way.
+        # wireformat._Raw); what it declines goes the whole way.
         try:
             extracted: Answer = wire._extract_fast(response)
         except wire._Unusual:

@@ -38,7 +38,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.zone
 
-from fqdnpolicy.dns.wire import TYPE_A, TYPE_AAAA, TYPE_CNAME, Extracted, Record, format_ipv6
+from fqdnpolicy.dns.wire import Extracted, Record, format_ipv6
+from fqdnpolicy.dns.wireformat import TYPE_A, TYPE_AAAA, TYPE_CNAME
 from fqdnpolicy.domains import canonical_dns_name
 from fqdnpolicy.errors import InvalidPolicy, Problem
 

@@ -11,7 +11,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from fqdnpolicy.dns import DNSCache, wire
+from fqdnpolicy.dns import DNSCache, fastwire
 from fqdnpolicy.dns.wire import Extracted, Record
 from tests.support import FakeClock as FakeClock  # the cache tests import it from here
 
@@ -62,8 +62,8 @@ def fast_path_result(data: bytes) -> object:
     tuple itself shows whether a repeat came from a remembered layout (the same object).
     """
     try:
-        return wire._extract_fast(data)
-    except wire._Unusual:
+        return fastwire._extract_fast(data)
+    except fastwire._Unusual:
         return None
 
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from fqdnpolicy.dns import DNSCache, DNSChange, wire
+from fqdnpolicy.dns import DNSCache, DNSChange, layouts
 from fqdnpolicy.dns.cache import parse_server
 from fqdnpolicy.dns.wire import Extracted, extract_wire_fast
 from fqdnpolicy.domains import parse_domain_pattern
@@ -84,7 +84,7 @@ def test_wire_bytes_read_afresh_and_from_a_remembered_layout_teach_the_same(
     for last_octet, ttl in addresses:
         w.rr(target, A, bytes([10, 0, 0, last_octet]), ttl)
     data = w.bytes()
-    wire._TEMPLATES.clear()
+    layouts._TEMPLATES.clear()
     seen = []
     for _ in range(3):  # afresh, afresh (its layout remembered), from the layout
         cache = make_cache()

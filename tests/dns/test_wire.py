@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fqdnpolicy.dns import wire
+from fqdnpolicy.dns import layouts, wirenames
 from fqdnpolicy.dns.wire import (
     Extracted,
     MalformedDNSMessage,
@@ -160,7 +160,7 @@ def test_answer_records_come_out_as_dnspython_groups_them_however_they_arrive(
                 w.rr(labels, rtype, rdata, ttl + ttl_delta)
         return w.bytes()
 
-    wire._TEMPLATES.clear()  # the cases share their keys (header and question)
+    layouts._TEMPLATES.clear()  # the cases share their keys (header and question)
     for _ in range(3):  # seen once, then its layout is remembered, then used
         fast_and_full(message(0))
     fast_and_full(message(7))
@@ -204,7 +204,7 @@ def test_names_written_out_in_full_read_as_dnspython_reads_them(
         .rr(target, A, bytes([10, 0, 0, 1]), 60)
         .bytes()
     )
-    wire._RUN_TEXT.clear()
+    wirenames._RUN_TEXT.clear()
     for _ in range(2):  # with the label runs remembered from the first read, then without
         fast_and_full(data)
 
@@ -465,12 +465,12 @@ def test_a_name_under_a_parent_read_before_reads_as_dnspython_reads_it(
     parent_run = b"".join(bytes([len(label)]) + label for label in parent)
 
     def forget() -> None:  # neither a run nor a whole message read before
-        wire._RUN_TEXT.clear()
-        wire._TEMPLATES.clear()
+        wirenames._RUN_TEXT.clear()
+        layouts._TEMPLATES.clear()
 
     def read_the_name() -> None:
         if all(label.isascii() and b"." not in label and b"\\" not in label for label in parent):
-            assert parent_run in wire._RUN_TEXT  # what the name's reading starts from
+            assert parent_run in wirenames._RUN_TEXT  # what the name's reading starts from
         data = Wire().header(0x8180, 1, 0, 0, 0).question([first, *parent]).bytes()
         assert fast_and_full(data) == reference(data)
 
@@ -489,11 +489,11 @@ def test_a_name_under_a_parent_read_before_reads_as_dnspython_reads_it(
 
 
 def test_label_run_cache_stays_bounded() -> None:
-    for i in range(wire._RUN_TEXT_MAX + 10):
+    for i in range(wirenames._RUN_TEXT_MAX + 10):
         label = f"n{i}".encode()
         data = Wire().header(0x8180, 1, 0, 0, 0).question([label]).bytes()
         assert fast_and_full(data).qname == f"n{i}"
-    assert len(wire._RUN_TEXT) <= wire._RUN_TEXT_MAX
+    assert len(wirenames._RUN_TEXT) <= wirenames._RUN_TEXT_MAX
 
 
 def test_a_repeat_with_new_ttls_and_id_gets_its_own_ttls() -> None:
@@ -514,13 +514,13 @@ def test_a_repeat_with_new_ttls_and_id_gets_its_own_ttls() -> None:
 
 
 def test_remembered_layouts_stay_bounded() -> None:
-    for i in range(wire._TEMPLATES_MAX + 10):
+    for i in range(layouts._TEMPLATES_MAX + 10):
         name = [f"m{i}".encode(), b"example"]
         data = Wire().header(0x8180, 1, 1, 0, 0).question(name).rr(name, A, b"\n\0\0\1").bytes()
         fast_and_full(data)
         fast_and_full(data)
-    assert len(wire._TEMPLATES) <= wire._TEMPLATES_MAX
-    assert all(len(t) <= wire._TEMPLATES_PER_KEY for t in wire._TEMPLATES.values())
+    assert len(layouts._TEMPLATES) <= layouts._TEMPLATES_MAX
+    assert all(len(t) <= layouts._TEMPLATES_PER_KEY for t in layouts._TEMPLATES.values())
 
 
 def test_a_unique_message_leaves_nothing_for_the_garbage_collector() -> None:
@@ -529,11 +529,11 @@ def test_a_unique_message_leaves_nothing_for_the_garbage_collector() -> None:
     owner = labels_of("once.example")
     data = Wire().header(0x8180, 1, 1, 0, 0).question(owner).rr(owner, A, b"\n\0\0\1").bytes()
     key = data[2 : 12 + len(b"\x04once\x07example\x00") + 4]
-    assert key not in wire._TEMPLATES
+    assert key not in layouts._TEMPLATES
     assert extract_wire_fast(data) == reference(data)
-    assert not gc.is_tracked(wire._TEMPLATES[key])
+    assert not gc.is_tracked(layouts._TEMPLATES[key])
     assert extract_wire_fast(data) == reference(data)  # the second sighting remembers it
-    assert len(wire._TEMPLATES[key]) == 1
+    assert len(layouts._TEMPLATES[key]) == 1
     assert fast_and_full(data).records[0].value == "10.0.0.1"
 
 
@@ -547,10 +547,10 @@ def test_messages_over_512_bytes_are_extracted_but_not_remembered() -> None:
     for _ in range(3):
         assert len(fast_and_full(data).records) == 40
     question_end = 12 + len(b"\x03big\x07example\x00") + 4
-    assert data[2:question_end] not in wire._TEMPLATES
+    assert data[2:question_end] not in layouts._TEMPLATES
     small = Wire().header(0x8180, 1, 1, 0, 0).question(owner).rr(owner, A, b"\n\0\0\1").bytes()
     fast_and_full(small)
-    assert small[2:question_end] in wire._TEMPLATES  # the key is right: small ones are kept
+    assert small[2:question_end] in layouts._TEMPLATES  # the key is right: small ones are kept
 
 
 def _ipv6_with_zero_groups(mask: int, fill: int) -> bytes:
