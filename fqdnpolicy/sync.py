@@ -5,8 +5,9 @@ contract); a kernel apply is far slower than a verdict, so the subscriber here o
 batch and returns. A thread of its own then:
 
 * applies a full rendering at start (retrying until it succeeds);
-* takes queued batches after a short window, so a burst of DNS answers becomes one
-  transaction, and applies them in order: as a delta when the backend says it can
+* applies a batch that finds it idle at once; while a burst lasts (a batch arriving within
+  the window after the last apply), it waits a short window first, so the rest of the burst
+  joins one transaction. Batches are applied in order: as a delta when the backend says it can
   (:meth:`~fqdnpolicy.backends.Backend.needs_full`), else as a full rendering of the
   engine's state at that moment;
 * on a failed apply keeps what is installed, records the error, and retries the same work
@@ -95,7 +96,7 @@ class DatapathSync:
             are turned on (see the module docstring). Without it the clock is
             :func:`time.monotonic` and refreshes reach the kernel only if the cache reports
             them.
-        batch_window: Seconds a batch waits for more to join it.
+        batch_window: Seconds a batch arriving during a burst waits for more to join it.
         reconcile_interval: Seconds between read-backs; None: only on :meth:`reconcile`.
         retry_initial: First delay after a failure, doubled each time up to ``retry_max``.
         retry_max: Longest delay between retries.
@@ -156,6 +157,8 @@ class DatapathSync:
         self._reconcile_wanted = False
         self._reconciled = 0  # reconciliations finished (for reconcile()'s wait)
         self._stopping = False
+        self._idle = False  # the sync thread waits for work: arrivals must wake it
+        self._last_apply = float("-inf")  # when the last apply ended (time.monotonic)
         self._baseline: tuple[frozenset[str], frozenset[str]] | None = None  # chains, sets
         self._lags: collections.deque[float] = collections.deque(maxlen=LAG_WINDOW)
         self._applies = self._full = self._deltas = self._failures = self._repairs = 0
@@ -173,7 +176,8 @@ class DatapathSync:
         with self._cond:
             self._received += 1
             self._queue.append((time.monotonic(), self._received, list(deltas)))
-            self._cond.notify_all()
+            if self._idle:  # else the sync thread is busy and takes the queue next round
+                self._cond.notify_all()
 
     def mark(self) -> int:
         """Return a mark covering every change the engine delivered so far.
@@ -290,10 +294,14 @@ class DatapathSync:
                         continue
                     if self._queue or self._full_wanted or self._reconcile_wanted:
                         break
+                    self._idle = True
                     self._cond.wait(None if next_reconcile is None else next_reconcile - now)
+                    self._idle = False
                 if self._stopping:
                     break
                 coalesce = bool(self._queue) and not self._full_wanted
+                # A burst: the last apply ended a moment ago, more is likely on its way.
+                coalesce = coalesce and time.monotonic() - self._last_apply < self.batch_window
             if coalesce:
                 time.sleep(self.batch_window)  # let the rest of a burst join this batch
             try:
@@ -363,6 +371,8 @@ class DatapathSync:
     def _done(self, batches: Sequence[tuple[float, int, list[Delta]]], count: int) -> None:
         end = time.monotonic()
         with self._cond:
+            if batches:
+                self._last_apply = end
             for _ in batches:
                 self._queue.popleft()
             if batches:

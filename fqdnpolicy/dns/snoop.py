@@ -43,8 +43,12 @@ _CLONE_NEWNET = 0x40000000
 
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
 _ETH_HEADER = 14
 _SNAPLEN = 65535
+_SERVER_NAMES = 1024  # remembered "ip:port" spellings of source addresses
 
 # Classic BPF: (code, jt, jf, k). Accept IPv4/IPv6 UDP or TCP with source port 53 (IPv4:
 # first fragments only), drop everything else.
@@ -127,13 +131,8 @@ def _server(address: bytes, port: int) -> str:
     return f"[{ipaddress.IPv6Address(address)}]:{port}"
 
 
-def ip_payload(packet: bytes | memoryview) -> tuple[bytes, str, str] | None:
-    """Parse one IP packet from source port 53: ``(dns message, server, client)`` or None.
-
-    ``server`` is ``ip:port`` (``[v6]:port``), ``client`` the destination address. None for
-    anything not handled (see the module docstring).
-    """
-    view = memoryview(packet)
+def _split(view: memoryview) -> tuple[memoryview, bytes, int, bytes] | None:
+    """One IP packet's DNS part: ``(message, source address, source port, destination)``."""
     if len(view) < 20:
         return None
     version = view[0] >> 4
@@ -162,8 +161,20 @@ def ip_payload(packet: bytes | memoryview) -> tuple[bytes, str, str] | None:
         return None
     if sport != 53 or len(message) < 12:
         return None
-    client = str(ipaddress.ip_address(dst))
-    return bytes(message), _server(src, sport), client
+    return message, src, sport, dst
+
+
+def ip_payload(packet: bytes | memoryview) -> tuple[bytes, str, str] | None:
+    """Parse one IP packet from source port 53: ``(dns message, server, client)`` or None.
+
+    ``server`` is ``ip:port`` (``[v6]:port``), ``client`` the destination address. None for
+    anything not handled (see the module docstring).
+    """
+    split = _split(memoryview(packet))
+    if split is None:
+        return None
+    message, src, sport, dst = split
+    return bytes(message), _server(src, sport), str(ipaddress.ip_address(dst))
 
 
 @attrs.frozen
@@ -175,12 +186,15 @@ class SnoopStats:
         responses: DNS messages handed to the cache (trusted or not: the cache decides).
         unparsed: Packets skipped (see the module docstring for what is not handled).
         batches: Calls to ``observe_many``.
+        dropped: Packets the filter passed that the kernel dropped because the socket's
+            receive buffer was full (reading fell behind): responses never seen.
     """
 
     packets: int
     responses: int
     unparsed: int
     batches: int
+    dropped: int = 0
 
 
 class Snooper:
@@ -192,6 +206,9 @@ class Snooper:
             :meth:`add_interface`, :meth:`remove_interface`).
         netns: Read in this named network namespace (default: the current one).
         batch: Most responses per ``observe_many`` call.
+        buffer_bytes: Receive buffer of each socket, where responses wait while the thread
+            is busy learning: bursts beyond it are lost (counted in ``dropped``). Root gets
+            it whatever ``net.core.rmem_max`` says; others get at most that.
 
     Raises:
         InvalidPolicy: an interface that does not exist.
@@ -205,8 +222,10 @@ class Snooper:
         *,
         netns: str | None = None,
         batch: int = 256,
+        buffer_bytes: int = 16 << 20,
     ) -> None:
         self._fprog, self._code = _filter_program()
+        self.buffer_bytes = buffer_bytes
         self.netns = netns
         opened = in_netns(netns, lambda: self._open_all(interfaces))
         self._sockets: dict[str, socket.socket] = dict(zip(interfaces, opened, strict=True))
@@ -214,7 +233,9 @@ class Snooper:
         self.cache = cache
         self.batch = batch
         self._stop_r, self._stop_w = socket.socketpair()
-        self._packets = self._responses = self._unparsed = self._batches = 0
+        self._packets = self._responses = self._unparsed = self._batches = self._dropped = 0
+        self._servers: dict[tuple[bytes, int], str] = {}
+        self._frame = bytearray(_SNAPLEN)
         self._retired: list[socket.socket] = []
         self._thread = threading.Thread(target=self._run, name="fqdnpolicy-snoop", daemon=True)
         self._thread.start()
@@ -252,7 +273,11 @@ class Snooper:
                     sock.recv(1)
                 except BlockingIOError:
                     break
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            try:  # beyond net.core.rmem_max: needs CAP_NET_ADMIN
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.buffer_bytes)
+            except PermissionError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.buffer_bytes)
+            _kernel_drops(sock)  # counted from here on
         except OSError:
             sock.close()
             raise
@@ -277,6 +302,8 @@ class Snooper:
             sockets = dict(self._sockets)
             sock = sockets.pop(interface, None)
             self._sockets = sockets
+            if sock is not None:
+                self._dropped += _kernel_drops(sock)
         if sock is not None:
             self._retired.append(sock)  # closed by the reading thread, which may be in it
             self._stop_w.send(b"r")
@@ -287,12 +314,17 @@ class Snooper:
 
     def stats(self) -> SnoopStats:
         """Return the counters so far."""
-        return SnoopStats(self._packets, self._responses, self._unparsed, self._batches)
+        with self._changing:  # the kernel resets its count at each read: add them up here
+            for sock in self._sockets.values():
+                self._dropped += _kernel_drops(sock)
+            dropped = self._dropped
+        return SnoopStats(self._packets, self._responses, self._unparsed, self._batches, dropped)
 
     def close(self) -> None:
-        """Stop reading and close the sockets."""
+        """Stop reading and close the sockets (:meth:`stats` keeps their counts)."""
         self._stop_w.send(b"x")
         self._thread.join()
+        self.stats()
         for sock in [*self._sockets.values(), *self._retired]:
             sock.close()
         self._stop_r.close()
@@ -333,14 +365,30 @@ class Snooper:
                 self.cache.observe_many(found)
 
     def _drain(self, sock: socket.socket, found: list[tuple[bytes, str]]) -> None:
+        frame, servers = memoryview(self._frame), self._servers
         while len(found) < self.batch:
             try:
-                frame = sock.recv(_SNAPLEN)
+                size = sock.recv_into(frame)
             except BlockingIOError:
                 return
             self._packets += 1
-            parsed = ip_payload(memoryview(frame)[_ETH_HEADER:])
-            if parsed is None:
+            split = _split(frame[_ETH_HEADER:size])
+            if split is None:
                 self._unparsed += 1
-            else:
-                found.append((parsed[0], parsed[1]))
+                continue
+            message, src, sport, _ = split
+            server = servers.get((src, sport))
+            if server is None:
+                if len(servers) >= _SERVER_NAMES:
+                    servers.clear()  # many senders (untrusted ones): start over
+                server = servers[src, sport] = _server(src, sport)
+            found.append((bytes(message), server))
+
+
+def _kernel_drops(sock: socket.socket) -> int:
+    """Packets the kernel dropped on ``sock`` since the last call (reading resets the count)."""
+    try:
+        _, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    except OSError:
+        return 0  # closed meanwhile
+    return int(drops)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -13,6 +14,7 @@ from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.dns.snoop import Snooper
 from fqdnpolicy.errors import InvalidPolicy
 from fqdnpolicy.testing.lab import DNS_SERVER, HostRecord, Lab
+from tests.kernel import load
 
 pytestmark = pytest.mark.kernel
 WAIT = 10.0
@@ -126,3 +128,34 @@ def test_interfaces_can_come_and_go_while_snooping(lab: Lab) -> None:
         lab.resolve(WEB, ["allowed.example.test"])
         time.sleep(0.2)
         assert snooper.stats().packets == seen
+
+
+def test_responses_the_kernel_drops_when_reading_falls_behind_are_counted() -> None:
+    # A subscriber that blocks stops the reading thread inside observe_many; with the
+    # smallest receive buffer the kernel drops most of a burst, and says how many.
+    from tests.support import require_root
+
+    require_root()
+    cache = DNSCache(trusted_servers=[load.SENDER_IP])
+    release = threading.Event()
+
+    def blocking(changes: object) -> None:
+        release.wait(WAIT)
+
+    cache.subscribe(blocking)
+    sent = 2000
+    with load.pair() as (node, other):
+        snooper = Snooper(cache, [load.NODE_IF], netns=node, buffer_bytes=1)
+        try:
+            proc = load.sender(other, sent, 20_000)
+            assert proc.stdout is not None
+            proc.stdout.readline()  # the start time
+            assert proc.stdout.readline().strip() == "done"
+            assert proc.wait(timeout=30) == 0
+            release.set()
+            assert until(lambda: snooper.stats().packets + snooper.stats().dropped == sent)
+            assert snooper.stats().dropped > 0
+        finally:
+            release.set()
+            snooper.close()
+    assert snooper.stats().packets + snooper.stats().dropped == sent

@@ -113,6 +113,17 @@ def test_a_burst_of_answers_is_coalesced_and_applied_in_order(
     assert set(domain_set(backend)) == {f"198.51.100.{i}" for i in range(1, 12)}
 
 
+def test_an_answer_that_finds_the_sync_idle_is_applied_without_waiting_out_the_window(
+    engine: PolicyEngine, backend: MemoryBackend, cache: DNSCache
+) -> None:
+    # The window (here far longer than the wait below) is for bursts only.
+    with DatapathSync(engine, backend, dns=cache, batch_window=60.0) as sync:
+        assert sync.wait_ready(WAIT)
+        cache.observe(answer("allowed.example", "198.51.100.7"), DNS)
+        assert sync.sync(WAIT / 2)
+        assert "198.51.100.7" in domain_set(backend)
+
+
 def test_a_refresh_with_the_default_cache_extends_the_element(
     sync: DatapathSync, backend: MemoryBackend, cache: DNSCache, clock: FakeClock
 ) -> None:
