@@ -1,19 +1,21 @@
 """The sync loop on a real kernel: DNS response on the wire to element in the kernel,
-snooped responses per second, and the agent's CPU when idle.
+snooped responses per second, the agent under the issue's load run, and its CPU when idle.
 
 Run as root: ``.venv/bin/pytest benchmarks/bench_sync.py --benchmark-only -s``. Figures are
 in each result's ``extra_info`` (and printed with ``-s``); docs/development.md keeps the dated
-ones. Two namespaces joined by a veth pair: a sender (198.51.100.53, the trusted server) and
-the node (198.51.100.10) where the snooper reads and the nftables table lives. Each response
-answers a new name with a new IPv6 address of 2001:db8::/32, so every one is a kernel change.
+ones. Two namespaces joined by a veth pair (``tests/kernel/load.py``): a sender
+(198.51.100.53, the trusted server) and the node (198.51.100.10) where the snooper reads and
+the nftables table lives. Each response answers a new name with a new IPv6 address of
+2001:db8::/32, so every one is a kernel change.
 
-The same-run reference is one empty ``nft`` transaction in the node namespace (the floor of
-every apply through the ``nft`` binary).
+Same-run references: one no-op transaction through the sync's own apply path, and one empty
+transaction of the ``nft`` binary in the node namespace (the floor of every apply through
+the binary). The wire-to-kernel latency is measured through libnftables and through the
+binary in the same run.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import statistics
 import subprocess
@@ -31,98 +33,33 @@ from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.dns.snoop import Snooper
 from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.sync import DatapathSync
-
-_IDS = itertools.count()
-POLICY = """\
-apiVersion: projectcalico.org/v3
-kind: NetworkPolicy
-metadata: {name: web-egress, namespace: default}
-spec:
-  selector: app == "web"
-  egress:
-  - action: Allow
-    protocol: TCP
-    destination: {domains: ["*.bench.example"], ports: [443]}
-"""
-# In the sender namespace: COUNT responses for n{i}.bench.example, AAAA 2001:db8:1::i, sent
-# from port 53, RATE per second (0: one per line read on stdin).
-SENDER = """
-import socket, sys
-import dns.message, dns.rrset
-import time
-count, rate = int(sys.argv[1]), int(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("198.51.100.53", 53))
-wires = []
-for i in range(count):
-    name = f"n{i}.bench.example"
-    r = dns.message.make_response(dns.message.make_query(name, "AAAA"))
-    r.answer.append(dns.rrset.from_text(name + ".", 300, "IN", "AAAA",
-                                        f"2001:db8:1::{i // 65536:x}:{i % 65536:x}"))
-    wires.append(r.to_wire())
-print("ready", flush=True)
-start = time.monotonic()
-for i, wire in enumerate(wires):
-    if not rate:
-        sys.stdin.readline()
-    elif i % 100 == 0:
-        time.sleep(max(0.0, start + i / rate - time.monotonic()))
-    s.sendto(wire, ("198.51.100.10", 40000))
-print("done", flush=True)
-"""
-
-
-def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+from tests.kernel import load
 
 
 @pytest.fixture
 def pair() -> Iterator[tuple[str, str]]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    tag = f"{os.getpid()}x{next(_IDS)}"
-    node, sender = f"fqs-bn-{tag}", f"fqs-bs-{tag}"
-    try:
-        for ns in (node, sender):
-            sh("ip", "netns", "add", ns)
-        sh("ip", "-n", node, "link", "add", "fqsb0", "type", "veth", "peer", "name", "fqsb1",
-           "netns", sender)  # fmt: skip
-        sh("ip", "-n", node, "addr", "add", "198.51.100.10/24", "dev", "fqsb0")
-        sh("ip", "-n", sender, "addr", "add", "198.51.100.53/24", "dev", "fqsb1")
-        for ns, dev in ((node, "fqsb0"), (sender, "fqsb1")):
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-        yield node, sender
-    finally:
-        for ns in (node, sender):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30, check=False)
+    with load.pair() as namespaces:
+        yield namespaces
 
 
-def start(node: str) -> tuple[DNSCache, PolicyEngine, DatapathSync]:
+def start(node: str, *, library: bool = True) -> tuple[DNSCache, PolicyEngine, DatapathSync]:
     cache = DNSCache(trusted_servers=["198.51.100.53"])
     cluster = fqdnpolicy.Cluster(
         [fqdnpolicy.Endpoint("web", "default", {"app": "web"}, ips=["198.51.100.20"])],
         [fqdnpolicy.Namespace("default")],
     )
-    engine = PolicyEngine(fqdnpolicy.loads(POLICY), cluster, cache)
-    backend = NftablesBackend(table="fqsbench", use_library=False)
+    engine = PolicyEngine(fqdnpolicy.loads(load.POLICY), cluster, cache)
+    backend = NftablesBackend(table="fqsbench", use_library=library)
+    assert backend.runner.uses_library == library
     sync = DatapathSync(engine, backend, netns=node, dns=cache, reconcile_interval=None)
     assert sync.wait_ready(10)
     return cache, engine, sync
 
 
-def sender(ns: str, count: int, rate: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", SENDER, str(count),
-         str(rate)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
-
-
 def nft_floor(node: str, rounds: int = 50) -> float:
-    """Median seconds of one empty nft transaction in the node namespace."""
+    """Median seconds of one empty transaction of the ``nft`` binary in the node namespace."""
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -131,16 +68,38 @@ def nft_floor(node: str, rounds: int = 50) -> float:
     return statistics.median(times)
 
 
-def test_wire_to_kernel_latency(benchmark: BenchmarkFixture, pair: tuple[str, str]) -> None:
+def apply_floor(sync: DatapathSync, node: str, rounds: int = 200) -> float:
+    """Median seconds of one no-op transaction through the sync's own apply path."""
+    backend = sync.backend
+    assert isinstance(backend, NftablesBackend)
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        backend.runner.run(f"add table inet {backend.table}\n", netns=node)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def stop(sync: DatapathSync, engine: PolicyEngine) -> None:
+    sync.close(remove=True)
+    engine.close()
+    assert isinstance(sync.backend, NftablesBackend)
+    sync.backend.close()
+
+
+@pytest.mark.parametrize("library", [True, False], ids=["libnftables", "nft-binary"])
+def test_wire_to_kernel_latency(
+    benchmark: BenchmarkFixture, pair: tuple[str, str], library: bool
+) -> None:
     node, other = pair
     samples = 300
-    cache, engine, sync = start(node)
+    cache, engine, sync = start(node, library=library)
     latencies: list[float] = []
 
     def run() -> None:
-        proc = sender(other, samples, 0)
+        proc = load.sender(other, samples, 0)
         assert proc.stdin is not None
-        with Snooper(cache, ["fqsb0"], netns=node):
+        with Snooper(cache, [load.NODE_IF], netns=node):
             for i in range(samples):
                 name = f"n{i}.bench.example"
                 t0 = time.perf_counter()
@@ -154,13 +113,14 @@ def test_wire_to_kernel_latency(benchmark: BenchmarkFixture, pair: tuple[str, st
         proc.wait(timeout=30)
 
     benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
-    sync.close(remove=True)
-    engine.close()
+    floor = apply_floor(sync, node)
+    stop(sync, engine)
     latencies.sort()
     info = {
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
-        "nft_floor_ms": round(nft_floor(node) * 1000, 2),
+        "apply_floor_ms": round(floor * 1000, 3),
+        "nft_binary_floor_ms": round(nft_floor(node) * 1000, 2),
     }
     benchmark.extra_info.update(info)
     print(info)
@@ -176,8 +136,9 @@ def test_snooped_responses_per_second(
     result: dict[str, float] = {}
 
     def run() -> None:
-        with Snooper(cache, ["fqsb0"], netns=node) as snooper:
-            proc = sender(other, count, rate)
+        with Snooper(cache, [load.NODE_IF], netns=node) as snooper:
+            proc = load.sender(other, count, rate)
+            cpu0 = time.process_time()
             t0 = time.perf_counter()
             assert proc.stdout is not None
             proc.stdout.readline()  # "done": every response is on the wire
@@ -192,11 +153,16 @@ def test_snooped_responses_per_second(
             elapsed = seen_at - t0
             proc.wait(timeout=30)
             assert sync.sync(60)
+            stats = snooper.stats()
             result.update(
-                received=snooper.stats().responses,
+                received=stats.responses,
+                dropped_by_kernel=stats.dropped,
                 learned=len(cache),
-                per_second=round(snooper.stats().responses / elapsed),
+                per_second=round(stats.responses / elapsed),
                 sender_per_second=round(count / sent),
+                cpu_us_per_response=round(
+                    (time.process_time() - cpu0) / max(1, stats.responses) * 1e6, 1
+                ),
             )
 
     benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
@@ -204,8 +170,7 @@ def test_snooped_responses_per_second(
     assert installed is not None
     result["in_kernel"] = sum(len(m) for m in installed.members.values())
     result["sent"] = count
-    sync.close(remove=True)
-    engine.close()
+    stop(sync, engine)
     benchmark.extra_info.update(result)
     print(result)
 
@@ -215,7 +180,7 @@ def test_agent_cpu_when_idle(
 ) -> None:
     node, _ = pair
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
+    policy.write_text(load.POLICY)
     agent = subprocess.Popen(
         ["ip", "netns", "exec", node, sys.executable, "-m", "fqdnpolicy.cli", "agent",
          "--policies", str(policy), "--snoop", "fqsb0", "--trusted-dns", "198.51.100.53"],
@@ -240,5 +205,36 @@ def test_agent_cpu_when_idle(
     finally:
         agent.terminate()
         agent.wait(timeout=20)
+    benchmark.extra_info.update(result)
+    print(result)
+
+
+@pytest.mark.parametrize("ttl", [3600, 20])
+def test_agent_under_load(
+    benchmark: BenchmarkFixture, pair: tuple[str, str], tmp_path: Path, ttl: int
+) -> None:
+    # The issue's load run: 5,000 responses a second for a minute to the agent (a subprocess).
+    # TTL 3600: every address must be in the kernel at the end, and memory grows with the
+    # names held. TTL 20: names expire as fast as they come after the first 20 s, so memory
+    # must level off; the addresses still alive at the end must be in the kernel.
+    node, other = pair
+    runs: list[load.LoadRun] = []
+
+    def run() -> None:
+        runs.append(load.agent_load(node, other, tmp_path, rate=5000, seconds=60, ttl=ttl))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
+    (done,) = runs
+    assert (done.learned, done.missing, done.failures) == (done.sent, 0, 0)
+    result = {
+        "sent": done.sent,
+        "sender_per_second": round(done.sent / done.send_seconds),
+        "learned": done.learned,
+        "checked_in_kernel": done.checked,
+        "missing_in_kernel": done.missing,
+        "agent_cpu_percent": round(100 * done.cpu_seconds / done.rss_kib[-1][0], 1),
+        **{f"rss_mib_at_{int(f * 100)}pct": round(done.rss_at(f) / 1024, 1)
+           for f in (0, 0.25, 0.5, 0.75, 1)},
+    }  # fmt: skip
     benchmark.extra_info.update(result)
     print(result)
