@@ -33,6 +33,9 @@ from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.dns.snoop import Snooper
 from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.sync import DatapathSync
+
+# The repository root, for the lab shared with the kernel tests, when run as `pytest benchmarks/`.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.kernel import load
 
 
