@@ -8,7 +8,7 @@ import pytest
 from fqdnpolicy_ebpf import DeltaPlan, EbpfBackend
 from fqdnpolicy_ebpf.build import compile_program, source_hash
 from fqdnpolicy_ebpf.kernel import pack_tables
-from fqdnpolicy_ebpf.layout import Memberships, slots_for
+from fqdnpolicy_ebpf.layout import MAX_SLOTS, Memberships, slots_for
 from fqdnpolicy_ebpf.plan import MAX_PORTS, MAX_RULE_SETS, Entry, Plan, parse_member, table_index
 from hypothesis import given
 from hypothesis import strategies as st
@@ -75,6 +75,9 @@ def test_parse_member_and_membership_slots() -> None:
     assert parse_member("2001:db8::/32") == (6, 32, 0x20010DB8 << 96)
     assert parse_member("fe80::1%eth0") is None
     assert [slots_for(n) for n in (0, 4, 5, 9, 17)] == [4, 4, 8, 16, 32]
+    assert slots_for(MAX_SLOTS) == MAX_SLOTS
+    with pytest.raises(BackendError, match="at most 64"):
+        slots_for(MAX_SLOTS + 1)
 
 
 def test_render_text_names_the_program_sets_and_tables() -> None:
@@ -158,54 +161,64 @@ def test_a_compile_error_carries_clangs_message(tmp_path: Path) -> None:
         compile_program(1, source=bad, cache=tmp_path / "cache")
 
 
-def _rule_entry(peer_in: tuple[int, ...]) -> Entry:
-    return Entry(kind="rule", action="Allow", tier="t", peer_in=peer_in)
+def _rule_entry(peer_in: tuple[int, ...], protocol: int | None = None) -> Entry:
+    return Entry(kind="rule", action="Allow", tier="t", peer_in=peer_in, protocol=protocol)
 
 
 @given(
     tables=st.lists(
         st.one_of(
             st.just(Entry(kind="tier-end", action="Deny", tier="t")),
-            st.lists(st.integers(0, 5), max_size=3, unique=True).map(
-                lambda sets: _rule_entry(tuple(sets))
+            st.builds(
+                _rule_entry,
+                st.lists(st.integers(0, 5), max_size=3, unique=True).map(tuple),
+                st.sampled_from([None, 6, 17]),
             ),
         ),
         max_size=30,
     ),
     sizes=st.dictionaries(st.integers(0, 5), st.integers(0, 100)),
     peer=st.sets(st.integers(0, 5)),
+    protocol=st.sampled_from([6, 17, 1]),
 )
-def test_the_index_gives_every_entry_a_peer_can_need_once_and_in_order(
-    tables: list[Entry], sizes: dict[int, int], peer: set[int]
+def test_the_index_gives_every_entry_a_packet_can_need_once_and_in_order(
+    tables: list[Entry], sizes: dict[int, int], peer: set[int], protocol: int
 ) -> None:
     entries = tuple(tables)
-    unindexed, by_set = table_index(entries, sizes)
-    lists = [unindexed, *(by_set.get(s, ()) for s in peer)]
+    index = table_index(entries, sizes)
+    first = index.by_protocol.get(protocol, index.unindexed)
+    lists = [first, *(index.by_set.get(s, ()) for s in peer)]
     merged = sorted(i for positions in lists for i in positions)
     assert all(list(p) == sorted(p) for p in lists)
     assert len(merged) == len(set(merged))  # no entry twice
-    # Every entry that can match this peer is tested, and in table order ...
+    # Every entry that can match this packet is tested, and in table order ...
     needed = [
         i
         for i, e in enumerate(entries)
-        if e.kind == "tier-end" or not e.peer_in or set(e.peer_in) <= peer
+        if e.kind == "tier-end" or (set(e.peer_in) <= peer and e.protocol in (None, protocol))
     ]
     assert set(needed) <= set(merged)
-    # ... and an indexed rule only when the peer is in the set it is listed under.
-    for s, positions in by_set.items():
+    # ... and an indexed rule only when the peer is in the set it is listed under, an
+    # unindexed one only when it can match the packet's protocol.
+    for s, positions in index.by_set.items():
         assert all(s in entries[i].peer_in for i in positions)
-    assert sorted(unindexed + tuple(i for v in by_set.values() for i in v)) == list(
-        range(len(entries))
-    )
+    assert all(entries[i].protocol in (None, protocol) for i in first)
+    every = index.unindexed + tuple(i for v in index.by_set.values() for i in v)
+    every += tuple(i for v in index.by_protocol.values() for i in v if i not in index.unindexed)
+    assert sorted(every) == list(range(len(entries)))
 
 
 def test_a_rule_is_indexed_under_its_smallest_set() -> None:
     entries = (
         _rule_entry((1, 2)),
         _rule_entry(()),
+        _rule_entry((), protocol=17),
         Entry(kind="tier-end", action="Deny", tier="t"),
     )
-    assert table_index(entries, {1: 500, 2: 3}) == ((1, 2), {2: (0,)})
+    index = table_index(entries, {1: 500, 2: 3})
+    assert index.by_set == {2: (0,)}
+    assert index.unindexed == (1, 3)
+    assert index.by_protocol == {17: (1, 2, 3)}
 
 
 def test_a_rule_naming_more_peer_sets_than_the_program_tests_is_refused() -> None:

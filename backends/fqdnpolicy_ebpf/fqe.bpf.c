@@ -23,6 +23,8 @@
 /* Index lists merged per packet: the table's unindexed entries and one per peer set. */
 #define FQE_CURSORS 8
 #define FQE_END 0xffffffffU
+/* `by_set` key of a table's unindexed entries a packet of one protocol can need: this | proto */
+#define FQE_PROTOCOL_KEY 0xffffff00U
 
 #define KIND_RULE 0
 #define KIND_TIER_END 1
@@ -212,6 +214,7 @@ struct pkt {
 struct scratch {
 	__u64 live; /* bit k: sets[k] is one of the peer's memberships now */
 	__u32 linear, used; /* cursors in use */
+	__u32 nsets, total; /* slots of the peer's entry; entries the merge yields */
 	__u32 sets[FQE_SLOTS];
 	// The entries to test, in table order: a merge of ascending position lists (the
 	// table's unindexed entries, and those of each peer set), or every entry when `linear`.
@@ -249,6 +252,7 @@ static __always_inline void lookup_members(struct pkt *p, struct scratch *sc, __
 	}
 	if (!m)
 		return;
+	sc->nsets = m->count < FQE_SLOTS ? m->count : FQE_SLOTS;
 	for (k = 0; k < FQE_SLOTS; k++) {
 		if (k >= m->count)
 			break;
@@ -265,7 +269,7 @@ static __always_inline int in_set(struct scratch *sc, __u32 set)
 {
 	int k;
 
-	for (k = 0; k < FQE_SLOTS; k++)
+	for (k = 0; k < FQE_SLOTS && k < sc->nsets; k++)
 		if ((sc->live >> k & 1) && sc->sets[k] == set)
 			return 1;
 	return 0;
@@ -453,39 +457,66 @@ static long eval_entry(__u32 i, void *data)
 	return 0;
 }
 
-// Cursor 0 walks the entries no peer set selects; one more per peer set with entries here.
-// More such sets than cursors: every entry is walked instead (the same verdict, slower).
-static __always_inline __u32 start_cursors(struct scratch *sc, struct table *t)
+struct cursors {
+	struct scratch *sc;
+	__u32 table;
+};
+
+// A cursor for the list of the peer's k-th set in this table, if it has one. A callback:
+// the verifier checks it once, not once per slot and count of cursors so far.
+static long add_cursor(__u32 k, void *data)
 {
-	struct by_set_key key = {.table = t->id};
-	__u32 used = 1, total = t->any_cnt;
+	struct cursors *w = data;
+	struct scratch *sc = w->sc;
+	struct by_set_key key = {.table = w->table};
+
+	if (k >= FQE_SLOTS || k >= 64)
+		return 1;
+	k &= FQE_SLOTS - 1; /* a power of two: the bound, in a form the verifier keeps */
+	if (!(sc->live >> k & 1))
+		return 0;
+	key.set = sc->sets[k];
+	struct span *s = bpf_map_lookup_elem(&fqe_by_set, &key);
+	if (!s || !s->cnt)
+		return 0;
+	__u32 used = sc->used;
+	if (used >= FQE_CURSORS) {
+		sc->linear = 1;
+		return 1;
+	}
+	sc->at[used] = s->off;
+	sc->end[used] = s->off + s->cnt;
+	sc->head[used] = index_at(s->off);
+	sc->total += s->cnt;
+	sc->used = used + 1;
+	return 0;
+}
+
+// Cursor 0 walks the entries no peer set selects (of the packet's protocol or any); one more per peer set with entries here.
+// More such sets than cursors: every entry is walked instead (the same verdict, slower).
+static __always_inline __u32 start_cursors(struct scratch *sc, struct table *t, __u8 proto)
+{
+	struct cursors w = {.sc = sc, .table = t->id};
+	struct by_set_key key = {.table = t->id, .set = FQE_PROTOCOL_KEY | proto};
+	__u32 off = t->any_off, cnt = t->any_cnt;
 	int k;
 
+	// Rules of another protocol cannot match: the list of this one leaves them out.
+	struct span *of_proto = bpf_map_lookup_elem(&fqe_by_set, &key);
+	if (of_proto) {
+		off = of_proto->off;
+		cnt = of_proto->cnt;
+	}
 	for (k = 0; k < FQE_CURSORS; k++)
 		sc->head[k] = FQE_END;
-	sc->at[0] = t->any_off;
-	sc->end[0] = t->any_off + t->any_cnt;
-	if (t->any_cnt)
-		sc->head[0] = index_at(t->any_off);
-	for (k = 0; k < FQE_SLOTS; k++) {
-		if (!(sc->live >> k & 1))
-			continue;
-		key.set = sc->sets[k];
-		struct span *s = bpf_map_lookup_elem(&fqe_by_set, &key);
-		if (!s || !s->cnt)
-			continue;
-		if (used >= FQE_CURSORS) {
-			sc->linear = 1;
-			return t->count;
-		}
-		sc->at[used] = s->off;
-		sc->end[used] = s->off + s->cnt;
-		sc->head[used] = index_at(s->off);
-		total += s->cnt;
-		used++;
-	}
-	sc->used = used;
-	return total;
+	sc->at[0] = off;
+	sc->end[0] = off + cnt;
+	if (cnt)
+		sc->head[0] = index_at(off);
+	sc->used = 1;
+	sc->total = cnt;
+	bpf_loop(sc->nsets, add_cursor, &w, 0);
+	return sc->linear ? t->count : sc->total;
 }
 
 static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
@@ -612,10 +643,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 direction)
 			return TC_ACT_SHOT;
 		sc->live = 0;
 		sc->linear = 0;
+		sc->nsets = 0;
 		c.sc = sc;
 		__builtin_memcpy(p.peer, direction == 0 ? p.ct.dst : p.ct.src, 16);
 		lookup_members(&p, sc, now);
-		bpf_loop(start_cursors(sc, t), eval_entry, &c, 0);
+		bpf_loop(start_cursors(sc, t, p.ct.proto), eval_entry, &c, 0);
 	}
 	if (c.verdict == TC_ACT_OK)
 		bpf_map_update_elem(&fqe_conntrack, &p.ct, &now, BPF_ANY);

@@ -65,6 +65,8 @@ MAPS = (
 #: Arrays sized at load time to the rule tables' capacity.
 SIZED = ("fqe_index", "fqe_rules", "fqe_ports", "fqe_log_counts")
 MIN_CAPACITY = 1 << 16
+#: ``fqe_by_set`` keys of a table's unindexed entries for one protocol: this | protocol.
+PROTOCOL_KEY = 0xFFFFFF00
 #: Rule-table entries (or port entries) one namespace's program holds at most.
 MAX_CAPACITY = 1 << 22
 
@@ -246,7 +248,7 @@ class Tables:
     @property
     def size(self) -> int:
         """Entries the largest sized array needs."""
-        return max(len(self.rules), len(self.ports), self.log_slots)
+        return max(len(self.rules), len(self.ports), len(self.index), self.log_slots)
 
 
 def pack_tables(plan: Plan, ifindex: dict[str, int]) -> Tables:
@@ -290,12 +292,13 @@ def _pack_table(
         # base (tables are shared, counters are not).
         packed.rules.append(pack_rule(entry, offsets, logs))
         logs += entry.kind == "rule" and entry.action == "Log"
-    unindexed, by_set = table_index(rows, sizes)
-    any_span = (len(packed.index), len(unindexed))
-    packed.index.extend(unindexed)
-    for set_index, positions in by_set.items():
+    index = table_index(rows, sizes)
+    any_span = (len(packed.index), len(index.unindexed))
+    packed.index.extend(index.unindexed)
+    lists = [(PROTOCOL_KEY | p, v) for p, v in index.by_protocol.items()]
+    for key, positions in [*lists, *index.by_set.items()]:
         span = BY_SET.pack(len(packed.index), len(positions))
-        packed.by_set[BY_SET.pack(ident, set_index)] = span
+        packed.by_set[BY_SET.pack(ident, key)] = span
         packed.index.extend(positions)
     return ident, start, len(rows), any_span, logs
 

@@ -12,11 +12,13 @@ import struct
 from collections import defaultdict
 from collections.abc import Iterable
 
+from fqdnpolicy.backends import BackendError
 from fqdnpolicy_ebpf.plan import MAX_RULE_SETS, Entry, Prefix
 
 __all__ = [
     "ACTIONS",
     "LPM_KEY",
+    "MAX_SLOTS",
     "Memberships",
     "lpm_key",
     "members_struct",
@@ -53,11 +55,22 @@ def lpm_key(prefix: Prefix) -> bytes:
     return LPM_KEY.pack(8 + length, family, addr16(family, value))
 
 
+#: Memberships one address entry can hold at most (the program's live-set mask is 64 bits).
+MAX_SLOTS = 64
+
+
 def slots_for(count: int) -> int:
     """Membership slots of an entry holding ``count`` sets: a power of two, at least 4.
 
     Powers of two, so growth rarely recompiles.
+
+    Raises:
+        BackendError: more than :data:`MAX_SLOTS`.
     """
+    if count > MAX_SLOTS:
+        raise BackendError(
+            f"an address is in {count} sets; the eBPF program holds at most {MAX_SLOTS}"
+        )
     slots = 4
     while slots < count:
         slots *= 2

@@ -27,6 +27,7 @@ __all__ = [
     "Plan",
     "SetSlot",
     "Table",
+    "TableIndex",
     "build_plan",
     "parse_member",
     "table_index",
@@ -197,25 +198,41 @@ def _table(
     return entries
 
 
-def table_index(
-    entries: tuple[Entry, ...], sizes: Mapping[int, int]
-) -> tuple[tuple[int, ...], dict[int, tuple[int, ...]]]:
-    """Which entries a packet's peer can need: ``(unindexed, by set)``, positions ascending.
+@attrs.frozen
+class TableIndex:
+    """Which entries of a table a packet can need, as lists of positions, ascending.
 
     A rule whose peer must be in sets can only match a peer in each of them, so it is listed
-    under one: the smallest (by ``sizes``, members per set), which the fewest peers are in.
-    Every other entry (tier ends included) is unindexed. The program merges the unindexed
-    list with the lists of the peer's sets, in table order, and tests only those entries.
+    under one (``by_set``): the smallest (members per set), which the fewest peers are in.
+    Every other entry is unindexed: ``by_protocol[p]`` lists those a packet of protocol
+    ``p`` can need (the rules of that protocol or of any, and the tier ends), ``unindexed``
+    those a packet of another protocol can. The program merges the list of the packet's
+    protocol with the lists of the peer's sets, in table order, and tests only those.
     """
+
+    unindexed: tuple[int, ...]
+    by_protocol: dict[int, tuple[int, ...]]
+    by_set: dict[int, tuple[int, ...]]
+
+
+def table_index(entries: tuple[Entry, ...], sizes: Mapping[int, int]) -> TableIndex:
+    """The index of a table; ``sizes``: members per set."""
     unindexed: list[int] = []
+    of_protocol: dict[int, list[int]] = {}
     by_set: dict[int, list[int]] = {}
     for i, entry in enumerate(entries):
         if entry.kind == "rule" and entry.peer_in:
             key = min(entry.peer_in, key=lambda s: (sizes.get(s, 0), s))
             by_set.setdefault(key, []).append(i)
+        elif entry.kind == "rule" and entry.protocol is not None:
+            of_protocol.setdefault(entry.protocol, []).append(i)
         else:
             unindexed.append(i)
-    return tuple(unindexed), {s: tuple(v) for s, v in by_set.items()}
+    return TableIndex(
+        tuple(unindexed),
+        {p: tuple(sorted(unindexed + v)) for p, v in of_protocol.items()},
+        {s: tuple(v) for s, v in by_set.items()},
+    )
 
 
 def build_plan(

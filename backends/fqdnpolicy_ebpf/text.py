@@ -64,9 +64,13 @@ def _member(m: Member, now: float) -> str:
 
 
 def _index(entries: tuple[Entry, ...], sizes: dict[int, int]) -> str:
-    unindexed, by_set = table_index(entries, sizes)
-    parts = [f"set {s} -> {','.join(map(str, v))}" for s, v in sorted(by_set.items())]
-    return "; ".join([*parts, f"any peer -> {','.join(map(str, unindexed))}"])
+    index = table_index(entries, sizes)
+    parts = [f"set {s} -> {','.join(map(str, v))}" for s, v in sorted(index.by_set.items())]
+    parts += [
+        f"any peer, {_proto(p)} -> {','.join(map(str, v))}"
+        for p, v in sorted(index.by_protocol.items())
+    ]
+    return "; ".join([*parts, f"any peer -> {','.join(map(str, index.unindexed))}"])
 
 
 def plan_text(plan: Plan, source_hash: str) -> str:

@@ -203,7 +203,8 @@ def measure_full_workload(
     from fqdnpolicy.engine import PolicyEngine
     from fqdnpolicy.workload import FULL_SIZE, generate
     from fqdnpolicy_ebpf import libbpf
-    from fqdnpolicy_ebpf.kernel import pack_tables
+    from fqdnpolicy_ebpf.kernel import Datapath, NodeState, capacity_for, pack_tables
+    from fqdnpolicy_ebpf.layout import Memberships, slots_for
 
     workload = generate(FULL_SIZE.scaled(scale), seed=1)
     engine = PolicyEngine(workload.resources, workload.cluster, workload.dns)
@@ -215,7 +216,8 @@ def measure_full_workload(
     state = attrs.evolve(state, endpoints=endpoints)
     now = workload.clock[0]
     plan = backend.render(state, now=now).data
-    ifindex = {ep.interface: 1 if ep is measured else 1000 + i for i, ep in enumerate(endpoints)}
+    ifindex = {ep.interface: 1000 + i for i, ep in enumerate(endpoints)}
+    ifindex["lo"] = 1
     tables = pack_tables(plan, ifindex)
     src = next(a for a in measured.addresses if ":" not in a)
     shapes = _full_shapes(engine, state, measured)
@@ -223,10 +225,12 @@ def measure_full_workload(
     try:
 
         def load() -> float:
-            empty = attrs.evolve(plan, members=())
-            node = backend._write_full(None, empty, pack_tables(empty, ifindex), name)
+            # The program sized for the state first: the time is the maps' filling.
+            members = Memberships.of((m.set_index, m.prefix, m.expiry) for m in plan.members)
+            slots = slots_for(max(len(members.merged(p)) for p in members.own))
+            opened = Datapath.open(slots, capacity_for(tables.size), None, backend.source)
             start = time.perf_counter()
-            node = backend._write_full(node, plan, tables, name)
+            node = backend._write_full(NodeState(opened), plan, tables, name)
             backend._nodes[name] = node
             return time.perf_counter() - start
 
