@@ -21,7 +21,8 @@ from typing import Any
 import attrs
 import pytest
 from fqdnpolicy_nftables import NftablesBackend
-from fqdnpolicy_nftables.render import MAX_TIMEOUT_MS, RenderOptions, duration, render_full
+from fqdnpolicy_nftables.elements import MAX_TIMEOUT_MS
+from fqdnpolicy_nftables.render import RenderOptions, duration, render_full
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

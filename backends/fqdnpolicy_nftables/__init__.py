@@ -6,7 +6,10 @@ Registered under the entry-point group ``fqdnpolicy.backends`` as ``nftables``::
     backend = get("nftables", table="fqdnpolicy")
     backend.apply(backend.render(engine.datapath(), now=cache.clock()), netns="node")
 
-* :mod:`fqdnpolicy_nftables.render` - pure rendering (nft text and libnftables JSON).
+* :mod:`fqdnpolicy_nftables.render` - pure rendering (nft text and libnftables JSON), built
+  from :mod:`~fqdnpolicy_nftables.exprs` (matches), :mod:`~fqdnpolicy_nftables.chains`
+  (rules and chains), :mod:`~fqdnpolicy_nftables.elements` (set elements) and
+  :mod:`~fqdnpolicy_nftables.delta` (element changes).
 * :mod:`fqdnpolicy_nftables.apply` - running transactions (libnftables or ``nft``).
 * :mod:`fqdnpolicy_nftables.names` - derived names and sanitised strings.
 """
