@@ -9,17 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeAlias
 
-from fqdnpolicy.selector_syntax import (
-    All,
-    And,
-    Compare,
-    Global,
-    Has,
-    InSet,
-    Node,
-    Not,
-    Or,
-)
+from fqdnpolicy.selector_syntax import All, And, Compare, Global, Has, InSet, Node, Not, Or
 
 Matcher: TypeAlias = Callable[[Mapping[str, str]], bool]
 
