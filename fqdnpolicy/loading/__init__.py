@@ -15,7 +15,8 @@ with all problems, sorted by file and line. One module per concern:
 
 * :mod:`~fqdnpolicy.loading.reading` - bounded YAML/JSON readers that map field paths to lines.
 * :mod:`~fqdnpolicy.loading.converter` - the cattrs converter and its error tree.
-* :mod:`~fqdnpolicy.loading.calico` - Calico's validation rules.
+* :mod:`~fqdnpolicy.loading.calico` - Calico's validation rules for specs.
+* :mod:`~fqdnpolicy.loading.metadata` - Calico's rules for names, labels and annotations.
 * :mod:`~fqdnpolicy.loading.kubernetes` - Kubernetes NetworkPolicy schema and conversion.
 * :mod:`~fqdnpolicy.loading.documents` - documents to resources (kinds, lists, duplicates).
 * :mod:`~fqdnpolicy.loading.api` - :func:`load`, :func:`loads` and :func:`dump`.

@@ -34,7 +34,6 @@ from fqdnpolicy.loading.calico import (
     check_icmp,
     check_policy_spec,
     check_rule,
-    check_rule_metadata,
     check_tier_spec,
     structure_port,
     structure_protocol,
@@ -55,6 +54,7 @@ from fqdnpolicy.loading.kubernetes import (
     check_k8s_spec,
     structure_k8s_port_value,
 )
+from fqdnpolicy.loading.metadata import check_rule_metadata
 from fqdnpolicy.loading.problems import describe, join_path, raise_if, shown, suggest, wrong_type
 from fqdnpolicy.model import (
     Action,

@@ -15,14 +15,10 @@ from typing import Any, Final, cast
 import attrs
 
 from fqdnpolicy.errors import Problem
-from fqdnpolicy.loading.calico import (
-    K8S_NAME_PREFIX,
-    check_builtin_tier,
-    check_meta,
-    check_tier_prefix,
-)
+from fqdnpolicy.loading.calico import check_builtin_tier
 from fqdnpolicy.loading.converter import structure
 from fqdnpolicy.loading.kubernetes import K8sSpec, convert_k8s_policy
+from fqdnpolicy.loading.metadata import K8S_NAME_PREFIX, check_meta, check_tier_prefix
 from fqdnpolicy.loading.problems import cut, describe, join_path, shown, suggest
 from fqdnpolicy.model import (
     CALICO_API_VERSION,

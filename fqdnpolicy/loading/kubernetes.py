@@ -12,12 +12,8 @@ from typing import Any, Final, TypeAlias, cast
 import attrs
 
 from fqdnpolicy.errors import InvalidPolicy, Problem
-from fqdnpolicy.loading.calico import (
-    K8S_NAME_PREFIX,
-    check_label_key,
-    check_label_value,
-    check_port_name,
-)
+from fqdnpolicy.loading.calico import check_port_name
+from fqdnpolicy.loading.metadata import K8S_NAME_PREFIX, check_label_key, check_label_value
 from fqdnpolicy.loading.problems import shown, suggest, wrong_type
 from fqdnpolicy.model import (
     DEFAULT_TIER,
