@@ -73,7 +73,7 @@ def _compile(node: Node) -> Matcher:
 
 
 def _compile_and(parts: list[Matcher]) -> Matcher:
-    # Unrolled for the common small arities: a generator over a tuple costs about 3x more.
+    # Unrolled for the common small arities: a generator over a tuple costs more.
     if len(parts) == 2:
         a, b = parts
         return lambda labels: a(labels) and b(labels)

@@ -40,7 +40,7 @@ _AF_INET6 = socket.AF_INET6
 
 
 def format_ipv6(packed: bytes) -> str:
-    """Return a 16-byte IPv6 address as :mod:`ipaddress` prints it, 20 times faster.
+    """Return a 16-byte IPv6 address as :mod:`ipaddress` prints it, faster.
 
     ``socket.inet_ntop`` follows the same RFC 5952 rules as ``ipaddress`` (longest run of two
     or more zero groups compressed, the first on a tie) except that it prints IPv4-mapped and

@@ -5,8 +5,8 @@ to ``cache.observe`` with the server it came from; :func:`iter_pcap_responses` y
 
 The pcap reader is our own (standard library only) rather than ``dpkt``: dpkt 1.9.8 (last
 release 2022) is untyped, builds an object per protocol layer and leaves TCP reassembly, the
-part that takes care, to the caller anyway; ours also measured about twice as fast
-(docs/development.md).
+part that takes care, to the caller anyway; ours also measured faster
+(docs/development.md has the figures).
 """
 
 from __future__ import annotations
