@@ -8,7 +8,7 @@ import pytest
 from fqdnpolicy_ebpf import DeltaPlan, EbpfBackend
 from fqdnpolicy_ebpf.build import compile_program, source_hash
 from fqdnpolicy_ebpf.kernel import pack_tables
-from fqdnpolicy_ebpf.layout import MAX_SLOTS, Memberships, slots_for
+from fqdnpolicy_ebpf.layout import MAX_SLOTS, TABLE_VALUE, Memberships, slots_for
 from fqdnpolicy_ebpf.plan import MAX_PORTS, MAX_RULE_SETS, Entry, Plan, parse_member, table_index
 from hypothesis import given
 from hypothesis import strategies as st
@@ -257,3 +257,6 @@ def test_endpoints_sharing_a_table_keep_log_counters_of_their_own() -> None:
         ("ns/web1", 1): 2,
     }
     assert packed.log_slots == 2
+    # The UDP Log rule is in the UDP list only; TCP and other protocols skip it.
+    _, _, count, _, any_cnt, _, tcp_cnt, _, udp_cnt, _ = TABLE_VALUE.unpack(packed.values[0])
+    assert (count, any_cnt, tcp_cnt, udp_cnt) == (3, 2, 2, 3)

@@ -10,7 +10,13 @@ from typing import ClassVar
 
 import attrs
 
-from fqdnpolicy.backend_tools import check_netns, find_tool, last_changes, scratch_namespace
+from fqdnpolicy.backend_tools import (
+    check_netns,
+    find_tool,
+    gc_paused,
+    last_changes,
+    scratch_namespace,
+)
 from fqdnpolicy.backends import Backend, BackendError, Rendering
 from fqdnpolicy.datapath import DatapathState, Delta, MemberChanged
 from fqdnpolicy.errors import Problem
@@ -40,7 +46,7 @@ __all__ = ["DeltaPlan", "EbpfBackend"]
 
 @attrs.frozen
 class DeltaPlan:
-    """Member changes: ``(set bit, prefix, text, added, expiry)``, at DNS clock time ``now``."""
+    """Member changes: ``(set number, prefix, text, added, expiry)``, at DNS clock time ``now``."""
 
     changes: tuple[tuple[int, Prefix, str, bool, float | None], ...]
     now: float
@@ -166,7 +172,10 @@ class EbpfBackend(Backend):
         if netns is not None:
             check_netns(netns)
         plan = self._plan(rendering)
-        libbpf.in_netns(netns, lambda: self._apply(plan, netns))
+        # Writing allocates a burst of small acyclic objects; collections would rescan every
+        # live object (the plan's members included) for nothing.
+        with gc_paused():
+            libbpf.in_netns(netns, lambda: self._apply(plan, netns))
 
     def _apply(self, plan: Plan | DeltaPlan, netns: str | None) -> None:
         current = self._nodes.get(netns)

@@ -74,6 +74,8 @@ struct table {
 	__u32 count;   /* entries; 0: no policy, allow */
 	__u32 any_off; /* in `index`: the entries a peer's sets do not select (walked always) */
 	__u32 any_cnt;
+	__u32 tcp_off, tcp_cnt; /* the same, without the rules of other protocols than TCP */
+	__u32 udp_off, udp_cnt; /* and UDP (other protocols: in `by_set`) */
 	__u32 log_base; /* this endpoint's first counter in `log_counts` (tables are shared) */
 };
 
@@ -502,10 +504,18 @@ static __always_inline __u32 start_cursors(struct scratch *sc, struct table *t, 
 	int k;
 
 	// Rules of another protocol cannot match: the list of this one leaves them out.
-	struct span *of_proto = bpf_map_lookup_elem(&fqe_by_set, &key);
-	if (of_proto) {
-		off = of_proto->off;
-		cnt = of_proto->cnt;
+	if (proto == IPPROTO_TCP) {
+		off = t->tcp_off;
+		cnt = t->tcp_cnt;
+	} else if (proto == IPPROTO_UDP) {
+		off = t->udp_off;
+		cnt = t->udp_cnt;
+	} else {
+		struct span *of_proto = bpf_map_lookup_elem(&fqe_by_set, &key);
+		if (of_proto) {
+			off = of_proto->off;
+			cnt = of_proto->cnt;
+		}
 	}
 	for (k = 0; k < FQE_CURSORS; k++)
 		sc->head[k] = FQE_END;

@@ -67,6 +67,8 @@ SIZED = ("fqe_index", "fqe_rules", "fqe_ports", "fqe_log_counts")
 MIN_CAPACITY = 1 << 16
 #: ``fqe_by_set`` keys of a table's unindexed entries for one protocol: this | protocol.
 PROTOCOL_KEY = 0xFFFFFF00
+#: Protocols whose unindexed entries' span is in the table entry itself (TCP, UDP).
+TABLE_PROTOCOLS = (6, 17)
 #: Rule-table entries (or port entries) one namespace's program holds at most.
 MAX_CAPACITY = 1 << 22
 
@@ -255,20 +257,20 @@ def pack_tables(plan: Plan, ifindex: dict[str, int]) -> Tables:
     """Pack every rule table, its index (by peer set) and the endpoints' table keys."""
     sizes = {s.index: s.members for s in plan.sets}
     packed = Tables([], [], [], [], [], {}, {})
-    shared: dict[int, tuple[int, int, int, tuple[int, int], int]] = {}
+    shared: dict[int, tuple[int, int, int, tuple[int, ...], int]] = {}
     for table in plan.tables:
         found = shared.get(id(table.entries))
         if found is None:
             found = _pack_table(packed, table.entries, len(shared), sizes)
             shared[id(table.entries)] = found
-        ident, start, count, any_span, logs = found
+        ident, start, count, first, logs = found
         key, value = pack_table(
             ifindex[table.interface],
             table.direction,
             ident,
             start,
             count,
-            any_span,
+            first,
             packed.log_slots,
         )
         packed.keys.append(key)
@@ -280,7 +282,7 @@ def pack_tables(plan: Plan, ifindex: dict[str, int]) -> Tables:
 
 def _pack_table(
     packed: Tables, rows: tuple[Entry, ...], ident: int, sizes: dict[int, int]
-) -> tuple[int, int, int, tuple[int, int], int]:
+) -> tuple[int, int, int, tuple[int, ...], int]:
     start = len(packed.rules)
     logs = 0
     for entry in rows:
@@ -293,14 +295,22 @@ def _pack_table(
         packed.rules.append(pack_rule(entry, offsets, logs))
         logs += entry.kind == "rule" and entry.action == "Log"
     index = table_index(rows, sizes)
-    any_span = (len(packed.index), len(index.unindexed))
+    spans = {0: (len(packed.index), len(index.unindexed))}
     packed.index.extend(index.unindexed)
-    lists = [(PROTOCOL_KEY | p, v) for p, v in index.by_protocol.items()]
-    for key, positions in [*lists, *index.by_set.items()]:
-        span = BY_SET.pack(len(packed.index), len(positions))
-        packed.by_set[BY_SET.pack(ident, key)] = span
+    for protocol, positions in index.by_protocol.items():
+        spans[protocol] = (len(packed.index), len(positions))
         packed.index.extend(positions)
-    return ident, start, len(rows), any_span, logs
+        if protocol not in TABLE_PROTOCOLS:
+            packed.by_set[BY_SET.pack(ident, PROTOCOL_KEY | protocol)] = BY_SET.pack(
+                *spans[protocol]
+            )
+    for set_index, positions in index.by_set.items():
+        packed.by_set[BY_SET.pack(ident, set_index)] = BY_SET.pack(
+            len(packed.index), len(positions)
+        )
+        packed.index.extend(positions)
+    first = tuple(n for p in (0, *TABLE_PROTOCOLS) for n in spans.get(p, spans[0]))
+    return ident, start, len(rows), first, logs
 
 
 def _u32s(values: Iterable[int], count: int) -> bytes:

@@ -32,7 +32,7 @@ LPM_KEY = struct.Struct("<IB16s")
 HOST_KEY = struct.Struct("<B3x16s")
 NAMED_KEY = struct.Struct("<IBBH16s")
 TABLE_KEY = struct.Struct("<II")
-TABLE_VALUE = struct.Struct("<IIIIII")
+TABLE_VALUE = struct.Struct("<10I")
 BY_SET = struct.Struct("<II")
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
@@ -93,15 +93,15 @@ def pack_table(
     ident: int,
     start: int,
     count: int,
-    any_span: tuple[int, int],
+    first: tuple[int, ...],
     log_base: int,
 ) -> tuple[bytes, bytes]:
     """Key and value of an endpoint's rule table.
 
-    The value: the table's id, entries, unindexed entries' span, the endpoint's first Log
-    counter.
+    The value: the table's id, entries, the spans (offset, count) of its unindexed entries
+    for any protocol, TCP and UDP, the endpoint's first Log counter.
     """
-    value = TABLE_VALUE.pack(ident, start, count, *any_span, log_base)
+    value = TABLE_VALUE.pack(ident, start, count, *first, log_base)
     return TABLE_KEY.pack(ifindex, direction), value
 
 

@@ -246,7 +246,7 @@ def build_plan(
     Args:
         state: What the engine wants enforced.
         now: The DNS cache clock's time; members that expired by then are left out.
-        slots: The bit of every set of ``state`` (the backend keeps them stable).
+        slots: The number of every set of ``state`` (the backend keeps them stable).
         skipped: Receives a problem per member no map can hold.
     """
     sets: list[SetSlot] = []
