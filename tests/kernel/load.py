@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,7 +54,7 @@ items:
 """
 # In the sender namespace: COUNT responses (name and address i), TTL seconds, sent from port 53,
 # RATE per second (0: one per line read on stdin). Prints "ready", then the monotonic time
-# the first one left, then "done".
+# the first one left, then "sent N" each second (rate > 0), then "done".
 SENDER = """
 import socket, sys, time
 import dns.message, dns.rrset
@@ -75,6 +76,8 @@ for i, wire in enumerate(wires):
         sys.stdin.readline()
     elif i % 50 == 0:
         time.sleep(max(0.0, start + i / rate - time.monotonic()))
+        if i % rate == 0 and i:
+            print("sent", i, flush=True)
     s.sendto(wire, ("198.51.100.10", 40000))
 print("done", flush=True)
 """
@@ -84,6 +87,7 @@ LEARNED = 'fqdnpolicy_dns_responses_total{result="learned"}'
 #: Seconds between looks in the kernel during a run, and how long a response sent has to
 #: reach it before a look counts it missing.
 LOOK_EVERY, LAG = 5.0, 3.0
+TABLE = "fqdnpolicy"  # the agent's table (the backend's default)
 
 
 def address(i: int) -> str:
@@ -185,11 +189,15 @@ def _metrics(node: str, port: int) -> dict[str, float]:
     return found
 
 
-def _kernel_addresses(node: str) -> set[str]:
-    out = subprocess.run(
-        ["ip", "netns", "exec", node, "nft", "-j", "list", "table", "inet", "fqdnpolicy"],
+def _nft(node: str, *args: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", node, "nft", *args],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
+
+
+def _kernel_addresses(node: str) -> set[str]:
+    out = _nft(node, "-j", "list", "table", "inet", TABLE)
     found: set[str] = set()
     for item in json.loads(out)["nftables"]:
         for elem in item.get("set", {}).get("elem", ()):
@@ -200,28 +208,59 @@ def _kernel_addresses(node: str) -> set[str]:
 
 
 class _Window:
-    """Looks in the kernel for the addresses sent since the last look."""
+    """Looks in the kernel for the addresses sent since the last look.
 
-    def __init__(self, node: str, start: float, rate: int, ttl: int, count: int) -> None:
-        self.node, self.start, self.rate, self.ttl, self.count = node, start, rate, ttl, count
+    The generator's progress lines say how many responses had left by when; each look asks
+    the kernel (the ``nft`` binary, not the agent's own path) for exactly the addresses sent
+    since the last look, a lag before it, still within their TTL.
+    """
+
+    def __init__(self, node: str, proc: subprocess.Popen[str], ttl: int, count: int) -> None:
+        self.node, self.ttl, self.count = node, ttl, count
+        self.progress: list[tuple[float, int]] = []  # (monotonic, responses sent by then)
+        self.finished = threading.Event()
         self.done = 0  # responses before this one were looked for
         self.checked = self.missing = 0
+        self._set: str | None = None
+        threading.Thread(target=self._follow, args=(proc,), daemon=True).start()
 
-    def look(self, *, upto_sent: float) -> None:
-        """Look for every response sent before ``upto_sent`` (monotonic) not looked for yet.
+    def _follow(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            word, _, number = line.partition(" ")
+            if word == "sent":
+                self.progress.append((time.monotonic(), int(number)))
+            elif word.strip() == "done":
+                self.progress.append((time.monotonic(), self.count))
+                self.finished.set()
 
-        Response i left at about start + i / rate; one whose lifetime ends before the look
-        (with a margin) may be gone from the kernel, rightly, and is not counted.
-        """
-        read_at = time.monotonic()
-        kernel = _kernel_addresses(self.node)
-        sent = (upto_sent - self.start) * self.rate
-        upto = self.count if sent >= self.count else max(self.done, int(sent))
-        for i in range(self.done, upto):
-            if self.start + i / self.rate + self.ttl > read_at + 1:
-                self.checked += 1
-                self.missing += address(i) not in kernel
+    def look(self, *, lag: float) -> None:
+        """Look for the responses sent ``lag`` seconds ago or earlier, not looked for yet."""
+        before = time.monotonic() - lag
+        upto = max([n for t, n in self.progress if t <= before], default=0)
+        if upto <= self.done:
+            return
+        wanted = [address(i) for i in range(self.done, upto)]
         self.done = upto
+        if self.ttl < 2 * LOOK_EVERY + lag:
+            return  # gone again before a look could see them: memory runs only
+        self.checked += len(wanted)
+        self.missing += self._absent(wanted)
+
+    def _absent(self, wanted: list[str]) -> int:
+        if self._set is None:
+            out = _nft(self.node, "-t", "-j", "list", "sets", "inet")
+            names = [i["set"]["name"] for i in json.loads(out)["nftables"] if "set" in i]
+            (self._set,) = (n for n in names if n.startswith("d6_"))
+        asked = f"get element inet {TABLE} {self._set} {{ {', '.join(wanted)} }}\n"
+        found = subprocess.run(
+            ["ip", "netns", "exec", self.node, "nft", "-f", "-"],
+            input=asked, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if found.returncode == 0:
+            return 0
+        there = _kernel_addresses(self.node)  # some are missing: count them
+        return sum(1 for a in wanted if a not in there)
 
 
 def agent_load(node: str, other: str, tmp: Path, *, rate: int, seconds: float, ttl: int) -> LoadRun:
@@ -254,18 +293,18 @@ def agent_load(node: str, other: str, tmp: Path, *, rate: int, seconds: float, t
         proc = sender(other, count, rate, ttl)
         assert proc.stdout is not None
         start = float(proc.stdout.readline())
+        window = _Window(node, proc, ttl, count)
         rss: list[tuple[float, int]] = []
-        window = _Window(node, start, rate, ttl, count)
         _, cpu0 = _status(agent.pid)
         next_look = time.monotonic() + LOOK_EVERY
-        while proc.poll() is None:
+        while not window.finished.is_set() and proc.poll() is None:
             rss.append((time.monotonic() - start, _status(agent.pid)[0]))
             if time.monotonic() >= next_look:
-                window.look(upto_sent=time.monotonic() - LAG)
+                window.look(lag=LAG)
                 next_look = time.monotonic() + LOOK_EVERY
             time.sleep(0.5)
         send_seconds = time.monotonic() - start
-        assert proc.returncode == 0
+        assert proc.wait(timeout=30) == 0
         # Settled: learned stops moving (every response read) and nothing waits to be applied.
         learned, last, settled_at = -1.0, -2.0, time.monotonic()
         while learned != last or time.monotonic() - settled_at < 1.0:
@@ -278,7 +317,7 @@ def agent_load(node: str, other: str, tmp: Path, *, rate: int, seconds: float, t
         rss.append((time.monotonic() - start, _status(agent.pid)[0]))
         _, cpu1 = _status(agent.pid)
         metrics = _metrics(node, port)
-        window.look(upto_sent=float("inf"))
+        window.look(lag=0)
         return LoadRun(
             sent=count,
             send_seconds=send_seconds,
