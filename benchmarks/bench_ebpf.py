@@ -189,3 +189,20 @@ def test_full_workload(benchmark: Any, netns: str) -> None:
     benchmark.extra_info["sets"] = run.sets
     benchmark.extra_info["table_entries_in_maps"] = run.tables
     benchmark.extra_info["measured_table_entries"] = run.entries
+
+
+def test_reference_dict_get(benchmark: Any) -> None:
+    """A reference cost for the Python-bound figures: 100,000 random ``dict.get``.
+
+    On a million-entry dict, as the development guide's reference costs.
+    """
+    table = {ip4(i): i for i in range(1_000_000)}
+    rng = random.Random(5)
+    keys = [ip4(rng.randrange(1_000_000)) for _ in range(100_000)]
+    get = table.get
+
+    def lookups() -> None:
+        for key in keys:
+            get(key)
+
+    benchmark.pedantic(lookups, rounds=5, iterations=1)
