@@ -27,6 +27,9 @@ from fqdnpolicy.datapath import (
     SetState,
     TierState,
 )
+from fqdnpolicy_ebpf import libbpf
+from fqdnpolicy_ebpf.kernel import Datapath, NodeState, capacity_for, pack_tables
+from fqdnpolicy_ebpf.layout import Memberships, slots_for
 from fqdnpolicy_ebpf.packets import TC_ACT_OK, TC_ACT_SHOT, frame, run_program
 
 __all__ = [
@@ -166,9 +169,7 @@ class FullRun:
     engine_rate: float
 
 
-def _full_shapes(
-    engine: Any, state: DatapathState, endpoint: EndpointState
-) -> dict[str, tuple[str, int]]:
+def _full_shapes(state: DatapathState, endpoint: EndpointState) -> dict[str, tuple[str, int]]:
     """Destinations and ports of the measured shapes: ``shape -> (address, port)``."""
     named = {s for tier in endpoint.egress for r in tier.rules for s in r.peer_in}
     by_kind: dict[str, list[str]] = {}
@@ -202,9 +203,6 @@ def measure_full_workload(
     """
     from fqdnpolicy.engine import PolicyEngine
     from fqdnpolicy.workload import FULL_SIZE, generate
-    from fqdnpolicy_ebpf import libbpf
-    from fqdnpolicy_ebpf.kernel import Datapath, NodeState, capacity_for, pack_tables
-    from fqdnpolicy_ebpf.layout import Memberships, slots_for
 
     workload = generate(FULL_SIZE.scaled(scale), seed=1)
     engine = PolicyEngine(workload.resources, workload.cluster, workload.dns)
@@ -220,7 +218,7 @@ def measure_full_workload(
     ifindex["lo"] = 1
     tables = pack_tables(plan, ifindex)
     src = next(a for a in measured.addresses if ":" not in a)
-    shapes = _full_shapes(engine, state, measured)
+    shapes = _full_shapes(state, measured)
     name = _scratch_namespace()
     try:
 

@@ -16,6 +16,7 @@ from fqdnpolicy_ebpf import EbpfBackend, libbpf
 from fqdnpolicy_ebpf.build import PROGRAMS
 from fqdnpolicy_ebpf.kernel import MAPS, Datapath
 from fqdnpolicy_ebpf.packets import TC_ACT_OK, TC_ACT_SHOT, frame, run_program
+from fqdnpolicy_ebpf.workbench import measure_full_workload
 
 from fqdnpolicy.backends import BackendError
 from fqdnpolicy.datapath import (
@@ -364,3 +365,12 @@ def test_rules_of_several_sets_and_unindexed_rules_keep_their_order(node: Node) 
     assert node.out("203.0.113.12", dport=4, sport=5)  # rule 3 (both sets)
     assert not node.out("203.0.113.13", dport=4, sport=6)  # not in b: rule 4
     assert not node.out("198.51.100.99", dport=4, sport=7)  # in no set: rule 4
+
+
+def test_on_a_generated_workload_the_program_agrees_with_the_engine(ebpf_kernel: None) -> None:
+    # The benchmark workload's shape at a small scale: shared tables, Log rules, CIDR and
+    # selector sets, the longest egress table judging domain, CIDR and outside peers.
+    run = measure_full_workload(EbpfBackend(), repeat=1, scale=0.01, rounds=1)
+    assert len(run.rates) == 4
+    for shape, (_, kernel, engine) in run.rates.items():
+        assert kernel == engine, shape
