@@ -17,6 +17,7 @@ import pytest
 
 import fqdnpolicy
 import fqdnpolicy.engine
+import fqdnpolicy.engine.kept
 from fqdnpolicy.cluster import Cluster, Endpoint, NamedPort, Namespace
 from fqdnpolicy.datapath import Delta, EndpointChanged, IPSetChanged, MemberChanged
 from fqdnpolicy.dns import DNSCache
@@ -645,13 +646,13 @@ def test_dns_changes_are_applied_on_the_delivering_thread_and_never_inside_a_ver
 def test_kept_verdicts_are_bounded_in_total(
     engine: PolicyEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fqdnpolicy.engine.engine, "KEPT_LIMIT", 16)
+    monkeypatch.setattr(fqdnpolicy.engine.kept, "KEPT_LIMIT", 16)
 
     def kept() -> int:
         programs = {
             id(p): p for r in engine._records.values() for p in (r.egress, r.ingress)
         }.values()
-        return sum(len(p) for p in programs)
+        return sum(len(p.judged) for p in programs)
 
     for port in range(1, 200):
         # A port scan to one outside address: every verdict judged, at most 16 kept.

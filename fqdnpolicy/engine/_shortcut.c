@@ -4,11 +4,13 @@
  * It does what the Python shortcut at the top of PolicyEngine.verdict does, in the same order
  * and on the same published objects: the sender's egress program, the destination's identity
  * (resolving an address in canonical IPv4 text met for the first time as Python does), and
- * the verdict the program keeps for every peer in none of its sets, then, for an endpoint's
- * address, the receiver's. Whatever it cannot answer (a flow with keywords, a source port or
- * an ICMP field, other text met for the first time, a peer in one of the program's sets, a
- * verdict not yet kept, a change in progress) goes to the Python method, unchanged, with the
- * same arguments. So it never decides anything the Python code would not: it saves the
+ * the verdict the program keeps by that identity; failing that, the one it keeps as judged
+ * (under the family for a peer in none of the program's sets, else under the peer's view),
+ * which it then keeps by identity too, or, for an endpoint's address, the sender's and the
+ * receiver's as judged. Whatever it
+ * cannot answer (a flow with keywords, a source port or an ICMP field, other text met for the
+ * first time, a verdict not yet kept, a change in progress) goes to the Python method,
+ * unchanged, with the same arguments. So it never decides anything the Python code would not: it saves the
  * interpreter's dispatch, and reads as little memory as it can, on the path a datapath calls
  * per flow.
  *
@@ -30,6 +32,9 @@ static PyObject *str_ports;         /* "ports" */
 static PyObject *str_bits;          /* "bits" (Identity.bits) */
 static PyObject *str_mask;          /* "mask" (Program.mask) */
 static PyObject *str_peer_named;    /* "peer_named" (Program.peer_named) */
+static PyObject *str_peer_ports;    /* "peer_ports" (Program.peer_ports) */
+static PyObject *str_judged;        /* "judged" (Program.judged) */
+static PyObject *str_limit;         /* "limit" (Snapshot.limit) */
 static PyObject *str_action;        /* "action" (Verdict.action) */
 static PyObject *str_ip4;           /* "ip4" (EndpointRecord.ip4) */
 static PyObject *str_ip6;           /* "ip6" */
@@ -63,8 +68,8 @@ typedef struct {
 } Slot;
 
 static Slot slot_egress, slot_prefixes, slot_outside, slot_refs, slot_family, slot_ports;
-static Slot slot_bits, slot_mask, slot_peer_named, slot_action, slot_ip4, slot_ip6, slot_ingress;
-static Slot slot_trees, slot_world;
+static Slot slot_bits, slot_mask, slot_peer_named, slot_peer_ports, slot_action, slot_ip4, slot_ip6, slot_ingress;
+static Slot slot_trees, slot_world, slot_judged, slot_limit;
 
 /* ``obj``'s slot ``name``, borrowed; NULL (no error set) when it has no such slot or it is
  * unset. */
@@ -145,26 +150,98 @@ plain(PyObject *ident, PyObject *program)
     return disjoint(ident, refs);
 }
 
-/* The verdict ``program`` keeps for ``ident``'s family when ``ident`` is in none of its sets,
- * a new reference; NULL (no error set) otherwise. */
+/* What of peer ``ident`` ``program``'s verdicts depend on, as Program.view builds it: its
+ * family, the program's sets holding it, and its endpoint's ports where a rule reads them; a
+ * new reference, or NULL when it cannot be built here. */
 static PyObject *
-kept_plain(PyObject *program, PyObject *ident, PyObject *protocol, PyObject *port)
+view_of(PyObject *program, PyObject *ident)
 {
-    if (plain(ident, program) <= 0) {
-        return NULL;  /* a peer in one of the program's sets: its view is built in Python */
-    }
+    PyObject *refs = slot_get(&slot_refs, program, str_refs);
+    PyObject *peer_ports = slot_get(&slot_peer_ports, program, str_peer_ports);
     PyObject *family = slot_get(&slot_family, ident, str_family);
-    if (family == NULL) {
+    PyObject *ports = slot_get(&slot_ports, ident, str_ports);
+    if (refs == NULL || !PyFrozenSet_CheckExact(refs) || family == NULL || ports == NULL
+        || (peer_ports != Py_True && peer_ports != Py_False)) {
         return NULL;
     }
-    PyObject *key = PyTuple_Pack(3, family, protocol, port);
+    PyObject *common = PyNumber_And(ident, refs);
+    if (common == NULL) {
+        return NULL;
+    }
+    PyObject *view = PyTuple_Pack(3, family, common, peer_ports == Py_True ? ports : Py_None);
+    Py_DECREF(common);
+    return view;
+}
+
+/* The verdict ``program`` keeps for peer ``ident``: under its family when the peer is judged
+ * like any address in none of the program's sets (Program.plain), else under its view; a
+ * new reference, or NULL (no error set) when none is kept. */
+static PyObject *
+kept_for(PyObject *program, PyObject *ident, PyObject *protocol, PyObject *port)
+{
+    int is_plain = plain(ident, program);
+    if (is_plain < 0) {
+        return NULL;
+    }
+    PyObject *ports = slot_get(&slot_ports, ident, str_ports);
+    if (ports == NULL) {
+        return NULL;
+    }
+    if (is_plain && ports != Py_None) {
+        /* An endpoint's ports tell peers apart where a rule reads named ports on any peer. */
+        PyObject *named = slot_get(&slot_peer_named, program, str_peer_named);
+        if (named != Py_True && named != Py_False) {
+            return NULL;
+        }
+        is_plain = named == Py_False;
+    }
+    PyObject *first;
+    if (is_plain) {
+        first = slot_get(&slot_family, ident, str_family);
+        Py_XINCREF(first);
+    }
+    else {
+        first = view_of(program, ident);
+    }
+    if (first == NULL) {
+        return NULL;
+    }
+    PyObject *judged = slot_get(&slot_judged, program, str_judged);
+    if (judged == NULL || !PyDict_CheckExact(judged)) {
+        Py_DECREF(first);
+        return NULL;
+    }
+    PyObject *key = PyTuple_Pack(3, first, protocol, port);
+    Py_DECREF(first);
     if (key == NULL) {
         return NULL;
     }
-    PyObject *result = PyDict_GetItemWithError(program, key);
+    PyObject *result = PyDict_GetItemWithError(judged, key);
     Py_XINCREF(result);
     Py_DECREF(key);
     return result;
+}
+
+/* Keep ``verdict`` in ``program`` under ``key`` (by identity), as Program.keep does: a table
+ * holding the snapshot's limit starts over. Errors are dropped: keeping is never needed. */
+static void
+keep(PyObject *snapshot, PyObject *program, PyObject *key, PyObject *verdict)
+{
+    PyObject *limit = slot_get(&slot_limit, snapshot, str_limit);
+    if (limit == NULL || !PyLong_CheckExact(limit)) {
+        return;
+    }
+    Py_ssize_t most = PyLong_AsSsize_t(limit);
+    if (most < 0) {
+        PyErr_Clear();
+        return;
+    }
+    if (PyDict_GET_SIZE(program) >= most) {
+        PyDict_Clear(program);
+    }
+    if (PyDict_SetItem(program, key, verdict) < 0) {
+        PyErr_Clear();
+    }
 }
 
 /* Whether ``verdict`` (a Verdict) allows: 1, 0, or -1 when it cannot be read. */
@@ -185,12 +262,7 @@ static PyObject *
 kept_to_endpoint(Shortcut *self, PyObject *program, PyObject *ident, PyObject *src,
                  PyObject *dst, PyObject *protocol, PyObject *port)
 {
-    /* Where a rule reads named ports on peers in none of its sets, an endpoint's ports count:
-     * the Python method builds its view. */
-    if (slot_get(&slot_peer_named, program, str_peer_named) != Py_False) {
-        return NULL;
-    }
-    PyObject *egress = kept_plain(program, ident, protocol, port);
+    PyObject *egress = kept_for(program, ident, protocol, port);
     if (egress == NULL) {
         return NULL;
     }
@@ -222,9 +294,7 @@ kept_to_endpoint(Shortcut *self, PyObject *program, PyObject *ident, PyObject *s
     }
     Py_INCREF(receiver);
     Py_INCREF(peer);
-    if (slot_get(&slot_peer_named, receiver, str_peer_named) == Py_False) {
-        found = kept_plain(receiver, peer, protocol, port);
-    }
+    found = kept_for(receiver, peer, protocol, port);
     Py_DECREF(peer);
     Py_DECREF(receiver);
     if (found == NULL) {
@@ -354,13 +424,28 @@ kept(Shortcut *self, PyObject *snapshot, PyObject *src, PyObject *dst, PyObject 
         goto done;
     }
     Py_INCREF(ident);
-    PyObject *ports = slot_get(&slot_ports, ident, str_ports);
-    if (ports == Py_None) {
-        result = kept_plain(program, ident, protocol, port);
+    /* By identity first: the key in hand, nothing of the identity read. */
+    PyObject *key = PyTuple_Pack(3, ident, protocol, port);
+    if (key == NULL) {
+        goto done;
     }
-    else if (ports != NULL) {
-        result = kept_to_endpoint(self, program, ident, src, dst, protocol, port);
+    result = PyDict_GetItemWithError(program, key);
+    if (result != NULL) {
+        Py_INCREF(result);
     }
+    else if (!PyErr_Occurred()) {
+        PyObject *ports = slot_get(&slot_ports, ident, str_ports);
+        if (ports == Py_None) {
+            result = kept_for(program, ident, protocol, port);
+            if (result != NULL) {
+                keep(snapshot, program, key, result);
+            }
+        }
+        else if (ports != NULL) {
+            result = kept_to_endpoint(self, program, ident, src, dst, protocol, port);
+        }
+    }
+    Py_DECREF(key);
 done:
     Py_XDECREF(ident);
     Py_XDECREF(program);
@@ -531,6 +616,9 @@ PyInit__shortcut(void)
     str_bits = PyUnicode_InternFromString("bits");
     str_mask = PyUnicode_InternFromString("mask");
     str_peer_named = PyUnicode_InternFromString("peer_named");
+    str_peer_ports = PyUnicode_InternFromString("peer_ports");
+    str_judged = PyUnicode_InternFromString("judged");
+    str_limit = PyUnicode_InternFromString("limit");
     str_action = PyUnicode_InternFromString("action");
     str_ip4 = PyUnicode_InternFromString("ip4");
     str_ip6 = PyUnicode_InternFromString("ip6");
@@ -542,7 +630,9 @@ PyInit__shortcut(void)
     str_egress_value = str_egress_attr;
     if (str_egress_attr == NULL || str_prefixes == NULL || str_outside == NULL
         || str_refs == NULL || str_family == NULL || str_ports == NULL || str_bits == NULL
-        || str_mask == NULL || str_peer_named == NULL || str_action == NULL || str_ip4 == NULL
+        || str_mask == NULL || str_peer_named == NULL || str_peer_ports == NULL
+        || str_judged == NULL || str_limit == NULL
+        || str_action == NULL || str_ip4 == NULL
         || str_ip6 == NULL || str_ingress == NULL || str_trees == NULL || str_world == NULL
         || str_get == NULL || int_four == NULL) {
         return NULL;

@@ -24,14 +24,9 @@ from fqdnpolicy.engine.arguments import protocol as protocol_of
 from fqdnpolicy.engine.evaluate import Flow, evaluate
 from fqdnpolicy.engine.explain import describe_reason, not_applying
 from fqdnpolicy.engine.graph import Graph
-from fqdnpolicy.engine.identities import (
-    CANONICAL_IPV4,
-    Identity,
-    family_of,
-    identity_of,
-    remember_outside,
-)
-from fqdnpolicy.engine.programs import Program
+from fqdnpolicy.engine.identities import Identity, family_of, identity_of
+from fqdnpolicy.engine.kept import Judged, first_sighting, judged_key, kept_to_endpoint
+from fqdnpolicy.engine.programs import Program, by_identity_limit
 from fqdnpolicy.engine.project import children_of, set_state
 from fqdnpolicy.engine.published import Commit, EndpointRecord, PublishedState, Snapshot, View
 from fqdnpolicy.engine.results import IPSetInfo, Trace, TraceStep, Verdict
@@ -47,16 +42,10 @@ if TYPE_CHECKING:
 
 __all__ = ["PolicyEngine"]
 
-# Verdicts programs keep for readers, over all programs, before they all start over: a port
-# scan from every endpoint must not grow them without bound.
-KEPT_LIMIT = 1 << 20
 
-
-def _key(program: Program, peer: Identity, asked: object, port: object) -> tuple[object, ...]:
-    """Where a program keeps its verdict for a simple flow (see Program)."""
-    if program.plain(peer):
-        return (peer.family, asked, port)
-    return (program.view(peer), asked, port)
+def _limit_of(graph: Graph) -> int:
+    """How many verdicts by identity each program keeps, for the programs ``graph`` has."""
+    return by_identity_limit(graph.resolver.program_count)
 
 
 class PolicyEngine:
@@ -76,7 +65,6 @@ class PolicyEngine:
         self._dns = dns
         self._subscribers: Subscribers[list[Delta]] = Subscribers()
         self._inbox: deque[DNSChange] = deque()
-        self._kept_count = 0
         self._batch: tuple[int, Any] | None = None  # verdict_array's tables and their version
         # The build allocates millions of small objects and frees none: generational
         # collections would rescan the growing heap again and again for nothing.
@@ -94,7 +82,8 @@ class PolicyEngine:
         self._hosts = graph.table.hosts
         self._records = graph.records
         self._owners = graph.owners
-        self._snapshot = Snapshot(graph.table.prefixes, graph.egress)
+        self._judged = Judged(self._records)
+        self._snapshot = self._snapshot_of(graph)
         self._shortcut = shortcut.install(self, PolicyEngine.verdict, self._snapshot)
         self.flush()  # DNS changes that arrived while building
 
@@ -140,9 +129,8 @@ class PolicyEngine:
         snapshot = self._snapshot
         if direction == "egress" and src_port is icmp_type is icmp_code is None:
             # The common question, judged before: three lookups, the sender's program, the
-            # address's identity, and the program's verdict: its one verdict for every peer
-            # in none of its sets (most destinations), else the one for what of the peer's
-            # identity its rules can tell apart (Program.view).
+            # address's identity, and the program's verdict kept by that identity; else the
+            # one it keeps as judged (see Program), kept by identity from then on.
             # Verdicts are kept under the protocol as asked (text or number) and the port, and
             # served only for a plain int port and a protocol that is no bool: True and 443.0
             # hash like 1 and 443 but are refused.
@@ -155,20 +143,28 @@ class PolicyEngine:
                 if ident is None:
                     ident = snapshot.prefixes.outside.get(dst)  # type: ignore[arg-type]
                     if ident is None:
-                        ident = self._first_sighting(snapshot, dst)
-                if ident is not None:
-                    if ident.ports is not None:
-                        found = self._kept_to_endpoint(program, ident, src, dst, protocol, port)
-                    elif ident.isdisjoint(program.refs):
-                        found = program.get((ident.family, protocol, port))
-                    else:
-                        found = program.get((program.view(ident), protocol, port))
-                    if (
-                        found is not None
-                        and port.__class__ is int
-                        and protocol.__class__ is not bool
-                        and self._snapshot is snapshot
-                    ):
+                        ident = first_sighting(snapshot, dst)
+                if ident is not None and port.__class__ is int and protocol.__class__ is not bool:
+                    key = (ident, protocol, port)
+                    found = program.get(key)
+                    if found is None:
+                        if ident.ports is not None:
+                            found = kept_to_endpoint(
+                                self._hosts,
+                                self._records,
+                                self._owners,
+                                program,
+                                ident,
+                                src,
+                                dst,
+                                protocol,
+                                port,
+                            )
+                        else:
+                            found = program.judged.get(judged_key(program, ident, protocol, port))
+                            if found is not None:
+                                program.keep(key, found, snapshot.limit)
+                    if found is not None and self._snapshot is snapshot:
                         return found
         while True:
             view = View(snapshot, self._hosts, self._records, self._owners)
@@ -183,49 +179,6 @@ class PolicyEngine:
                 if self._snapshot is snapshot:
                     return result
             snapshot = self._snapshot  # a change began or ended meanwhile: read again
-
-    @staticmethod
-    def _first_sighting(snapshot: Snapshot, dst: object) -> Identity | None:
-        """The identity of an address in no host set, met for the first time.
-
-        Only IPv4 in canonical text is resolved here (a pattern match, not a parse); anything
-        else takes the general path, which parses and refuses bad text.
-        """
-        if dst.__class__ is not str or CANONICAL_IPV4.fullmatch(dst) is None:
-            return None
-        return remember_outside(snapshot.prefixes, dst)
-
-    def _kept_to_endpoint(
-        self,
-        program: Program,
-        ident: Identity,
-        src: object,
-        dst: object,
-        protocol: object,
-        port: object,
-    ) -> Verdict | None:
-        """The kept verdicts of a flow to an endpoint: the sender's, then the receiver's."""
-        if program.plain(ident):
-            egress = program.get((ident.family, protocol, port))
-        else:
-            egress = program.get((program.view(ident), protocol, port))
-        if egress is None or egress.action != "Allow":
-            return egress
-        record = self._records.get(src)  # type: ignore[call-overload]
-        owner = self._owners.get(dst)  # type: ignore[call-overload]
-        if record is None or owner is None:
-            return None
-        peer = self._hosts.get(record.ip6 if ident.family == 6 else record.ip4)
-        if peer is None:
-            return None
-        receiver = owner.ingress
-        if receiver.plain(peer):
-            found = receiver.get((peer.family, protocol, port))
-        else:
-            found = receiver.get((receiver.view(peer), protocol, port))
-        if found is None:
-            return None
-        return egress if found.action == "Allow" else found
 
     def verdicts(
         self, flows: Iterable[tuple[Endpoint | str, Endpoint | str, str | int, int | None]]
@@ -378,34 +331,17 @@ class PolicyEngine:
                 program, peer, flow, trace, lambda reason: describe_reason(reason, graph.set_info)
             )
         if not simple:
-            return self._kept_or_judged(program, (peer, flow), peer, flow)
-        return self._kept_or_judged(program, _key(program, peer, asked, flow[1]), peer, flow)
+            return self._judged.kept_or_judged(program, (peer, flow), peer, flow)
+        key = judged_key(program, peer, asked, flow[1])
+        return self._judged.kept_or_judged(program, key, peer, flow)
 
     def _judge_program(
         self, program: Program, peer: Identity, proto: int, port: int | None
     ) -> Verdict:
         """One program's verdict for a peer identity and (protocol number, port)."""
         flow: Flow = (proto, port, None, peer.family, None, None)
-        return self._kept_or_judged(program, _key(program, peer, (proto,), port), peer, flow)
-
-    def _kept_or_judged(
-        self, program: Program, key: tuple[object, ...], peer: Identity, flow: Flow
-    ) -> Verdict:
-        found = program.get(key)
-        if found is None:
-            found = evaluate(program, peer, flow)
-            self._keep(program, key, found)
-        return found
-
-    def _keep(self, program: Program, key: tuple[object, ...], verdict: Verdict) -> None:
-        # Readers fill programs (a count lost between threads only delays the bound a little).
-        self._kept_count += 1
-        if self._kept_count >= KEPT_LIMIT:
-            self._kept_count = 0
-            for record in list(self._records.values()):
-                record.egress.clear()
-                record.ingress.clear()
-        program[key] = verdict
+        key = judged_key(program, peer, (proto,), port)
+        return self._judged.kept_or_judged(program, key, peer, flow)
 
     # -- explanations and state (under the writer lock) ------------------------------------
 
@@ -539,7 +475,9 @@ class PolicyEngine:
             self._apply_dns()
             if commit:
                 graph.commit = Commit(self._snapshot.prefixes)
-                self._publish(Snapshot(self._snapshot.prefixes, graph.egress, graph.commit))
+                self._publish(
+                    Snapshot(self._snapshot.prefixes, graph.egress, graph.commit, _limit_of(graph))
+                )
             try:
                 yield graph
             finally:
@@ -548,9 +486,13 @@ class PolicyEngine:
                         graph.settle()
                     finally:
                         graph.commit = None
-                        self._publish(Snapshot(graph.table.prefixes, graph.egress))
+                        self._publish(self._snapshot_of(graph))
             self._apply_dns()
             self._deliver()
+
+    @staticmethod
+    def _snapshot_of(graph: Graph) -> Snapshot:
+        return Snapshot(graph.table.prefixes, graph.egress, None, _limit_of(graph))
 
     def _publish(self, snapshot: Snapshot) -> None:
         # The C shortcut reads its own copy of the reference: both are set under the writer

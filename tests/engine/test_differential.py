@@ -180,6 +180,14 @@ class Mirror:
         assert outcome(again) == outcome(expected), (
             f"{flow} asked again\n engine:    {outcome(again)}\n reference: {outcome(expected)}"
         )
+        # Positionally, as a datapath asks (the C shortcut where built), twice: the second
+        # answer is the one the sender's program keeps by the peer's identity.
+        positional = tuple(flow.kwargs().values())
+        for _ in range(2):
+            got = engine.verdict(*positional)
+            assert outcome(got) == outcome(expected), (
+                f"{flow} positionally\n engine:    {outcome(got)}\n reference: {outcome(expected)}"
+            )
 
     def check_all(self, flow_list: list[FlowSpec] | tuple[FlowSpec, ...]) -> None:
         for flow in flow_list:

@@ -232,6 +232,29 @@ def test_the_outside_cache_starts_over_at_its_limit() -> None:
         assert 0 < len(outside) <= 3
 
 
+def test_peers_in_the_programs_sets_are_answered_without_the_python_method() -> None:
+    engine = build()[0]
+    asked: list[object] = []
+
+    def general(*args: Any) -> object:
+        asked.append(args)
+        return python_verdict(engine, *args)
+
+    counted = shortcut.Shortcut(
+        engine._snapshot, engine._hosts, engine._records, engine._owners, general, 1 << 20
+    )
+    # web's domain set holds API; its selector set holds db's address (an endpoint's).
+    flows: list[tuple[str, str, str, int]] = [
+        ("default/web", API, "TCP", 443),
+        ("default/web", "10.0.1.12", "TCP", 5432),
+    ]
+    for flow in flows:
+        python_verdict(engine, *flow)  # judged, as the first asker would
+    for _ in range(2):  # kept as judged (by the peer's view), then by identity
+        assert [counted(*flow) for flow in flows] == [python_verdict(engine, *f) for f in flows]
+    assert asked == []
+
+
 class Hook(str):
     """A protocol name whose hash publishes a change, once: a writer running mid-lookup."""
 
