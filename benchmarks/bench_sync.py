@@ -214,19 +214,30 @@ def test_agent_cpu_when_idle(
     print(result)
 
 
-@pytest.mark.parametrize("ttl", [3600, 20])
+@pytest.mark.parametrize(
+    ("pool", "recent"), [(50_000, None), (0, 50_000)], ids=["every-address", "bounded-names"]
+)
 def test_agent_under_load(
-    benchmark: BenchmarkFixture, pair: tuple[str, str], tmp_path: Path, ttl: int
+    benchmark: BenchmarkFixture,
+    pair: tuple[str, str],
+    tmp_path: Path,
+    pool: int,
+    recent: int | None,
 ) -> None:
-    # The issue's load run: 5,000 responses a second for a minute to the agent (a subprocess).
-    # TTL 3600: every address must be in the kernel at the end, and memory grows with the
-    # names held. TTL 20: names expire as fast as they come after the first 20 s, so memory
-    # must level off; the addresses still alive at the end must be in the kernel.
+    # The issue's load run: 5,000 responses a second for a minute to the agent (a subprocess),
+    # TTL an hour. every-address: the names cycle below the cache's bound on names, so all
+    # the addresses stay, and every one must be in the kernel at the end. bounded-names:
+    # each response a new name, so the bound evicts the earliest-expiring names once reached
+    # and memory must level off; the last responses' addresses must be in the kernel.
     node, other = pair
     runs: list[load.LoadRun] = []
 
     def run() -> None:
-        runs.append(load.agent_load(node, other, tmp_path, rate=5000, seconds=60, ttl=ttl))
+        runs.append(
+            load.agent_load(
+                node, other, tmp_path, rate=5000, seconds=60, ttl=3600, pool=pool, recent=recent
+            )
+        )
 
     benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[no-untyped-call]
     (done,) = runs

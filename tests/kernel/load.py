@@ -14,12 +14,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
-import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,18 +51,19 @@ items:
   metadata: {name: web, namespace: default, labels: {app: web}}
   status: {podIP: 198.51.100.20}
 """
-# In the sender namespace: COUNT responses (name and address i), TTL seconds, sent from port 53,
-# RATE per second (0: one per line read on stdin). Prints "ready", then the monotonic time
-# the first one left, then "sent N" each second (rate > 0), then "done".
+# In the sender namespace: COUNT responses, TTL seconds, sent from port 53, RATE per second
+# (0: one per line read on stdin). Response i answers name i (modulo POOL names, when POOL is
+# not 0) with address i. Prints "ready", then the monotonic time the first one left, then
+# "done".
 SENDER = """
 import socket, sys, time
 import dns.message, dns.rrset
-count, rate, ttl = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+count, rate, ttl, pool = (int(a) for a in sys.argv[1:5])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("198.51.100.53", 53))
 wires = []
 for i in range(count):
-    name = f"n{i}.bench.example"
+    name = f"n{i % pool if pool else i}.bench.example"
     r = dns.message.make_response(dns.message.make_query(name, "AAAA"))
     r.answer.append(dns.rrset.from_text(name + ".", ttl, "IN", "AAAA",
                                         f"2001:db8:1::{i // 65536:x}:{i % 65536:x}"))
@@ -76,18 +76,14 @@ for i, wire in enumerate(wires):
         sys.stdin.readline()
     elif i % 50 == 0:
         time.sleep(max(0.0, start + i / rate - time.monotonic()))
-        if i % rate == 0 and i:
-            print("sent", i, flush=True)
     s.sendto(wire, ("198.51.100.10", 40000))
 print("done", flush=True)
 """
 
 
 LEARNED = 'fqdnpolicy_dns_responses_total{result="learned"}'
-#: Seconds between looks in the kernel during a run, and how long a response sent has to
-#: reach it before a look counts it missing.
-LOOK_EVERY, LAG = 5.0, 3.0
 TABLE = "fqdnpolicy"  # the agent's table (the backend's default)
+_ADDRESS = re.compile(r"2001:db8:1:[0-9a-f:]*")
 
 
 def address(i: int) -> str:
@@ -119,11 +115,11 @@ def pair() -> Iterator[tuple[str, str]]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30, check=False)
 
 
-def sender(ns: str, count: int, rate: int, ttl: int = 300) -> subprocess.Popen[str]:
+def sender(ns: str, count: int, rate: int, ttl: int = 300, pool: int = 0) -> subprocess.Popen[str]:
     """Start the generator in ``ns``; return it once its responses are built."""
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns, sys.executable, "-c", SENDER, str(count), str(rate),
-         str(ttl)],
+         str(ttl), str(pool)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -197,78 +193,28 @@ def _nft(node: str, *args: str) -> str:
 
 
 def _kernel_addresses(node: str) -> set[str]:
-    out = _nft(node, "-j", "list", "table", "inet", TABLE)
-    found: set[str] = set()
-    for item in json.loads(out)["nftables"]:
-        for elem in item.get("set", {}).get("elem", ()):
-            value = elem["elem"]["val"] if isinstance(elem, dict) else elem
-            if isinstance(value, str):
-                found.add(value)
-    return found
+    """The addresses of 2001:db8:1::/48 in the agent's table."""
+    return set(_ADDRESS.findall(_nft(node, "list", "table", "inet", TABLE)))
 
 
-class _Window:
-    """Looks in the kernel for the addresses sent since the last look.
-
-    The generator's progress lines say how many responses had left by when; each look asks
-    the kernel (the ``nft`` binary, not the agent's own path) for exactly the addresses sent
-    since the last look, a lag before it, still within their TTL.
-    """
-
-    def __init__(self, node: str, proc: subprocess.Popen[str], ttl: int, count: int) -> None:
-        self.node, self.ttl, self.count = node, ttl, count
-        self.progress: list[tuple[float, int]] = []  # (monotonic, responses sent by then)
-        self.finished = threading.Event()
-        self.done = 0  # responses before this one were looked for
-        self.checked = self.missing = 0
-        self._set: str | None = None
-        threading.Thread(target=self._follow, args=(proc,), daemon=True).start()
-
-    def _follow(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            word, _, number = line.partition(" ")
-            if word == "sent":
-                self.progress.append((time.monotonic(), int(number)))
-            elif word.strip() == "done":
-                self.progress.append((time.monotonic(), self.count))
-                self.finished.set()
-
-    def look(self, *, lag: float) -> None:
-        """Look for the responses sent ``lag`` seconds ago or earlier, not looked for yet."""
-        before = time.monotonic() - lag
-        upto = max([n for t, n in self.progress if t <= before], default=0)
-        if upto <= self.done:
-            return
-        wanted = [address(i) for i in range(self.done, upto)]
-        self.done = upto
-        if self.ttl < 2 * LOOK_EVERY + lag:
-            return  # gone again before a look could see them: memory runs only
-        self.checked += len(wanted)
-        self.missing += self._absent(wanted)
-
-    def _absent(self, wanted: list[str]) -> int:
-        if self._set is None:
-            out = _nft(self.node, "-t", "-j", "list", "sets", "inet")
-            names = [i["set"]["name"] for i in json.loads(out)["nftables"] if "set" in i]
-            (self._set,) = (n for n in names if n.startswith("d6_"))
-        asked = f"get element inet {TABLE} {self._set} {{ {', '.join(wanted)} }}\n"
-        found = subprocess.run(
-            ["ip", "netns", "exec", self.node, "nft", "-f", "-"],
-            input=asked, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        if found.returncode == 0:
-            return 0
-        there = _kernel_addresses(self.node)  # some are missing: count them
-        return sum(1 for a in wanted if a not in there)
-
-
-def agent_load(node: str, other: str, tmp: Path, *, rate: int, seconds: float, ttl: int) -> LoadRun:
+def agent_load(
+    node: str,
+    other: str,
+    tmp: Path,
+    *,
+    rate: int,
+    seconds: float,
+    ttl: int,
+    pool: int = 0,
+    recent: int | None = None,
+) -> LoadRun:
     """Run the agent in ``node``, send ``rate`` responses a second for ``seconds``, and look.
 
-    Every few seconds the kernel is read, and every response sent a moment before, whose
-    TTL has not run out, must have its address there: each is looked for once, soon after it
-    was sent, since the cache's bound on names (``max_names``) evicts the oldest later on.
+    Once every response is read, the kernel's domain set is read (with the ``nft`` binary,
+    not the agent's own path; reading it while the agent applies would contend with it) and
+    every address must be there, or only the ``recent`` last ones: the cache bounds its names
+    (``max_names``) and evicts the earliest-expiring, rightly taking their addresses out.
+    ``pool`` cycles the names (see :data:`SENDER`), so many addresses fit under that bound.
     """
     (tmp / "policy.yaml").write_text(POLICY)
     (tmp / "cluster.yaml").write_text(CLUSTER)
@@ -290,21 +236,16 @@ def agent_load(node: str, other: str, tmp: Path, *, rate: int, seconds: float, t
                     break
             time.sleep(0.2)
         count = int(rate * seconds)
-        proc = sender(other, count, rate, ttl)
+        proc = sender(other, count, rate, ttl, pool)
         assert proc.stdout is not None
         start = float(proc.stdout.readline())
-        window = _Window(node, proc, ttl, count)
         rss: list[tuple[float, int]] = []
         _, cpu0 = _status(agent.pid)
-        next_look = time.monotonic() + LOOK_EVERY
-        while not window.finished.is_set() and proc.poll() is None:
+        while proc.poll() is None:
             rss.append((time.monotonic() - start, _status(agent.pid)[0]))
-            if time.monotonic() >= next_look:
-                window.look(lag=LAG)
-                next_look = time.monotonic() + LOOK_EVERY
             time.sleep(0.5)
         send_seconds = time.monotonic() - start
-        assert proc.wait(timeout=30) == 0
+        assert proc.returncode == 0
         # Settled: learned stops moving (every response read) and nothing waits to be applied.
         learned, last, settled_at = -1.0, -2.0, time.monotonic()
         while learned != last or time.monotonic() - settled_at < 1.0:
@@ -317,13 +258,14 @@ def agent_load(node: str, other: str, tmp: Path, *, rate: int, seconds: float, t
         rss.append((time.monotonic() - start, _status(agent.pid)[0]))
         _, cpu1 = _status(agent.pid)
         metrics = _metrics(node, port)
-        window.look(lag=0)
+        wanted = range(0 if recent is None else max(0, count - recent), count)
+        there = _kernel_addresses(node)
         return LoadRun(
             sent=count,
             send_seconds=send_seconds,
             learned=int(learned),
-            missing=window.missing,
-            checked=window.checked,
+            missing=sum(1 for i in wanted if address(i) not in there),
+            checked=len(wanted),
             failures=int(metrics.get("fqdnpolicy_apply_failures_total", 0)),
             rss_kib=tuple(rss),
             cpu_seconds=cpu1 - cpu0,
