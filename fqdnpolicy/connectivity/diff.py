@@ -16,8 +16,13 @@ engine in place, so that everything a change does not touch stays the same objec
 skipped; :func:`diff_engines` compares two engines, where nothing is shared and every pair is
 judged.
 
-The outside is cut by the identities addresses have in *both* states: a CIDR the new policy
-names splits the old state's pieces.
+The outside is cut by the identities addresses have in *both* states (a CIDR the new policy
+names splits the old state's pieces), looking one by one only at the addresses whose identity
+moved (:class:`~fqdnpolicy.connectivity.outside.JointCut`). A source alike in both states is
+judged only against the destinations that moved, and against a moved outside piece only when
+it moved in or out of a set the source's program names; a source whose program changed is
+judged against every endpoint and the outside pieces in the sets its programs name, the rest of
+the outside as one.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from typing import Any, Literal
 
 import attrs
 
+from fqdnpolicy.backend_tools import gc_paused
 from fqdnpolicy.connectivity.mapping import PeerInfo
+from fqdnpolicy.connectivity.outside import JointCut, Key
 from fqdnpolicy.connectivity.spaces import (
     FAMILY_NAMES,
     NONE,
@@ -37,7 +44,7 @@ from fqdnpolicy.connectivity.spaces import (
     intersect,
     union,
 )
-from fqdnpolicy.connectivity.state import EndpointUnit, State, cut, piece_id, read_state
+from fqdnpolicy.connectivity.state import EndpointUnit, State, piece_id, read_state
 from fqdnpolicy.connectivity.symbolic import Decisions, Evaluator, combine, view_key
 from fqdnpolicy.engine.identities import EMPTY as NO_SETS
 from fqdnpolicy.engine.identities import Identity
@@ -176,7 +183,17 @@ class _Source:
 class _Target:
     """A destination alike for every source in both states."""
 
-    __slots__ = ("family", "ids", "new", "new_ingress", "old", "old_ingress", "outside", "piece")
+    __slots__ = (
+        "delta",
+        "family",
+        "ids",
+        "new",
+        "new_ingress",
+        "old",
+        "old_ingress",
+        "outside",
+        "piece",
+    )
 
     def __init__(
         self,
@@ -193,11 +210,77 @@ class _Target:
         self.new_ingress = new_ingress
         self.outside = old_ingress is None
         self.ids: list[str] = []
-        self.piece: tuple[tuple[str, ...], tuple[str, ...]] | None = None  # (cidrs, hosts)
+        self.piece = False  # an outside piece: its peer is named when a row needs it
+        self.delta: frozenset[int] = frozenset()  # a piece's sets in one state only
 
     @property
     def same(self) -> bool:
         return self.old is self.new and self.old_ingress is self.new_ingress
+
+
+class _Outside:
+    """The outside pieces as destinations, indexed by the sets that hold them.
+
+    A program tells apart only outside pieces in some set it names: the others of a family
+    are judged as one. The index finds a program's pieces without reading every piece.
+    """
+
+    def __init__(self, keys: list[Key]) -> None:
+        self.keys = keys
+        self.targets: dict[int, _Target] = {}  # by position in keys
+        #: Pieces whose identity moved, each with the sets that moved (:attr:`_Target.delta`).
+        self._moved = [i for i, key in enumerate(keys) if key[0] is not key[1]]
+        self.moved = [self.target(i) for i in self._moved]
+        self.count = {4: 0, 6: 0}
+        for key in keys:
+            self.count[key[0].family] += 1
+        self._by_set: dict[int, list[int]] | None = None
+
+    def target(self, position: int) -> _Target:
+        found = self.targets.get(position)
+        if found is None:
+            old, new = self.keys[position]
+            found = self.targets[position] = _Target(old.family, old, new, None, None)
+            found.piece = True
+            found.delta = old.symmetric_difference(new)
+        return found
+
+    def touching(
+        self, old_refs: frozenset[int], new_refs: frozenset[int]
+    ) -> tuple[list[_Target], dict[int, list[_Target] | None]]:
+        """Pieces in a set of ``old_refs`` (old identity) or ``new_refs`` (new identity).
+
+        Returns:
+            Those pieces, and per family the others (listed when one; None when more).
+        """
+        by_set = self._by_set
+        if by_set is None:
+            by_set = self._by_set = {}
+            for position, (old, new) in enumerate(self.keys):
+                if old is new:
+                    for num in old:
+                        by_set.setdefault(num, []).append(position)
+        found: set[int] = set()
+        for refs in (old_refs, new_refs):
+            for num in refs:
+                found.update(by_set.get(num, ()))
+        for position in self._moved:
+            old, new = self.keys[position]
+            if not (old.isdisjoint(old_refs) and new.isdisjoint(new_refs)):
+                found.add(position)
+        touched = [self.target(position) for position in found]
+        plain: dict[int, list[_Target] | None] = {}
+        for family in (4, 6):
+            left = self.count[family] - sum(1 for t in touched if t.family == family)
+            if left == 1:
+                plain[family] = [
+                    self.target(i)
+                    for i, key in enumerate(self.keys)
+                    if key[0].family == family and i not in found
+                ]
+            elif left > 1:
+                plain[family] = None
+        return touched, plain
 
 
 def _changes(
@@ -244,6 +327,8 @@ class _Differ:
         if new_ev is None and old_ev is None:
             self.new_ev = self.old_ev  # one evaluator: programs key it, both states share it
         self.peers: dict[str, PeerInfo] = {}
+        self.pieces: dict[str, Key] = {}  # peer id of each outside piece named
+        self.joint = JointCut(old, new)
         # (source, destination) -> {(change, new verdict, old verdict): {family: space}}
         self.blocks: list[tuple[list[str], list[str], Change, Any, Any, Connections]] = []
 
@@ -268,69 +353,77 @@ class _Differ:
     def run(self) -> None:
         old, new = self.old, self.new
         keys = sorted(set(old.endpoints) & set(new.endpoints))
+        old_units, new_units = old.endpoints, new.endpoints
+        # Grouped by the ids of what they are judged by (both states hold every object).
         sources: dict[tuple[object, ...], _Source] = {}
+        targets: dict[tuple[int, ...], _Target] = {}
         for key in keys:
-            o, n = old.endpoints[key], new.endpoints[key]
-            skey = (
-                o.egress,
-                n.egress,
-                o.source.get(4),
-                n.source.get(4),
-                o.source.get(6),
-                n.source.get(6),
-            )
+            o, n = old_units[key], new_units[key]
+            skey = (o.sender, n.sender)
             found = sources.get(skey)
             if found is None:
                 found = sources[skey] = _Source(o, n)
-            found.ids.append(self._endpoint_peer(n))
-        targets: dict[tuple[object, ...], _Target] = {}
-        for key in keys:
-            o, n = old.endpoints[key], new.endpoints[key]
-            for family in (4, 6):
-                o_addresses = o.addresses.get(family, [])
+            found.ids.append(key)  # its PeerInfo is made in result() if a row names it
+            o_in, n_in = id(o.ingress), id(n.ingress)
+            if o is n:
+                for family, ident, peer in o.receivers:
+                    tkey = (family, id(ident), id(ident), o_in, o_in)
+                    target = targets.get(tkey)
+                    if target is None:
+                        target = targets[tkey] = _Target(family, ident, ident, o.ingress, o.ingress)
+                    target.ids.append(peer)
+                continue
+            for family, o_addresses in o.addresses.items():
                 n_addresses = n.addresses.get(family, [])
+                o_first = o_addresses[0][1]
+                n_first = n_addresses[0][1] if n_addresses else None
                 for index, ((address, o_ident), (_, n_ident)) in enumerate(
                     zip(o_addresses, n_addresses, strict=False)
                 ):
-                    if index and o_ident is o_addresses[0][1] and n_ident is n_addresses[0][1]:
+                    if index and o_ident is o_first and n_ident is n_first:
                         continue
-                    tkey: tuple[object, ...] = (family, o_ident, n_ident, o.ingress, n.ingress)
+                    tkey = (family, id(o_ident), id(n_ident), o_in, n_in)
                     target = targets.get(tkey)
                     if target is None:
                         target = targets[tkey] = _Target(
                             family, o_ident, n_ident, o.ingress, n.ingress
                         )
-                    peer = self._endpoint_peer(n, "" if not index else "@" + address)
-                    if peer not in target.ids:
-                        target.ids.append(peer)
-        for (o_ident, n_ident), (cidrs, hosts) in cut([old, new]).items():
-            tkey = (o_ident.family, o_ident, n_ident, None, None)
-            target = targets.get(tkey)
-            if target is None:
-                target = targets[tkey] = _Target(o_ident.family, o_ident, n_ident, None, None)
-            target.piece = (cidrs, hosts)  # its peer is named when a row needs it
-
-        changed_targets = [t for t in targets.values() if not t.same]
+                    # (each address of an endpoint is visited once: no id twice)
+                    target.ids.append(key if not index else f"{key}@{address}")
         all_targets = list(targets.values())
+        moved_targets = [t for t in all_targets if not t.same]
+        outside = _Outside(self.joint.keys)
         for source in sources.values():
             o, n = source.old, source.new
-            same = o.egress is n.egress and all(o.source.get(f) is n.source.get(f) for f in (4, 6))
-            self._compare(source, changed_targets if same else all_targets)
+            if o.sender == n.sender:  # (ids of objects both states hold: the same objects)
+                # Alike in both states: only destinations that moved can change, and an
+                # outside one only if it moved in a set the program names.
+                refs = o.egress.refs
+                moved = [t for t in outside.moved if not refs.isdisjoint(t.delta)]
+                self._compare(source, moved_targets + moved, {})
+            else:
+                touched, plain = outside.touching(o.egress.refs, n.egress.refs)
+                self._compare(source, all_targets + touched, plain)
 
-    def _compare(self, source: _Source, targets: list[_Target]) -> None:
+    def _compare(
+        self,
+        source: _Source,
+        targets: list[_Target],
+        plain: dict[int, list[_Target] | None],
+    ) -> None:
+        """Judge ``source`` against ``targets``, and the outside pieces ``plain`` stands for.
+
+        ``plain`` holds, per family, the outside pieces in none of the sets the source's
+        programs name (judged as one; None for more than one: "the rest of the outside").
+        """
         o, n = source.old, source.new
         # Targets alike for this source: same views in both states.
         groups: dict[tuple[object, ...], list[_Target]] = {}
-        outside_plain: dict[int, list[_Target]] = {}
-        o_refs, n_refs = o.egress.refs, n.egress.refs
         for target in targets:
             family = target.family
             if family not in o.source or family not in n.source:
                 continue
             if target.outside:
-                if target.old.isdisjoint(o_refs) and target.new.isdisjoint(n_refs):
-                    outside_plain.setdefault(family, []).append(target)
-                    continue
                 key: tuple[object, ...] = (
                     family,
                     view_key(o.egress, target.old),
@@ -362,46 +455,56 @@ class _Differ:
             new_d = self._decisions(
                 self.new_ev, n, first.new, first.new_ingress, n.source.get(family)
             )
-            peers = [p for t in group for p in self._ids(t)]
-            self._emit(source.ids, peers, family, old_d, new_d)
-        for family, group in outside_plain.items():
-            plain = (family, NO_SETS, None)
-            old_d = self.old_ev.decisions(o.egress, plain)
-            new_d = self.new_ev.decisions(n.egress, plain)
+            self._emit(source.ids, group, family, old_d, new_d)
+        for family, pieces in plain.items():
+            if family not in o.source or family not in n.source:
+                continue
+            view = (family, NO_SETS, None)
+            old_d = self.old_ev.decisions(o.egress, view)
+            new_d = self.new_ev.decisions(n.egress, view)
             if old_d == new_d:
                 continue
-            if len(group) == 1:
-                peers = self._ids(group[0])
+            if pieces is None:
+                rest = self._rest_peer(family, o.egress.refs, n.egress.refs)
+                self._emit(source.ids, [], family, old_d, new_d, rest)
             else:
-                peers = [self._rest_peer(family, o_refs, n_refs)]
-            self._emit(source.ids, peers, family, old_d, new_d)
+                self._emit(source.ids, pieces, family, old_d, new_d)
 
     def _ids(self, target: _Target) -> list[str]:
-        if target.piece is not None and not target.ids:
-            cidrs, hosts = target.piece
-            target.ids.append(self._piece_peer(target.old, target.new, cidrs, hosts))
+        if target.piece and not target.ids:
+            target.ids.append(self._piece_peer(target.old, target.new))
         return target.ids
 
     def _emit(
-        self, sources: list[str], peers: list[str], family: int, old: Decisions, new: Decisions
+        self,
+        sources: list[str],
+        targets: list[_Target],
+        family: int,
+        old: Decisions,
+        new: Decisions,
+        rest: str | None = None,
     ) -> None:
-        for (change, rule, was), space in _changes(family, old, new).items():
+        if old is new:
+            return
+        changes = _changes(family, old, new)
+        if not changes:
+            return
+        peers = [rest] if rest is not None else [p for t in targets for p in self._ids(t)]
+        for (change, rule, was), space in changes.items():
             self.blocks.append((sources, peers, change, rule, was, Connections.of({family: space})))
 
     # -- peers -----------------------------------------------------------------------------
 
-    def _endpoint_peer(self, unit: EndpointUnit, suffix: str = "") -> str:
-        ident = unit.key + suffix
-        if ident not in self.peers:
-            self.peers[ident] = PeerInfo.of_endpoint(unit, suffix)
-        return ident
+    def _name_endpoints(self, ids: list[str]) -> None:
+        for peer in ids:
+            if peer not in self.peers:  # an endpoint's: key, or key@address
+                owner, at, address = peer.partition("@")
+                self.peers[peer] = PeerInfo.of_endpoint(self.new.endpoints[owner], at + address)
 
     def _sets(self, state: State, ident: Identity) -> list[str]:
         return [f"{state.info[n].kind} {state.info[n].definition}" for n in ident]
 
-    def _piece_peer(
-        self, old: Identity, new: Identity, cidrs: tuple[str, ...], hosts: tuple[str, ...]
-    ) -> str:
+    def _piece_peer(self, old: Identity, new: Identity) -> str:
         family = old.family
         old_id = piece_id(family, old, self.old.info)
         new_id = piece_id(family, new, self.new.info)
@@ -415,9 +518,9 @@ class _Differ:
                 was = " & ".join(sorted(self._sets(self.old, old))) or "in no set"
                 now = " & ".join(sorted(self._sets(self.new, new))) or "in no set"
                 label = f"{name} outside: {now} (before: {was})"
-            self.peers[peer] = PeerInfo(
-                peer, "outside", label, family=family, sets=tuple(sets), cidrs=cidrs, hosts=hosts
-            )
+            # Its addresses are gathered in result(), for every piece named at once.
+            self.peers[peer] = PeerInfo(peer, "outside", label, family=family, sets=tuple(sets))
+            self.pieces[peer] = (old, new)
         return peer
 
     def _rest_peer(self, family: int, old_refs: frozenset[int], new_refs: frozenset[int]) -> str:
@@ -436,6 +539,16 @@ class _Differ:
         return peer
 
     def result(self, families: tuple[int, ...]) -> MapDiff:
+        members = self.joint.members(self.pieces.values())
+        for peer, pair in self.pieces.items():
+            cidrs, hosts = members[pair]
+            self.peers[peer] = attrs.evolve(self.peers[peer], cidrs=cidrs, hosts=hosts)
+        seen: set[int] = set()  # blocks share their lists of ids
+        for sources, peers, *_ in self.blocks:
+            for ids in (sources, peers):
+                if id(ids) not in seen:
+                    seen.add(id(ids))
+                    self._name_endpoints(ids)
         # Minimise per (change, rule, was): rows with the same sources, then destinations.
         by_sources: dict[tuple[Any, ...], set[str]] = {}
         for sources, peers, change, rule, was, conns in self.blocks:
@@ -463,6 +576,7 @@ class _Differ:
                 r.destinations,
                 r.connections.describe(),
                 str(r.rule),
+                str(r.was),
             )
         )
         return MapDiff(tuple(rows), self.peers, families)
@@ -470,10 +584,11 @@ class _Differ:
 
 def diff_states(old: State, new: State, evaluator: Evaluator | None = None) -> MapDiff:
     """The difference between two states (see the module docstring)."""
-    differ = _Differ(old, new, evaluator, evaluator)
-    differ.run()
-    families = tuple(sorted(set(old.families) | set(new.families)))
-    return differ.result(families)
+    with gc_paused():
+        differ = _Differ(old, new, evaluator, evaluator)
+        differ.run()
+        families = tuple(sorted(set(old.families) | set(new.families)))
+        return differ.result(families)
 
 
 def diff_engines(old: Any, new: Any) -> MapDiff:
@@ -492,10 +607,11 @@ def diff_to(engine: Any, resources: Any) -> MapDiff:
         ValueError: ``resources`` lacks a tier the engine holds (a tier cannot be removed
             from an engine: build one and use :func:`diff_engines`).
     """
-    before = read_state(engine)
-    apply_resources(engine, resources)
-    after = read_state(engine)
-    return diff_states(before, after)
+    with gc_paused():
+        before = read_state(engine)
+        apply_resources(engine, resources)
+        after = read_state(engine, before)
+        return diff_states(before, after)
 
 
 def apply_resources(engine: Any, resources: Any) -> None:
@@ -503,11 +619,10 @@ def apply_resources(engine: Any, resources: Any) -> None:
     from fqdnpolicy.engine.compiler import policy_key
     from fqdnpolicy.engine.graph import netset_key
 
-    graph = engine._graph
-    with engine._lock:
-        held_tiers = dict(graph.resolver.tiers)
-        held_policies = {k: c.policy for k, c in graph.resolver.policies.items()}
-        held_sets = {k: nset for k, (nset, _) in graph._netsets.items()}
+    held = engine.resources()
+    held_tiers = {t.name: t for t in held.tiers}
+    held_policies = {policy_key(p): p for p in held.policies}
+    held_sets = {netset_key(s): s for s in held.network_sets}
     wanted_tiers = {t.name: t for t in resources.tiers}
     missing = sorted(set(held_tiers) - set(wanted_tiers))
     if missing:

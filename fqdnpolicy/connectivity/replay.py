@@ -315,11 +315,12 @@ def _verdicts(np: Any, engine: Any, cols: _Columns) -> tuple[list[Any], Any]:
             idents.append(ident)
         codes[i] = code
         endpoint[i] = ident.ports is not None
-    records = engine._records
     program_code: dict[int, int] = {}
     src_program = np.empty(len(cols.keys), dtype=np.int64)
     for i, key in enumerate(cols.keys):
-        program = records[key].egress
+        record = engine.record(key)
+        assert record is not None  # (the keys were read from the engine)
+        program = record.egress
         src_program[i] = program_code.setdefault(id(program), len(program_code))
     to_endpoint = endpoint[cols.dst_index]
     # Who decides: (program, identity) for the outside, (source, address) for endpoints.

@@ -1,41 +1,35 @@
 """One engine state, read once: endpoints, their programs and identities, and the outside.
 
-Everything this package reads of a :class:`~fqdnpolicy.engine.PolicyEngine`'s internals is
-read here, under the engine's writer lock (so no change is half applied): the published
-endpoint records (each endpoint's egress and ingress :class:`Program
-<fqdnpolicy.engine.programs.Program>`), the host identities, the prefix table, and what each
-IP set stands for. A :class:`State` copies the dicts it needs, so it stays the state of its
-moment after the engine changes (programs and identities never change once published).
+A :class:`State` is built from :meth:`PolicyEngine.published_state
+<fqdnpolicy.engine.PolicyEngine.published_state>` (a copy taken under the engine's writer
+lock, so no change is half applied): the published endpoint records (each endpoint's egress
+and ingress :class:`Program <fqdnpolicy.engine.programs.Program>`), the host identities, the
+prefix table, and what each IP set stands for. It stays the state of its moment after the
+engine changes (programs and identities never change once published, only replaced).
 
-The outside world is cut into :class:`Piece` s, one per identity an outside address can have:
-the addresses held by the same IP sets (network sets, domain sets, CIDRs the policies name)
-are alike for every policy, and the addresses in no set at all are one piece per family,
-"everything else".
+The outside world is cut into :class:`Piece` s (:mod:`fqdnpolicy.connectivity.outside`), one
+per identity an outside address can have: the addresses held by the same IP sets (network
+sets, domain sets, CIDRs the policies name) are alike for every policy, and the addresses in
+no set at all are one piece per family, "everything else".
 """
 
 from __future__ import annotations
 
-import bisect
-import ipaddress
-import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Mapping
+from itertools import compress
+from operator import is_not
 from typing import Any
 
 import attrs
 
-from fqdnpolicy.connectivity.spaces import FAMILY_NAMES, network_text
+from fqdnpolicy.connectivity.outside import cut, moved_hosts
+from fqdnpolicy.connectivity.spaces import FAMILY_NAMES
 from fqdnpolicy.engine.identities import EMPTY, Identity, PrefixTable
 from fqdnpolicy.engine.programs import Program
-from fqdnpolicy.engine.published import EndpointRecord
+from fqdnpolicy.engine.published import EndpointRecord, PublishedState
 from fqdnpolicy.engine.results import IPSetInfo
 
 __all__ = ["EndpointUnit", "Piece", "State", "read_state"]
-
-
-def _to_int(address: str) -> int:
-    if ":" in address:
-        return int.from_bytes(socket.inet_pton(socket.AF_INET6, address), "big")
-    return int.from_bytes(socket.inet_aton(address), "big")
 
 
 @attrs.define(eq=False, slots=True)
@@ -49,12 +43,19 @@ class EndpointUnit:
             (that of its first address of the family); families it has no address of are
             absent.
         addresses: Per family, ``(address, identity)`` of each of its addresses.
+        sender: What a diff groups sources by: the ids of its egress program and of its
+            source identities (IPv4, IPv6; ``id(None)`` for a family it lacks).
+        receivers: Its addresses judged apart as destinations, ``(family, identity, peer
+            id)``: its first address of each family (peer id its key), and each other
+            address with another identity (``key@address``).
     """
 
     key: str
     record: EndpointRecord
     source: dict[int, Identity]
     addresses: dict[int, list[tuple[str, Identity]]]
+    sender: tuple[int, int, int]
+    receivers: list[tuple[int, Identity, str]]
 
     @property
     def egress(self) -> Program:
@@ -100,43 +101,80 @@ def _set_text(info: IPSetInfo) -> str:
     return f"{info.kind} {info.definition}"
 
 
-def piece_id(family: int, ident: Identity, info: dict[int, IPSetInfo]) -> str:
+def piece_id(family: int, ident: Identity, info: Mapping[int, IPSetInfo]) -> str:
     """The stable id of the piece of ``ident``."""
     ids = sorted(info[n].set_id for n in ident)
     return f"outside:v{family}:" + ("+".join(ids) if ids else "*")
 
 
 class State:
-    """An engine's state of one moment (see the module docstring)."""
+    """An engine's state of one moment (see the module docstring).
 
-    def __init__(
-        self,
-        records: dict[str, EndpointRecord],
-        hosts: dict[str, Identity],
-        prefixes: PrefixTable,
-        info: dict[int, IPSetInfo],
-    ) -> None:
-        self.records = records
-        self.hosts = hosts
-        self.prefixes = prefixes
-        self.info = info
-        self.endpoints: dict[str, EndpointUnit] = {}
-        for key in sorted(records):
-            record = records[key]
-            source: dict[int, Identity] = {}
-            addresses: dict[int, list[tuple[str, Identity]]] = {}
-            for ip in record.endpoint.ips:
-                family = 6 if ":" in ip else 4
-                ident = hosts.get(ip)
-                if ident is None:  # (an endpoint's address is always a host; be safe)
-                    ident = Identity(family, EMPTY, record.endpoint.named_ports)
-                addresses.setdefault(family, []).append((ip, ident))
-            for family in (4, 6):
-                first = record.address(family)
-                if first is not None:
-                    source[family] = hosts.get(first) or addresses[family][0][1]
-            self.endpoints[key] = EndpointUnit(key, record, source, addresses)
+    Args:
+        published: The engine's published state.
+        base: An earlier state of the same engine: the endpoints whose record and address
+            identities did not change keep its :class:`EndpointUnit` objects (so a diff
+            sees at once that they are the same).
+    """
+
+    def __init__(self, published: PublishedState, base: State | None = None) -> None:
+        self.records: Mapping[str, EndpointRecord] = published.records
+        self.hosts: Mapping[str, Identity] = published.hosts
+        self.prefixes: PrefixTable = published.prefixes
+        self.info: Mapping[int, IPSetInfo] = published.sets
+        self.base = base
+        self._owners: dict[str, str] | None = None
+        self._endpoint_ips: frozenset[str] | None = None
         self._pieces: dict[Identity, Piece] | None = None
+        records, hosts = self.records, self.hosts
+        if base is None:
+            self.moved: frozenset[str] = frozenset()
+            self.endpoints = {key: _unit(records[key], hosts) for key in sorted(records)}
+            return
+        #: The host addresses whose identity object differs from ``base``'s.
+        self.moved = moved_hosts(base.hosts, hosts)
+        old_records = base.records
+        rebuild = set(
+            compress(records, map(is_not, map(old_records.get, records), records.values()))
+        )
+        same_keys = records.keys() == old_records.keys()
+        if same_keys and not rebuild:
+            self._owners = base.owners  # the same endpoints with the same addresses
+        owners = base.owners
+        rebuild.update(owners[a] for a in self.moved if a in owners)
+        if same_keys:
+            self.endpoints = dict(base.endpoints)  # (keeps the sorted order)
+            for key in rebuild:
+                self.endpoints[key] = _unit(records[key], hosts)
+        else:
+            self.endpoints = {
+                key: base.endpoints[key] if key not in rebuild else _unit(records[key], hosts)
+                for key in sorted(records)
+            }
+
+    @property
+    def owners(self) -> dict[str, str]:
+        """Each endpoint address and the key of the endpoint owning it."""
+        if self._owners is None:
+            self._owners = {
+                ip: unit.key for unit in self.endpoints.values() for ip in unit.record.endpoint.ips
+            }
+        return self._owners
+
+    @property
+    def endpoint_ips(self) -> frozenset[str]:
+        """Every address an endpoint owns."""
+        if self._endpoint_ips is None:
+            base = self.base
+            if base is not None and base.owners is self.owners:
+                self._endpoint_ips = base.endpoint_ips
+            else:
+                self._endpoint_ips = frozenset(self.owners)
+        return self._endpoint_ips
+
+    def moved_from(self, other: State) -> frozenset[str] | None:
+        """The host addresses whose identity differs from ``other``'s, when known at once."""
+        return self.moved if other is self.base else None
 
     @property
     def families(self) -> tuple[int, ...]:
@@ -185,107 +223,36 @@ class State:
         return found if found is not None else self.prefixes.identity(address)
 
 
-def _intervals(states: list[State], family: int) -> Iterable[tuple[int, int, tuple[Identity, ...]]]:
-    """Address intervals between every state's prefix bounds.
-
-    Each comes with each state's prefix-only identity of the interval.
-    """
-    top = 1 << (32 if family == 4 else 128)
-    points = {0}
-    for state in states:
-        for net in state.prefixes.prefixes:
-            if net.version == family:
-                points.add(int(net.network_address))
-                end = int(net.broadcast_address) + 1
-                if end < top:
-                    points.add(end)
-    starts = sorted(points)
-    cls: Any = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
-    for i, start in enumerate(starts):
-        last = (starts[i + 1] if i + 1 < len(starts) else top) - 1
-        text = str(cls(start))
-        yield start, last, tuple(state.prefixes.identity(text) for state in states)
-
-
-def cut(
-    states: list[State],
-) -> dict[tuple[Identity, ...], tuple[tuple[str, ...], tuple[str, ...]]]:
-    """The outside cut by the identities its addresses have in each state.
-
-    Returns:
-        For each tuple of identities (one per state) some outside address has: the CIDRs of
-        the prefix ranges with it (less the ranges made only of hosts) and its host addresses.
-        An address is outside when no endpoint owns it in any state.
-    """
-    endpoint_ips = {
-        ip for s in states for u in s.endpoints.values() for ip in u.record.endpoint.ips
-    }
-    addresses: set[str] = set()
-    for state in states:
-        addresses.update(state.hosts)
-    hosts_of: dict[tuple[Identity, ...], list[str]] = {}
-    host_ints: dict[int, list[int]] = {4: [], 6: []}
-    v4, v6 = host_ints[4].append, host_ints[6].append
-    aton, from_bytes = socket.inet_aton, int.from_bytes
-    tables = [(s.hosts.get, s.prefixes.identity) for s in states]
-    for address in addresses:
-        if ":" in address:
-            v6(_to_int(address))
+def _unit(record: EndpointRecord, hosts: Mapping[str, Identity]) -> EndpointUnit:
+    addresses: dict[int, list[tuple[str, Identity]]] = {}
+    get = hosts.get
+    for ip in record.endpoint.ips:
+        family = 6 if ":" in ip else 4
+        ident = get(ip)
+        if ident is None:  # (an endpoint's address is always a host; be safe)
+            ident = Identity(family, EMPTY, record.endpoint.named_ports)
+        found = addresses.get(family)
+        if found is None:
+            addresses[family] = [(ip, ident)]
         else:
-            v4(from_bytes(aton(address), "big"))
-        if address not in endpoint_ips:
-            key = tuple(_either(host(address), prefix, address) for host, prefix in tables)
-            found = hosts_of.get(key)
-            if found is None:
-                hosts_of[key] = [address]
-            else:
-                found.append(address)
-    for values in host_ints.values():
-        values.sort()
-    ranges: dict[tuple[Identity, ...], list[tuple[int, int]]] = {}
-    for family in (4, 6):
-        values = host_ints[family]
-        for first, last, key in _intervals(states, family):
-            inside = bisect.bisect_right(values, last) - bisect.bisect_left(values, first)
-            if inside > last - first:
-                continue  # every address of it is a host: none left to the prefixes
-            ranges.setdefault(key, []).append((first, last))
-    out: dict[tuple[Identity, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    for key in sorted(
-        set(hosts_of) | set(ranges),
-        key=lambda k: (k[0].family, [sorted(i.sets) for i in k]),
-    ):
-        family = key[0].family
-        cidrs: list[str] = []
-        for first, last in _merged(ranges.get(key, ())):
-            cidrs.extend(network_text(first, last, family))
-        out[key] = (tuple(cidrs), tuple(sorted(hosts_of.get(key, ()), key=_to_int)))
-    return out
+            found.append((ip, ident))
+    # (the record's first address of a family is the first of the endpoint's addresses)
+    source = {family: pairs[0][1] for family, pairs in addresses.items()}
+    key = record.key
+    receivers: list[tuple[int, Identity, str]] = []
+    for family, pairs in addresses.items():
+        first = pairs[0][1]
+        receivers.append((family, first, key))
+        for address, ident in pairs[1:]:
+            if ident is not first:
+                receivers.append((family, ident, f"{key}@{address}"))
+    sender = (id(record.egress), id(source.get(4)), id(source.get(6)))
+    return EndpointUnit(key, record, source, addresses, sender, receivers)
 
 
-def _either(found: Identity | None, prefix: Callable[[str], Identity], address: str) -> Identity:
-    """``found``, else the prefix-only identity (an empty identity is falsy: test None)."""
-    return found if found is not None else prefix(address)
+def read_state(engine: Any, base: State | None = None) -> State:
+    """Read ``engine``'s state of now (see the module docstring).
 
-
-def _merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for first, last in sorted(ranges):
-        if out and out[-1][1] + 1 >= first:
-            out[-1] = (out[-1][0], max(out[-1][1], last))
-        else:
-            out.append((first, last))
-    return out
-
-
-def read_state(engine: object) -> State:
-    """Read ``engine``'s state of now (under its writer lock; see the module docstring)."""
-    from fqdnpolicy.engine import PolicyEngine
-
-    assert isinstance(engine, PolicyEngine)
-    with engine._lock:
-        engine.flush()
-        snapshot = engine._snapshot
-        registry = engine._graph.registry
-        info = {num: ipset.info for num, ipset in registry.by_num.items()}
-        return State(dict(engine._records), dict(engine._hosts), snapshot.prefixes, info)
+    ``base``, an earlier state of the same engine, lends the new one what did not change.
+    """
+    return State(engine.published_state(), base)

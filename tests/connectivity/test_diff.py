@@ -79,7 +79,7 @@ def expand_member(
             return True
         hosts: set[str] = set()
         for engine in engines:
-            hosts.update(engine._hosts)
+            hosts.update(engine.published_state().hosts)
         if address in hosts:
             return False
         ip = ipaddress.ip_address(address)
