@@ -31,6 +31,7 @@ _CLONE_NEWNET = 0x40000000
 # nft_ctx_output_flags: NFT_CTX_OUTPUT_JSON. With it set, input is parsed as JSON first.
 _OUTPUT_JSON = 1 << 4
 _STDERR_MAX = 2000
+_TRIM_AFTER = 1 << 20  # payload size above which freed memory is handed back to the system
 
 
 def load() -> Any | None:
@@ -55,6 +56,12 @@ def load() -> Any | None:
         function = getattr(lib, name)
         function.restype, function.argtypes = restype, argtypes
     return lib
+
+
+def _malloc_trim() -> None:
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
 
 
 def _netns_path(netns: str) -> str:
@@ -91,12 +98,15 @@ class _Worker:
                     raise OSError(ctypes.get_errno(), f"setns({self.path}) failed")
             finally:
                 os.close(fd)
-        ctx = self.lib.nft_ctx_new(0)
+        self._ctx = self._new_context()
+
+    def _new_context(self) -> int:
+        ctx: int | None = self.lib.nft_ctx_new(0)
         if not ctx:
             raise OSError("nft_ctx_new failed")
         self.lib.nft_ctx_buffer_output(ctx)
         self.lib.nft_ctx_buffer_error(ctx)
-        self._ctx = ctx
+        return ctx
 
     def _run(self, payload: bytes, json_io: bool, dry_run: bool) -> tuple[int, str, str]:
         lib, ctx = self.lib, self._ctx
@@ -110,6 +120,12 @@ class _Worker:
         finally:
             lib.nft_ctx_set_dry_run(ctx, False)
             lib.nft_ctx_output_set_flags(ctx, flags)
+            if len(payload) > _TRIM_AFTER:
+                # A large ruleset leaves its objects in the context's cache and its peak in
+                # this thread's malloc arena: start a fresh context and hand the memory back.
+                self._free()
+                self._ctx = self._new_context()
+                _malloc_trim()
         return rc, out.decode(errors="replace"), err.decode(errors="replace")
 
     def _free(self) -> None:

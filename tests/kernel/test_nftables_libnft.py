@@ -8,6 +8,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fqdnpolicy_nftables.libnft import LibNft, load
@@ -123,3 +124,22 @@ def test_close_lets_every_namespace_go(nft: LibNft, netns: str, other: str) -> N
         time.sleep(0.05)
     assert "fqsl0" not in links(netns)
     nft.run(TABLE, netns=netns)  # usable again after close
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_large_transaction_leaves_no_peak_behind(nft: LibNft, netns: str) -> None:
+    # The context caches what a transaction declared: kept, a full apply of a large state
+    # would stay in the agent's memory until the next one.
+    elements = ", ".join(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}" for i in range(200_000))
+    payload = f"{TABLE}add element inet fqsl s {{ {elements} }}\n"
+    nft.run(TABLE, netns=netns)  # the worker and its context exist before measuring
+    before = rss_mib()
+    nft.run(payload, netns=netns)
+    assert rss_mib() - before < 40
+    assert "10.3.13.63" in nft.run("list set inet fqsl s", netns=netns)
