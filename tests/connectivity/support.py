@@ -26,7 +26,7 @@ def build(world: WorldSpec, resources: ResourceSet | None = None) -> PolicyEngin
     dns = DNSCache(clock=FakeClock())
     for learned in world.answers:
         dns.ingest(learned.extracted())
-    return PolicyEngine(resources or world.resources, world.cluster, dns)
+    return PolicyEngine(resources if resources is not None else world.resources, world.cluster, dns)
 
 
 def critical_ports(resources: ResourceSet, cluster: Cluster, sample: int = 24) -> list[int]:

@@ -42,7 +42,9 @@ def _engine(world: WorldSpec, resources: ResourceSet | None = None) -> tuple[Pol
     dns = DNSCache(clock=FakeClock())
     for learned in world.answers:
         dns.ingest(learned.extracted())
-    return PolicyEngine(resources or world.resources, world.cluster, dns), dns
+    return PolicyEngine(
+        resources if resources is not None else world.resources, world.cluster, dns
+    ), dns
 
 
 def _facts(d: MapDiff) -> dict[tuple[Any, ...], Connections]:
