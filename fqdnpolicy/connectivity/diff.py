@@ -465,7 +465,8 @@ class _Differ:
                 str(r.was),
             )
         )
-        return MapDiff(tuple(rows), self.peers, families)
+        caveats = tuple(sorted(set(self.old.caveats) | set(self.new.caveats)))
+        return MapDiff(tuple(rows), self.peers, families, caveats)
 
 
 def diff_states(old: State, new: State, evaluator: Evaluator | None = None) -> MapDiff:

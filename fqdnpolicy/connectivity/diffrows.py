@@ -86,11 +86,13 @@ class MapDiff:
         rows: Every change, grouped and minimised.
         peers: What each peer id of the rows stands for.
         families: The families the endpoints have.
+        caveats: What the answer must be read with (either state's caveats).
     """
 
     rows: tuple[DiffRow, ...]
     peers: dict[str, PeerInfo]
     families: tuple[int, ...] = (4, 6)
+    caveats: tuple[str, ...] = ()
 
     @property
     def equal(self) -> bool:
@@ -109,6 +111,7 @@ class MapDiff:
             "equal": self.equal,
             "contains": self.contains,
             "families": list(self.families),
+            "caveats": list(self.caveats),
             "rows": [row.as_dict() for row in self.rows],
             "peers": {p: self.peers[p].as_dict() for p in sorted(used)},
         }
@@ -120,4 +123,5 @@ class MapDiff:
             tuple(DiffRow.from_dict(r) for r in data["rows"]),
             {k: PeerInfo.from_dict(v) for k, v in data["peers"].items()},
             tuple(data.get("families", (4, 6))),
+            tuple(data.get("caveats", ())),
         )

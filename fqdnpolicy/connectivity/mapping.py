@@ -249,6 +249,7 @@ class ConnectivityMap:
         self.state = state
         self.evaluator = evaluator or Evaluator()
         self.families = state.families
+        self.caveats = state.caveats
         self.peers: dict[str, PeerInfo] = {}
         self._keep = endpoints
         self._owner: dict[str, str] = {
@@ -545,6 +546,7 @@ class ConnectivityMap:
         used = {p for row in self.rows for p in (*row.sources, *row.destinations)}
         return {
             "families": list(self.families),
+            "caveats": list(self.caveats),
             "rows": [row.as_dict() for row in self.rows],
             "peers": {p: self.peers[p].as_dict() for p in sorted(used)},
         }
@@ -557,6 +559,7 @@ class MapData:
     families: tuple[int, ...]
     rows: tuple[MapRow, ...]
     peers: dict[str, PeerInfo]
+    caveats: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MapData:
@@ -565,12 +568,14 @@ class MapData:
             tuple(data["families"]),
             tuple(MapRow.from_dict(r) for r in data["rows"]),
             {k: PeerInfo.from_dict(v) for k, v in data["peers"].items()},
+            tuple(data.get("caveats", ())),
         )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, as :meth:`ConnectivityMap.as_dict`."""
         return {
             "families": list(self.families),
+            "caveats": list(self.caveats),
             "rows": [row.as_dict() for row in self.rows],
             "peers": {k: v.as_dict() for k, v in sorted(self.peers.items())},
         }

@@ -141,8 +141,8 @@ def render_map(data: Any, fmt: str = "txt", group_by: str = "pod") -> str:
     if fmt == "dot":
         return _dot(((s, d, c, "") for s, d, c in rows), "connectivity")
     if not rows:
-        return "no connection is allowed\n"
-    return "".join(f"{s} => {d} : {c}\n" for s, d, c in rows)
+        return "no connection is allowed\n" + _caveats(data)
+    return "".join(f"{s} => {d} : {c}\n" for s, d, c in rows) + _caveats(data)
 
 
 def render_diff(data: Any, fmt: str = "txt", group_by: str = "pod") -> str:
@@ -181,12 +181,16 @@ def render_diff(data: Any, fmt: str = "txt", group_by: str = "pod") -> str:
             "diff",
         )
     if not rows:
-        return "the two policy sets allow the same connections\n"
+        return "the two policy sets allow the same connections\n" + _caveats(data)
     out = []
     for change, s, d, c, rule, was in rows:
         sign = "+" if change == "added" else "-"
         out.append(f"{sign} {s} => {d} : {c}\n    now: {rule}\n    was: {was}\n")
-    return "".join(out)
+    return "".join(out) + _caveats(data)
+
+
+def _caveats(data: Any) -> str:
+    return "".join(f"caveat: {text}\n" for text in getattr(data, "caveats", ()))
 
 
 def render_replay(data: Any, fmt: str = "txt", shown: int | None = 50) -> str:

@@ -117,7 +117,12 @@ class State:
             sees at once that they are the same).
     """
 
-    def __init__(self, published: PublishedState, base: State | None = None) -> None:
+    def __init__(
+        self, published: PublishedState, base: State | None = None, caveats: tuple[str, ...] = ()
+    ) -> None:
+        #: What answers about this state must say (see :func:`source_port_caveats
+        #: <fqdnpolicy.connectivity.symbolic.source_port_caveats>`).
+        self.caveats = caveats
         self.records: Mapping[str, EndpointRecord] = published.records
         self.hosts: Mapping[str, Identity] = published.hosts
         self.prefixes: PrefixTable = published.prefixes
@@ -255,4 +260,7 @@ def read_state(engine: Any, base: State | None = None) -> State:
 
     ``base``, an earlier state of the same engine, lends the new one what did not change.
     """
-    return State(engine.published_state(), base)
+    from fqdnpolicy.connectivity.symbolic import source_port_caveats
+
+    caveats = source_port_caveats(engine.resources().policies)
+    return State(engine.published_state(), base, caveats)

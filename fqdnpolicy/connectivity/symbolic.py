@@ -11,6 +11,7 @@ ports matches none of them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TypeAlias
 
 from fqdnpolicy.cluster import NamedPort
@@ -36,10 +37,10 @@ from fqdnpolicy.engine.identities import EMPTY as NO_SETS
 from fqdnpolicy.engine.identities import Identity
 from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.results import Verdict
-from fqdnpolicy.model import PortRange
+from fqdnpolicy.model import Policy, PortRange
 from fqdnpolicy.protocols import PROTOCOL_FAMILY, PROTOCOL_NUMBERS
 
-__all__ = ["Decisions", "Evaluator", "ViewKey", "view_key"]
+__all__ = ["Decisions", "Evaluator", "ViewKey", "source_port_caveats", "view_key"]
 
 #: (family, the program's sets holding the peer, the peer's named ports where they count)
 ViewKey: TypeAlias = tuple[int, frozenset[int], tuple[NamedPort, ...] | None]
@@ -48,6 +49,26 @@ Decisions: TypeAlias = tuple[tuple[Verdict, Space], ...]
 
 _OTHER_FAMILY = {proto: 10 - family for proto, family in PROTOCOL_FAMILY.items()}
 _UNPORTED = -1  # stands for every protocol neither ported nor the family's ICMP
+
+
+def source_port_caveats(policies: Iterable[Policy]) -> tuple[str, ...]:
+    """What a map or diff of these policies must say of their rules matching source ports.
+
+    Flows are judged without a source port, so such a rule matches none of them: an answer
+    about connections from some source port may differ.
+    """
+    named = [
+        p.display_name
+        for p in policies
+        if any(r.source.ports or r.source.not_ports for r in (*p.spec.egress, *p.spec.ingress))
+    ]
+    if not named:
+        return ()
+    shown = ", ".join(sorted(named)[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
+    return (
+        f"rules matching source ports (in {shown}) are taken to match no flow: connections "
+        "are judged without a source port, as verdict() without src_port judges them",
+    )
 
 
 def view_key(program: Program, ident: Identity) -> ViewKey:
