@@ -317,7 +317,7 @@ class ConnectivityMap:
             raise InvalidPolicy(Problem(f"unknown endpoint {text!r}"))
         address = canonical_ip(text)
         owner = self._owner.get(address)
-        ident = self.state.hosts.get(address) or self.state.prefixes.identity(address)
+        ident = self.state.identity(address)  # (an identity in no set is falsy: no `or`)
         if owner is not None:
             return self.state.endpoints[owner], ident
         return None, ident
