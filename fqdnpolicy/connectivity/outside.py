@@ -11,11 +11,10 @@ only of host addresses) and its host addresses (DNS-learned members).
 identity object differs between them: identities are interned and an address keeps its
 identity object while its sets do not change, so when both states were read from one engine
 (a diff of a change in place) nearly every address has the same identity in both and its pair
-is ``(identity, identity)``. For states sharing nothing every address differs, and the work is
-that of :func:`cut`. Which of those
-identities some unchanged outside address still has is counted in one pass over the table, and
-the addresses of a piece are gathered only for the pieces a diff row names. Both give the same
-pieces (a property test holds them to it).
+is ``(identity, identity)``; which identities some unmoved outside address has is counted in
+one pass over the table, and the addresses of a piece are gathered only for the pieces a diff
+row names. For states sharing nothing every address differs, and the work is that of
+:func:`cut`. Both give the same pieces (a property test holds them to it).
 """
 
 from __future__ import annotations
@@ -38,8 +37,8 @@ Key = tuple[Identity, ...]
 #: A piece's address ranges (CIDRs) and host addresses.
 Members = tuple[tuple[str, ...], tuple[str, ...]]
 
-# Addresses of an interval tried one by one for one that is no host, before counting the
-# hosts inside it exactly (which needs every host address as a number, sorted).
+# Addresses of an interval, spread over it, tried for one that is no host before the hosts
+# inside it are counted exactly (which needs every host address as a number, sorted).
 _PROBE = 4096
 
 
@@ -194,7 +193,7 @@ def cut(states: Sequence[Side]) -> dict[Key, Members]:
 
 
 class JointCut:
-    """The outside of two states of one engine cut by (old identity, new identity).
+    """The outside of two states cut by (old identity, new identity).
 
     The same pieces as ``cut([old, new])``, found by looking one by one only at the host
     addresses whose identity moved (see the module docstring). :attr:`keys` are known at
