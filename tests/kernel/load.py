@@ -5,8 +5,8 @@ Shared by ``tests/kernel/test_sync_load.py`` (a short run, in CI) and
 ``benchmarks/bench_sync.py`` (the full minute, with figures). Two namespaces joined by a veth
 pair: the sender (198.51.100.53, the trusted server) and the node (198.51.100.10), where the
 agent runs as a subprocess (stopped by its pid) and its table lives. Response ``i`` answers
-``n{i}.bench.example`` with its own address of 2001:db8:1::/48, so every response is a kernel
-change.
+``n{i}.bench.example`` (``i`` modulo a pool of names, if one is given) with its own address
+of 2001:db8:1::/48, so every response is a kernel change.
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ class LoadRun:
         sent: Responses the generator sent.
         send_seconds: How long sending took.
         learned: Responses the agent's cache learned (its ``dns_responses{learned}`` metric).
-        missing: Responses whose address, still within its TTL, was not in the kernel.
-        checked: Responses whose address was looked for in the kernel.
+        missing: Of those looked for, responses whose address was not in the kernel.
+        checked: Responses whose address was looked for in the kernel at the end.
         failures: Failed applies (the agent's metric).
         rss_kib: The agent's resident memory, sampled twice a second: ``(seconds, KiB)``.
         cpu_seconds: The agent's CPU time during the run.
@@ -246,7 +246,8 @@ def agent_load(
             time.sleep(0.5)
         send_seconds = time.monotonic() - start
         assert proc.returncode == 0
-        # Settled: learned stops moving (every response read) and nothing waits to be applied.
+        # Settled: learned stops moving for a second, every response read (their applies
+        # follow within the sync's lag; one not done would show as missing below).
         learned, last, settled_at = -1.0, -2.0, time.monotonic()
         while learned != last or time.monotonic() - settled_at < 1.0:
             if learned != last:

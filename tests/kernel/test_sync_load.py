@@ -43,7 +43,7 @@ def test_memory_levels_off_once_answers_expire_as_fast_as_they_come(
     # Names live two seconds: after the first seconds as many expire as arrive, so the
     # agent's memory must stop growing with the number of answers seen.
     node, other = pair
-    run = load.agent_load(node, other, tmp_path, rate=RATE, seconds=12, ttl=2)
+    run = load.agent_load(node, other, tmp_path, rate=RATE, seconds=12, ttl=2, recent=0)
     assert run.learned == run.sent
     first, second = run.rss_at(0.5) - run.rss_at(0), run.rss_at(1) - run.rss_at(0.5)
     assert second < first / 2, run.rss_kib
