@@ -129,12 +129,14 @@ def test_wire_to_kernel_latency(
     print(info)
 
 
-@pytest.mark.parametrize("rate", [5_000, 20_000])
+@pytest.mark.parametrize(("rate", "seconds"), [(5_000, 4), (20_000, 4), (20_000, 10), (30_000, 10)])
 def test_snooped_responses_per_second(
-    benchmark: BenchmarkFixture, pair: tuple[str, str], rate: int
+    benchmark: BenchmarkFixture, pair: tuple[str, str], rate: int, seconds: int
 ) -> None:
+    # The load rate and its target rate; ten seconds outlast the socket's buffer, so
+    # the rate read is what the process sustains (above it, the kernel's drops are counted).
     node, other = pair
-    count = rate * 4  # the load rate and its target rate, four seconds each
+    count = rate * seconds
     cache, engine, sync = start(node)
     result: dict[str, float] = {}
 
