@@ -109,6 +109,8 @@ class _Worker:
         return ctx
 
     def _run(self, payload: bytes, json_io: bool, dry_run: bool) -> tuple[int, str, str]:
+        if self._ctx is None:  # a fresh context could not be made after the last call
+            self._ctx = self._new_context()
         lib, ctx = self.lib, self._ctx
         flags = lib.nft_ctx_output_get_flags(ctx)
         lib.nft_ctx_output_set_flags(ctx, flags | _OUTPUT_JSON if json_io else flags)
