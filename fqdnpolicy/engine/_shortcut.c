@@ -4,10 +4,8 @@
  * It does what the Python shortcut at the top of PolicyEngine.verdict does, in the same order
  * and on the same published objects: the sender's egress program, the destination's identity
  * (resolving an address in canonical IPv4 text met for the first time as Python does), and
- * the verdict the program keeps by that identity; failing that, the one it keeps as judged
- * (under the family for a peer in none of the program's sets, else under the peer's view),
- * which it then keeps by identity too, or, for an endpoint's address, the sender's and the
- * receiver's as judged. Whatever it
+ * the verdict the program keeps for it (under its family for a peer in none of the program's
+ * sets, else under its view), then, for an endpoint's address, the receiver's. Whatever it
  * cannot answer (a flow with keywords, a source port or an ICMP field, other text met for the
  * first time, a verdict not yet kept, a change in progress) goes to the Python method,
  * unchanged, with the same arguments. So it never decides anything the Python code would not: it saves the
@@ -33,8 +31,6 @@ static PyObject *str_bits;          /* "bits" (Identity.bits) */
 static PyObject *str_mask;          /* "mask" (Program.mask) */
 static PyObject *str_peer_named;    /* "peer_named" (Program.peer_named) */
 static PyObject *str_peer_ports;    /* "peer_ports" (Program.peer_ports) */
-static PyObject *str_judged;        /* "judged" (Program.judged) */
-static PyObject *str_limit;         /* "limit" (Snapshot.limit) */
 static PyObject *str_action;        /* "action" (Verdict.action) */
 static PyObject *str_ip4;           /* "ip4" (EndpointRecord.ip4) */
 static PyObject *str_ip6;           /* "ip6" */
@@ -69,7 +65,7 @@ typedef struct {
 
 static Slot slot_egress, slot_prefixes, slot_outside, slot_refs, slot_family, slot_ports;
 static Slot slot_bits, slot_mask, slot_peer_named, slot_peer_ports, slot_action, slot_ip4, slot_ip6, slot_ingress;
-static Slot slot_trees, slot_world, slot_judged, slot_limit;
+static Slot slot_trees, slot_world;
 
 /* ``obj``'s slot ``name``, borrowed; NULL (no error set) when it has no such slot or it is
  * unset. */
@@ -206,42 +202,15 @@ kept_for(PyObject *program, PyObject *ident, PyObject *protocol, PyObject *port)
     if (first == NULL) {
         return NULL;
     }
-    PyObject *judged = slot_get(&slot_judged, program, str_judged);
-    if (judged == NULL || !PyDict_CheckExact(judged)) {
-        Py_DECREF(first);
-        return NULL;
-    }
     PyObject *key = PyTuple_Pack(3, first, protocol, port);
     Py_DECREF(first);
     if (key == NULL) {
         return NULL;
     }
-    PyObject *result = PyDict_GetItemWithError(judged, key);
+    PyObject *result = PyDict_GetItemWithError(program, key);
     Py_XINCREF(result);
     Py_DECREF(key);
     return result;
-}
-
-/* Keep ``verdict`` in ``program`` under ``key`` (by identity), as Program.keep does: a table
- * holding the snapshot's limit starts over. Errors are dropped: keeping is never needed. */
-static void
-keep(PyObject *snapshot, PyObject *program, PyObject *key, PyObject *verdict)
-{
-    PyObject *limit = slot_get(&slot_limit, snapshot, str_limit);
-    if (limit == NULL || !PyLong_CheckExact(limit)) {
-        return;
-    }
-    Py_ssize_t most = PyLong_AsSsize_t(limit);
-    if (most < 0) {
-        PyErr_Clear();
-        return;
-    }
-    if (PyDict_GET_SIZE(program) >= most) {
-        PyDict_Clear(program);
-    }
-    if (PyDict_SetItem(program, key, verdict) < 0) {
-        PyErr_Clear();
-    }
 }
 
 /* Whether ``verdict`` (a Verdict) allows: 1, 0, or -1 when it cannot be read. */
@@ -424,28 +393,13 @@ kept(Shortcut *self, PyObject *snapshot, PyObject *src, PyObject *dst, PyObject 
         goto done;
     }
     Py_INCREF(ident);
-    /* By identity first: the key in hand, nothing of the identity read. */
-    PyObject *key = PyTuple_Pack(3, ident, protocol, port);
-    if (key == NULL) {
-        goto done;
+    PyObject *ports = slot_get(&slot_ports, ident, str_ports);
+    if (ports == Py_None) {
+        result = kept_for(program, ident, protocol, port);
     }
-    result = PyDict_GetItemWithError(program, key);
-    if (result != NULL) {
-        Py_INCREF(result);
+    else if (ports != NULL) {
+        result = kept_to_endpoint(self, program, ident, src, dst, protocol, port);
     }
-    else if (!PyErr_Occurred()) {
-        PyObject *ports = slot_get(&slot_ports, ident, str_ports);
-        if (ports == Py_None) {
-            result = kept_for(program, ident, protocol, port);
-            if (result != NULL) {
-                keep(snapshot, program, key, result);
-            }
-        }
-        else if (ports != NULL) {
-            result = kept_to_endpoint(self, program, ident, src, dst, protocol, port);
-        }
-    }
-    Py_DECREF(key);
 done:
     Py_XDECREF(ident);
     Py_XDECREF(program);
@@ -617,8 +571,6 @@ PyInit__shortcut(void)
     str_mask = PyUnicode_InternFromString("mask");
     str_peer_named = PyUnicode_InternFromString("peer_named");
     str_peer_ports = PyUnicode_InternFromString("peer_ports");
-    str_judged = PyUnicode_InternFromString("judged");
-    str_limit = PyUnicode_InternFromString("limit");
     str_action = PyUnicode_InternFromString("action");
     str_ip4 = PyUnicode_InternFromString("ip4");
     str_ip6 = PyUnicode_InternFromString("ip6");
@@ -631,7 +583,6 @@ PyInit__shortcut(void)
     if (str_egress_attr == NULL || str_prefixes == NULL || str_outside == NULL
         || str_refs == NULL || str_family == NULL || str_ports == NULL || str_bits == NULL
         || str_mask == NULL || str_peer_named == NULL || str_peer_ports == NULL
-        || str_judged == NULL || str_limit == NULL
         || str_action == NULL || str_ip4 == NULL
         || str_ip6 == NULL || str_ingress == NULL || str_trees == NULL || str_world == NULL
         || str_get == NULL || int_four == NULL) {

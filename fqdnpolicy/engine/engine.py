@@ -25,8 +25,8 @@ from fqdnpolicy.engine.evaluate import Flow, evaluate
 from fqdnpolicy.engine.explain import describe_reason, not_applying
 from fqdnpolicy.engine.graph import Graph
 from fqdnpolicy.engine.identities import Identity, family_of, identity_of
-from fqdnpolicy.engine.kept import Judged, first_sighting, judged_key, kept_to_endpoint
-from fqdnpolicy.engine.programs import Program, by_identity_limit
+from fqdnpolicy.engine.kept import KeptVerdicts, first_sighting, kept_key, kept_to_endpoint
+from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.project import children_of, set_state
 from fqdnpolicy.engine.published import Commit, EndpointRecord, PublishedState, Snapshot, View
 from fqdnpolicy.engine.results import IPSetInfo, Trace, TraceStep, Verdict
@@ -41,11 +41,6 @@ if TYPE_CHECKING:
     from fqdnpolicy.dns import DNSCache, DNSChange
 
 __all__ = ["PolicyEngine"]
-
-
-def _limit_of(graph: Graph) -> int:
-    """How many verdicts by identity each program keeps, for the programs ``graph`` has."""
-    return by_identity_limit(graph.resolver.program_count)
 
 
 class PolicyEngine:
@@ -82,7 +77,7 @@ class PolicyEngine:
         self._hosts = graph.table.hosts
         self._records = graph.records
         self._owners = graph.owners
-        self._judged = Judged(self._records)
+        self._kept = KeptVerdicts(self._records)
         self._snapshot = self._snapshot_of(graph)
         self._shortcut = shortcut.install(self, PolicyEngine.verdict, self._snapshot)
         self.flush()  # DNS changes that arrived while building
@@ -129,8 +124,9 @@ class PolicyEngine:
         snapshot = self._snapshot
         if direction == "egress" and src_port is icmp_type is icmp_code is None:
             # The common question, judged before: three lookups, the sender's program, the
-            # address's identity, and the program's verdict kept by that identity; else the
-            # one it keeps as judged (see Program), kept by identity from then on.
+            # address's identity, and the program's verdict: its one verdict for every peer
+            # in none of its sets (most destinations), else the one for what of the peer's
+            # identity its rules can tell apart (Program.view).
             # Verdicts are kept under the protocol as asked (text or number) and the port, and
             # served only for a plain int port and a protocol that is no bool: True and 443.0
             # hash like 1 and 443 but are refused.
@@ -144,27 +140,27 @@ class PolicyEngine:
                     ident = snapshot.prefixes.outside.get(dst)  # type: ignore[arg-type]
                     if ident is None:
                         ident = first_sighting(snapshot, dst)
-                if ident is not None and port.__class__ is int and protocol.__class__ is not bool:
-                    key = (ident, protocol, port)
-                    found = program.get(key)
-                    if found is None:
-                        if ident.ports is not None:
-                            found = kept_to_endpoint(
-                                self._hosts,
-                                self._records,
-                                self._owners,
-                                program,
-                                ident,
-                                src,
-                                dst,
-                                protocol,
-                                port,
-                            )
-                        else:
-                            found = program.judged.get(judged_key(program, ident, protocol, port))
-                            if found is not None:
-                                program.keep(key, found, snapshot.limit)
-                    if found is not None and self._snapshot is snapshot:
+                if ident is not None:
+                    if ident.ports is not None:
+                        found = kept_to_endpoint(
+                            self._hosts,
+                            self._records,
+                            self._owners,
+                            program,
+                            ident,
+                            src,
+                            dst,
+                            protocol,
+                            port,
+                        )
+                    else:
+                        found = program.get(kept_key(program, ident, protocol, port))
+                    if (
+                        found is not None
+                        and port.__class__ is int
+                        and protocol.__class__ is not bool
+                        and self._snapshot is snapshot
+                    ):
                         return found
         while True:
             view = View(snapshot, self._hosts, self._records, self._owners)
@@ -331,17 +327,17 @@ class PolicyEngine:
                 program, peer, flow, trace, lambda reason: describe_reason(reason, graph.set_info)
             )
         if not simple:
-            return self._judged.kept_or_judged(program, (peer, flow), peer, flow)
-        key = judged_key(program, peer, asked, flow[1])
-        return self._judged.kept_or_judged(program, key, peer, flow)
+            return self._kept.kept_or_judged(program, (peer, flow), peer, flow)
+        key = kept_key(program, peer, asked, flow[1])
+        return self._kept.kept_or_judged(program, key, peer, flow)
 
     def _judge_program(
         self, program: Program, peer: Identity, proto: int, port: int | None
     ) -> Verdict:
         """One program's verdict for a peer identity and (protocol number, port)."""
         flow: Flow = (proto, port, None, peer.family, None, None)
-        key = judged_key(program, peer, (proto,), port)
-        return self._judged.kept_or_judged(program, key, peer, flow)
+        key = kept_key(program, peer, (proto,), port)
+        return self._kept.kept_or_judged(program, key, peer, flow)
 
     # -- explanations and state (under the writer lock) ------------------------------------
 
@@ -475,9 +471,7 @@ class PolicyEngine:
             self._apply_dns()
             if commit:
                 graph.commit = Commit(self._snapshot.prefixes)
-                self._publish(
-                    Snapshot(self._snapshot.prefixes, graph.egress, graph.commit, _limit_of(graph))
-                )
+                self._publish(Snapshot(self._snapshot.prefixes, graph.egress, graph.commit))
             try:
                 yield graph
             finally:
@@ -492,7 +486,7 @@ class PolicyEngine:
 
     @staticmethod
     def _snapshot_of(graph: Graph) -> Snapshot:
-        return Snapshot(graph.table.prefixes, graph.egress, None, _limit_of(graph))
+        return Snapshot(graph.table.prefixes, graph.egress)
 
     def _publish(self, snapshot: Snapshot) -> None:
         # The C shortcut reads its own copy of the reference: both are set under the writer

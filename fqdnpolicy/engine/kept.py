@@ -1,10 +1,10 @@
 """Kept verdicts: under which key a program keeps what was judged with it, and how many.
 
-A program (:class:`~fqdnpolicy.engine.programs.Program`) holds two tables: the verdicts as
-judged, under what decides them (the peer's family, or its view), and those readers asked
-for, under the peer's identity. This module says which key a flow's verdict goes under,
-judges a verdict that is not kept yet, serves a flow to an endpoint's address from both
-sides' judged verdicts, and keeps the judged tables within one bound over all programs.
+A program (:class:`~fqdnpolicy.engine.programs.Program`) keeps the verdicts judged with it
+under what decides them: the peer's family, or its view. This module says which key a flow's
+verdict goes under, judges a verdict that is not kept yet, serves a flow to an endpoint's
+address from both sides' kept verdicts, and keeps the programs' tables within one bound over
+all programs.
 """
 
 from __future__ import annotations
@@ -17,21 +17,21 @@ from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.published import EndpointRecord, Snapshot
 from fqdnpolicy.engine.results import Verdict
 
-__all__ = ["KEPT_LIMIT", "Judged", "first_sighting", "judged_key", "kept_to_endpoint"]
+__all__ = ["KEPT_LIMIT", "KeptVerdicts", "first_sighting", "kept_key", "kept_to_endpoint"]
 
-# Verdicts programs keep as judged, over all programs, before they all start over: a port
+# Verdicts programs keep, over all programs, before they all start over: a port
 # scan from every endpoint must not grow them without bound.
 KEPT_LIMIT = 1 << 20
 
 
-def judged_key(program: Program, peer: Identity, asked: object, port: object) -> tuple[object, ...]:
-    """Where ``program`` keeps its judged verdict for a simple flow to ``peer``."""
+def kept_key(program: Program, peer: Identity, asked: object, port: object) -> tuple[object, ...]:
+    """Where ``program`` keeps its verdict for a simple flow to ``peer`` (see Program)."""
     if program.plain(peer):
         return (peer.family, asked, port)
     return (program.view(peer), asked, port)
 
 
-class Judged:
+class KeptVerdicts:
     """Judges what programs have not kept yet, and keeps it, within :data:`KEPT_LIMIT`."""
 
     def __init__(self, records: Mapping[str, EndpointRecord]) -> None:
@@ -42,7 +42,7 @@ class Judged:
         self, program: Program, key: tuple[object, ...], peer: Identity, flow: Flow
     ) -> Verdict:
         """``program``'s verdict kept under ``key``, judged and kept if there is none."""
-        found = program.judged.get(key)
+        found = program.get(key)
         if found is None:
             found = evaluate(program, peer, flow)
             self._keep(program, key, found)
@@ -54,9 +54,9 @@ class Judged:
         if self._count >= KEPT_LIMIT:
             self._count = 0
             for record in list(self._records.values()):
-                record.egress.judged.clear()
-                record.ingress.judged.clear()
-        program.judged[key] = verdict
+                record.egress.clear()
+                record.ingress.clear()
+        program[key] = verdict
 
 
 def kept_to_endpoint(
@@ -70,8 +70,8 @@ def kept_to_endpoint(
     protocol: object,
     port: object,
 ) -> Verdict | None:
-    """The judged verdicts of a flow to an endpoint: the sender's, then the receiver's."""
-    egress = program.judged.get(judged_key(program, ident, protocol, port))
+    """The kept verdicts of a flow to an endpoint: the sender's, then the receiver's."""
+    egress = program.get(kept_key(program, ident, protocol, port))
     if egress is None or egress.action != "Allow":
         return egress
     record = records.get(src)  # type: ignore[call-overload]
@@ -82,7 +82,7 @@ def kept_to_endpoint(
     if peer is None:
         return None
     receiver = owner.ingress
-    found = receiver.judged.get(judged_key(receiver, peer, protocol, port))
+    found = receiver.get(kept_key(receiver, peer, protocol, port))
     if found is None:
         return None
     return egress if found.action == "Allow" else found

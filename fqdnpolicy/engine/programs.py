@@ -2,9 +2,9 @@
 
 Endpoints whose policies bind alike share one program. A program never changes once built (a
 policy or tier change builds new ones), so what readers judged with it stays true, and it
-keeps those verdicts: as judged, by what of the peer its rules can tell apart (its family
-alone for every peer in none of the program's sets, which is most destinations), and by the
-peer's identity, the key a reader has in hand (see :class:`Program`).
+keeps those verdicts: by (peer identity, protocol, port) where the peer is in some set the
+program names, and by (family, protocol, port) for every peer in none of them, which is most
+destinations.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from fqdnpolicy.engine.compiler import Bound
 from fqdnpolicy.engine.identities import Identity, signature_mask
 from fqdnpolicy.engine.results import Verdict
 
-__all__ = ["BY_IDENTITY_BUDGET", "Block", "Program", "by_identity_limit"]
+__all__ = ["Block", "Program"]
 
 
 @attrs.define(eq=False, slots=True)
@@ -70,28 +70,11 @@ class Block:
         return [rules[i] for i in sorted(positions.union(*extra))]
 
 
-# Verdicts kept by peer identity, over all programs: each program keeps at most its share
-# (at least PER_PROGRAM_MIN) and starts over when full, so a scan of every address from
-# every endpoint cannot grow them without bound.
-BY_IDENTITY_BUDGET = 1 << 19
-PER_PROGRAM_MIN = 64
-
-
-def by_identity_limit(programs: int) -> int:
-    """How many verdicts by identity each of ``programs`` live programs keeps."""
-    return max(PER_PROGRAM_MIN, BY_IDENTITY_BUDGET // max(1, programs))
-
-
 class Program(dict[tuple[object, ...], Verdict]):
     """One endpoint-side evaluation: tiers of bound rules, then the fallback.
 
-    A program is also where readers find what was judged with it. The dict itself holds
-    verdicts by ``(peer identity, protocol as asked, port)``, for peers no endpoint owns: the
-    key a reader has in hand after two lookups, so a flow asked before costs one more and
-    reads nothing of the identity. A full table starts over (see :meth:`keep`), and is
-    filled again from :attr:`judged` at the cost of a few reads per flow.
-
-    :attr:`judged` holds the verdicts as judged, under what decides them:
+    The program is also the table of the verdicts readers judged with it, all in the one
+    dict (the fewest objects a reader touches):
 
     * ``(view, protocol as asked, port)``: for every peer of that :meth:`view`, what of its
       identity the program's rules can tell apart: peers in the same of the program's sets
@@ -101,8 +84,7 @@ class Program(dict[tuple[object, ...], Verdict]):
       where :attr:`peer_named`, owned by no endpoint), which is most destinations;
     * ``(identity, flow)``: flows with a source port or ICMP type and code.
 
-    Both only ever gain true entries: a program and an identity never change, so a verdict
-    kept for them stays right. Programs compare and hash by identity.
+    Programs compare and hash by identity.
 
     Attributes:
         direction: Whose rules these are: the sender's egress or the receiver's ingress.
@@ -118,19 +100,9 @@ class Program(dict[tuple[object, ...], Verdict]):
         fallback: The verdict when no tier decides.
         refs: Every IP set a rule's peer side names: a peer in none of them is judged the
             same whatever its address.
-        judged: The verdicts as judged (above).
     """
 
-    __slots__ = (
-        "blocks",
-        "direction",
-        "fallback",
-        "judged",
-        "mask",
-        "peer_named",
-        "peer_ports",
-        "refs",
-    )
+    __slots__ = ("blocks", "direction", "fallback", "mask", "peer_named", "peer_ports", "refs")
     __hash__ = object.__hash__  # type: ignore[assignment]
     __eq__ = object.__eq__
     __ne__ = object.__ne__
@@ -152,17 +124,6 @@ class Program(dict[tuple[object, ...], Verdict]):
         self.fallback = fallback
         self.refs = refs
         self.mask = signature_mask(refs)
-        self.judged: dict[tuple[object, ...], Verdict] = {}
-
-    def keep(self, key: tuple[object, ...], verdict: Verdict, limit: int) -> None:
-        """Keep ``verdict`` by identity (``key``: identity, protocol as asked, port).
-
-        ``limit``: the published :attr:`Snapshot.limit
-        <fqdnpolicy.engine.published.Snapshot.limit>`; a table that holds as many starts over.
-        """
-        if len(self) >= limit:
-            self.clear()
-        self[key] = verdict
 
     def plain(self, ident: Identity) -> bool:
         """Whether ``ident`` is judged like any address in none of the program's sets."""
@@ -178,5 +139,4 @@ class Program(dict[tuple[object, ...], Verdict]):
         return (ident.family, ident & self.refs, ident.ports if self.peer_ports else None)
 
     def __repr__(self) -> str:
-        kept = len(self) + len(self.judged)
-        return f"<Program {self.direction}, {len(self.blocks)} tiers, {kept} kept>"
+        return f"<Program {self.direction}, {len(self.blocks)} tiers, {len(self)} kept>"

@@ -26,7 +26,7 @@ import attrs
 from fqdnpolicy.cluster import Endpoint
 from fqdnpolicy.engine.arguments import bad
 from fqdnpolicy.engine.identities import Identity, PrefixTable
-from fqdnpolicy.engine.programs import PER_PROGRAM_MIN, Program
+from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.results import IPSetInfo
 
 __all__ = ["Commit", "EndpointRecord", "PublishedState", "Snapshot", "View"]
@@ -70,24 +70,20 @@ class Snapshot:
 
     ``egress`` is the published dict of every endpoint's egress program for the readers'
     shortcut, or an empty dict while a commit is in progress (the shortcut then finds nothing
-    and the reader reads the before-image). ``limit`` is how many verdicts by identity each
-    program keeps now (:func:`~fqdnpolicy.engine.programs.by_identity_limit` of the programs
-    there are).
+    and the reader reads the before-image).
     """
 
-    __slots__ = ("commit", "egress", "limit", "prefixes")
+    __slots__ = ("commit", "egress", "prefixes")
 
     def __init__(
         self,
         prefixes: PrefixTable,
         egress: dict[str, Program],
         commit: Commit | None = None,
-        limit: int = PER_PROGRAM_MIN,
     ) -> None:
         self.prefixes = prefixes
         self.egress: dict[str, Program] = {} if commit is not None else egress
         self.commit = commit
-        self.limit = limit
 
 
 class View:

@@ -132,11 +132,6 @@ class PolicyResolver:
             self._applied.setdefault(policy, set()).add(key)
         return resolved
 
-    @property
-    def program_count(self) -> int:
-        """How many programs are interned (the live ones, and a bounded number more)."""
-        return len(self._programs)
-
     def collect(self, live: Iterable[Program]) -> None:
         """Forget interned programs no endpoint uses, once they outnumber the live ones."""
         keep = {id(p) for p in live}

@@ -250,7 +250,7 @@ def test_peers_in_the_programs_sets_are_answered_without_the_python_method() -> 
     ]
     for flow in flows:
         python_verdict(engine, *flow)  # judged, as the first asker would
-    for _ in range(2):  # kept as judged (by the peer's view), then by identity
+    for _ in range(2):  # each kept under the peer's view by the first asker
         assert [counted(*flow) for flow in flows] == [python_verdict(engine, *f) for f in flows]
     assert asked == []
 
