@@ -153,7 +153,9 @@ class DatapathSync:
         self._queue: collections.deque[tuple[float, int, list[Delta]]] = collections.deque()
         self._received = 0  # sequence number of the last batch queued
         self._applied = 0  # every batch up to this sequence number is in the kernel
-        self._full_wanted = True
+        # Full applies asked for and done; one asked while another runs is done after it.
+        self._full_asked = 1
+        self._full_done = 0
         self._reconcile_wanted = False
         self._reconciled = 0  # reconciliations finished (for reconcile()'s wait)
         self._stopping = False
@@ -216,7 +218,7 @@ class DatapathSync:
     def resync(self) -> None:
         """Ask for a full apply of the engine's state (after a policy reload, say)."""
         with self._cond:
-            self._full_wanted = True
+            self._full_asked += 1
             self._cond.notify_all()
 
     def reconcile(self, timeout: float | None = None) -> bool:
@@ -292,14 +294,14 @@ class DatapathSync:
                     if retry_at is not None and now < retry_at:
                         self._cond.wait(retry_at - now)
                         continue
-                    if self._queue or self._full_wanted or self._reconcile_wanted:
+                    if self._queue or self._full_wanted() or self._reconcile_wanted:
                         break
                     self._idle = True
                     self._cond.wait(None if next_reconcile is None else next_reconcile - now)
                     self._idle = False
                 if self._stopping:
                     break
-                coalesce = bool(self._queue) and not self._full_wanted
+                coalesce = bool(self._queue) and not self._full_wanted()
                 # A burst: the last apply ended a moment ago, more is likely on its way.
                 coalesce = coalesce and time.monotonic() - self._last_apply < self.batch_window
             if coalesce:
@@ -317,6 +319,9 @@ class DatapathSync:
                 backoff, retry_at = 0.0, None
         self._drain_on_close()
 
+    def _full_wanted(self) -> bool:
+        return self._full_asked > self._full_done
+
     def _next_reconcile(self) -> float | None:
         if self.reconcile_interval is None:
             return None
@@ -333,7 +338,8 @@ class DatapathSync:
         """One round of work; raises BackendError with the work still queued."""
         with self._cond:
             batches = list(self._queue)
-            full = self._full_wanted
+            full = self._full_wanted()
+            asked = self._full_asked  # a resync() from here on brings another full apply
         deltas = [d for _, _, batch in batches for d in batch]
         if full or (deltas and self.backend.needs_full(deltas)):
             self.engine.flush()
@@ -342,7 +348,7 @@ class DatapathSync:
             deltas = [d for _, _, batch in batches for d in batch]
             self._apply_full()
             with self._cond:
-                self._full_wanted = False
+                self._full_done = max(self._full_done, asked)
                 self._ready = True
         elif deltas:
             self._apply(self.backend.render_delta(deltas, now=self.clock()))

@@ -27,6 +27,7 @@ class MemoryBackend(Backend):
         self.refuse = 0  # refuse this many applies, then accept
         self.gate = threading.Event()  # cleared: apply blocks until set
         self.gate.set()
+        self.entered = threading.Event()  # set when an apply starts (before the gate)
         self.removed = False
 
     def render(self, state: DatapathState, *, now: float) -> Rendering:
@@ -39,6 +40,7 @@ class MemoryBackend(Backend):
         return Rendering(self.name, "delta", text, changes)
 
     def apply(self, rendering: Rendering, *, netns: str | None = None) -> None:
+        self.entered.set()
         self.gate.wait()
         if self.refuse:
             self.refuse -= 1

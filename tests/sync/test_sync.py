@@ -152,6 +152,22 @@ def test_a_policy_change_brings_a_full_apply(
     assert [r.kind for r in backend.applied] == ["full", "full"]
 
 
+def test_a_resync_asked_during_a_full_apply_brings_another_after_it(
+    sync: DatapathSync, backend: MemoryBackend
+) -> None:
+    backend.gate.clear()
+    backend.entered.clear()
+    sync.resync()
+    assert backend.entered.wait(WAIT)  # the second full apply is under way, blocked
+    sync.resync()  # the state it renders may predate what this resync is for
+    backend.gate.set()
+    deadline = time.monotonic() + WAIT
+    while sync.stats().full_applies < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r.kind for r in backend.applied] == ["full", "full", "full"]
+    assert sync.stats().full_applies == 3
+
+
 def test_failures_are_retried_with_nothing_torn_down(
     sync: DatapathSync, backend: MemoryBackend, cache: DNSCache
 ) -> None:
