@@ -78,7 +78,7 @@ class PolicyEngine:
         self._records = graph.records
         self._owners = graph.owners
         self._kept = KeptVerdicts(self._records)
-        self._snapshot = self._snapshot_of(graph)
+        self._snapshot = Snapshot(graph.table.prefixes, graph.egress)
         self._shortcut = shortcut.install(self, PolicyEngine.verdict, self._snapshot)
         self.flush()  # DNS changes that arrived while building
 
@@ -480,13 +480,9 @@ class PolicyEngine:
                         graph.settle()
                     finally:
                         graph.commit = None
-                        self._publish(self._snapshot_of(graph))
+                        self._publish(Snapshot(graph.table.prefixes, graph.egress))
             self._apply_dns()
             self._deliver()
-
-    @staticmethod
-    def _snapshot_of(graph: Graph) -> Snapshot:
-        return Snapshot(graph.table.prefixes, graph.egress)
 
     def _publish(self, snapshot: Snapshot) -> None:
         # The C shortcut reads its own copy of the reference: both are set under the writer
