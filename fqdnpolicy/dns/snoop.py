@@ -19,7 +19,9 @@ gets IP packets from NFQUEUE, uses it too.
 from __future__ import annotations
 
 import ctypes
+import errno
 import ipaddress
+import logging
 import os
 import select
 import socket
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DNS_FILTER", "SnoopStats", "Snooper", "in_netns", "ip_payload"]
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _CLONE_NEWNET = 0x40000000
 
@@ -49,6 +52,8 @@ PACKET_STATISTICS = 6
 _ETH_HEADER = 14
 _SNAPLEN = 65535
 _SERVER_NAMES = 1024  # remembered "ip:port" spellings of source addresses
+# What a packet socket's read says once its interface is gone or down: it reads no more.
+_INTERFACE_GONE = frozenset({errno.ENETDOWN, errno.ENXIO, errno.ENODEV})
 
 # Classic BPF: (code, jt, jf, k). Accept IPv4/IPv6 UDP or TCP with source port 53 (IPv4:
 # first fragments only), drop everything else.
@@ -188,6 +193,8 @@ class SnoopStats:
         batches: Calls to ``observe_many``.
         dropped: Packets the filter passed that the kernel dropped because the socket's
             receive buffer was full (reading fell behind): responses never seen.
+        lost: Interfaces no longer read because they went down or away without
+            :meth:`Snooper.remove_interface` (a pod deleted while the agent was down, say).
     """
 
     packets: int
@@ -195,6 +202,7 @@ class SnoopStats:
     unparsed: int
     batches: int
     dropped: int = 0
+    lost: int = 0
 
 
 class Snooper:
@@ -234,6 +242,7 @@ class Snooper:
         self.batch = batch
         self._stop_r, self._stop_w = socket.socketpair()
         self._packets = self._responses = self._unparsed = self._batches = self._dropped = 0
+        self._lost = 0
         self._servers: dict[tuple[bytes, int], str] = {}
         self._frame = bytearray(_SNAPLEN)
         self._retired: list[socket.socket] = []
@@ -318,7 +327,9 @@ class Snooper:
             for sock in self._sockets.values():
                 self._dropped += _kernel_drops(sock)
             dropped = self._dropped
-        return SnoopStats(self._packets, self._responses, self._unparsed, self._batches, dropped)
+        return SnoopStats(
+            self._packets, self._responses, self._unparsed, self._batches, dropped, self._lost
+        )
 
     def close(self) -> None:
         """Stop reading and close the sockets (:meth:`stats` keeps their counts)."""
@@ -358,19 +369,26 @@ class Snooper:
                 continue
             found: list[tuple[bytes, str]] = []
             for sock in sockets:
-                self._drain(sock, found)
+                if not self._drain(sock, found):
+                    changed = True  # that socket is gone: poll the others
             if found:
                 self._responses += len(found)
                 self._batches += 1
                 self.cache.observe_many(found)
 
-    def _drain(self, sock: socket.socket, found: list[tuple[bytes, str]]) -> None:
+    def _drain(self, sock: socket.socket, found: list[tuple[bytes, str]]) -> bool:
+        """Read what ``sock`` holds into ``found``; False once it is dropped (:meth:`_lose`)."""
         frame, servers = memoryview(self._frame), self._servers
         while len(found) < self.batch:
             try:
                 size = sock.recv_into(frame)
             except BlockingIOError:
-                return
+                return True
+            except OSError as exc:
+                if exc.errno not in _INTERFACE_GONE:
+                    raise
+                self._lose(sock, exc)
+                return False
             self._packets += 1
             split = _split(frame[_ETH_HEADER:size])
             if split is None:
@@ -383,6 +401,19 @@ class Snooper:
                     servers.clear()  # many senders (untrusted ones): start over
                 server = servers[src, sport] = _server(src, sport)
             found.append((bytes(message), server))
+        return True
+
+    def _lose(self, sock: socket.socket, error: OSError) -> None:
+        """Stop reading a socket whose interface went down or away; the others read on."""
+        with self._changing:
+            names = [name for name, open_ in self._sockets.items() if open_ is sock]
+            if not names:
+                return  # removed meanwhile: closed with the retired ones
+            self._sockets = {n: s for n, s in self._sockets.items() if s is not sock}
+            self._dropped += _kernel_drops(sock)
+            self._lost += 1
+        sock.close()
+        log.warning("no longer snooping on %s: %s", names[0], error.strerror)
 
 
 def _kernel_drops(sock: socket.socket) -> int:

@@ -159,3 +159,30 @@ def test_responses_the_kernel_drops_when_reading_falls_behind_are_counted() -> N
             release.set()
             snooper.close()
     assert snooper.stats().packets + snooper.stats().dropped == sent
+
+
+def test_an_interface_deleted_while_snooped_is_dropped_and_the_others_read_on() -> None:
+    # A pod deleted while the agent was down: no CNI DEL, its host-side veth just goes.
+    from tests.support import require_root
+
+    require_root()
+    cache = DNSCache(trusted_servers=[load.SENDER_IP])
+    with load.pair() as (node, other):
+        gone = "fqsg0"
+        for argv in (
+            ["ip", "-n", node, "link", "add", gone, "type", "veth", "peer", "name", "fqsg1"],
+            ["ip", "-n", node, "link", "set", gone, "up"],
+            ["ip", "-n", node, "link", "set", "fqsg1", "up"],
+        ):
+            subprocess.run(argv, check=True, capture_output=True, timeout=30)
+        with Snooper(cache, [load.NODE_IF, gone], netns=node) as snooper:
+            subprocess.run(
+                ["ip", "-n", node, "link", "del", gone], check=True, capture_output=True, timeout=30
+            )
+            assert until(lambda: snooper.stats().lost == 1)
+            assert snooper.interfaces() == [load.NODE_IF]
+            proc = load.sender(other, 3, 100)
+            proc.communicate(timeout=30)
+            assert proc.returncode == 0
+            assert until(lambda: cache.ips("n2.bench.example") == {load.address(2)})
+            assert snooper.stats().responses == 3
