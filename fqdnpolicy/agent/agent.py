@@ -97,6 +97,7 @@ class Agent:
         except BaseException:
             if self.snooper is not None:
                 self.snooper.close()
+            self._close_backend()
             raise
         try:
             if config.metrics:
@@ -195,7 +196,11 @@ class Agent:
                 log.error("cache file %s not saved: %s", self.config.cache, exc)
 
     def close(self) -> None:
-        """Stop reading DNS, save the cache file, stop the sync (leaving the rules)."""
+        """Stop reading DNS, save the cache file, stop the sync (leaving the rules).
+
+        The backend is closed too when it has a ``close()``: what it holds (the nftables
+        backend's libnftables worker in ``--netns``, which keeps that namespace alive) goes.
+        """
         if self.registry is not None:
             self.registry.close()
             self.registry = None
@@ -211,3 +216,9 @@ class Agent:
             self.metrics = None
         self.sync.close(remove=False)
         self.engine.close()
+        self._close_backend()
+
+    def _close_backend(self) -> None:
+        close = getattr(self.backend, "close", None)  # not part of the Backend contract
+        if callable(close):
+            close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -202,3 +203,36 @@ def test_verdicts_the_agent_answers_are_counted_by_action_in_its_metrics(
     finally:
         metrics.close()
         agent.close()
+
+
+def links(netns: str) -> str:
+    return subprocess.run(
+        ["ip", "-n", netns, "-o", "link"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+
+
+def test_closing_an_in_process_agent_lets_its_namespace_go(netns: str, tmp_path: Path) -> None:
+    # A veth pair joins the scratch namespace to the agent's: when the kernel really destroys
+    # the agent's namespace, its end goes and takes the peer with it. A libnftables worker
+    # still inside it would keep both.
+    from fqdnpolicy.agent import Agent, AgentConfig
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    node = f"fqs-ag-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", node], check=True, capture_output=True, timeout=30)
+    try:
+        subprocess.run(
+            ["ip", "-n", netns, "link", "add", "fqsa0", "type", "veth", "peer", "name", "fqsa1",
+             "netns", node],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        agent = Agent(AgentConfig(policies=(str(policy),), netns=node))
+        try:
+            assert agent.sync.wait_ready(10)
+        finally:
+            agent.close()
+        subprocess.run(["ip", "netns", "del", node], check=True, capture_output=True, timeout=30)
+        assert until(lambda: "fqsa0" not in links(netns), 10)
+    finally:
+        subprocess.run(["ip", "netns", "del", node], capture_output=True, timeout=30, check=False)
