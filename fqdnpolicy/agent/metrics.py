@@ -60,6 +60,19 @@ class _Collector:
         yield GaugeMetricFamily(
             "fqdnpolicy_dns_names", "Names in the DNS cache", value=len(agent.cache)
         )
+        snooper = agent.snooper  # None once the agent closed
+        if snooper is not None:
+            snoop = snooper.stats()
+            yield CounterMetricFamily(
+                "fqdnpolicy_dns_responses_dropped",
+                "DNS responses the kernel dropped before snooping read them (buffer full)",
+                value=snoop.dropped,
+            )
+            yield CounterMetricFamily(
+                "fqdnpolicy_snoop_interfaces_lost",
+                "Interfaces no longer snooped: they went down or away without a CNI DEL",
+                value=snoop.lost,
+            )
         lags = agent.sync.lags()
         buckets: list[tuple[str, float]] = [
             (str(b), sum(1 for lag in lags if lag <= b)) for b in LAG_BUCKETS

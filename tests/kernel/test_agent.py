@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 
 from fqdnpolicy.cluster import default_interface
 from fqdnpolicy.testing.lab import DNS_SERVER, Lab
+from tests.kernel import load
 from tests.kernel.test_sync_hold import POLICY, client, records
 
 pytestmark = pytest.mark.kernel
@@ -236,3 +238,62 @@ def test_closing_an_in_process_agent_lets_its_namespace_go(netns: str, tmp_path:
         assert until(lambda: "fqsa0" not in links(netns), 10)
     finally:
         subprocess.run(["ip", "netns", "del", node], capture_output=True, timeout=30, check=False)
+
+
+def scrape(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return float(next(x for x in text.splitlines() if x.startswith(name + " ")).split()[-1])
+
+
+def test_snooping_drops_and_lost_interfaces_are_in_the_metrics(tmp_path: Path) -> None:
+    # As in the snooper's own test: a blocking subscriber stalls the reading thread and the
+    # smallest receive buffer makes the kernel drop most of a burst.
+    from fqdnpolicy.agent import Agent, AgentConfig
+    from fqdnpolicy.agent.metrics import MetricsServer
+    from tests.support import require_root
+
+    require_root()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    release = threading.Event()
+    sent = 2000
+
+    def blocking(changes: object) -> None:
+        release.wait(10)
+
+    with load.pair() as (node, other):
+        config = AgentConfig(
+            policies=(str(policy),),
+            netns=node,
+            snoop_endpoints=True,
+            trusted_dns=(load.SENDER_IP,),
+        )
+        agent = Agent(config)
+        metrics = MetricsServer(agent, "127.0.0.1", 0)
+        try:
+            assert agent.snooper is not None
+            snooper = agent.snooper
+            assert scrape(metrics.port, "fqdnpolicy_dns_responses_dropped_total") == 0
+            snooper.buffer_bytes = 1
+            snooper.add_interface(load.NODE_IF)
+            agent.cache.subscribe(blocking)
+            proc = load.sender(other, sent, 20_000)
+            out, _ = proc.communicate(timeout=30)
+            assert proc.returncode == 0, out
+            release.set()
+            assert until(lambda: snooper.stats().packets + snooper.stats().dropped == sent, 10)
+            dropped = snooper.stats().dropped
+            assert dropped > 0
+            assert scrape(metrics.port, "fqdnpolicy_dns_responses_dropped_total") == dropped
+            lost = "fqdnpolicy_snoop_interfaces_lost_total"
+            assert scrape(metrics.port, lost) == 0
+            subprocess.run(
+                ["ip", "-n", node, "link", "del", load.NODE_IF],
+                check=True, capture_output=True, timeout=30,
+            )  # fmt: skip
+            assert until(lambda: scrape(metrics.port, lost) == 1, 10)
+        finally:
+            release.set()
+            metrics.close()
+            agent.close()
