@@ -161,8 +161,12 @@ def test_responses_the_kernel_drops_when_reading_falls_behind_are_counted() -> N
     assert snooper.stats().packets + snooper.stats().dropped == sent
 
 
-def test_an_interface_deleted_while_snooped_is_dropped_and_the_others_read_on() -> None:
-    # A pod deleted while the agent was down: no CNI DEL, its host-side veth just goes.
+@pytest.mark.parametrize("how", [["del"], ["set", "down"]])
+def test_an_interface_gone_while_snooped_is_dropped_and_the_others_read_on(
+    how: list[str],
+) -> None:
+    # A pod deleted while the agent was down: no CNI DEL, its host-side veth just goes (or
+    # is taken down first).
     from tests.support import require_root
 
     require_root()
@@ -177,7 +181,10 @@ def test_an_interface_deleted_while_snooped_is_dropped_and_the_others_read_on() 
             subprocess.run(argv, check=True, capture_output=True, timeout=30)
         with Snooper(cache, [load.NODE_IF, gone], netns=node) as snooper:
             subprocess.run(
-                ["ip", "-n", node, "link", "del", gone], check=True, capture_output=True, timeout=30
+                ["ip", "-n", node, "link", *how[:1], gone, *how[1:]],
+                check=True,
+                capture_output=True,
+                timeout=30,
             )
             assert until(lambda: snooper.stats().lost == 1)
             assert snooper.interfaces() == [load.NODE_IF]
