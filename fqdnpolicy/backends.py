@@ -169,6 +169,13 @@ class Backend(abc.ABC):
     def remove(self, *, netns: str | None = None) -> None:  # noqa: B027 - optional hook
         """Remove everything this backend installed (default: nothing to do)."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Let go of what this object holds (threads, library contexts); rules stay installed.
+
+        The default has nothing to let go of. A backend holding, say, a worker inside a
+        network namespace releases it here, so the namespace can go once deleted.
+        """
+
 
 def _entry_points() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}

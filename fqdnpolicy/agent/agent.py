@@ -198,7 +198,7 @@ class Agent:
     def close(self) -> None:
         """Stop reading DNS, save the cache file, stop the sync (leaving the rules).
 
-        The backend is closed too when it has a ``close()``: what it holds (the nftables
+        The backend is closed too (``Backend.close``): what it holds (the nftables
         backend's libnftables worker in ``--netns``, which keeps that namespace alive) goes.
         """
         if self.registry is not None:
@@ -219,6 +219,4 @@ class Agent:
         self._close_backend()
 
     def _close_backend(self) -> None:
-        close = getattr(self.backend, "close", None)  # not part of the Backend contract
-        if callable(close):
-            close()
+        self.backend.close()

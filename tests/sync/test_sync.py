@@ -142,6 +142,14 @@ def test_the_abc_default_needs_full_for_anything_but_member_changes() -> None:
     assert backend.needs_full([EndpointChanged("default/web", "egress")])
 
 
+def test_the_abc_default_close_lets_go_of_nothing_and_leaves_the_rules(
+    sync: DatapathSync, backend: MemoryBackend
+) -> None:
+    before = (dict(backend.sets), set(backend.chains))
+    Backend.close(backend)
+    assert (backend.sets, backend.chains) == before
+
+
 def test_a_policy_change_brings_a_full_apply(
     sync: DatapathSync, backend: MemoryBackend, engine: PolicyEngine
 ) -> None:
