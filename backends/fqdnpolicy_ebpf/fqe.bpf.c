@@ -207,6 +207,7 @@ struct pkt {
 	__u8 peer[16];
 	__u8 famflag; /* 1 IPv4, 2 IPv6 */
 	__u8 has_ports, is_icmp, icmp_type, icmp_code;
+	__u8 opens; /* a TCP SYN without ACK: a connection opening, never an established one */
 	__u16 sport, dport; /* host order */
 };
 
@@ -574,6 +575,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		p->dport = bpf_ntohs(ports[1]);
 		p->ct.sport = ports[0];
 		p->ct.dport = ports[1];
+		__u8 *flags = (__u8 *)l4 + 13;
+		if (proto == IPPROTO_TCP && (void *)(flags + 1) <= end)
+			p->opens = (*flags & 0x12) == 0x02;
 	} else if ((proto == IPPROTO_ICMP && p->ct.family == 4) ||
 		   (proto == IPPROTO_ICMPV6 && p->ct.family == 6)) {
 		__u8 *icmp = l4;
@@ -626,7 +630,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 direction)
 		return TC_ACT_OK; /* not an endpoint's interface */
 
 	now = bpf_ktime_get_ns();
-	if (seen(&p.ct, now))
+	// A SYN reusing the addresses and ports of a flow let through before opens a new
+	// connection: the policy judges it, as kernel conntrack would call it new.
+	if (!p.opens && seen(&p.ct, now))
 		return TC_ACT_OK;
 	rev.ifindex = p.ct.ifindex;
 	rev.hook = direction ^ 1;
@@ -636,7 +642,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 direction)
 	__builtin_memcpy(rev.dst, p.ct.src, 16);
 	rev.sport = p.ct.dport;
 	rev.dport = p.ct.sport;
-	if (seen(&rev, now))
+	if (!p.opens && seen(&rev, now))
 		return TC_ACT_OK;
 
 	// Allowed flows are remembered even without a policy here: the reply must get back
@@ -661,6 +667,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 direction)
 	}
 	if (c.verdict == TC_ACT_OK)
 		bpf_map_update_elem(&fqe_conntrack, &p.ct, &now, BPF_ANY);
+	else if (p.opens)
+		bpf_map_delete_elem(&fqe_conntrack, &p.ct); /* the old flow's entry goes with it */
 	return c.verdict;
 }
 

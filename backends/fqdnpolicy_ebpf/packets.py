@@ -30,15 +30,19 @@ def frame(
     icmp_type: int = 8,
     icmp_code: int = 0,
     ident: int = 7,
+    tcp_flags: int = 0,
 ) -> bytes:
     """An Ethernet frame of one packet (``protocol``: tcp, udp, icmp or icmpv6).
 
-    For ICMP the identifier ``ident`` sits where an echo's is.
+    For ICMP the identifier ``ident`` sits where an echo's is; ``tcp_flags`` is the TCP
+    header's flags byte (0x02 SYN, 0x10 ACK).
     """
     v6 = ":" in src
     proto = _PROTOCOLS[protocol]
-    if protocol in ("tcp", "udp"):
-        l4 = struct.pack("!HH", sport, dport) + bytes(16 if protocol == "tcp" else 4)
+    if protocol == "tcp":
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, 0, 0, 5 << 4, tcp_flags, 0, 0, 0)
+    elif protocol == "udp":
+        l4 = struct.pack("!HH", sport, dport) + bytes(4)
     else:
         l4 = struct.pack("!BBHHH", icmp_type, icmp_code, 0, ident, 1) + bytes(8)
     if v6:

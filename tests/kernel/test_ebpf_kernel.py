@@ -239,6 +239,23 @@ def test_established_flows_and_replies_outlive_the_expiry(node: Node) -> None:
     assert not node.into("203.0.113.12", dport=1001, sport=443)
 
 
+def test_a_syn_reusing_an_allowed_flows_ports_is_judged_by_the_policy_now(node: Node) -> None:
+    now = time.monotonic()
+    allow = state((tier(rule("Allow", peer_in=("n:net",))),), (NETS,))
+    node.apply(allow, now=now)
+    syn, ack = 0x02, 0x10
+    assert node.out("203.0.113.7", dport=8080, sport=2000, tcp_flags=syn)
+    assert node.out("203.0.113.7", dport=8080, sport=2000, tcp_flags=ack)
+    node.apply(state((tier(),), (NETS,)), now=now)  # now everything is denied
+    assert node.out("203.0.113.7", dport=8080, sport=2000, tcp_flags=ack)  # the flow goes on
+    # The same addresses and ports open a connection again: a new one, denied; the old
+    # flow's entry went with it.
+    assert not node.out("203.0.113.7", dport=8080, sport=2000, tcp_flags=syn)
+    assert not node.out("203.0.113.7", dport=8080, sport=2000, tcp_flags=ack)
+    node.apply(allow, now=now)
+    assert node.out("203.0.113.7", dport=8080, sport=2000, tcp_flags=syn)  # judged, allowed again
+
+
 def test_a_restarted_process_finds_the_pinned_maps(netns: str, bpffs: Path) -> None:
     st = state((tier(rule("Allow", peer_in=("n:net",))),), (NETS,))
     first = Node(EbpfBackend(pin_root=str(bpffs)), netns)
