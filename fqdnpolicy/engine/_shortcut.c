@@ -8,9 +8,9 @@
  * sets, else under its view), then, for an endpoint's address, the receiver's. Whatever it
  * cannot answer (a flow with keywords, a source port or an ICMP field, other text met for the
  * first time, a verdict not yet kept, a change in progress) goes to the Python method,
- * unchanged, with the same arguments. So it never decides anything the Python code would not: it saves the
- * interpreter's dispatch, and reads as little memory as it can, on the path a datapath calls
- * per flow.
+ * unchanged, with the same arguments. So it never decides anything the Python code would not:
+ * it saves the interpreter's dispatch, and reads as little memory as it can, on the path a
+ * datapath calls per flow.
  *
  * It runs holding the GIL and calls no Python code of its own; a caller's object with a
  * Python __hash__ could let a writer run midway, so it holds references to what it reads and
@@ -64,7 +64,8 @@ typedef struct {
 } Slot;
 
 static Slot slot_egress, slot_prefixes, slot_outside, slot_refs, slot_family, slot_ports;
-static Slot slot_bits, slot_mask, slot_peer_named, slot_peer_ports, slot_action, slot_ip4, slot_ip6, slot_ingress;
+static Slot slot_bits, slot_mask, slot_peer_named, slot_peer_ports, slot_action;
+static Slot slot_ip4, slot_ip6, slot_ingress;
 static Slot slot_trees, slot_world;
 
 /* ``obj``'s slot ``name``, borrowed; NULL (no error set) when it has no such slot or it is
