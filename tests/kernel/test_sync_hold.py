@@ -170,7 +170,7 @@ def test_after_the_ttl_without_a_query_refused_and_requery_never_refused(lab: La
     node = Node(lab)
     try:
         with DnsHold(node.cache, node.sync, netns=lab.host):
-            # Resolved every second, TTL 2 s: every connection for six seconds succeeds.
+            # Resolved again before each connection, within its short TTL: every one succeeds.
             assert all(client(lab, ["short.allowed.example.test"] * 6, interval=1.0))
             # Resolved once, then left past its TTL: the kernel element times out.
             assert client(lab, ["short.allowed.example.test"]) == [True]

@@ -64,7 +64,7 @@ def test_an_answer_reaches_the_kernel(netns: str, sync: DatapathSync, cache: DNS
 def test_a_name_answered_again_never_times_out_in_the_kernel(
     netns: str, sync: DatapathSync, cache: DNSCache
 ) -> None:
-    # TTL 2 s (the cache's minimum), answered again every second for three lifetimes.
+    # The cache's shortest TTL, answered again well within it, for three lifetimes.
     start = time.monotonic()
     while time.monotonic() < start + 6:
         cache.observe(answer("allowed.example", "198.51.100.7", ttl=2), DNS)
