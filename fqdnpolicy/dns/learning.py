@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from fqdnpolicy.dns.addresses import ZERO_ADDRESSES, address_problem, parse_server, suspect
 from fqdnpolicy.dns.fastpath import FastPaths
 from fqdnpolicy.dns.links import snapshot
-from fqdnpolicy.dns.model import RTYPE_A, RTYPE_AAAA, RTYPE_CNAME, Answer, DNSChange
+from fqdnpolicy.dns.model import RTYPE_A, RTYPE_AAAA, RTYPE_CNAME, Answer, DNSChange, Outbox
 
 if TYPE_CHECKING:
     import dns.message
@@ -45,6 +45,17 @@ def _load_wire() -> ModuleType:
 
     _WIRE = wire
     return wire
+
+
+def _merge_into(outbox: Outbox, own: Outbox) -> None:
+    """Queue ``own``'s batches on ``outbox``, each run for the same subscribers as one."""
+    while own:
+        batch, callbacks = own.popleft()
+        if own and own[0][1] is callbacks:
+            batch = list(batch)
+            while own and own[0][1] is callbacks:
+                batch += own.popleft()[0]
+        outbox.append((batch, callbacks))
 
 
 class Learning(FastPaths):
@@ -126,11 +137,14 @@ class Learning(FastPaths):
 
         For an embedder that captures responses in batches (a packet ring, a queue, a
         capture file). The cache ends in the same state, with the same counters, and
-        subscribers get the same changes in the same calls, as after ``observe(response,
-        server)`` for each pair in turn. What differs is when: the responses are taken in
-        chunks of 64, each parsed first, outside the lock, and then learned under it, so a
-        reader waits at most for one chunk to be learned, and a response's changes reach
-        subscribers once its chunk is parsed.
+        subscribers get the same changes in the same order, as after ``observe(response,
+        server)`` for each pair in turn. What differs is when, and how they are grouped:
+        the responses are taken in chunks of 64, each parsed first, outside the lock, then
+        learned under it, so a reader waits at most for one chunk to be learned; then the
+        chunk's changes go to each subscriber as one batch, so a subscriber's fixed cost per
+        batch (the engine's publishing, a sync's wake-up) is paid once per chunk. A batch
+        always ends where a response's changes end, and a subscriber reading the cache then
+        sees it as after that response.
 
         Parsing a chunk and then learning it keeps each step's code and data in the CPU's
         caches: for new names that is faster than ``observe`` one response at a time
@@ -149,6 +163,8 @@ class Learning(FastPaths):
         Raises:
             TypeError: An item is not a pair, or its response neither wire bytes nor a
                 dnspython message. The items before it are learned, those after it not.
+            Exception: What a subscriber raised: the chunk it was given is learned, the
+                chunks after it not.
         """
         wire = _WIRE or _load_wire()
         malformed_error = wire.MalformedDNSMessage
@@ -194,20 +210,23 @@ class Learning(FastPaths):
     def _learn_chunk(self, chunk: list[Answer], untrusted: int, malformed: int) -> int:
         """Learn ``chunk`` as :meth:`observe_many` does; tell how many changes it caused."""
         changes = 0
-        lock, outbox, ingest = self._lock, self._outbox, self._ingest
-        with lock:
+        ingest = self._ingest
+        with self._lock:
             self._c.untrusted += untrusted
             self._c.malformed += malformed
-            for answer in chunk:
-                changes += len(ingest(answer))
-                if outbox:
-                    # Delivered before the next answer is learned, as observe would: a
-                    # subscriber that raises stops the chunk at the same answer.
-                    lock.release()
-                    try:
-                        self._deliver()
-                    finally:
-                        lock.acquire()
+            # The chunk's batches go to a private queue, then to subscribers as one batch:
+            # a subscriber (the engine, a sync) pays its fixed cost once per chunk. Another
+            # thread delivering meanwhile drains the shared queue it already holds.
+            outbox, own = self._outbox, Outbox()
+            self._outbox = own
+            try:
+                for answer in chunk:
+                    changes += len(ingest(answer))
+            finally:
+                self._outbox = outbox
+                _merge_into(outbox, own)
+        if self._outbox:
+            self._deliver()
         return changes
 
     def ingest(self, extracted: Answer, server: str | None = None) -> list[DNSChange]:

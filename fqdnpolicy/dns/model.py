@@ -5,6 +5,7 @@ Every other module of :mod:`fqdnpolicy.dns` builds on these; this one imports no
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
@@ -20,6 +21,7 @@ __all__ = [
     "DNSChange",
     "DNSLink",
     "DNSStats",
+    "Outbox",
     "PatternLike",
     "RecordTuple",
     "Subscriber",
@@ -79,6 +81,9 @@ new_change = tuple.__new__
 
 Subscriber = Callable[[list[DNSChange]], None]
 """A callback handed each batch of changes."""
+
+Outbox = deque[tuple[list[DNSChange], tuple[Subscriber, ...]]]
+"""Batches waiting for delivery, each with the subscribers it goes to."""
 
 
 @attrs.frozen

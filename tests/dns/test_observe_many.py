@@ -71,7 +71,17 @@ def _recording_cache(clock: Callable[[], float], max_names: int) -> tuple[DNSCac
 
 
 def _outcome(cache: DNSCache, calls: list[Any]) -> tuple[Any, ...]:
-    return cache.mapping(), cache.links(), cache.stats, cache.next_expiry(), calls
+    changes = [change for batch, _ in calls for change in batch]
+    return cache.mapping(), cache.links(), cache.stats, cache.next_expiry(), changes
+
+
+def _views(calls: list[Any]) -> list[tuple[int, Any]]:
+    """Each call's view of the cache, keyed by how many changes had been delivered by its end."""
+    views, delivered = [], 0
+    for batch, mapping in calls:
+        delivered += len(batch)
+        views.append((delivered, mapping))
+    return views
 
 
 # The pool's names overflow 40 names, so answers also evict.
@@ -100,6 +110,25 @@ def test_observe_many_is_observe_on_each_pair_in_turn(pairs: list[tuple[Any, str
     assert _many(pairs) == _one_at_a_time(pairs)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(POOL), max_size=200))
+def test_each_batch_ends_where_a_response_ends_and_sees_the_cache_after_it(
+    responses: list[Any],
+) -> None:
+    pairs = [(response, SERVER) for response in responses]
+    one, calls_one = _recording_cache(TickingClock(), 40)
+    after_response = []  # (changes delivered so far, the cache) after each response
+    for response, server in pairs:
+        one.observe(response, server=server)
+        after_response.append((sum(len(batch) for batch, _ in calls_one), one.mapping()))
+    many, calls_many = _recording_cache(TickingClock(), 40)
+    many.observe_many(pairs)
+    for view in _views(calls_many):
+        assert view in after_response
+    # One batch per chunk that changed anything, not one per response.
+    assert len(calls_many) <= -(-len(pairs) // 64)
+
+
 def test_chunks_of_new_names_untrusted_and_malformed_alike() -> None:
     # 300 pairs: several chunks, with the counted-only kinds between the learned ones.
     pairs: list[tuple[Any, str]] = []
@@ -117,7 +146,7 @@ def test_chunks_of_new_names_untrusted_and_malformed_alike() -> None:
     malformed = sum(1 for i in range(300) if i % 7 != 3 and i % 11 == 5)
     assert (stats.untrusted, stats.malformed) == (untrusted, malformed)
     assert stats.answers == 300 - untrusted - malformed
-    assert count == sum(len(batch) for batch, _ in many[4])
+    assert count == len(many[4])
     assert many[0]["api299.example.com"].keys() == {"198.51.100.49", "198.51.100.149"}
 
 
@@ -134,7 +163,7 @@ def test_responses_are_parsed_outside_the_lock_learned_under_it_delivered_outsid
     cache.subscribe(lambda batch: lock_free_in_subscriber.append(lock_is_free(cache)))
     cache.observe_many((Probed(typical(i, i).to_wire()), SERVER) for i in range(3))
     assert lock_free_while_parsing == [True, True, True]
-    assert lock_free_in_subscriber == [True, True, True]
+    assert lock_free_in_subscriber == [True]  # the chunk's changes in one batch
     # observe, by contrast, parses under the lock: the probe can tell the difference.
     cache.observe(Probed(typical(5, 5).to_wire()), server=SERVER)
     assert lock_free_while_parsing[-1] is False
@@ -172,33 +201,29 @@ def test_observe_takes_wire_bytes_or_a_message_and_says_so_otherwise() -> None:
     assert cache.stats.malformed == 0
 
 
-def test_a_raising_subscriber_stops_both_ways_at_the_same_response() -> None:
+@pytest.mark.parametrize(("failing_call", "learned"), [(1, 64), (2, 128)])
+def test_a_raising_subscriber_stops_after_the_chunk_it_was_given(
+    failing_call: int, learned: int
+) -> None:
     pairs = [(typical(i, i % 50).to_wire(), SERVER) for i in range(150)]
+    cache = DNSCache(clock=lambda: 1000.0, trusted_servers=[SERVER])
+    calls: list[list[DNSChange]] = []
 
-    def run(observe_all: Callable[[DNSCache], object]) -> dict[str, dict[str, float]]:
-        cache = DNSCache(clock=lambda: 1000.0, trusted_servers=[SERVER])
-        calls: list[list[DNSChange]] = []
+    def subscriber(batch: list[DNSChange]) -> None:
+        calls.append(batch)
+        if len(calls) == failing_call:
+            raise RuntimeError("subscriber failed")
 
-        def subscriber(batch: list[DNSChange]) -> None:
-            calls.append(batch)
-            if len(calls) == 100:
-                raise RuntimeError("subscriber failed")
-
-        cache.subscribe(subscriber)
-        with pytest.raises(RuntimeError, match="subscriber failed"):
-            observe_all(cache)
-        return cache.mapping()
-
-    def one_at_a_time(cache: DNSCache) -> None:
-        for response, server in pairs:
-            cache.observe(response, server=server)
-
-    seen = run(one_at_a_time)
-    # The 100th response is learned, then its subscriber raised.
-    assert {name for name in seen if name.startswith("api")} == {
-        f"api{i}.example.com" for i in range(100)
+    cache.subscribe(subscriber)
+    with pytest.raises(RuntimeError, match="subscriber failed"):
+        cache.observe_many(pairs)
+    assert {name for name in cache.mapping() if name.startswith("api")} == {
+        f"api{i}.example.com" for i in range(learned)
     }
-    assert run(lambda cache: cache.observe_many(pairs)) == seen
+    # Its batch held every change of the chunk, in order.
+    assert list(dict.fromkeys(c.name for c in calls[-1] if c.name.startswith("api"))) == [
+        f"api{i}.example.com" for i in range(learned - 64, learned)
+    ]
 
 
 def test_responses_are_taken_in_chunks_of_64_parsed_then_learned() -> None:
@@ -213,4 +238,4 @@ def test_responses_are_taken_in_chunks_of_64_parsed_then_learned() -> None:
     cache.subscribe(lambda batch: events.append("learn"))
     cache.observe_many((Recorded(typical(i, i).to_wire()), SERVER) for i in range(130))
     chunks = [64, 64, 2]
-    assert events == [kind for size in chunks for kind in ["parse"] * size + ["learn"] * size]
+    assert events == [kind for size in chunks for kind in ["parse"] * size + ["learn"]]
