@@ -229,6 +229,27 @@ def test_delta_of_1000_new_addresses_render_and_apply(benchmark, scratch: str) -
     benchmark.pedantic(one, rounds=20, iterations=1)
 
 
+def test_delta_render_into_a_large_selector_set(benchmark) -> None:  # type: ignore[no-untyped-def]
+    # A selector set (interval and timeout flags) of 100,000 members, learning 64 addresses
+    # per batch as a snooping agent's sync renders them: rendering alone, no kernel.
+    rule = RuleState("GlobalNetworkPolicy p", "default", 0, "Allow", (4,), peer_in=("s:A",))
+    ep = EndpointState(
+        "ns/pod", "cali0", ("10.0.0.1",), (TierState("default", (rule,), "Deny"),), ()
+    )
+    members: dict[str, float | None] = {_ip4(i): NOW + 60 for i in range(100_000)}
+    state = DatapathState((SetState("s:A", "selector", "app == 'x'", members),), (ep,), {})
+    backend = NftablesBackend()
+    backend.render(state, now=NOW)
+    counter = iter(range(10_000_000))
+
+    def one() -> None:
+        base = 200_000 + next(counter) * 64
+        deltas = [MemberChanged("s:A", _ip4(base + i), True, NOW + 60) for i in range(64)]
+        backend.render_delta(deltas, now=NOW)
+
+    benchmark.pedantic(one, rounds=200, iterations=1)
+
+
 def test_apply_10000_set_elements(benchmark, scratch: str) -> None:  # type: ignore[no-untyped-def]
     backend = NftablesBackend()
     rendering = backend.render(small_state(10_000), now=NOW)

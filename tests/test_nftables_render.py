@@ -467,3 +467,38 @@ def test_a_cidr_keeps_its_length_whatever_its_family() -> None:
         "198.51.100.7": None,
         "2001:db8::/32": None,
     }
+
+
+_SELECTOR_MEMBERS = st.sampled_from(
+    ["198.51.100.1", "198.51.100.2", "198.51.100.0/28", "203.0.113.0/24", "203.0.113.9/32"]
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(_SELECTOR_MEMBERS, st.booleans()), min_size=1, max_size=4),
+        max_size=6,
+    )
+)
+def test_a_delta_rewrites_a_set_whole_exactly_when_a_cidr_is_involved(
+    batches: list[list[tuple[str, bool]]],
+) -> None:
+    # The backend keeps a count of each mirror's CIDRs instead of scanning the set per
+    # change: its decisions must be those of a scan of the members held.
+    backend = NftablesBackend()
+    backend.render(_one_set_state("selector", {}), now=NOW)
+    held: set[str] = set()
+
+    def is_prefix(member: str) -> bool:
+        return ipaddress.ip_network(member).prefixlen < 32
+
+    for batch in batches:
+        last = dict(batch)  # within a batch the last change of a member wins
+        involved = any(is_prefix(m) for m in held) or any(is_prefix(m) for m in last)
+        delta = backend.render_delta(
+            [MemberChanged("d:S", m, added, NOW + 60) for m, added in batch], now=NOW
+        )
+        held |= {m for m, added in last.items() if added}
+        held -= {m for m, added in last.items() if not added}
+        assert ("flush set" in delta.text) == involved

@@ -48,6 +48,12 @@ class SetMirror:
 
     kind: str
     members: dict[str, float | None]
+    #: How many of ``members`` are CIDRs shorter than a host (kept by render_delta_ops, so
+    #: a batch need not scan a large set to learn whether it holds one).
+    prefixes: int = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.prefixes = sum(1 for m in self.members if _is_prefix(m))
 
 
 def render_delta_ops(
@@ -78,13 +84,16 @@ def render_delta_ops(
             continue
         family = 6 if ":" in op.member else 4
         flags = _flags(mirror.kind)
-        had_prefix = "interval" in flags and any(_is_prefix(m) for m in mirror.members)
+        had_prefix = "interval" in flags and mirror.prefixes > 0
         timeout = _timeout_ms(op.expiry, now) if "timeout" in flags else None
         expired = op.added and timeout == 0
+        held = op.member in mirror.members
         if op.added and not expired:
             mirror.members[op.member] = op.expiry
         else:
             mirror.members.pop(op.member, None)
+        if _is_prefix(op.member):
+            mirror.prefixes += (op.member in mirror.members) - held
         name = set_name(op.set_id, family)
         if had_prefix or ("interval" in flags and _is_prefix(op.member)):
             rewrite.setdefault(op.set_id, set()).add(family)
