@@ -36,6 +36,7 @@ class PolicyResolver:
         self._index: LabelIndex[str, str] = LabelIndex()
         self._applied: dict[str, set[str]] = {}  # policy key -> endpoints it applies to
         self._programs: dict[tuple[object, ...], Program] = {}
+        self._live = 0  # live programs at the last collection
 
     # -- policies and tiers ------------------------------------------------------------------
 
@@ -133,10 +134,26 @@ class PolicyResolver:
         return resolved
 
     def collect(self, live: Iterable[Program]) -> None:
-        """Forget interned programs no endpoint uses, once they outnumber the live ones."""
+        """Forget interned programs no endpoint uses, once they outnumber the live ones.
+
+        ``live`` is read only when the interned programs have outgrown the live count of the
+        last collection: reading every endpoint's programs at each change would make one
+        policy change cost as much as the cluster is large.
+        """
+        if len(self._programs) <= self._bound():
+            return
         keep = {id(p) for p in live}
-        if len(self._programs) > 4 * max(1, len(keep)) + 1024:
+        self._live = len(keep)
+        if len(self._programs) > self._bound():
             self._programs = {k: p for k, p in self._programs.items() if id(p) in keep}
+
+    @property
+    def interned(self) -> int:
+        """How many programs are interned (live, or kept until the next collection)."""
+        return len(self._programs)
+
+    def _bound(self) -> int:
+        return 4 * max(1, self._live) + 1024
 
     def _unapply(self, policy: str, key: str) -> None:
         holders = self._applied.get(policy)

@@ -1,0 +1,69 @@
+"""The policy resolver interns programs shared by endpoints with equal policies and forgets
+those no endpoint uses, without reading every endpoint at each change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import fqdnpolicy
+from fqdnpolicy.engine import PolicyEngine
+from fqdnpolicy.engine.resolver import PolicyResolver
+
+POLICY = """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: app == "web"
+  egress:
+  - action: Allow
+    protocol: TCP
+    destination: {{ports: [{port}]}}
+"""
+
+
+def _engine() -> PolicyEngine:
+    cluster = fqdnpolicy.Cluster(
+        [fqdnpolicy.Endpoint("web", "default", {"app": "web"}, ips=["198.51.100.20"])],
+        [fqdnpolicy.Namespace("default")],
+    )
+    return PolicyEngine(fqdnpolicy.loads(POLICY.format(port=1)), cluster, fqdnpolicy.DNSCache())
+
+
+def test_programs_no_endpoint_uses_are_forgotten() -> None:
+    engine = _engine()
+    resolver = engine._graph.resolver
+    for port in range(2, 2600):  # each version of the policy makes a new program
+        engine.upsert_policy(fqdnpolicy.loads(POLICY.format(port=port)).policies[0])
+        assert resolver.interned <= 4 * 2 + 1024 + 1
+    verdict = engine.verdict("default/web", "203.0.113.9", "TCP", 2599)
+    assert verdict.action == "Allow"
+    engine.close()
+
+
+class Counting:
+    """An iterable of live programs that counts how often it is read."""
+
+    def __init__(self, programs: list[Any]) -> None:
+        self.programs = programs
+        self.reads = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self.reads += 1
+        return iter(self.programs)
+
+
+def test_live_programs_are_read_only_once_the_interned_ones_outgrow_them() -> None:
+    resolver = PolicyResolver([], lambda key: frozenset())
+    programs = [object() for _ in range(3000)]  # stand-ins: only their identity matters
+    live = Counting(programs[:10])
+    for i, program in enumerate(programs):
+        resolver._programs[(i,)] = program  # type: ignore[assignment]
+        resolver.collect(live)
+        assert resolver.interned <= 4 * 10 + 1024
+    # Read when the interned outgrew the bound with no live count yet (1,029 programs: too
+    # few to forget any of them beside ten live ones), then each time they outgrew four times
+    # the ten live ones plus the slack (1,065 programs): three times in 3,000 changes.
+    assert live.reads == 3
+    assert resolver.interned == 10 + (3000 - 2120)
