@@ -310,6 +310,30 @@ def test_dns_answer_to_delta(benchmark: Any, engine: PolicyEngine, workload: Wor
     benchmark.extra_info["deltas_per_answer"] = round(len(received) / 500, 2)
 
 
+@pytest.mark.parametrize("sets_matched", [1, 2, 4])
+def test_dns_answer_to_delta_by_sets_matched(
+    benchmark: Any, engine: PolicyEngine, workload: Workload, sets_matched: int
+) -> None:
+    # The same, for names matching exactly K domain sets (K deltas out): the figures for K =
+    # 1, 2, 4 give the cost's fixed part and its part per set.
+    match = engine._graph.names._patterns.match  # which sets a name matches (no public accessor)
+    rng = random.Random(20 + sets_matched)
+    names = [n for n in sorted(workload.dns.names()) if len(match(n)) == sets_matched]
+    received: list[object] = []
+    cancel = engine.subscribe(received.extend)
+    counter = itertools.count()
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        i = next(counter)
+        name = rng.choice(names)
+        ip = f"100.{210 + sets_matched * 4 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
+        return (Extracted(name, True, 0, 0, False, (Record(name, 1, 300, ip),)),), {}
+
+    benchmark.pedantic(workload.dns.ingest, setup=setup, rounds=500, iterations=1)
+    cancel()
+    benchmark.extra_info["deltas_per_answer"] = round(len(received) / 500, 2)
+
+
 def test_random_lookup_reference(benchmark: Any, engine: PolicyEngine, workload: Workload) -> None:
     # Not an engine figure: one random lookup in a dict as big as the engine's address table,
     # the day's memory speed, for comparing runs on other days.

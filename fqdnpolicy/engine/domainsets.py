@@ -6,6 +6,10 @@ are pulled from the cache; afterwards each DNS change (a name gaining or losing 
 goes through the pattern index to the sets whose patterns match the name. A member's expiry
 is the latest among the names that lead to it; selector sets that picked the network set
 owning a domain set (its ``parents``) receive the same members.
+
+Each followed name (one some set matches, with addresses) keeps the sets it matched, marked
+with the pattern index's generation: a name answered again goes to its sets without walking
+the index, until a set's patterns come or go.
 """
 
 from __future__ import annotations
@@ -22,6 +26,17 @@ if TYPE_CHECKING:
 __all__ = ["NameManager", "domains_key"]
 
 
+class _Followed:
+    """A followed name: the sets it matched (at index generation ``gen``) and its addresses."""
+
+    __slots__ = ("gen", "ips", "nums")
+
+    def __init__(self, gen: int, nums: frozenset[int], ips: set[str]) -> None:
+        self.gen = gen
+        self.nums = nums
+        self.ips = ips
+
+
 def domains_key(patterns: Sequence[DomainPattern]) -> tuple[str, str]:
     """The registry key and canonical text of a domain set."""
     text = ",".join(sorted({p.text for p in patterns}))
@@ -35,9 +50,19 @@ class NameManager:
         self._registry = registry
         self._dns = dns
         self._patterns: PatternIndex[int] = PatternIndex()
+        self._gen = 0  # moves whenever a pattern comes or goes
         # DNS pairs seen for names some set matches: removals of pairs never added (or
         # learned twice, once by a pull and once as a change) are recognised.
-        self._name_ips: dict[str, set[str]] = {}
+        self._followed: dict[str, _Followed] = {}
+
+    def _sets_of(self, name: str, followed: _Followed | None) -> frozenset[int]:
+        """The sets ``name`` matches: its followed entry's, while the index is unchanged."""
+        if followed is None:
+            return self._patterns.match(name)
+        if followed.gen != self._gen:
+            followed.nums = self._patterns.match(name)
+            followed.gen = self._gen
+        return followed.nums
 
     def acquire(self, patterns: Sequence[DomainPattern], *, pull: bool) -> IPSet:
         """Take a reference to the domain set of ``patterns``, creating it if needed.
@@ -51,6 +76,7 @@ class NameManager:
             ipset = self._registry.create(key, "domains", text)
             ipset.patterns = tuple(patterns)
             names: set[str] = set()
+            self._gen += 1
             for pattern in ipset.patterns:
                 self._patterns.add(pattern, ipset.num)
                 if pull:
@@ -64,6 +90,7 @@ class NameManager:
     def dropped(self, ipset: IPSet) -> None:
         """Empty a domain set whose last reference went."""
         registry = self._registry
+        self._gen += 1
         for pattern in ipset.patterns:
             self._patterns.discard(pattern, ipset.num)
         for member in list(ipset.dns_members):
@@ -75,10 +102,10 @@ class NameManager:
         candidates: set[str] = set()
         for pattern in ipset.patterns:
             candidates |= self._dns.names_matching(pattern)
-        name_ips, match = self._name_ips, self._patterns.match
+        followed = self._followed
         for name in candidates:
-            if name in name_ips and not match(name):
-                del name_ips[name]
+            if name in followed and not self._sets_of(name, followed[name]):
+                del followed[name]
 
     def learn_all(self) -> None:
         """Fill every domain set from every cached name (the first build).
@@ -86,7 +113,7 @@ class NameManager:
         One pass over the cache instead of one range scan per pattern: each name goes through
         the pattern index once, and every pair is new (no deltas).
         """
-        dns, match, name_ips = self._dns, self._patterns.match, self._name_ips
+        dns, match, followed, gen = self._dns, self._patterns.match, self._followed, self._gen
         sets = self._registry.by_num
         table = self._registry.table
         add_hosts, unknown, learn = table.add_hosts, table.unknown, table.learn
@@ -97,7 +124,7 @@ class NameManager:
             pairs = dns.expiries(name)
             if not pairs:
                 continue
-            name_ips[name] = set(pairs)
+            followed[name] = _Followed(gen, nums, set(pairs))
             # Addresses no set holds yet (most: one name each) join every set of the name at
             # once; the others are counted set by set.
             fresh = unknown(pairs)
@@ -126,10 +153,13 @@ class NameManager:
 
     def pair_added(self, name: str, ip: str, expiry: float, only: Set[int] | None = None) -> None:
         """The cache maps ``name`` to ``ip`` until ``expiry`` (new, or refreshed)."""
-        nums = self._patterns.match(name) if only is None else only
+        entry = self._followed.get(name)
+        nums = self._sets_of(name, entry) if only is None else only
         if not nums:
             return
-        ips = self._name_ips.setdefault(name, set())
+        if entry is None:
+            entry = self._followed[name] = _Followed(self._gen, self._patterns.match(name), set())
+        ips = entry.ips
         fresh = ip not in ips
         ips.add(ip)
         registry = self._registry
@@ -153,15 +183,16 @@ class NameManager:
 
     def pair_removed(self, name: str, ip: str) -> None:
         """The cache no longer maps ``name`` to ``ip``."""
-        ips = self._name_ips.get(name)
-        if ips is None or ip not in ips:
+        entry = self._followed.get(name)
+        if entry is None or ip not in entry.ips:
             return
-        ips.discard(ip)
-        if not ips:
-            del self._name_ips[name]
+        entry.ips.discard(ip)
+        nums = self._sets_of(name, entry)
+        if not entry.ips:
+            del self._followed[name]
         registry = self._registry
         sets = registry.by_num
-        for num in self._patterns.match(name):
+        for num in nums:
             ipset = sets[num]
             if ip not in ipset.dns_members:
                 continue
@@ -189,7 +220,9 @@ class NameManager:
         for pattern in ipset.patterns:
             names |= self._dns.names_matching(pattern)
         expiries = [
-            self._dns.expiries(name).get(ip) for name in names if ip in self._name_ips.get(name, ())
+            self._dns.expiries(name).get(ip)
+            for name in names
+            if (entry := self._followed.get(name)) is not None and ip in entry.ips
         ]
         known = [e for e in expiries if e is not None]
         return max(known) if known else None

@@ -512,8 +512,10 @@ class PolicyEngine:
         self._inbox.extend(changes)
         if getattr(self, "_graph", None) is None:
             return  # still building: the build reads the cache itself, flush() follows
-        with self._writing(commit=False):
-            pass
+        # What _writing(commit=False) does, without a generator: this runs per DNS batch.
+        with self._lock:
+            self._apply_dns()
+            self._deliver()
 
     def upsert_policy(self, policy: Policy) -> None:
         """Add a policy or replace the one with the same kind, namespace and name."""

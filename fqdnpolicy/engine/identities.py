@@ -289,6 +289,8 @@ class AddressTable:
         self._dirty: set[str] = set()
         self._changed_prefixes: list[IPNetwork] = []
         self._ranges: _HostRanges | None = None  # built on the first prefix change
+        # (set number, covering identity, IPv6) -> identity of a host in that set only.
+        self._alike: dict[tuple[int, Identity | None, bool], Identity] = {}
         #: Moves whenever some address's identity changes (batch tables follow it).
         self.version = 0
 
@@ -428,8 +430,11 @@ class AddressTable:
         trees = self.prefixes.trees
         ranges = self._ranges
         # Most hosts are in one set and no endpoint's: their identity depends only on that
-        # set and the covering prefixes, so it is made once per such pair in this call.
-        alike: dict[tuple[int, Identity | None, bool], Identity] = {}
+        # set and the covering prefixes, so it is made once per such pair (the memo lives
+        # until the prefixes change, so a DNS answer's new address finds it made).
+        alike = self._alike
+        if len(alike) > _INTERN_LIMIT:
+            alike.clear()
         moved = 0
         for address in dirty:
             counts = own.get(address)
@@ -477,6 +482,7 @@ class AddressTable:
 
     def _publish_prefixes(self) -> None:
         changed, self._changed_prefixes = self._changed_prefixes, []
+        self._alike.clear()  # keyed by the covering identities, which are made anew
         merged = {net: frozenset(counts) for net, counts in self._prefix_counts.items()}
         self.prefixes = PrefixTable(merged, self._intern)
         self.version += 1
