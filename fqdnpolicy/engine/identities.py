@@ -482,7 +482,7 @@ class AddressTable:
 
     def _publish_prefixes(self) -> None:
         changed, self._changed_prefixes = self._changed_prefixes, []
-        self._alike.clear()  # keyed by the covering identities, which are made anew
+        self._alike.clear()  # its keys hold the old table's covering identities alive
         merged = {net: frozenset(counts) for net, counts in self._prefix_counts.items()}
         self.prefixes = PrefixTable(merged, self._intern)
         self.version += 1

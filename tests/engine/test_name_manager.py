@@ -1,0 +1,59 @@
+"""A name answered again goes to the sets its name matches now, after policies change."""
+
+from __future__ import annotations
+
+import fqdnpolicy
+from fqdnpolicy.dns import DNSCache
+from fqdnpolicy.dns.wire import Extracted, Record
+from fqdnpolicy.engine import PolicyEngine
+
+POLICY = """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector: app == "web"
+  egress:
+  - action: Allow
+    protocol: TCP
+    destination: {{domains: ["{domain}"], ports: [{port}]}}
+"""
+
+
+def _answer(cache: DNSCache, name: str, ip: str) -> None:
+    cache.ingest(Extracted(name, True, 0, 0, False, (Record(name, 1, 300, ip),)))
+
+
+def _engine(cache: DNSCache) -> PolicyEngine:
+    cluster = fqdnpolicy.Cluster(
+        [fqdnpolicy.Endpoint("web", "default", {"app": "web"}, ips=["198.51.100.20"])],
+        [fqdnpolicy.Namespace("default")],
+    )
+    wide = POLICY.format(name="wide", domain="*.example.com", port=443)
+    return PolicyEngine(fqdnpolicy.loads(wide), cluster, cache)
+
+
+def test_a_set_added_later_gets_the_next_address_of_a_name_already_followed() -> None:
+    cache = DNSCache(trusted_servers=["198.51.100.53"])
+    engine = _engine(cache)
+    _answer(cache, "api.example.com", "203.0.113.1")  # followed, for the wide set
+    exact = POLICY.format(name="exact", domain="api.example.com", port=8443)
+    engine.upsert_policy(fqdnpolicy.loads(exact).policies[0])
+    _answer(cache, "api.example.com", "203.0.113.2")
+    for ip in ("203.0.113.1", "203.0.113.2"):
+        assert engine.verdict("default/web", ip, "TCP", 8443).action == "Allow", ip
+        assert engine.verdict("default/web", ip, "TCP", 443).action == "Allow", ip
+    engine.close()
+
+
+def test_a_set_removed_no_longer_gets_the_next_address_of_a_name() -> None:
+    cache = DNSCache(trusted_servers=["198.51.100.53"])
+    engine = _engine(cache)
+    exact = fqdnpolicy.loads(POLICY.format(name="exact", domain="api.example.com", port=8443))
+    engine.upsert_policy(exact.policies[0])
+    _answer(cache, "api.example.com", "203.0.113.1")
+    engine.remove_policy(exact.policies[0])
+    _answer(cache, "api.example.com", "203.0.113.2")
+    members = {s.definition: set(s.members) for s in engine.datapath().sets if s.kind == "domains"}
+    assert members == {"*.example.com": {"203.0.113.1", "203.0.113.2"}}
+    engine.close()
