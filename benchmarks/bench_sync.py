@@ -129,7 +129,9 @@ def test_wire_to_kernel_latency(
     print(info)
 
 
-@pytest.mark.parametrize(("rate", "seconds"), [(5_000, 4), (20_000, 4), (20_000, 10), (20_000, 30), (30_000, 10)])
+@pytest.mark.parametrize(
+    ("rate", "seconds"), [(5_000, 4), (20_000, 4), (20_000, 10), (20_000, 30), (30_000, 10)]
+)
 def test_snooped_responses_per_second(
     benchmark: BenchmarkFixture, pair: tuple[str, str], rate: int, seconds: int
 ) -> None:
