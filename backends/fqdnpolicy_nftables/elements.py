@@ -109,9 +109,9 @@ def canonical_elements(
     return kept
 
 
-#: Longest element timeout rendered, in ms: the longest TTL DNS can give (2**31 - 1 s, RFC
-#: 2181). The kernel refuses timeouts far beyond it, and a cache whose ``max_ttl`` is longer
-#: still cannot learn a longer lifetime from an answer.
+#: Longest element timeout rendered, in ms: the longest TTL DNS can give (RFC 2181's limit,
+#: the expression below). The kernel refuses timeouts far beyond it, and a cache whose
+#: ``max_ttl`` is longer still cannot learn a longer lifetime from an answer.
 MAX_TIMEOUT_MS = (2**31 - 1) * 1000
 
 
@@ -279,7 +279,7 @@ def _set_elements(
         joined = "".join(members)
         if not members:
             return ("", []), ("", [])
-    if "/" in joined:  # CIDRs (or /32s) to canonicalise: the general path
+    if "/" in joined:  # CIDRs (or full-length prefixes) to canonicalise: the general path
         v4, v6 = (
             render_elements(
                 {m: e for m, e in members.items() if (":" in m) == (family == 6)},
