@@ -652,7 +652,7 @@ def test_kept_verdicts_are_bounded_in_total(
         programs = {
             id(p): p for r in engine._records.values() for p in (r.egress, r.ingress)
         }.values()
-        return sum(len(p) for p in programs)
+        return sum(p.kept_count() for p in programs)
 
     for port in range(1, 200):
         # A port scan to one outside address: every verdict judged, at most 16 kept.

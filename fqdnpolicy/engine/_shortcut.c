@@ -4,8 +4,9 @@
  * It does what the Python shortcut at the top of PolicyEngine.verdict does, in the same order
  * and on the same published objects: the sender's egress program, the destination's identity
  * (resolving an address in canonical IPv4 text met for the first time as Python does), and
- * the verdict the program keeps for it (under its family for a peer in none of the program's
- * sets, else under its view), then, for an endpoint's address, the receiver's. Whatever it
+ * the verdict the program keeps for it (in the slice of the flow's protocol and port: under
+ * its family for a peer in none of the slice's sets, else under its view), then, for an
+ * endpoint's address, the receiver's. Whatever it
  * cannot answer (a flow with keywords, a source port or an ICMP field, other text met for the
  * first time, a verdict not yet kept, a change in progress) goes to the Python method,
  * unchanged, with the same arguments. So it never decides anything the Python code would not:
@@ -24,13 +25,13 @@
 static PyObject *str_egress_attr;   /* "egress" (Snapshot.egress) */
 static PyObject *str_prefixes;      /* "prefixes" */
 static PyObject *str_outside;       /* "outside" */
-static PyObject *str_refs;          /* "refs" */
+static PyObject *str_refs;          /* "refs" (Slice.refs) */
 static PyObject *str_family;        /* "family" */
 static PyObject *str_ports;         /* "ports" */
 static PyObject *str_bits;          /* "bits" (Identity.bits) */
-static PyObject *str_mask;          /* "mask" (Program.mask) */
-static PyObject *str_peer_named;    /* "peer_named" (Program.peer_named) */
-static PyObject *str_peer_ports;    /* "peer_ports" (Program.peer_ports) */
+static PyObject *str_mask;          /* "mask" (Slice.mask) */
+static PyObject *str_peer_named;    /* "peer_named" (Slice.peer_named) */
+static PyObject *str_peer_ports;    /* "peer_ports" (Slice.peer_ports) */
 static PyObject *str_action;        /* "action" (Verdict.action) */
 static PyObject *str_ip4;           /* "ip4" (EndpointRecord.ip4) */
 static PyObject *str_ip6;           /* "ip6" */
@@ -38,7 +39,10 @@ static PyObject *str_ingress;       /* "ingress" (EndpointRecord.ingress) */
 static PyObject *str_trees;         /* "trees" (PrefixTable.trees) */
 static PyObject *str_world;         /* "_world" (PrefixTable._world) */
 static PyObject *str_get;           /* "get" */
+static PyObject *str_v4;            /* "v4" (Slice.v4) */
+static PyObject *str_v6;            /* "v6" */
 static PyObject *int_four;          /* 4, the family key of both */
+static PyObject *int_six;           /* 6 */
 
 static PyObject *str_egress_value;  /* the direction "egress" */
 
@@ -66,7 +70,7 @@ typedef struct {
 static Slot slot_egress, slot_prefixes, slot_outside, slot_refs, slot_family, slot_ports;
 static Slot slot_bits, slot_mask, slot_peer_named, slot_peer_ports, slot_action;
 static Slot slot_ip4, slot_ip6, slot_ingress;
-static Slot slot_trees, slot_world;
+static Slot slot_trees, slot_world, slot_v4, slot_v6;
 
 /* ``obj``'s slot ``name``, borrowed; NULL (no error set) when it has no such slot or it is
  * unset. */
@@ -111,14 +115,14 @@ disjoint(PyObject *a, PyObject *b)
     return 1;
 }
 
-/* Whether peer ``ident`` is in none of ``program``'s sets: 1 yes, 0 no, -1 error. The folded
- * bits answer most peers without reading either set; a bit also set in the program's mask
+/* Whether peer ``ident`` is in none of slice ``part``'s sets: 1 yes, 0 no, -1 error. The
+ * folded bits answer most peers without reading either set; a bit also set in the slice's mask
  * proves nothing (other set numbers fold onto it too), and then the sets answer. */
 static int
-plain(PyObject *ident, PyObject *program)
+plain(PyObject *ident, PyObject *part)
 {
     PyObject *bits = slot_get(&slot_bits, ident, str_bits);
-    PyObject *mask = slot_get(&slot_mask, program, str_mask);
+    PyObject *mask = slot_get(&slot_mask, part, str_mask);
     if (bits != NULL && mask != NULL && PyBytes_CheckExact(mask)
         && PyBytes_GET_SIZE(mask) == MASK_BYTES) {
         const unsigned char *m = (const unsigned char *)PyBytes_AS_STRING(mask);
@@ -140,21 +144,21 @@ plain(PyObject *ident, PyObject *program)
         }
         PyErr_Clear();
     }
-    PyObject *refs = slot_get(&slot_refs, program, str_refs);
+    PyObject *refs = slot_get(&slot_refs, part, str_refs);
     if (refs == NULL || !PyFrozenSet_CheckExact(refs)) {
         return -1;
     }
     return disjoint(ident, refs);
 }
 
-/* What of peer ``ident`` ``program``'s verdicts depend on, as Program.view builds it: its
- * family, the program's sets holding it, and its endpoint's ports where a rule reads them; a
+/* What of peer ``ident`` slice ``part``'s verdicts depend on, as Slice.view builds it: its
+ * family, the slice's sets holding it, and its endpoint's ports where a rule reads them; a
  * new reference, or NULL when it cannot be built here. */
 static PyObject *
-view_of(PyObject *program, PyObject *ident)
+view_of(PyObject *part, PyObject *ident)
 {
-    PyObject *refs = slot_get(&slot_refs, program, str_refs);
-    PyObject *peer_ports = slot_get(&slot_peer_ports, program, str_peer_ports);
+    PyObject *refs = slot_get(&slot_refs, part, str_refs);
+    PyObject *peer_ports = slot_get(&slot_peer_ports, part, str_peer_ports);
     PyObject *family = slot_get(&slot_family, ident, str_family);
     PyObject *ports = slot_get(&slot_ports, ident, str_ports);
     if (refs == NULL || !PyFrozenSet_CheckExact(refs) || family == NULL || ports == NULL
@@ -170,13 +174,13 @@ view_of(PyObject *program, PyObject *ident)
     return view;
 }
 
-/* The verdict ``program`` keeps for peer ``ident``: under its family when the peer is judged
- * like any address in none of the program's sets (Program.plain), else under its view; a
- * new reference, or NULL (no error set) when none is kept. */
+/* The verdict slice ``part`` keeps for peer ``ident``: the one for its family when the peer is
+ * judged like any address in none of the slice's sets (Slice.plain), else the one under its
+ * view; a new reference, or NULL (no error set) when none is kept. */
 static PyObject *
-kept_for(PyObject *program, PyObject *ident, PyObject *protocol, PyObject *port)
+kept_in(PyObject *part, PyObject *ident)
 {
-    int is_plain = plain(ident, program);
+    int is_plain = plain(ident, part);
     if (is_plain < 0) {
         return NULL;
     }
@@ -186,32 +190,51 @@ kept_for(PyObject *program, PyObject *ident, PyObject *protocol, PyObject *port)
     }
     if (is_plain && ports != Py_None) {
         /* An endpoint's ports tell peers apart where a rule reads named ports on any peer. */
-        PyObject *named = slot_get(&slot_peer_named, program, str_peer_named);
+        PyObject *named = slot_get(&slot_peer_named, part, str_peer_named);
         if (named != Py_True && named != Py_False) {
             return NULL;
         }
         is_plain = named == Py_False;
     }
-    PyObject *first;
     if (is_plain) {
-        first = slot_get(&slot_family, ident, str_family);
-        Py_XINCREF(first);
+        PyObject *family = slot_get(&slot_family, ident, str_family);
+        PyObject *found = NULL;
+        if (family == int_four) {
+            found = slot_get(&slot_v4, part, str_v4);
+        }
+        else if (family == int_six) {
+            found = slot_get(&slot_v6, part, str_v6);
+        }
+        return found == NULL || found == Py_None ? NULL : Py_NewRef(found);
     }
-    else {
-        first = view_of(program, ident);
-    }
-    if (first == NULL) {
+    PyObject *view = view_of(part, ident);
+    if (view == NULL) {
         return NULL;
     }
-    PyObject *key = PyTuple_Pack(3, first, protocol, port);
-    Py_DECREF(first);
+    PyObject *found = PyDict_GetItemWithError(part, view);
+    Py_XINCREF(found);
+    Py_DECREF(view);
+    return found;
+}
+
+/* The verdict ``program`` keeps for a simple flow to peer ``ident``: in the slice it keeps
+ * under (protocol, port), if any; a new reference, or NULL (no error set) when none is kept. */
+static PyObject *
+kept_for(PyObject *program, PyObject *ident, PyObject *protocol, PyObject *port)
+{
+    PyObject *key = PyTuple_Pack(2, protocol, port);
     if (key == NULL) {
         return NULL;
     }
-    PyObject *result = PyDict_GetItemWithError(program, key);
-    Py_XINCREF(result);
+    PyObject *part = PyDict_GetItemWithError(program, key);
     Py_DECREF(key);
-    return result;
+    if (part == NULL || !PyDict_Check(part)) {
+        return NULL;
+    }
+    Py_INCREF(part);  /* hashing a view's ports may let a reader clear the program */
+    PyObject *found = kept_in(part, ident);
+    Py_DECREF(part);
+    return found;
 }
 
 /* Whether ``verdict`` (a Verdict) allows: 1, 0, or -1 when it cannot be read. */
@@ -579,14 +602,18 @@ PyInit__shortcut(void)
     str_trees = PyUnicode_InternFromString("trees");
     str_world = PyUnicode_InternFromString("_world");
     str_get = PyUnicode_InternFromString("get");
+    str_v4 = PyUnicode_InternFromString("v4");
+    str_v6 = PyUnicode_InternFromString("v6");
     int_four = PyLong_FromLong(4);
+    int_six = PyLong_FromLong(6);
     str_egress_value = str_egress_attr;
     if (str_egress_attr == NULL || str_prefixes == NULL || str_outside == NULL
         || str_refs == NULL || str_family == NULL || str_ports == NULL || str_bits == NULL
         || str_mask == NULL || str_peer_named == NULL || str_peer_ports == NULL
         || str_action == NULL || str_ip4 == NULL
         || str_ip6 == NULL || str_ingress == NULL || str_trees == NULL || str_world == NULL
-        || str_get == NULL || int_four == NULL) {
+        || str_get == NULL || str_v4 == NULL || str_v6 == NULL || int_four == NULL
+        || int_six == NULL) {
         return NULL;
     }
     if (PyType_Ready(&ShortcutType) < 0) {

@@ -25,7 +25,7 @@ from fqdnpolicy.engine.evaluate import Flow, evaluate
 from fqdnpolicy.engine.explain import describe_reason, not_applying
 from fqdnpolicy.engine.graph import Graph
 from fqdnpolicy.engine.identities import Identity, family_of, identity_of
-from fqdnpolicy.engine.kept import KeptVerdicts, first_sighting, kept_key, kept_to_endpoint
+from fqdnpolicy.engine.kept import KeptVerdicts, first_sighting, kept_simple, kept_to_endpoint
 from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.project import children_of, set_state
 from fqdnpolicy.engine.published import Commit, EndpointRecord, PublishedState, Snapshot, View
@@ -124,9 +124,10 @@ class PolicyEngine:
         snapshot = self._snapshot
         if direction == "egress" and src_port is icmp_type is icmp_code is None:
             # The common question, judged before: three lookups, the sender's program, the
-            # address's identity, and the program's verdict: its one verdict for every peer
-            # in none of its sets (most destinations), else the one for what of the peer's
-            # identity its rules can tell apart (Program.view).
+            # address's identity, and the program's verdict, from the slice of the rules
+            # this protocol and port can meet: its one verdict for every peer in none of the
+            # slice's sets (most destinations), else the one for what of the peer's identity
+            # those rules can tell apart (Slice.view).
             # Verdicts are kept under the protocol as asked (text or number) and the port, and
             # served only for a plain int port and a protocol that is no bool: True and 443.0
             # hash like 1 and 443 but are refused.
@@ -154,7 +155,7 @@ class PolicyEngine:
                             port,
                         )
                     else:
-                        found = program.get(kept_key(program, ident, protocol, port))
+                        found = kept_simple(program, ident, protocol, port)
                     if (
                         found is not None
                         and port.__class__ is int
@@ -327,17 +328,15 @@ class PolicyEngine:
                 program, peer, flow, trace, lambda reason: describe_reason(reason, graph.set_info)
             )
         if not simple:
-            return self._kept.kept_or_judged(program, (peer, flow), peer, flow)
-        key = kept_key(program, peer, asked, flow[1])
-        return self._kept.kept_or_judged(program, key, peer, flow)
+            return self._kept.kept_or_judged(program, peer, flow)
+        return self._kept.simple(program, peer, flow, asked)
 
     def _judge_program(
         self, program: Program, peer: Identity, proto: int, port: int | None
     ) -> Verdict:
         """One program's verdict for a peer identity and (protocol number, port)."""
         flow: Flow = (proto, port, None, peer.family, None, None)
-        key = kept_key(program, peer, (proto,), port)
-        return self._kept.kept_or_judged(program, key, peer, flow)
+        return self._kept.simple(program, peer, flow, (proto,))
 
     # -- explanations and state (under the writer lock) ------------------------------------
 

@@ -127,8 +127,8 @@ class Identity(frozenset[int]):
             owns it.
         bits: Its sets folded onto :data:`SIGNATURE_BITS` bits (:func:`folded`; one bit as
             an int, which most addresses have): the C shortcut tests them against a
-            program's :attr:`Program.mask <fqdnpolicy.engine.programs.Program.mask>` before
-            it reads either set.
+            slice's :attr:`Slice.mask <fqdnpolicy.engine.slices.Slice.mask>` before it reads
+            either set.
 
     Identities compare and hash by identity (two with the same sets differ by family or
     ports): :attr:`sets` gives the plain set to compare.

@@ -1,10 +1,11 @@
 """Kept verdicts: under which key a program keeps what was judged with it, and how many.
 
 A program (:class:`~fqdnpolicy.engine.programs.Program`) keeps the verdicts judged with it
-under what decides them: the peer's family, or its view. This module says which key a flow's
-verdict goes under, judges a verdict that is not kept yet, serves a flow to an endpoint's
-address from both sides' kept verdicts, and keeps the programs' tables within one bound over
-all programs.
+under what decides them: a simple flow's in the slice of its protocol and port
+(:mod:`fqdnpolicy.engine.slices`), by the peer's family or its view, any other flow's by the
+peer and the flow. This module finds a kept verdict, judges one that is not kept yet, serves
+a flow to an endpoint's address from both sides' kept verdicts, and keeps the programs'
+tables within one bound over all programs.
 """
 
 from __future__ import annotations
@@ -16,19 +17,21 @@ from fqdnpolicy.engine.identities import CANONICAL_IPV4, Identity, remember_outs
 from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.published import EndpointRecord, Snapshot
 from fqdnpolicy.engine.results import Verdict
+from fqdnpolicy.engine.slices import Slice
 
-__all__ = ["KEPT_LIMIT", "KeptVerdicts", "first_sighting", "kept_key", "kept_to_endpoint"]
+__all__ = ["KEPT_LIMIT", "KeptVerdicts", "first_sighting", "kept_simple", "kept_to_endpoint"]
 
 # Verdicts programs keep, over all programs, before they all start over: a port
 # scan from every endpoint must not grow them without bound.
 KEPT_LIMIT = 1 << 20
 
 
-def kept_key(program: Program, peer: Identity, asked: object, port: object) -> tuple[object, ...]:
-    """Where ``program`` keeps its verdict for a simple flow to ``peer`` (see Program)."""
-    if program.plain(peer):
-        return (peer.family, asked, port)
-    return (program.view(peer), asked, port)
+def kept_simple(program: Program, peer: Identity, asked: object, port: object) -> Verdict | None:
+    """The verdict ``program`` keeps for a simple flow to ``peer``, or None."""
+    part = program.get((asked, port))
+    if part.__class__ is not Slice:
+        return None
+    return part.kept(peer)
 
 
 class KeptVerdicts:
@@ -38,17 +41,36 @@ class KeptVerdicts:
         self._records = records
         self._count = 0
 
-    def kept_or_judged(
-        self, program: Program, key: tuple[object, ...], peer: Identity, flow: Flow
-    ) -> Verdict:
-        """``program``'s verdict kept under ``key``, judged and kept if there is none."""
+    def kept_or_judged(self, program: Program, peer: Identity, flow: Flow) -> Verdict:
+        """``program``'s verdict for ``flow`` (not simple) to ``peer``, judged and kept if new."""
+        key = (peer, flow)
         found = program.get(key)
         if found is None:
             found = evaluate(program, peer, flow)
-            self._keep(program, key, found)
+            self._count_one()
+            program[key] = found
+        return found  # type: ignore[return-value]
+
+    def simple(self, program: Program, peer: Identity, flow: Flow, asked: object) -> Verdict:
+        """``program``'s verdict for simple ``flow`` to ``peer``, judged and kept if new.
+
+        ``asked`` is the protocol as the caller gave it: the slice is kept under it.
+        """
+        key = (asked, flow[1])
+        part = program.get(key)
+        if part.__class__ is not Slice:
+            part = program.slice_for(flow[0], flow[1])
+            self._count_one()
+            program[key] = part
+        assert isinstance(part, Slice)
+        found = part.kept(peer)
+        if found is None:
+            found = evaluate(program, peer, flow)
+            self._count_one()
+            part.keep(peer, found)
         return found
 
-    def _keep(self, program: Program, key: tuple[object, ...], verdict: Verdict) -> None:
+    def _count_one(self) -> None:
         # Readers fill programs (a count lost between threads only delays the bound a little).
         self._count += 1
         if self._count >= KEPT_LIMIT:
@@ -56,7 +78,6 @@ class KeptVerdicts:
             for record in list(self._records.values()):
                 record.egress.clear()
                 record.ingress.clear()
-        program[key] = verdict
 
 
 def kept_to_endpoint(
@@ -71,7 +92,7 @@ def kept_to_endpoint(
     port: object,
 ) -> Verdict | None:
     """The kept verdicts of a flow to an endpoint: the sender's, then the receiver's."""
-    egress = program.get(kept_key(program, ident, protocol, port))
+    egress = kept_simple(program, ident, protocol, port)
     if egress is None or egress.action != "Allow":
         return egress
     record = records.get(src)  # type: ignore[call-overload]
@@ -82,7 +103,7 @@ def kept_to_endpoint(
     if peer is None:
         return None
     receiver = owner.ingress
-    found = receiver.get(kept_key(receiver, peer, protocol, port))
+    found = kept_simple(receiver, peer, protocol, port)
     if found is None:
         return None
     return egress if found.action == "Allow" else found

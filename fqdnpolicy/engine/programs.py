@@ -2,9 +2,8 @@
 
 Endpoints whose policies bind alike share one program. A program never changes once built (a
 policy or tier change builds new ones), so what readers judged with it stays true, and it
-keeps those verdicts: by (peer identity, protocol, port) where the peer is in some set the
-program names, and by (family, protocol, port) for every peer in none of them, which is most
-destinations.
+keeps those verdicts: for simple flows in a :class:`~fqdnpolicy.engine.slices.Slice` per
+(protocol, port), else by (peer identity, flow).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from fqdnpolicy.datapath import Direction
 from fqdnpolicy.engine.compiler import Bound
 from fqdnpolicy.engine.identities import Identity, signature_mask
 from fqdnpolicy.engine.results import Verdict
+from fqdnpolicy.engine.slices import Slice, can_match
 
 __all__ = ["Block", "Program"]
 
@@ -70,18 +70,14 @@ class Block:
         return [rules[i] for i in sorted(positions.union(*extra))]
 
 
-class Program(dict[tuple[object, ...], Verdict]):
+class Program(dict[tuple[object, ...], "Slice | Verdict"]):
     """One endpoint-side evaluation: tiers of bound rules, then the fallback.
 
-    The program is also the table of the verdicts readers judged with it, all in the one
-    dict (the fewest objects a reader touches):
+    The program is also the table of the verdicts readers judged with it, in the one dict
+    (the fewest objects a reader touches):
 
-    * ``(view, protocol as asked, port)``: for every peer of that :meth:`view`, what of its
-      identity the program's rules can tell apart: peers in the same of the program's sets
-      (of the same family, with the same named ports where a rule reads them) are judged
-      alike, whatever other sets hold them;
-    * ``(family, protocol as asked, port)``: for every peer in none of :attr:`refs` (and,
-      where :attr:`peer_named`, owned by no endpoint), which is most destinations;
+    * ``(protocol as asked, port)``: the :class:`~fqdnpolicy.engine.slices.Slice` of the
+      rules simple flows of that protocol and port can meet, holding their verdicts;
     * ``(identity, flow)``: flows with a source port or ICMP type and code.
 
     Programs compare and hash by identity.
@@ -102,7 +98,16 @@ class Program(dict[tuple[object, ...], Verdict]):
             same whatever its address.
     """
 
-    __slots__ = ("blocks", "direction", "fallback", "mask", "peer_named", "peer_ports", "refs")
+    __slots__ = (
+        "_masks",
+        "blocks",
+        "direction",
+        "fallback",
+        "mask",
+        "peer_named",
+        "peer_ports",
+        "refs",
+    )
     __hash__ = object.__hash__  # type: ignore[assignment]
     __eq__ = object.__eq__
     __ne__ = object.__ne__
@@ -124,6 +129,21 @@ class Program(dict[tuple[object, ...], Verdict]):
         self.fallback = fallback
         self.refs = refs
         self.mask = signature_mask(refs)
+        self._masks = {refs: self.mask}
+
+    def slice_for(self, proto: int, port: int | None) -> Slice:
+        """A new slice of the rules a simple ``proto`` flow to ``port`` can meet."""
+        rules = (
+            bound.rule
+            for block in self.blocks
+            for bound in block.rules
+            if can_match(bound.rule, proto, port)
+        )
+        return Slice.of(rules, self._masks)
+
+    def kept_count(self) -> int:
+        """How many verdicts and slices it keeps."""
+        return sum(1 + v.size() if v.__class__ is Slice else 1 for v in self.values())
 
     def plain(self, ident: Identity) -> bool:
         """Whether ``ident`` is judged like any address in none of the program's sets."""
