@@ -39,6 +39,7 @@ static PyObject *str_ingress;       /* "ingress" (EndpointRecord.ingress) */
 static PyObject *str_trees;         /* "trees" (PrefixTable.trees) */
 static PyObject *str_world;         /* "_world" (PrefixTable._world) */
 static PyObject *str_get;           /* "get" */
+static PyObject *str_asked;         /* "asked" (Slice.asked) */
 static PyObject *str_v4;            /* "v4" (Slice.v4) */
 static PyObject *str_v6;            /* "v6" */
 static PyObject *int_four;          /* 4, the family key of both */
@@ -70,7 +71,7 @@ typedef struct {
 static Slot slot_egress, slot_prefixes, slot_outside, slot_refs, slot_family, slot_ports;
 static Slot slot_bits, slot_mask, slot_peer_named, slot_peer_ports, slot_action;
 static Slot slot_ip4, slot_ip6, slot_ingress;
-static Slot slot_trees, slot_world, slot_v4, slot_v6;
+static Slot slot_trees, slot_world, slot_v4, slot_v6, slot_asked;
 
 /* ``obj``'s slot ``name``, borrowed; NULL (no error set) when it has no such slot or it is
  * unset. */
@@ -217,21 +218,49 @@ kept_in(PyObject *part, PyObject *ident)
     return found;
 }
 
-/* The verdict ``program`` keeps for a simple flow to peer ``ident``: in the slice it keeps
- * under (protocol, port), if any; a new reference, or NULL (no error set) when none is kept. */
+/* The slice ``program`` keeps for simple flows of ``protocol`` to (an exact int) ``port``, as
+ * KeptVerdicts.simple files it: under the port for the protocol first asked with it, else
+ * under (protocol, port); a new reference, or NULL (no error set) when there is none. */
 static PyObject *
-kept_for(PyObject *program, PyObject *ident, PyObject *protocol, PyObject *port)
+slice_of(PyObject *program, PyObject *protocol, PyObject *port)
 {
+    /* Looking up an exact int runs no Python code. */
+    PyObject *part = PyDict_GetItemWithError(program, port);
+    if (part == NULL || !PyDict_Check(part)) {
+        return NULL;
+    }
+    /* Held: comparing or hashing a caller's protocol may let a reader clear the program. */
+    Py_INCREF(part);
+    PyObject *asked = slot_get(&slot_asked, part, str_asked);
+    int same = asked == NULL ? -1 : PyObject_RichCompareBool(asked, protocol, Py_EQ);
+    if (same == 1) {
+        return part;
+    }
+    Py_DECREF(part);
+    if (same < 0) {
+        return NULL;
+    }
     PyObject *key = PyTuple_Pack(2, protocol, port);
     if (key == NULL) {
         return NULL;
     }
-    PyObject *part = PyDict_GetItemWithError(program, key);
+    part = PyDict_GetItemWithError(program, key);
     Py_DECREF(key);
     if (part == NULL || !PyDict_Check(part)) {
         return NULL;
     }
-    Py_INCREF(part);  /* hashing a view's ports may let a reader clear the program */
+    return Py_NewRef(part);
+}
+
+/* The verdict ``program`` keeps for a simple flow to peer ``ident`` in its slice for the
+ * protocol and port, if any; a new reference, or NULL (no error set) when none is kept. */
+static PyObject *
+kept_for(PyObject *program, PyObject *ident, PyObject *protocol, PyObject *port)
+{
+    PyObject *part = slice_of(program, protocol, port);
+    if (part == NULL) {
+        return NULL;
+    }
     PyObject *found = kept_in(part, ident);
     Py_DECREF(part);
     return found;
@@ -602,6 +631,7 @@ PyInit__shortcut(void)
     str_trees = PyUnicode_InternFromString("trees");
     str_world = PyUnicode_InternFromString("_world");
     str_get = PyUnicode_InternFromString("get");
+    str_asked = PyUnicode_InternFromString("asked");
     str_v4 = PyUnicode_InternFromString("v4");
     str_v6 = PyUnicode_InternFromString("v6");
     int_four = PyLong_FromLong(4);
@@ -612,7 +642,7 @@ PyInit__shortcut(void)
         || str_mask == NULL || str_peer_named == NULL || str_peer_ports == NULL
         || str_action == NULL || str_ip4 == NULL
         || str_ip6 == NULL || str_ingress == NULL || str_trees == NULL || str_world == NULL
-        || str_get == NULL || str_v4 == NULL || str_v6 == NULL || int_four == NULL
+        || str_get == NULL || str_asked == NULL || str_v4 == NULL || str_v6 == NULL || int_four == NULL
         || int_six == NULL) {
         return NULL;
     }

@@ -28,9 +28,13 @@ KEPT_LIMIT = 1 << 20
 
 def kept_simple(program: Program, peer: Identity, asked: object, port: object) -> Verdict | None:
     """The verdict ``program`` keeps for a simple flow to ``peer``, or None."""
-    part = program.get((asked, port))
-    if part.__class__ is not Slice:
+    part = program.get(port)
+    if not isinstance(part, Slice):
         return None
+    if part.asked != asked:
+        part = program.get((asked, port))
+        if not isinstance(part, Slice):
+            return None
     return part.kept(peer)
 
 
@@ -56,13 +60,16 @@ class KeptVerdicts:
 
         ``asked`` is the protocol as the caller gave it: the slice is kept under it.
         """
-        key = (asked, flow[1])
-        part = program.get(key)
-        if part.__class__ is not Slice:
-            part = program.slice_for(flow[0], flow[1])
+        port = flow[1]
+        key: object = port
+        part = program.get(port)
+        if isinstance(part, Slice) and part.asked != asked:
+            key = (asked, port)
+            part = program.get(key)
+        if not isinstance(part, Slice):
+            part = program.slice_for(asked, flow[0], port)
             self._count_one()
             program[key] = part
-        assert isinstance(part, Slice)
         found = part.kept(peer)
         if found is None:
             found = evaluate(program, peer, flow)

@@ -3,7 +3,7 @@
 Endpoints whose policies bind alike share one program. A program never changes once built (a
 policy or tier change builds new ones), so what readers judged with it stays true, and it
 keeps those verdicts: for simple flows in a :class:`~fqdnpolicy.engine.slices.Slice` per
-(protocol, port), else by (peer identity, flow).
+protocol and port, else by (peer identity, flow).
 """
 
 from __future__ import annotations
@@ -70,14 +70,17 @@ class Block:
         return [rules[i] for i in sorted(positions.union(*extra))]
 
 
-class Program(dict[tuple[object, ...], "Slice | Verdict"]):
+class Program(dict[object, "Slice | Verdict"]):
     """One endpoint-side evaluation: tiers of bound rules, then the fallback.
 
     The program is also the table of the verdicts readers judged with it, in the one dict
     (the fewest objects a reader touches):
 
-    * ``(protocol as asked, port)``: the :class:`~fqdnpolicy.engine.slices.Slice` of the
-      rules simple flows of that protocol and port can meet, holding their verdicts;
+    * a port (or None): the :class:`~fqdnpolicy.engine.slices.Slice` of the rules simple
+      flows to that port can meet, for the protocol first asked with it (its ``asked``);
+      one lookup of an int, where a key of protocol and port would cost a tuple made,
+      hashed and compared item by item per flow;
+    * ``(protocol as asked, port)``: the slice of any other protocol asked with that port;
     * ``(identity, flow)``: flows with a source port or ICMP type and code.
 
     Programs compare and hash by identity.
@@ -131,19 +134,22 @@ class Program(dict[tuple[object, ...], "Slice | Verdict"]):
         self.mask = signature_mask(refs)
         self._masks = {refs: self.mask}
 
-    def slice_for(self, proto: int, port: int | None) -> Slice:
-        """A new slice of the rules a simple ``proto`` flow to ``port`` can meet."""
+    def slice_for(self, asked: object, proto: int, port: int | None) -> Slice:
+        """A new slice of the rules a simple ``proto`` flow to ``port`` can meet.
+
+        ``asked`` is the protocol as the asker gave it (``proto`` is its number).
+        """
         rules = (
             bound.rule
             for block in self.blocks
             for bound in block.rules
             if can_match(bound.rule, proto, port)
         )
-        return Slice.of(rules, self._masks)
+        return Slice.of(asked, rules, self._masks)
 
     def kept_count(self) -> int:
         """How many verdicts and slices it keeps."""
-        return sum(1 + v.size() if v.__class__ is Slice else 1 for v in self.values())
+        return sum(1 + v.size() if isinstance(v, Slice) else 1 for v in self.values())
 
     def plain(self, ident: Identity) -> bool:
         """Whether ``ident`` is judged like any address in none of the program's sets."""

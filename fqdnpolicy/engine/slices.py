@@ -58,6 +58,7 @@ class Slice(dict[tuple[object, ...], Verdict]):
     The dict holds the verdicts kept by :meth:`view`, for peers in some of :attr:`refs`.
 
     Attributes:
+        asked: The protocol as the askers gave it (text or number), which the slice is for.
         refs: The sets the rules that can match name on their peer side.
         mask: :attr:`refs` folded onto bits
             (:func:`~fqdnpolicy.engine.identities.signature_mask`), for the C shortcut.
@@ -70,13 +71,21 @@ class Slice(dict[tuple[object, ...], Verdict]):
         v6: Likewise for IPv6.
     """
 
-    __slots__ = ("mask", "peer_named", "peer_ports", "refs", "v4", "v6")
+    __slots__ = ("asked", "mask", "peer_named", "peer_ports", "refs", "v4", "v6")
     __hash__ = object.__hash__  # type: ignore[assignment]
     __eq__ = object.__eq__
     __ne__ = object.__ne__
 
-    def __init__(self, refs: frozenset[int], mask: bytes, peer_named: bool, peer_ports: bool):
+    def __init__(
+        self,
+        asked: object,
+        refs: frozenset[int],
+        mask: bytes,
+        peer_named: bool,
+        peer_ports: bool,
+    ) -> None:
         super().__init__()
+        self.asked = asked
         self.refs = refs
         self.mask = mask
         self.peer_named = peer_named
@@ -85,8 +94,10 @@ class Slice(dict[tuple[object, ...], Verdict]):
         self.v6: Verdict | None = None
 
     @classmethod
-    def of(cls, rules: Iterable[CompiledRule], masks: dict[frozenset[int], bytes]) -> Slice:
-        """The slice of the rules that can match (see :func:`can_match`).
+    def of(
+        cls, asked: object, rules: Iterable[CompiledRule], masks: dict[frozenset[int], bytes]
+    ) -> Slice:
+        """The slice for protocol ``asked`` of the rules that can match (see :func:`can_match`).
 
         ``masks`` is the program's memo of masks by sets: slices of one program mostly name
         the same sets, and share one mask.
@@ -106,7 +117,7 @@ class Slice(dict[tuple[object, ...], Verdict]):
         mask = masks.get(sets)
         if mask is None:
             mask = masks[sets] = signature_mask(sets)
-        return cls(sets, mask, peer_named, peer_ports)
+        return cls(asked, sets, mask, peer_named, peer_ports)
 
     def plain(self, peer: Identity) -> bool:
         """Whether ``peer`` is judged like any address of its family in none of the sets."""

@@ -256,18 +256,24 @@ def test_peers_in_the_programs_sets_are_answered_without_the_python_method() -> 
 
 
 class Hook(str):
-    """A protocol name whose hash publishes a change, once: a writer running mid-lookup."""
+    """A protocol name whose hash or comparison publishes a change, once: a writer running
+    mid-lookup."""
 
     __slots__ = ()
     change: Any = None
 
-    def __hash__(self) -> int:
+    @staticmethod
+    def _run() -> None:
         change, Hook.change = Hook.change, None
         if change is not None:
             change()
+
+    def __hash__(self) -> int:
+        Hook._run()
         return str.__hash__(self)
 
     def __eq__(self, other: object) -> bool:
+        Hook._run()
         return str.__eq__(self, other)
 
 

@@ -97,7 +97,10 @@ def _world(named: bool = False) -> PolicyEngine:
 
 
 def _slice(engine: PolicyEngine, protocol: str, number: int) -> Slice:
-    found = engine.record("default/web").egress.get((protocol, number))  # type: ignore[union-attr]
+    program = engine.record("default/web").egress  # type: ignore[union-attr]
+    found = program.get(number)
+    if isinstance(found, Slice) and found.asked != protocol:
+        found = program.get((protocol, number))
     assert isinstance(found, Slice)
     return found
 
