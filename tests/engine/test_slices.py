@@ -96,7 +96,7 @@ def _world(named: bool = False) -> PolicyEngine:
     return PolicyEngine(ResourceSet((web,)), cluster, DNSCache(clock=FakeClock()))
 
 
-def _slice(engine: PolicyEngine, protocol: str, number: int) -> Slice:
+def _slice(engine: PolicyEngine, protocol: str | int, number: int) -> Slice:
     program = engine.record("default/web").egress  # type: ignore[union-attr]
     found = program.get(number)
     if isinstance(found, Slice) and found.asked != protocol:
@@ -127,3 +127,17 @@ def test_named_ports_keep_their_rule_in_every_slice_of_the_protocol() -> None:
     for_8443 = _slice(engine, "TCP", 8443)
     assert for_8443.peer_named
     assert not for_8443.plain(engine.identity("10.0.0.54"))
+
+
+def test_each_protocol_asked_with_one_port_gets_its_own_slice() -> None:
+    # The first protocol asked with port 53 files its slice under the port; the others
+    # under (protocol, port). Each is served its own verdict, every time it asks.
+    engine = _world()
+    for _ in range(3):
+        assert engine.verdict("default/web", "10.0.0.53", "UDP", 53).allowed
+        assert not engine.verdict("default/web", "10.0.0.53", "TCP", 53).allowed
+        assert engine.verdict("default/web", "10.0.0.53", 17, 53).allowed
+        assert not engine.verdict("default/web", "10.0.0.53", 6, 53).allowed
+    assert _slice(engine, "UDP", 53).asked == "UDP"
+    assert _slice(engine, "TCP", 53).asked == "TCP"
+    assert _slice(engine, 6, 53).asked == 6
