@@ -102,7 +102,7 @@ class Program(dict[object, "Slice | Verdict"]):
     """
 
     __slots__ = (
-        "_masks",
+        "_shapes",
         "blocks",
         "direction",
         "fallback",
@@ -132,7 +132,7 @@ class Program(dict[object, "Slice | Verdict"]):
         self.fallback = fallback
         self.refs = refs
         self.mask = signature_mask(refs)
-        self._masks = {refs: self.mask}
+        self._shapes = {refs: (refs, self.mask)}
 
     def slice_for(self, asked: object, proto: int, port: int | None) -> Slice:
         """A new slice of the rules a simple ``proto`` flow to ``port`` can meet.
@@ -145,7 +145,7 @@ class Program(dict[object, "Slice | Verdict"]):
             for bound in block.rules
             if can_match(bound.rule, proto, port)
         )
-        return Slice.of(asked, rules, self._masks)
+        return Slice.of(asked, rules, self._shapes)
 
     def kept_count(self) -> int:
         """How many verdicts and slices it keeps."""

@@ -95,12 +95,15 @@ class Slice(dict[tuple[object, ...], Verdict]):
 
     @classmethod
     def of(
-        cls, asked: object, rules: Iterable[CompiledRule], masks: dict[frozenset[int], bytes]
+        cls,
+        asked: object,
+        rules: Iterable[CompiledRule],
+        shapes: dict[frozenset[int], tuple[frozenset[int], bytes]],
     ) -> Slice:
         """The slice for protocol ``asked`` of the rules that can match (see :func:`can_match`).
 
-        ``masks`` is the program's memo of masks by sets: slices of one program mostly name
-        the same sets, and share one mask.
+        ``shapes`` is the program's memo of sets and their masks: its slices mostly name the
+        same sets, and share one set and one mask (a port scan makes a slice per port).
         """
         refs: set[int] = set()
         peer_named = peer_ports = False
@@ -114,10 +117,10 @@ class Slice(dict[tuple[object, ...], Verdict]):
                 peer_ports = True
                 peer_named = peer_named or not peer.required
         sets = frozenset(refs)
-        mask = masks.get(sets)
-        if mask is None:
-            mask = masks[sets] = signature_mask(sets)
-        return cls(asked, sets, mask, peer_named, peer_ports)
+        shape = shapes.get(sets)
+        if shape is None:
+            shape = shapes[sets] = (sets, signature_mask(sets))
+        return cls(asked, shape[0], shape[1], peer_named, peer_ports)
 
     def plain(self, peer: Identity) -> bool:
         """Whether ``peer`` is judged like any address of its family in none of the sets."""

@@ -141,3 +141,13 @@ def test_each_protocol_asked_with_one_port_gets_its_own_slice() -> None:
     assert _slice(engine, "UDP", 53).asked == "UDP"
     assert _slice(engine, "TCP", 53).asked == "TCP"
     assert _slice(engine, 6, 53).asked == 6
+
+
+def test_slices_of_one_program_naming_the_same_sets_share_them() -> None:
+    # A port scan makes a slice per port: they must not each hold their own copy.
+    engine = _world()
+    for number in range(1000, 1020):
+        engine.verdict("default/web", "203.0.113.9", "TCP", number)
+    slices = [_slice(engine, "TCP", number) for number in range(1000, 1020)]
+    assert len({id(s.refs) for s in slices}) == 1
+    assert len({id(s.mask) for s in slices}) == 1
