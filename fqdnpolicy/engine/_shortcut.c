@@ -40,6 +40,8 @@ static PyObject *str_trees;         /* "trees" (PrefixTable.trees) */
 static PyObject *str_world;         /* "_world" (PrefixTable._world) */
 static PyObject *str_get;           /* "get" */
 static PyObject *str_asked;         /* "asked" (Slice.asked) */
+static PyObject *str_blocks;        /* "blocks" (Program.blocks) */
+static PyObject *str_fallback;      /* "fallback" (Program.fallback) */
 static PyObject *str_v4;            /* "v4" (Slice.v4) */
 static PyObject *str_v6;            /* "v6" */
 static PyObject *int_four;          /* 4, the family key of both */
@@ -71,7 +73,7 @@ typedef struct {
 static Slot slot_egress, slot_prefixes, slot_outside, slot_refs, slot_family, slot_ports;
 static Slot slot_bits, slot_mask, slot_peer_named, slot_peer_ports, slot_action;
 static Slot slot_ip4, slot_ip6, slot_ingress;
-static Slot slot_trees, slot_world, slot_v4, slot_v6, slot_asked;
+static Slot slot_trees, slot_world, slot_v4, slot_v6, slot_asked, slot_blocks, slot_fallback;
 
 /* ``obj``'s slot ``name``, borrowed; NULL (no error set) when it has no such slot or it is
  * unset. */
@@ -277,6 +279,19 @@ allows(PyObject *verdict)
     return PyUnicode_CompareWithASCIIString(action, "Allow") == 0;
 }
 
+/* Whether ``program`` has no tier at all and allows (no policy applies to its endpoint):
+ * 1 yes, 0 no, -1 when it cannot be read. */
+static int
+admits_all(PyObject *program)
+{
+    PyObject *blocks = slot_get(&slot_blocks, program, str_blocks);
+    PyObject *fallback = slot_get(&slot_fallback, program, str_fallback);
+    if (blocks == NULL || !PyTuple_CheckExact(blocks) || fallback == NULL) {
+        return -1;
+    }
+    return PyTuple_GET_SIZE(blocks) == 0 ? allows(fallback) : 0;
+}
+
 /* The kept verdicts of a flow to an endpoint's address ``dst``: the sender's egress, then the
  * receiver's ingress for the sender's address of the same family, as the Python method
  * reads them; a new reference, or NULL (no error set) where it would judge. */
@@ -309,9 +324,17 @@ kept_to_endpoint(Shortcut *self, PyObject *program, PyObject *ident, PyObject *s
         goto fail;
     }
     receiver = slot_get(&slot_ingress, owner, str_ingress);
+    if (receiver == NULL || !PyDict_Check(receiver)) {
+        goto fail;
+    }
+    if (admits_all(receiver) == 1) {
+        /* No policy applies to the receiver: whoever sends, its ingress allows. */
+        Py_DECREF(owner);
+        Py_DECREF(record);
+        return egress;
+    }
     peer = PyDict_GetItemWithError(self->hosts, address);
-    if (receiver == NULL || !PyDict_Check(receiver) || peer == NULL
-        || !PyFrozenSet_Check(peer)) {
+    if (peer == NULL || !PyFrozenSet_Check(peer)) {
         goto fail;
     }
     Py_INCREF(receiver);
@@ -632,6 +655,8 @@ PyInit__shortcut(void)
     str_world = PyUnicode_InternFromString("_world");
     str_get = PyUnicode_InternFromString("get");
     str_asked = PyUnicode_InternFromString("asked");
+    str_blocks = PyUnicode_InternFromString("blocks");
+    str_fallback = PyUnicode_InternFromString("fallback");
     str_v4 = PyUnicode_InternFromString("v4");
     str_v6 = PyUnicode_InternFromString("v6");
     int_four = PyLong_FromLong(4);
@@ -642,7 +667,7 @@ PyInit__shortcut(void)
         || str_mask == NULL || str_peer_named == NULL || str_peer_ports == NULL
         || str_action == NULL || str_ip4 == NULL
         || str_ip6 == NULL || str_ingress == NULL || str_trees == NULL || str_world == NULL
-        || str_get == NULL || str_asked == NULL || str_v4 == NULL || str_v6 == NULL || int_four == NULL
+        || str_get == NULL || str_asked == NULL || str_blocks == NULL || str_fallback == NULL || str_v4 == NULL || str_v6 == NULL || int_four == NULL
         || int_six == NULL) {
         return NULL;
     }

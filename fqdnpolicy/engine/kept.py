@@ -106,10 +106,15 @@ def kept_to_endpoint(
     owner = owners.get(dst)  # type: ignore[call-overload]
     if record is None or owner is None:
         return None
-    peer = hosts.get(record.ip6 if ident.family == 6 else record.ip4)
-    if peer is None:
+    address = record.ip6 if ident.family == 6 else record.ip4
+    if address is None:
         return None
     receiver = owner.ingress
+    if not receiver.blocks and receiver.fallback.allowed:
+        return egress  # no policy applies to the receiver: whoever sends, it allows
+    peer = hosts.get(address)
+    if peer is None:
+        return None
     found = kept_simple(receiver, peer, protocol, port)
     if found is None:
         return None

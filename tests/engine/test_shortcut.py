@@ -255,6 +255,27 @@ def test_peers_in_the_programs_sets_are_answered_without_the_python_method() -> 
     assert asked == []
 
 
+def test_a_receiver_no_policy_applies_to_is_served_without_the_senders_identity() -> None:
+    # db has no egress policy and web no ingress policy: once judged, a flow from db to web
+    # is the sender's kept verdict alone, whatever the sender's identity (here not even
+    # published): its lookup is skipped.
+    engine = build()[0]
+    asked: list[object] = []
+
+    def general(*args: Any) -> object:
+        asked.append(args)
+        return python_verdict(engine, *args)
+
+    flow = ("prod/db", "10.0.0.10", "TCP", 80)
+    expected = python_verdict(engine, *flow)  # judged, as the first asker would
+    hosts = {k: v for k, v in engine._hosts.items() if k != "10.0.1.12"}
+    counted = shortcut.Shortcut(
+        engine._snapshot, hosts, engine._records, engine._owners, general, 1 << 20
+    )
+    assert counted(*flow) == expected
+    assert asked == []
+
+
 class Hook(str):
     """A protocol name whose hash or comparison publishes a change, once: a writer running
     mid-lookup."""
