@@ -129,8 +129,12 @@ class NameManager:
             # once; the others are counted set by set.
             fresh = unknown(pairs)
             targets = set(nums)
+            # A selector set inheriting from two of the name's sets counts the address once
+            # per set it inherits from, as a later answer or a removal counts it.
+            shared: list[int] = []
             for num in nums:
                 ipset = sets[num]
+                shared.extend(p for p in ipset.parents if p in targets)
                 targets.update(ipset.parents)
                 members = ipset.dns_members
                 new: list[str] = []
@@ -150,6 +154,8 @@ class NameManager:
                         add_hosts(parent, older)
             if fresh:
                 learn(fresh, tuple(sorted(targets)))
+                for parent in shared:
+                    add_hosts(parent, fresh)
 
     def pair_added(self, name: str, ip: str, expiry: float, only: Set[int] | None = None) -> None:
         """The cache maps ``name`` to ``ip`` until ``expiry`` (new, or refreshed)."""

@@ -105,9 +105,13 @@ class SelectorSets:
             registry.add_prefix(ipset, net)
         child = member.domains
         if child is not None and ipset.with_domains:
-            child.parents[ipset.num] = child.parents.get(ipset.num, 0) + 1
-            for host, expiry in child.dns_members.items():
-                registry.add_host(ipset, host, expiry)
+            # One source per (set, domain set) link, however many subjects make it: the
+            # name manager adds and removes a DNS member once per parent.
+            links = child.parents.get(ipset.num, 0)
+            child.parents[ipset.num] = links + 1
+            if not links:
+                for host, expiry in child.dns_members.items():
+                    registry.add_host(ipset, host, expiry)
 
     def _leave(self, ipset: IPSet, key: str) -> None:
         member = self._members[key]
@@ -126,5 +130,5 @@ class SelectorSets:
             child.parents[ipset.num] -= 1
             if not child.parents[ipset.num]:
                 del child.parents[ipset.num]
-            for host in child.dns_members:
-                registry.remove_host(ipset, host)
+                for host in child.dns_members:
+                    registry.remove_host(ipset, host)
