@@ -307,20 +307,10 @@ kept_to_endpoint(Shortcut *self, PyObject *program, PyObject *ident, PyObject *s
     if (allowed == 0) {
         return egress;
     }
-    PyObject *found = NULL, *peer = NULL, *receiver = NULL, *owner = NULL;
-    PyObject *record = allowed < 0 ? NULL : PyDict_GetItemWithError(self->records, src);
-    Py_XINCREF(record);  /* hashing dst may let a writer replace it */
-    if (record != NULL) {
-        owner = PyDict_GetItemWithError(self->owners, dst);
-        Py_XINCREF(owner);
-    }
-    PyObject *family = slot_get(&slot_family, ident, str_family);
-    if (owner == NULL || family == NULL || !PyLong_CheckExact(family)) {
-        goto fail;
-    }
-    PyObject *address = PyLong_AsLong(family) == 6 ? slot_get(&slot_ip6, record, str_ip6)
-                                                    : slot_get(&slot_ip4, record, str_ip4);
-    if (address == NULL || address == Py_None) {
+    PyObject *found = NULL, *peer = NULL, *receiver = NULL, *record = NULL;
+    PyObject *owner = allowed < 0 ? NULL : PyDict_GetItemWithError(self->owners, dst);
+    Py_XINCREF(owner);  /* hashing src may let a writer replace it */
+    if (owner == NULL) {
         goto fail;
     }
     receiver = slot_get(&slot_ingress, owner, str_ingress);
@@ -328,10 +318,21 @@ kept_to_endpoint(Shortcut *self, PyObject *program, PyObject *ident, PyObject *s
         goto fail;
     }
     if (admits_all(receiver) == 1) {
-        /* No policy applies to the receiver: whoever sends, its ingress allows. */
+        /* No policy applies to the receiver: whoever sends (from whichever address), its
+         * ingress allows. */
         Py_DECREF(owner);
-        Py_DECREF(record);
         return egress;
+    }
+    record = PyDict_GetItemWithError(self->records, src);
+    Py_XINCREF(record);
+    PyObject *family = slot_get(&slot_family, ident, str_family);
+    if (record == NULL || family == NULL || !PyLong_CheckExact(family)) {
+        goto fail;
+    }
+    PyObject *address = PyLong_AsLong(family) == 6 ? slot_get(&slot_ip6, record, str_ip6)
+                                                    : slot_get(&slot_ip4, record, str_ip4);
+    if (address == NULL || address == Py_None) {
+        goto fail;
     }
     peer = PyDict_GetItemWithError(self->hosts, address);
     if (peer == NULL || !PyFrozenSet_Check(peer)) {

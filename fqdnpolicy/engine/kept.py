@@ -102,16 +102,18 @@ def kept_to_endpoint(
     egress = kept_simple(program, ident, protocol, port)
     if egress is None or egress.action != "Allow":
         return egress
-    record = records.get(src)  # type: ignore[call-overload]
     owner = owners.get(dst)  # type: ignore[call-overload]
-    if record is None or owner is None:
-        return None
-    address = record.ip6 if ident.family == 6 else record.ip4
-    if address is None:
+    if owner is None:
         return None
     receiver = owner.ingress
     if not receiver.blocks and receiver.fallback.allowed:
         return egress  # no policy applies to the receiver: whoever sends, it allows
+    record = records.get(src)  # type: ignore[call-overload]
+    if record is None:
+        return None
+    address = record.ip6 if ident.family == 6 else record.ip4
+    if address is None:
+        return None
     peer = hosts.get(address)
     if peer is None:
         return None
