@@ -26,16 +26,24 @@ __all__ = ["KEPT_LIMIT", "KeptVerdicts", "first_sighting", "kept_simple", "kept_
 KEPT_LIMIT = 1 << 20
 
 
+def filed(program: Program, asked: object, port: object) -> tuple[object, Slice | None]:
+    """Where ``program`` files the slice of protocol ``asked`` and ``port``, and that slice.
+
+    Under the port for the protocol first asked with it, else under (protocol, port) (see
+    :class:`~fqdnpolicy.engine.programs.Program`; the C shortcut reads them alike).
+    """
+    part = program.get(port)
+    if isinstance(part, Slice) and part.asked != asked:
+        key = (asked, port)
+        other = program.get(key)
+        return key, other if isinstance(other, Slice) else None
+    return port, part if isinstance(part, Slice) else None
+
+
 def kept_simple(program: Program, peer: Identity, asked: object, port: object) -> Verdict | None:
     """The verdict ``program`` keeps for a simple flow to ``peer``, or None."""
-    part = program.get(port)
-    if not isinstance(part, Slice):
-        return None
-    if part.asked != asked:
-        part = program.get((asked, port))
-        if not isinstance(part, Slice):
-            return None
-    return part.kept(peer)
+    part = filed(program, asked, port)[1]
+    return None if part is None else part.kept(peer)
 
 
 class KeptVerdicts:
@@ -60,14 +68,9 @@ class KeptVerdicts:
 
         ``asked`` is the protocol as the caller gave it: the slice is kept under it.
         """
-        port = flow[1]
-        key: object = port
-        part = program.get(port)
-        if isinstance(part, Slice) and part.asked != asked:
-            key = (asked, port)
-            part = program.get(key)
-        if not isinstance(part, Slice):
-            part = program.slice_for(asked, flow[0], port)
+        key, part = filed(program, asked, flow[1])
+        if part is None:
+            part = program.slice_for(asked, flow[0], flow[1])
             self._count_one()
             program[key] = part
         found = part.kept(peer)

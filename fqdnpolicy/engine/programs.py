@@ -14,7 +14,7 @@ import attrs
 
 from fqdnpolicy.datapath import Direction
 from fqdnpolicy.engine.compiler import Bound
-from fqdnpolicy.engine.identities import Identity, signature_mask
+from fqdnpolicy.engine.identities import Identity
 from fqdnpolicy.engine.results import Verdict
 from fqdnpolicy.engine.slices import Slice, can_match
 
@@ -93,9 +93,6 @@ class Program(dict[object, "Slice | Verdict"]):
             :attr:`refs`.
         peer_ports: Some rule resolves named ports on its peer: only then are an endpoint's
             ports part of a :meth:`view`.
-        mask: :attr:`refs` folded onto bits (:func:`~fqdnpolicy.engine.identities.signature_mask`):
-            a peer whose :attr:`Identity.bits <fqdnpolicy.engine.identities.Identity.bits>`
-            are all clear in it is in none of :attr:`refs`.
         fallback: The verdict when no tier decides.
         refs: Every IP set a rule's peer side names: a peer in none of them is judged the
             same whatever its address.
@@ -106,7 +103,6 @@ class Program(dict[object, "Slice | Verdict"]):
         "blocks",
         "direction",
         "fallback",
-        "mask",
         "peer_named",
         "peer_ports",
         "refs",
@@ -131,8 +127,8 @@ class Program(dict[object, "Slice | Verdict"]):
         self.peer_ports = peer_ports
         self.fallback = fallback
         self.refs = refs
-        self.mask = signature_mask(refs)
-        self._shapes = {refs: (refs, self.mask)}
+        # The sets its slices name, each with its mask, shared by slices naming alike.
+        self._shapes: dict[frozenset[int], tuple[frozenset[int], bytes]] = {}
 
     def slice_for(self, asked: object, proto: int, port: int | None) -> Slice:
         """A new slice of the rules a simple ``proto`` flow to ``port`` can meet.
