@@ -232,17 +232,27 @@ def test_the_outside_cache_starts_over_at_its_limit() -> None:
         assert 0 < len(outside) <= 3
 
 
-def test_peers_in_the_programs_sets_are_answered_without_the_python_method() -> None:
-    engine = build()[0]
+def counting(
+    engine: PolicyEngine, hosts: dict[str, Any] | None = None
+) -> tuple[shortcut.Shortcut, list[object]]:
+    """A shortcut over ``engine``'s published state (or other ``hosts``), and the calls it
+    hands to the Python method."""
     asked: list[object] = []
 
     def general(*args: Any) -> object:
         asked.append(args)
         return python_verdict(engine, *args)
 
+    published = engine._hosts if hosts is None else hosts
     counted = shortcut.Shortcut(
-        engine._snapshot, engine._hosts, engine._records, engine._owners, general, 1 << 20
+        engine._snapshot, published, engine._records, engine._owners, general, 1 << 20
     )
+    return counted, asked
+
+
+def test_peers_in_the_programs_sets_are_answered_without_the_python_method() -> None:
+    engine = build()[0]
+    counted, asked = counting(engine)
     # web's domain set holds API; its selector set holds db's address (an endpoint's).
     flows: list[tuple[str, str, str, int]] = [
         ("default/web", API, "TCP", 443),
@@ -260,18 +270,9 @@ def test_a_receiver_no_policy_applies_to_is_served_without_the_senders_identity(
     # is the sender's kept verdict alone, whatever the sender's identity (here not even
     # published): its lookup is skipped.
     engine = build()[0]
-    asked: list[object] = []
-
-    def general(*args: Any) -> object:
-        asked.append(args)
-        return python_verdict(engine, *args)
-
     flow = ("prod/db", "10.0.0.10", "TCP", 80)
     expected = python_verdict(engine, *flow)  # judged, as the first asker would
-    hosts = {k: v for k, v in engine._hosts.items() if k != "10.0.1.12"}
-    counted = shortcut.Shortcut(
-        engine._snapshot, hosts, engine._records, engine._owners, general, 1 << 20
-    )
+    counted, asked = counting(engine, {k: v for k, v in engine._hosts.items() if k != "10.0.1.12"})
     assert counted(*flow) == expected
     assert asked == []
 
