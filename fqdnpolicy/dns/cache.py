@@ -346,6 +346,24 @@ class DNSCache(Learning):
             now = self.clock()
             return {ip: d for ip, d in self._mapping(name).items() if d > now}
 
+    def live(self) -> list[tuple[str, dict[str, float]]]:
+        """Return ``(name, {ip: deadline})`` for every name leading to IPs now, read at once.
+
+        What :meth:`names` and :meth:`expiries` of each name give, taken under one hold of
+        the lock (so one consistent cut), for a reader filling itself from the whole cache.
+        """
+        with self._lock:
+            now = self.clock()
+            eff, addrs = self._eff, self._addrs
+            found: list[tuple[str, dict[str, float]]] = []
+            for name in self._sched:
+                chained = eff.get(name)
+                mapping = as_map(addrs.get(name, EMPTY)) if chained is None else chained
+                pairs = {ip: d for ip, d in mapping.items() if d > now}
+                if pairs:
+                    found.append((name, pairs))
+        return found
+
     def names(self) -> set[str]:
         """Return every name that holds links (question names and chain members)."""
         with self._lock:

@@ -1,23 +1,30 @@
 """The name manager: DNS pairs in, domain-set members out.
 
 A domain set (a rule's ``domains``, a network set's ``allowedEgressDomains``) holds every
-address the DNS cache maps a matching name to. When a set appears, the names already cached
-are pulled from the cache; afterwards each DNS change (a name gaining or losing an address)
-goes through the pattern index to the sets whose patterns match the name. A member's expiry
-is the latest among the names that lead to it; selector sets that picked the network set
-owning a domain set (its ``parents``) receive the same members.
+address the DNS cache maps a matching name to. Membership is derived, never counted: the
+manager keeps the pairs it was told of per followed name (a name some set matches) and, per
+address, the followed names leading to it. The sets DNS puts an address in are then the sets
+its names match, with the selector sets inheriting them (a set's ``parents``: those picking a
+network set whose domains it is); a member's expiry in a set is the latest among those of
+its names that lead there.
 
-Each followed name (one some set matches, with addresses) keeps the sets it matched, marked
-with the pattern index's generation: a name answered again goes to its sets without walking
-the index, until a set's patterns come or go.
+Every change (a pair added or removed, a set appearing or going, a link to a parent made or
+undone) states the addresses it touches afresh: their sets and expiries are derived before and
+after it, and the difference goes out as member deltas and as the DNS part of the addresses'
+identities (the address table reads them through :meth:`NameManager.sets_of`).
+So what datapaths were told always equals what a fresh build would derive.
+
+A followed name keeps the sets it matched, marked with the pattern index's generation: a name
+answered again goes to its sets without walking the index, until a set's patterns come or go.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from fqdnpolicy.domains import DomainPattern, PatternIndex
+from fqdnpolicy.engine.identities import EMPTY
 from fqdnpolicy.engine.ipsets import IPSet, IPSetRegistry
 
 if TYPE_CHECKING:
@@ -25,16 +32,19 @@ if TYPE_CHECKING:
 
 __all__ = ["NameManager", "domains_key"]
 
+# An address's DNS state: set number -> the member's expiry there.
+_State = dict[int, float]
+
 
 class _Followed:
-    """A followed name: the sets it matched (at index generation ``gen``) and its addresses."""
+    """A followed name: the sets it matched (at index generation ``gen``) and its pairs."""
 
     __slots__ = ("gen", "ips", "nums")
 
-    def __init__(self, gen: int, nums: frozenset[int], ips: set[str]) -> None:
+    def __init__(self, gen: int, nums: frozenset[int], ips: dict[str, float]) -> None:
         self.gen = gen
         self.nums = nums
-        self.ips = ips
+        self.ips = ips  # address -> expiry, as the cache's changes told it
 
 
 def domains_key(patterns: Sequence[DomainPattern]) -> tuple[str, str]:
@@ -44,191 +54,333 @@ def domains_key(patterns: Sequence[DomainPattern]) -> tuple[str, str]:
 
 
 class NameManager:
-    """Domain sets' members, kept in step with the DNS cache."""
+    """Domain sets' members, derived from the DNS pairs the cache delivered."""
 
     def __init__(self, registry: IPSetRegistry, dns: DNSCache) -> None:
         self._registry = registry
         self._dns = dns
         self._patterns: PatternIndex[int] = PatternIndex()
         self._gen = 0  # moves whenever a pattern comes or goes
-        # DNS pairs seen for names some set matches: removals of pairs never added (or
-        # learned twice, once by a pull and once as a change) are recognised.
         self._followed: dict[str, _Followed] = {}
+        # address -> the followed name leading to it, or the set of them when several do.
+        self._via: dict[str, str | set[str]] = {}
+        # A name's sets -> those and their parents (cleared when a link or a set changes).
+        self._closures: dict[frozenset[int], frozenset[int]] = {}
 
-    def _sets_of(self, name: str, followed: _Followed | None) -> frozenset[int]:
-        """The sets ``name`` matches: its followed entry's, while the index is unchanged."""
-        if followed is None:
-            return self._patterns.match(name)
-        if followed.gen != self._gen:
-            followed.nums = self._patterns.match(name)
-            followed.gen = self._gen
-        return followed.nums
+    # -- deriving ----------------------------------------------------------------------------
+
+    def _closure(self, nums: frozenset[int]) -> frozenset[int]:
+        """``nums`` and every selector set inheriting from one of them."""
+        found = self._closures.get(nums)
+        if found is None:
+            sets = self._registry.by_num
+            heirs = [parent for num in nums for parent in sets[num].parents]
+            found = self._closures[nums] = nums.union(heirs) if heirs else nums
+        return found
+
+    def _state(self, ip: str) -> _State:
+        """The sets DNS puts ``ip`` in, with its expiry in each."""
+        via = self._via.get(ip)
+        if via is None:
+            return {}
+        followed = self._followed
+        if via.__class__ is str:
+            entry = followed[via]
+            return dict.fromkeys(self._closure(entry.nums), entry.ips[ip])
+        state: _State = {}
+        for name in via:
+            entry = followed[name]
+            expiry = entry.ips[ip]
+            for num in self._closure(entry.nums):
+                known = state.get(num)
+                if known is None or expiry > known:
+                    state[num] = expiry
+        return state
+
+    def sets_of(self, ip: str) -> frozenset[int]:
+        """The sets DNS puts ``ip`` in (what the address table reads)."""
+        via = self._via.get(ip)
+        if via is None:
+            return EMPTY
+        if via.__class__ is str:
+            return self._closure(self._followed[via].nums)
+        return frozenset(self._state(ip))
+
+    def expiry_in(self, num: int, ip: str) -> float | None:
+        """When ``ip`` leaves set ``num`` by DNS; None when DNS has it not there."""
+        return self._state(ip).get(num)
+
+    def _restate(self, ips: Iterable[str], change: Callable[[], None]) -> None:
+        """Apply ``change`` and publish what it did to the DNS state of ``ips``."""
+        touched = list(dict.fromkeys(ips))
+        before = [self._state(ip) for ip in touched]
+        change()
+        publish = self._registry.dns_moved
+        for ip, old in zip(touched, before, strict=True):
+            new = self._state(ip)
+            if new != old:
+                publish(ip, old, new)
+
+    # -- following names ---------------------------------------------------------------------
+
+    def _follow(self, name: str, nums: frozenset[int]) -> _Followed:
+        entry = self._followed[name] = _Followed(self._gen, nums, {})
+        sets = self._registry.by_num
+        for num in nums:
+            sets[num].dns_names.add(name)
+        return entry
+
+    def _rematch(self, name: str, entry: _Followed) -> None:
+        """Give ``entry`` the sets its name matches now (unfollowed when none)."""
+        nums = self._patterns.match(name)
+        entry.gen = self._gen
+        if nums == entry.nums:
+            return
+        sets = self._registry.by_num
+        for num in entry.nums - nums:
+            if num in sets:
+                sets[num].dns_names.discard(name)
+        for num in nums - entry.nums:
+            sets[num].dns_names.add(name)
+        entry.nums = nums
+        if not nums:
+            self._unfollow(name, entry)
+
+    def _unfollow(self, name: str, entry: _Followed) -> None:
+        del self._followed[name]
+        for ip in entry.ips:
+            self._unlead(ip, name)
+
+    def _lead(self, ip: str, name: str) -> None:
+        """``name`` leads to ``ip`` (it did not before)."""
+        via = self._via
+        known = via.setdefault(ip, name)
+        if known is name:
+            return
+        if known.__class__ is str:
+            via[ip] = {known, name}
+        else:
+            known.add(name)  # type: ignore[union-attr]
+
+    def _unlead(self, ip: str, name: str) -> None:
+        """``name`` no longer leads to ``ip``."""
+        via = self._via
+        known = via[ip]
+        if known.__class__ is str:
+            del via[ip]
+            return
+        assert isinstance(known, set)
+        known.discard(name)
+        if len(known) == 1:
+            via[ip] = next(iter(known))
+
+    def _current(self, name: str) -> _Followed | None:
+        """The followed entry of ``name``, its sets as matched now; None when not followed.
+
+        Bringing the sets up to date re-states the name's addresses if they moved.
+        """
+        entry = self._followed.get(name)
+        if entry is None or entry.gen == self._gen:
+            return entry
+        self._restate(entry.ips, lambda: self._rematch(name, entry))
+        return self._followed.get(name)
+
+    # -- sets --------------------------------------------------------------------------------
 
     def acquire(self, patterns: Sequence[DomainPattern], *, pull: bool) -> IPSet:
         """Take a reference to the domain set of ``patterns``, creating it if needed.
 
         With ``pull``, a new set is filled from the names already cached (the first build
-        skips this and fills every set in one pass, :meth:`learn_all`).
+        skips this and fills every set in one pass, :meth:`learn_all`). What the cache holds
+        beyond the changes delivered so far joins the pulled names' pairs now; those changes,
+        when they arrive, change nothing more.
         """
         key, text = domains_key(patterns)
         ipset = self._registry.get(key)
         if ipset is None:
             ipset = self._registry.create(key, "domains", text)
             ipset.patterns = tuple(patterns)
-            names: set[str] = set()
-            self._gen += 1
-            for pattern in ipset.patterns:
-                self._patterns.add(pattern, ipset.num)
-                if pull:
-                    names |= self._dns.names_matching(pattern)
-            for name in sorted(names):  # each name once, even if several patterns match it
-                for ip, expiry in self._dns.expiries(name).items():
-                    self.pair_added(name, ip, expiry, only={ipset.num})
+            if not pull:
+                self._add_patterns(ipset)
+            else:
+                self._pull(ipset)
         ipset.refs += 1
         return ipset
 
-    def dropped(self, ipset: IPSet) -> None:
-        """Empty a domain set whose last reference went."""
-        registry = self._registry
+    def _add_patterns(self, ipset: IPSet) -> None:
         self._gen += 1
         for pattern in ipset.patterns:
-            self._patterns.discard(pattern, ipset.num)
-        for member in list(ipset.dns_members):
-            del ipset.dns_members[member]
-            registry.remove_host(ipset, member)
-        ipset.dns_sources.clear()
-        # Names only these patterns matched are no longer followed. Only names they match
-        # in the cache are candidates (one index query each, not a scan of every name).
-        candidates: set[str] = set()
+            self._patterns.add(pattern, ipset.num)
+
+    def _pull(self, ipset: IPSet) -> None:
+        dns, followed = self._dns, self._followed
+        names: set[str] = set()
         for pattern in ipset.patterns:
-            candidates |= self._dns.names_matching(pattern)
+            names |= dns.names_matching(pattern)
+        pulled = {name: dns.expiries(name) for name in sorted(names)}
+        touched = [ip for pairs in pulled.values() for ip in pairs]
+        touched.extend(ip for name in pulled if name in followed for ip in followed[name].ips)
+
+        def change() -> None:
+            self._add_patterns(ipset)
+            for name, pairs in pulled.items():
+                entry = followed.get(name)
+                if entry is None:
+                    nums = self._patterns.match(name)
+                    if not nums or not pairs:
+                        continue
+                    entry = self._follow(name, nums)
+                else:
+                    self._rematch(name, entry)
+                    if name not in followed:
+                        continue
+                ips = entry.ips
+                for ip, expiry in pairs.items():
+                    known = ips.get(ip)
+                    if known is None:
+                        ips[ip] = expiry
+                        self._lead(ip, name)
+                    elif expiry > known:
+                        ips[ip] = expiry
+
+        self._restate(touched, change)
+
+    def dropped(self, ipset: IPSet) -> None:
+        """Empty a domain set whose last reference went."""
         followed = self._followed
-        for name in candidates:
-            if name in followed and not self._sets_of(name, followed[name]):
-                del followed[name]
+        names = sorted(ipset.dns_names)
+        touched = [ip for name in names for ip in followed[name].ips]
+
+        def change() -> None:
+            self._gen += 1
+            for pattern in ipset.patterns:
+                self._patterns.discard(pattern, ipset.num)
+            ipset.dns_names.clear()
+            self._closures.clear()
+            for name in names:
+                self._rematch(name, followed[name])
+
+        self._restate(touched, change)
+
+    def link(self, child: IPSet, parent: int) -> None:
+        """Selector set ``parent`` picks a network set whose domains are ``child``.
+
+        One link per (parent, child), however many network sets make it: the members count
+        once.
+        """
+        links = child.parents.get(parent, 0)
+        if links:
+            child.parents[parent] = links + 1
+            return
+
+        def change() -> None:
+            child.parents[parent] = 1
+            self._closures.clear()
+
+        self._restate(self._members_of(child), change)
+
+    def unlink(self, child: IPSet, parent: int) -> None:
+        """Undo one :meth:`link`."""
+        links = child.parents[parent]
+        if links > 1:
+            child.parents[parent] = links - 1
+            return
+
+        def change() -> None:
+            del child.parents[parent]
+            self._closures.clear()
+
+        self._restate(self._members_of(child), change)
+
+    def _members_of(self, ipset: IPSet) -> list[str]:
+        followed = self._followed
+        return [ip for name in ipset.dns_names for ip in followed[name].ips]
+
+    def members(self, ipset: IPSet) -> dict[str, float]:
+        """A domain set's members with their expiries (for datapath projections)."""
+        members: dict[str, float] = {}
+        followed = self._followed
+        for name in ipset.dns_names:
+            for ip, expiry in followed[name].ips.items():
+                known = members.get(ip)
+                if known is None or expiry > known:
+                    members[ip] = expiry
+        return members
+
+    # -- DNS changes -------------------------------------------------------------------------
 
     def learn_all(self) -> None:
         """Fill every domain set from every cached name (the first build).
 
         One pass over the cache instead of one range scan per pattern: each name goes through
-        the pattern index once, and every pair is new (no deltas).
+        the pattern index once, and every pair is new (no deltas). Addresses one name leads
+        to (most) take that name's sets, one object shared by all of them.
         """
-        dns, match, followed, gen = self._dns, self._patterns.match, self._followed, self._gen
+        dns, match, gen = self._dns, self._patterns.match, self._gen
+        followed, via = self._followed, self._via
         sets = self._registry.by_num
-        table = self._registry.table
-        add_hosts, unknown, learn = table.add_hosts, table.unknown, table.learn
-        for name in dns.names():
+        shared: dict[str, set[str]] = {}  # addresses several names lead to, and those names
+        for name, pairs in dns.live():
             nums = match(name)
             if not nums:
                 continue
-            pairs = dns.expiries(name)
-            if not pairs:
-                continue
-            followed[name] = _Followed(gen, nums, set(pairs))
-            # Addresses no set holds yet (most: one name each) join every set of the name at
-            # once; the others are counted set by set.
-            fresh = unknown(pairs)
-            targets = set(nums)
-            # A selector set inheriting from two of the name's sets counts the address once
-            # per set it inherits from, as a later answer or a removal counts it.
-            shared: list[int] = []
+            followed[name] = _Followed(gen, nums, pairs)
             for num in nums:
-                ipset = sets[num]
-                shared.extend(p for p in ipset.parents if p in targets)
-                targets.update(ipset.parents)
-                members = ipset.dns_members
-                new: list[str] = []
-                for ip, expiry in pairs.items():
-                    known = members.get(ip)
-                    if known is None:
-                        members[ip] = expiry
-                        new.append(ip)
+                sets[num].dns_names.add(name)
+            for ip in pairs:
+                known = via.setdefault(ip, name)
+                if known is not name:
+                    group = shared.get(ip)
+                    if group is None:
+                        shared[ip] = {known, name}  # type: ignore[arg-type]
                     else:
-                        ipset.dns_sources[ip] = ipset.dns_sources.get(ip, 1) + 1
-                        if expiry > known:
-                            members[ip] = expiry
-                if len(new) > len(fresh):
-                    older = [ip for ip in new if ip not in fresh]
-                    add_hosts(num, older)
-                    for parent in ipset.parents:
-                        add_hosts(parent, older)
-            if fresh:
-                learn(fresh, tuple(sorted(targets)))
-                for parent in shared:
-                    add_hosts(parent, fresh)
+                        group.add(name)
+        via.update(shared)
+        table = self._registry.table
+        learn, closure = table.learn, self._closure
+        for entry in followed.values():
+            alone = [ip for ip in entry.ips if ip not in shared] if shared else entry.ips
+            learn(alone, closure(entry.nums))
+        for ip in shared:
+            table.dns_moved(ip)
 
-    def pair_added(self, name: str, ip: str, expiry: float, only: Set[int] | None = None) -> None:
+    def pair_added(self, name: str, ip: str, expiry: float) -> None:
         """The cache maps ``name`` to ``ip`` until ``expiry`` (new, or refreshed)."""
-        entry = self._followed.get(name)
-        nums = self._sets_of(name, entry) if only is None else only
-        if not nums:
-            return
+        entry = self._current(name)
         if entry is None:
-            entry = self._followed[name] = _Followed(self._gen, self._patterns.match(name), set())
+            nums = self._patterns.match(name)
+            if not nums:
+                return
+            entry = self._follow(name, nums)
         ips = entry.ips
-        fresh = ip not in ips
-        ips.add(ip)
-        registry = self._registry
-        sets = registry.by_num
-        for num in nums:
-            ipset = sets[num]
-            known = ipset.dns_members.get(ip)
-            if known is None:
-                ipset.dns_members[ip] = expiry
-                registry.add_host(ipset, ip, expiry)
-                for parent in ipset.parents:
-                    registry.add_host(sets[parent], ip, expiry)
-                continue
-            if fresh or only is not None:
-                ipset.dns_sources[ip] = ipset.dns_sources.get(ip, 1) + 1
-            if expiry > known:  # a refresh: datapaths with element timeouts extend them
-                ipset.dns_members[ip] = expiry
-                registry.refresh_host(ipset, ip, expiry)
-                for parent in ipset.parents:
-                    registry.refresh_host(sets[parent], ip, expiry)
+        known = ips.get(ip)
+        if known is None:
+            lead = self._via.setdefault(ip, name)
+            if lead is name:  # an address no name led to (most answers): new in every set
+                ips[ip] = expiry
+                self._registry.dns_joined(ip, self._closure(entry.nums), expiry)
+                return
+        elif expiry <= known:
+            return  # nothing later than what the sets hold
+        before = self._state(ip)
+        ips[ip] = expiry
+        if known is None:
+            self._lead(ip, name)
+        after = self._state(ip)
+        self._registry.dns_moved(ip, before, after)
 
     def pair_removed(self, name: str, ip: str) -> None:
         """The cache no longer maps ``name`` to ``ip``."""
-        entry = self._followed.get(name)
+        entry = self._current(name)
         if entry is None or ip not in entry.ips:
             return
-        entry.ips.discard(ip)
-        nums = self._sets_of(name, entry)
+        before = self._state(ip)
+        del entry.ips[ip]
+        self._unlead(ip, name)
         if not entry.ips:
             del self._followed[name]
-        registry = self._registry
-        sets = registry.by_num
-        for num in nums:
-            ipset = sets[num]
-            if ip not in ipset.dns_members:
-                continue
-            left = ipset.dns_sources.pop(ip, 1) - 1
-            if left > 1:
-                ipset.dns_sources[ip] = left
-            if left <= 0:
-                del ipset.dns_members[ip]
-                registry.remove_host(ipset, ip)
-                for parent in ipset.parents:
-                    registry.remove_host(sets[parent], ip)
-                continue
-            # Other names still lead here: the member lives as long as the latest of them,
-            # which may be earlier than the name that went (as a fresh build would find).
-            latest = self._latest(ipset, ip)
-            if latest is not None and latest < ipset.dns_members[ip]:
-                ipset.dns_members[ip] = latest
-                registry.refresh_host(ipset, ip, latest)
-                for parent in ipset.parents:
-                    registry.refresh_host(sets[parent], ip, latest)
-
-    def _latest(self, ipset: IPSet, ip: str) -> float | None:
-        """The latest expiry among the cached names of ``ipset`` that still lead to ``ip``."""
-        names: set[str] = set()
-        for pattern in ipset.patterns:
-            names |= self._dns.names_matching(pattern)
-        expiries = [
-            self._dns.expiries(name).get(ip)
-            for name in names
-            if (entry := self._followed.get(name)) is not None and ip in entry.ips
-        ]
-        known = [e for e in expiries if e is not None]
-        return max(known) if known else None
+            sets = self._registry.by_num
+            for num in entry.nums:
+                sets[num].dns_names.discard(name)
+        after = self._state(ip)
+        self._registry.dns_moved(ip, before, after)

@@ -430,7 +430,7 @@ class PolicyEngine:
             if ipset is None:
                 raise KeyError(set_id)
             children = children_of(graph.registry).get(ipset.num, [])
-            return set_state(ipset, children, graph.selectors).members
+            return set_state(ipset, children, graph.selectors, graph.names.members).members
 
     def datapath(self) -> DatapathState:
         """Return everything a datapath must enforce now (see :mod:`fqdnpolicy.datapath`)."""

@@ -6,9 +6,10 @@ Events flow one way, down this picture::
        |            network sets                         |
        v                 |                               v
     compiler ----------> | -------------------> name manager (domainsets)
-       |  takes sets     v                               |
-       |           selector sets  <--- label index       |  members
-       |                 |  members                      |
+       |  takes sets     v                        ^      |  DNS membership, derived
+       |           selector sets  ----------------'      |  (sets and expiries)
+       |           ^     |  members    links to network  |
+       |  label index    |             sets' domains     |
        v                 v                               v
     IP-set registry (ref-counted, stable ids) ----> address table (identities)
        |                                                 |
@@ -96,7 +97,8 @@ class Graph:
         self.table = AddressTable()
         self.registry = IPSetRegistry(self.deltas, self.table)
         self.names = NameManager(self.registry, dns)
-        self.selectors = SelectorSets(self.registry)
+        self.selectors = SelectorSets(self.registry, self.names)
+        self.table.follow_dns(self.names)
         self.resolver = PolicyResolver(resources.tiers, self.table.sets_of)
         self.namespaces: dict[str, Namespace] = {ns.name: ns for ns in cluster.namespaces}
         self._accounts = {(sa.namespace, sa.name): sa for sa in cluster.service_accounts}
@@ -414,6 +416,7 @@ class Graph:
         return project(
             self.registry,
             self.selectors,
+            self.names.members,
             (
                 (s.endpoint, s.programs["egress"], s.programs["ingress"])
                 for s in self.endpoints.values()

@@ -16,9 +16,10 @@ Two kinds of members, two structures:
   published: a prefix change builds a new one, so a reader always sees one whole table. Each
   table caches the identities of outside addresses readers asked about.
 
-Writers change membership counts and mark addresses dirty; :meth:`AddressTable.settle`
-computes the new identities and stores each with one dict assignment, recording what it
-replaced when a commit needs a before-image (see :mod:`fqdnpolicy.engine.published`).
+Writers change membership counts (endpoint addresses, prefixes) or say which addresses DNS
+moved, marking them dirty; :meth:`AddressTable.settle` computes the new identities and stores
+each with one dict assignment, recording what it replaced when a commit needs a before-image
+(see :mod:`fqdnpolicy.engine.published`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 import pytricia
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
@@ -39,6 +41,7 @@ __all__ = [
     "CANONICAL_IPV4",
     "EMPTY",
     "AddressTable",
+    "DNSMembership",
     "Identity",
     "PrefixTable",
     "canonical_ip",
@@ -252,6 +255,27 @@ class _HostRanges:
             yield _from_int(net.version, value)
 
 
+class DNSMembership(Protocol):
+    """Where the address table reads DNS-learned membership (the name manager)."""
+
+    def sets_of(self, address: str) -> frozenset[int]:
+        """The sets DNS puts ``address`` in."""
+
+    def expiry_in(self, num: int, address: str) -> float | None:
+        """The expiry of ``address`` in set ``num``; None when DNS has it not there."""
+
+
+class _NoDNS:
+    def sets_of(self, address: str) -> frozenset[int]:
+        return EMPTY
+
+    def expiry_in(self, num: int, address: str) -> float | None:
+        return None
+
+
+_NO_DNS = _NoDNS()
+
+
 def _uncount(counts: dict[int, int], num: int) -> bool:
     """Drop one count of ``num``; True when that was its last (it is gone from ``counts``)."""
     count = counts.get(num)
@@ -265,11 +289,14 @@ def _uncount(counts: dict[int, int], num: int) -> bool:
 
 
 class AddressTable:
-    """Addresses to identities: membership counts in, one published dict out.
+    """Addresses to identities: membership in, one published dict out.
 
-    Members are counted per (set, member): a set may receive the same address from several
-    sources (two DNS names leading to one IP, an endpoint IP also inside a network set) and
-    keeps it until the last source goes.
+    Two kinds of host membership meet here. Endpoint addresses in selector sets are counted
+    per (set, member): a set may hold an address through two subjects and keeps it until
+    the last goes. DNS-learned membership is not counted but derived: the table reads the
+    DNS part of an address's sets from the name manager (:meth:`follow_dns`), which tells it
+    which addresses moved (:meth:`dns_moved`). A member held both ways is an endpoint's
+    address first: it never expires while counted.
     """
 
     def __init__(self) -> None:
@@ -277,11 +304,11 @@ class AddressTable:
         #: Canonical host address -> identity. Published: readers look addresses up here
         #: without a lock; only :meth:`settle` stores into it, one assignment per address.
         self.hosts: dict[str, Identity] = {}
-        # host -> its own set number when in one set once (most DNS members); the numbers of
-        # its sets when in each once since the first build (one tuple shared by a name's
-        # addresses: a dict of counts each would cost memory and time for nothing); else
-        # counts, made from the tuple on the first change.
-        self._own: dict[str, int | tuple[int, ...] | dict[int, int]] = {}
+        # host -> its own set number when in one set once; else counts per set.
+        self._own: dict[str, int | dict[int, int]] = {}
+        self._dns: DNSMembership = _NO_DNS
+        self._dns_sets = self._dns.sets_of
+        self._told: dict[str, frozenset[int]] = {}  # DNS sets handed over until settle
         self._ports: dict[str, tuple[NamedPort, ...]] = {}  # endpoint addresses
         self._prefix_counts: dict[IPNetwork, dict[int, int]] = {}
         #: The published prefix table (replaced, never changed, when prefixes change).
@@ -289,15 +316,15 @@ class AddressTable:
         self._dirty: set[str] = set()
         self._changed_prefixes: list[IPNetwork] = []
         self._ranges: _HostRanges | None = None  # built on the first prefix change
-        # (set number, covering identity, IPv6) -> identity of a host in that set only.
-        self._alike: dict[tuple[int, Identity | None, bool], Identity] = {}
+        # (DNS sets, covering identity, IPv6) -> identity of a host with no other source.
+        self._alike: dict[tuple[frozenset[int], Identity | None, bool], Identity] = {}
         #: Moves whenever some address's identity changes (batch tables follow it).
         self.version = 0
 
     # -- membership (writers) ----------------------------------------------------------------
 
     def add_host(self, num: int, address: str) -> bool:
-        """Count one more source of ``address`` in set ``num``; True when newly a member."""
+        """Count one more source of ``address`` in set ``num``; True when the first."""
         own = self._own
         counts = own.get(address)
         if counts is None:
@@ -308,8 +335,6 @@ class AddressTable:
                 return False
             own[address] = {counts: 1, num: 1}
         else:
-            if counts.__class__ is tuple:
-                counts = own[address] = dict.fromkeys(counts, 1)
             assert isinstance(counts, dict)
             count = counts.get(num, 0)
             counts[num] = count + 1
@@ -318,53 +343,8 @@ class AddressTable:
         self._dirty.add(address)
         return True
 
-    def add_hosts(self, num: int, addresses: Iterable[str]) -> None:
-        """Count one more source of each address in set ``num`` (a bulk :meth:`add_host`)."""
-        own, dirty = self._own, self._dirty
-        for address in addresses:
-            if address in own:
-                self.add_host(num, address)
-            else:
-                own[address] = num
-                dirty.add(address)
-
-    def unknown(self, addresses: Iterable[str]) -> list[str]:
-        """The addresses that are no set's member and no endpoint's."""
-        own, ports = self._own, self._ports
-        return [a for a in addresses if a not in own and a not in ports]
-
-    def learn(self, addresses: Iterable[str], nums: tuple[int, ...]) -> None:
-        """Make addresses the table does not know members of the sets ``nums``, published.
-
-        For the first build only, before any reader: identities are stored at once, with no
-        before-image, one per distinct set of numbers and covering prefix.
-        """
-        if self._changed_prefixes:
-            self._publish_prefixes()
-        own, hosts, intern = self._own, self.hosts, self._intern
-        trees = self.prefixes.trees
-        sets = frozenset(nums)
-        single = nums[0] if len(nums) == 1 else None
-        # Most of a name's addresses share one family and no covering prefix.
-        made: dict[tuple[bool, Identity | None], Identity] = {}
-        count = 0
-        for address in addresses:
-            own[address] = single if single is not None else nums
-            v6 = ":" in address
-            covering: Identity | None = trees[6 if v6 else 4].get(address)
-            ident = made.get((v6, covering))
-            if ident is None:
-                ident = made[(v6, covering)] = intern(
-                    6 if v6 else 4, sets if covering is None else sets | covering, None
-                )
-            hosts[address] = ident
-            if self._ranges is not None:
-                self._ranges.add(address)
-            count += 1
-        self.version += count
-
     def remove_host(self, num: int, address: str) -> bool:
-        """Drop one source of ``address`` from set ``num``; True when no longer a member."""
+        """Drop one source of ``address`` from set ``num``; True when that was the last."""
         counts = self._own.get(address)
         if counts is None:
             return False
@@ -373,16 +353,69 @@ class AddressTable:
                 return False
             del self._own[address]
         else:
-            if isinstance(counts, tuple):
-                if num not in counts:
-                    return False
-                counts = self._own[address] = dict.fromkeys(counts, 1)
             if not _uncount(counts, num):
                 return False
             if not counts:
                 del self._own[address]
         self._dirty.add(address)
         return True
+
+    def counted(self, address: str) -> Iterable[int]:
+        """The sets holding ``address`` through counted (endpoint) sources."""
+        counts = self._own.get(address)
+        if counts is None:
+            return EMPTY
+        return (counts,) if isinstance(counts, int) else counts
+
+    def follow_dns(self, dns: DNSMembership) -> None:
+        """Read what DNS puts an address in from ``dns`` (the name manager)."""
+        self._dns = dns
+        self._dns_sets = dns.sets_of
+
+    def dns_expiry(self, num: int, address: str) -> float | None:
+        """The expiry of ``address`` in set ``num`` by DNS; None when DNS has it not there."""
+        return self._dns.expiry_in(num, address)
+
+    def dns_moved(self, address: str, sets: frozenset[int] | None = None) -> None:
+        """The sets DNS puts ``address`` in changed: publish its identity at settle.
+
+        ``sets``, when given, are those sets (what :meth:`follow_dns` would read).
+        """
+        self._dirty.add(address)
+        if sets is None:
+            self._told.pop(address, None)  # what an earlier change of the batch told is stale
+        else:
+            self._told[address] = sets
+
+    def learn(self, addresses: Iterable[str], sets: frozenset[int]) -> None:
+        """Publish addresses the table does not know, which DNS puts in ``sets`` only.
+
+        For the first build only, before any reader: identities are stored at once, with no
+        before-image, one per family and covering prefix. An address that also has counted
+        sources or ports was marked dirty when they came, so :meth:`settle` makes its whole
+        identity.
+        """
+        if self._changed_prefixes:
+            self._publish_prefixes()
+        hosts, intern = self.hosts, self._intern
+        trees = self.prefixes.trees
+        ranges = self._ranges
+        # Most of a name's addresses share one family and no covering prefix.
+        made: dict[tuple[bool, Identity | None], Identity] = {}
+        count = 0
+        for address in addresses:
+            v6 = ":" in address
+            covering: Identity | None = trees[6 if v6 else 4].get(address)
+            ident = made.get((v6, covering))
+            if ident is None:
+                ident = made[(v6, covering)] = intern(
+                    6 if v6 else 4, sets if covering is None else sets | covering, None
+                )
+            hosts[address] = ident
+            if ranges is not None:
+                ranges.add(address)
+            count += 1
+        self.version += count
 
     def set_endpoint(self, address: str, ports: tuple[NamedPort, ...] | None) -> None:
         """Mark ``address`` as an endpoint's (with its named ports), or as no longer one."""
@@ -426,21 +459,26 @@ class AddressTable:
         if not dirty:
             return
         self._dirty = set()
-        hosts, own, ports, intern = self.hosts, self._own, self._ports, self._intern
+        hosts, own, dns_sets, ports = self.hosts, self._own, self._dns_sets, self._ports
+        told, self._told = self._told, {}
+        intern = self._intern
         trees = self.prefixes.trees
         ranges = self._ranges
-        # Most hosts are in one set and no endpoint's: their identity depends only on that
-        # set and the covering prefixes, so it is made once per such pair (the memo lives
-        # until the prefixes change, so a DNS answer's new address finds it made).
+        # Most hosts are DNS members only: their identity depends only on their DNS sets (one
+        # object per name) and the covering prefixes, so it is made once per such pair (the
+        # memo lives until the prefixes change, so a DNS answer's new address finds it made).
         alike = self._alike
         if len(alike) > _INTERN_LIMIT:
             alike.clear()
         moved = 0
         for address in dirty:
             counts = own.get(address)
+            learned = told.get(address)
+            if learned is None:
+                learned = dns_sets(address)
             port_list = ports.get(address)
             old = hosts.get(address)
-            if counts is None and port_list is None:
+            if counts is None and not learned and port_list is None:
                 if old is None:
                     continue
                 if before is not None and address not in before:
@@ -452,21 +490,16 @@ class AddressTable:
                 continue
             v6 = ":" in address
             covering: Identity | None = trees[6 if v6 else 4].get(address)
-            if port_list is None and counts.__class__ is int:
-                key = (counts, covering, v6)
+            if counts is None and port_list is None:
+                key = (learned, covering, v6)
                 ident = alike.get(key)
                 if ident is None:
-                    sets = frozenset((counts,))
-                    if covering:
-                        sets = sets | covering
+                    sets = learned if covering is None else learned | covering
                     ident = alike[key] = intern(6 if v6 else 4, sets, None)
             else:
-                if counts is None:
-                    sets = EMPTY
-                elif isinstance(counts, int):
-                    sets = frozenset((counts,))
-                else:
-                    sets = frozenset(counts)
+                sets = learned
+                if counts is not None:
+                    sets = sets | frozenset((counts,) if isinstance(counts, int) else counts)
                 if covering:
                     sets = sets | covering
                 ident = intern(6 if v6 else 4, sets, port_list)
@@ -506,11 +539,12 @@ class AddressTable:
 
     def host_members(self, num: int) -> set[str]:
         """Host members of set ``num`` (a scan: for tests and tools)."""
-        return {
+        counted = {
             host
             for host, counts in self._own.items()
             if (counts == num if isinstance(counts, int) else num in counts)
         }
+        return counted | {host for host in self.hosts if num in self._dns_sets(host)}
 
     def prefix_members(self, num: int) -> set[str]:
         """Prefix members of set ``num`` (a scan: for tests and tools)."""

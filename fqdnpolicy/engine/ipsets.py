@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Literal, TypeAlias
 
 import attrs
@@ -49,8 +49,7 @@ class IPSet:
         nets: Nets sets: the CIDRs.
         patterns: Domain sets: the patterns.
         selector: Selector sets: the selector.
-        dns_members: Domain sets: member address -> latest expiry.
-        dns_sources: Domain sets: cached names leading to a member, kept where above one.
+        dns_names: Domain sets: the followed names matching it (its members are theirs).
         parents: Domain sets: selector sets inheriting the members (network sets' domains),
             with how many selected network sets lead there.
         subjects: Selector sets: endpoint and network set keys currently matched.
@@ -64,8 +63,7 @@ class IPSet:
     nets: tuple[IPNetwork, ...] = ()
     patterns: tuple[DomainPattern, ...] = ()
     selector: Selector | None = None
-    dns_members: dict[str, float] = attrs.field(factory=dict)
-    dns_sources: dict[str, int] = attrs.field(factory=dict)
+    dns_names: set[str] = attrs.field(factory=set)
     parents: dict[int, int] = attrs.field(factory=dict)
     subjects: set[str] = attrs.field(factory=set)
 
@@ -86,20 +84,57 @@ class IPSetRegistry:
         self._next = 0
         self.announce = False
 
-    def add_host(self, ipset: IPSet, host: str, expiry: float | None) -> None:
-        """Count a source of ``host`` in ``ipset``."""
+    def add_host(self, ipset: IPSet, host: str) -> None:
+        """Count an endpoint source of ``host`` in ``ipset`` (a member that never expires)."""
         if self.table.add_host(ipset.num, host) and self.announce:
-            self._deltas.append(MemberChanged(ipset.info.set_id, host, True, expiry))
+            self._deltas.append(MemberChanged(ipset.info.set_id, host, True, None))
 
     def remove_host(self, ipset: IPSet, host: str) -> None:
-        """Drop a source of ``host`` from ``ipset``."""
-        if self.table.remove_host(ipset.num, host) and self.announce:
-            self._deltas.append(MemberChanged(ipset.info.set_id, host, False))
+        """Drop an endpoint source of ``host`` from ``ipset``.
 
-    def refresh_host(self, ipset: IPSet, host: str, expiry: float) -> None:
-        """Tell datapaths that ``host`` stays in ``ipset`` until a later ``expiry``."""
-        if self.announce:
-            self._deltas.append(MemberChanged(ipset.info.set_id, host, True, expiry))
+        After the last, a member DNS still puts there stays, expiring as DNS says.
+        """
+        table = self.table
+        if table.remove_host(ipset.num, host) and self.announce:
+            expiry = table.dns_expiry(ipset.num, host)
+            self._deltas.append(MemberChanged(ipset.info.set_id, host, expiry is not None, expiry))
+
+    def dns_joined(self, host: str, sets: frozenset[int], expiry: float) -> None:
+        """DNS put ``host``, in no set by DNS before, in ``sets`` until ``expiry``."""
+        table = self.table
+        table.dns_moved(host, sets)
+        if not self.announce:
+            return
+        counted = table.counted(host)
+        by_num, deltas = self.by_num, self._deltas
+        for num in sets:
+            if num not in counted:
+                deltas.append(MemberChanged(by_num[num].info.set_id, host, True, expiry))
+
+    def dns_moved(
+        self,
+        host: str,
+        before: Mapping[int, float],
+        after: Mapping[int, float],
+    ) -> None:
+        """``host``'s DNS state went from ``before`` to ``after`` (set -> expiry).
+
+        A set that also holds the host through a counted source (an endpoint) sees no change:
+        the member is there, never expiring, while that source is.
+        """
+        table = self.table
+        table.dns_moved(host)
+        if not self.announce:
+            return
+        counted = table.counted(host)
+        by_num, deltas = self.by_num, self._deltas
+        for num, expiry in after.items():
+            # A join, or a move of the expiry (datapaths with element timeouts follow it).
+            if before.get(num) != expiry and num not in counted:
+                deltas.append(MemberChanged(by_num[num].info.set_id, host, True, expiry))
+        for num in before:
+            if num not in after and num not in counted:
+                deltas.append(MemberChanged(by_num[num].info.set_id, host, False))
 
     def add_prefix(self, ipset: IPSet, net: IPNetwork) -> None:
         """Count a source of ``net`` in ``ipset``."""

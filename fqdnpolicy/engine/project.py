@@ -7,7 +7,7 @@ programs, so they share tier states too, which renderers can render once (by ide
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from fqdnpolicy.cluster import Endpoint
 from fqdnpolicy.datapath import (
@@ -30,7 +30,12 @@ __all__ = ["project", "set_state"]
 _ANY_PORT = PortSpec()
 
 
-def set_state(ipset: IPSet, children: list[IPSet], selectors: SelectorSets) -> SetState:
+def set_state(
+    ipset: IPSet,
+    children: list[IPSet],
+    selectors: SelectorSets,
+    dns_members: Callable[[IPSet], dict[str, float]],
+) -> SetState:
     """A set's members with their expiries, from the set's own sources.
 
     Domain sets hold what DNS taught them (with expiries); nets sets their CIDRs; selector
@@ -41,13 +46,13 @@ def set_state(ipset: IPSet, children: list[IPSet], selectors: SelectorSets) -> S
     info = ipset.info
     members: dict[str, float | None]
     if info.kind == "domains":
-        members = dict(ipset.dns_members)
+        members = dict(dns_members(ipset))
     elif info.kind == "nets":
         members = dict.fromkeys(map(str, ipset.nets))
     else:
         members = {}
         for child in children:
-            for ip, expiry in child.dns_members.items():
+            for ip, expiry in dns_members(child).items():
                 known = members.get(ip)
                 members[ip] = expiry if known is None else max(known, expiry)
         # Endpoint addresses and CIDRs never expire, even where DNS also leads.
@@ -69,12 +74,13 @@ def children_of(registry: IPSetRegistry) -> dict[int, list[IPSet]]:
 def project(
     registry: IPSetRegistry,
     selectors: SelectorSets,
+    dns_members: Callable[[IPSet], dict[str, float]],
     endpoints: Iterable[tuple[Endpoint, Program, Program]],
 ) -> DatapathState:
     """Everything a datapath must enforce: sets with members, and every endpoint's tiers."""
     children = children_of(registry)
     sets = tuple(
-        set_state(ipset, children.get(ipset.num, []), selectors)
+        set_state(ipset, children.get(ipset.num, []), selectors, dns_members)
         for ipset in sorted(registry, key=lambda s: s.info.set_id)
     )
     rendered: dict[int, tuple[TierState, ...]] = {}

@@ -3,7 +3,7 @@
 A selector set (a rule's selectors, combined with its namespace scope) holds the addresses of
 the endpoints it matches and the CIDRs of the network sets it matches; when it is the
 destination of an egress Allow rule, also the DNS-learned members of those network sets'
-``allowedEgressDomains`` (their domain set lists it as a parent). Subjects and selectors are
+``allowedEgressDomains`` (the name manager links their domain set to it). Subjects and selectors are
 matched through the label index, so a change tests only the candidates sharing a label.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import attrs
 
+from fqdnpolicy.engine.domainsets import NameManager
 from fqdnpolicy.engine.ipsets import IPSet, IPSetRegistry
 from fqdnpolicy.engine.labelindex import LabelIndex
 from fqdnpolicy.model import IPNetwork
@@ -43,8 +44,9 @@ class Member:
 class SelectorSets:
     """Selector sets and the endpoints and network sets they match."""
 
-    def __init__(self, registry: IPSetRegistry) -> None:
+    def __init__(self, registry: IPSetRegistry, names: NameManager) -> None:
         self._registry = registry
+        self._names = names
         self._index: LabelIndex[int, str] = LabelIndex()
         self._members: dict[str, Member] = {}
         self._member_of: dict[str, set[int]] = {}
@@ -100,18 +102,12 @@ class SelectorSets:
         ipset.subjects.add(key)
         self._member_of.setdefault(key, set()).add(ipset.num)
         for ip in member.ips:
-            registry.add_host(ipset, ip, None)
+            registry.add_host(ipset, ip)
         for net in member.nets:
             registry.add_prefix(ipset, net)
         child = member.domains
         if child is not None and ipset.with_domains:
-            # One source per (set, domain set) link, however many subjects make it: the
-            # name manager adds and removes a DNS member once per parent.
-            links = child.parents.get(ipset.num, 0)
-            child.parents[ipset.num] = links + 1
-            if not links:
-                for host, expiry in child.dns_members.items():
-                    registry.add_host(ipset, host, expiry)
+            self._names.link(child, ipset.num)
 
     def _leave(self, ipset: IPSet, key: str) -> None:
         member = self._members[key]
@@ -127,8 +123,4 @@ class SelectorSets:
             registry.remove_prefix(ipset, net)
         child = member.domains
         if child is not None and ipset.with_domains:
-            child.parents[ipset.num] -= 1
-            if not child.parents[ipset.num]:
-                del child.parents[ipset.num]
-                for host in child.dns_members:
-                    registry.remove_host(ipset, host)
+            self._names.unlink(child, ipset.num)

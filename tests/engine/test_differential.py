@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from fqdnpolicy.cluster import Cluster, Endpoint
+from fqdnpolicy.datapath import Delta, IPSetChanged, MemberChanged
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.engine import PolicyEngine, Verdict
 from fqdnpolicy.model import Policy, ResourceSet
@@ -72,7 +73,8 @@ class Mirror:
 
     def __init__(self, spec: WorldSpec) -> None:
         self.clock = FakeClock()
-        self.dns = DNSCache(clock=self.clock)
+        # Extended deadlines are changes too, so deltas can carry every member's expiry.
+        self.dns = DNSCache(clock=self.clock, report_refresh=True)
         half = len(spec.answers) // 2
         # Some answers arrive before the engine exists, the rest through its subscription.
         for learned in spec.answers[:half]:
@@ -80,8 +82,25 @@ class Mirror:
         self.resources = spec.resources
         self.cluster = spec.cluster
         self.engine = PolicyEngine(self.resources, self.cluster, self.dns)
+        # What a datapath following the engine holds: its first rendering, then its deltas.
+        self.told = {s.set_id: dict(s.members) for s in self.engine.datapath().sets}
+        self.engine.subscribe(self._follow)
         for learned in spec.answers[half:]:
             self.dns.ingest(learned.extracted())
+
+    def _follow(self, deltas: list[Delta]) -> None:
+        for delta in deltas:
+            match delta:
+                case IPSetChanged(set_id, added):
+                    if added:
+                        self.told[set_id] = {}
+                    else:
+                        del self.told[set_id]
+                case MemberChanged(set_id, member, added, expiry):
+                    if added:
+                        self.told[set_id][member] = expiry
+                    else:
+                        del self.told[set_id][member]
 
     # -- plain-value state ---------------------------------------------------------------
 
@@ -237,6 +256,8 @@ def test_engine_and_reference_agree_after_incremental_changes(
     # same as the address index the verdicts come from.
     assert set_members(mirror.engine) == set_members(fresh)
     assert set_members(mirror.engine) == indexed_members(mirror.engine)
+    # And what the deltas told, expiries included, is what a fresh rendering holds.
+    assert mirror.told == {s.set_id: dict(s.members) for s in fresh.datapath().sets}
 
 
 def set_members(engine: PolicyEngine) -> dict[str, set[str]]:

@@ -59,7 +59,7 @@ def test_host_members_merge_with_covering_prefixes_added_later() -> None:
 def test_a_member_stays_until_its_last_source_goes() -> None:
     table = AddressTable()
     assert table.add_host(3, "203.0.113.5") is True
-    assert table.add_host(3, "203.0.113.5") is False  # a second DNS name, same IP
+    assert table.add_host(3, "203.0.113.5") is False  # a second endpoint with the address
     assert table.remove_host(3, "203.0.113.5") is False
     assert settled(table).sets_of("203.0.113.5") == {3}
     assert table.remove_host(3, "203.0.113.5") is True
@@ -217,20 +217,41 @@ def test_bits_clear_in_a_programs_mask_prove_the_peer_is_in_none_of_its_sets(
         assert not clear
 
 
-def test_addresses_learned_together_keep_their_own_counts() -> None:
+class _DNS:
+    """DNS membership as plain values: address -> set -> expiry."""
+
+    def __init__(self, state: dict[str, dict[int, float]]) -> None:
+        self.state = state
+
+    def sets_of(self, address: str) -> frozenset[int]:
+        return frozenset(self.state.get(address, ()))
+
+    def expiry_in(self, num: int, address: str) -> float | None:
+        return self.state.get(address, {}).get(num)
+
+
+def test_dns_sets_and_counted_sources_each_keep_a_set_member() -> None:
     table = AddressTable()
     first, second = "198.51.100.7", "198.51.100.8"
-    table.learn([first, second], (1, 2))
+    dns = {first: {1: 60.0, 2: 60.0}, second: {1: 60.0, 2: 60.0}}
+    table.follow_dns(_DNS(dns))
+    table.learn([first, second], frozenset({1, 2}))
     table.settle()
     assert table.host_members(1) == table.host_members(2) == {first, second}
-    assert not table.add_host(1, first)  # a second source in set 1
-    assert table.remove_host(2, first)  # its only source in set 2
-    assert not table.remove_host(1, first)  # one source in set 1 left
+    assert table.add_host(1, first)  # its first counted source in set 1, where DNS has it
+    assert table.add_host(3, first)
+    dns[first] = {2: 60.0}  # DNS no longer puts it in set 1: the count does
+    table.dns_moved(first)
     table.settle()
     assert table.host_members(1) == {first, second}
-    assert table.host_members(2) == {second}  # the other address is untouched
-    assert table.remove_host(1, first)
+    assert table.identity(first).sets == frozenset({1, 2, 3})
+    assert table.remove_host(1, first)  # its last counted source in set 1
+    assert table.dns_expiry(2, first) == 60.0
+    assert table.dns_expiry(1, first) is None
+    del dns[first]
+    table.dns_moved(first)
     assert not table.remove_host(3, second)  # never in set 3
     table.settle()
     assert table.host_members(1) == {second}
+    assert table.identity(first).sets == frozenset({3})
     assert table.identity(second).sets == frozenset({1, 2})

@@ -9,7 +9,10 @@ domain set or each has its own.
 
 from __future__ import annotations
 
+import attrs
+
 from fqdnpolicy.cluster import Cluster
+from fqdnpolicy.datapath import Delta, MemberChanged
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.model import NetworkSet, ResourceSet
@@ -85,3 +88,29 @@ def test_the_last_network_set_going_takes_the_address_away() -> None:
     engine.remove_network_set(keep)
     assert not engine.verdict("default/web", ADDRESS, "TCP", 443).allowed
     _members_agree(engine)
+
+
+def test_an_endpoint_address_also_learned_by_dns_never_expires_while_the_endpoint_is_picked() -> (
+    None
+):
+    # ADDRESS is DNS-learned through a network set the selector set picks, and becomes an
+    # endpoint the same set picks, then stops being one: what deltas told a datapath (with
+    # expiries, which datapaths with element timeouts act on) is what a fresh rendering holds.
+    dns = DNSCache(clock=FakeClock())
+    answer(dns, "api.example.com", ADDRESS)
+    engine, _ = _world(dns, ("api.example.com",), ())
+    told = {s.set_id: dict(s.members) for s in engine.datapath().sets}
+
+    def follow(deltas: list[Delta]) -> None:
+        for delta in deltas:
+            if isinstance(delta, MemberChanged):
+                if delta.added:
+                    told[delta.set_id][delta.member] = delta.expiry
+                else:
+                    del told[delta.set_id][delta.member]
+
+    engine.subscribe(follow)
+    picked = pod("default/db", ADDRESS, labels={"egress": "ok"})
+    for step in (picked, attrs.evolve(picked, labels={})):
+        engine.upsert_endpoint(step)
+        assert told == {s.set_id: dict(s.members) for s in engine.datapath().sets}, step.labels

@@ -57,3 +57,20 @@ def test_a_set_removed_no_longer_gets_the_next_address_of_a_name() -> None:
     members = {s.definition: set(s.members) for s in engine.datapath().sets if s.kind == "domains"}
     assert members == {"*.example.com": {"203.0.113.1", "203.0.113.2"}}
     engine.close()
+
+
+def test_two_names_reaching_one_new_address_in_one_answer_give_it_both_names_sets() -> None:
+    # api.example.com CNAME edge.example.net, which has the address: one batch of changes
+    # brings the address through both names, the first as a new address, the second not.
+    cache = DNSCache(trusted_servers=["198.51.100.53"])
+    engine = _engine(cache)
+    edge = POLICY.format(name="edge", domain="edge.example.net", port=8443)
+    engine.upsert_policy(fqdnpolicy.loads(edge).policies[0])
+    records = (
+        Record("api.example.com", 5, 300, "edge.example.net"),
+        Record("edge.example.net", 1, 300, "203.0.113.9"),
+    )
+    cache.ingest(Extracted("api.example.com", True, 0, 0, False, records))
+    for port in (443, 8443):
+        assert engine.verdict("default/web", "203.0.113.9", "TCP", port).action == "Allow", port
+    engine.close()
