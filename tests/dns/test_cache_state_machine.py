@@ -4,8 +4,8 @@ Steps: answers (typical ones, of the ingest fast path's shape, the same again wi
 and maybe fewer addresses, as the refresh fast path takes them, and ones with chains, loops,
 branches, out-of-chain records, zero addresses, odd TTLs, wrong rcodes), clock moves, expiry,
 save + load into a fresh cache (a restart) and load into the same cache. After every step the
-cache's effective mapping, its ``ips()``, its next expiry, ``names_matching`` and the mapping
-rebuilt from its change events must equal the model's.
+cache's effective mapping, its ``ips()`` and ``live()``, its next expiry, ``names_matching`` and
+the mapping rebuilt from its change events must equal the model's.
 """
 
 from __future__ import annotations
@@ -234,6 +234,12 @@ class CacheMatchesReference(RuleBasedStateMachine):
             }
         assert self.cache.next_expiry() == self.model.next_expiry()
         assert self.cache.names() == self.model.owners()
+        # The whole cache read at once: every name leading to IPs now, with their deadlines.
+        assert dict(self.cache.live()) == {
+            name: live
+            for name in self.model.owners()
+            if (live := {ip: d for ip, d in self.model.effective(name).items() if d > now})
+        }
         for pattern in PATTERNS:
             assert self.cache.names_matching(pattern) == {
                 n for n in self.model.owners() if pattern.matches(n)
