@@ -190,10 +190,10 @@ class NameManager:
     def acquire(self, patterns: Sequence[DomainPattern], *, pull: bool) -> IPSet:
         """Take a reference to the domain set of ``patterns``, creating it if needed.
 
-        With ``pull``, a new set is filled from the names already cached (the first build
-        skips this and fills every set in one pass, :meth:`learn_all`). What the cache holds
-        beyond the changes delivered so far joins the pulled names' pairs now; those changes,
-        when they arrive, change nothing more.
+        With ``pull``, a new set is filled from the names already cached that it matches (the
+        first build skips this and fills every set in one pass, :meth:`learn_all`): a followed
+        name brings the pairs delivered so far, another the pairs the cache holds now (the
+        changes that brought them, when delivered, change nothing more).
         """
         key, text = domains_key(patterns)
         ipset = self._registry.get(key)
@@ -213,37 +213,60 @@ class NameManager:
             self._patterns.add(pattern, ipset.num)
 
     def _pull(self, ipset: IPSet) -> None:
-        dns, followed = self._dns, self._followed
+        dns, followed, via, match = self._dns, self._followed, self._via, self._patterns.match
         names: set[str] = set()
         for pattern in ipset.patterns:
             names |= dns.names_matching(pattern)
-        pulled = {name: dns.expiries(name) for name in sorted(names)}
-        touched = [ip for pairs in pulled.values() for ip in pairs]
-        touched.extend(ip for name in pulled if name in followed for ip in followed[name].ips)
+        self._add_patterns(ipset)
+        # Most names are followed and match the sets they matched when last looked at, and
+        # this one; or are new and lead where no name does. Their addresses join this new set,
+        # which has no heirs yet, and nothing else moves. The others are re-stated.
+        num = ipset.num
+        joined: dict[str, float] = {}
+        moved: list[str] = []  # followed names matching other sets too, since last looked at
+        fresh: dict[str, dict[str, float]] = {}  # new names leading where other names do
+        for name in sorted(names):
+            entry = followed.get(name)
+            nums = match(name)
+            if entry is not None:
+                if nums != entry.nums | {num}:
+                    moved.append(name)
+                    continue
+                entry.nums, entry.gen = nums, self._gen
+                ipset.dns_names.add(name)
+                pairs = entry.ips
+            else:
+                pairs = dns.expiries(name)
+                if not pairs:
+                    continue
+                if nums != {num} or any(ip in via for ip in pairs):
+                    fresh[name] = pairs
+                    continue
+                self._follow(name, nums).ips = pairs
+                for ip in pairs:
+                    via[ip] = name
+            for ip, expiry in pairs.items():
+                known = joined.get(ip)
+                if known is None or expiry > known:
+                    joined[ip] = expiry
+        joined_one = self._registry.dns_joined_one
+        for ip, expiry in joined.items():
+            joined_one(ip, num, expiry)
+        for name in moved:
+            self._current(name)
+        if fresh:
+            self._restate(
+                [ip for pairs in fresh.values() for ip in pairs], lambda: self._take(fresh)
+            )
 
-        def change() -> None:
-            self._add_patterns(ipset)
-            for name, pairs in pulled.items():
-                entry = followed.get(name)
-                if entry is None:
-                    nums = self._patterns.match(name)
-                    if not nums or not pairs:
-                        continue
-                    entry = self._follow(name, nums)
-                else:
-                    self._rematch(name, entry)
-                    if name not in followed:
-                        continue
-                ips = entry.ips
-                for ip, expiry in pairs.items():
-                    known = ips.get(ip)
-                    if known is None:
-                        ips[ip] = expiry
-                        self._lead(ip, name)
-                    elif expiry > known:
-                        ips[ip] = expiry
-
-        self._restate(touched, change)
+    def _take(self, pulled: dict[str, dict[str, float]]) -> None:
+        """Follow names not followed yet, with their pairs from the cache."""
+        for name, pairs in pulled.items():
+            nums = self._patterns.match(name)
+            if nums:
+                self._follow(name, nums).ips = dict(pairs)
+                for ip in pairs:
+                    self._lead(ip, name)
 
     def dropped(self, ipset: IPSet) -> None:
         """Empty a domain set whose last reference went."""

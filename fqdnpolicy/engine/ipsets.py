@@ -111,6 +111,12 @@ class IPSetRegistry:
             if num not in counted:
                 deltas.append(MemberChanged(by_num[num].info.set_id, host, True, expiry))
 
+    def dns_joined_one(self, host: str, num: int, expiry: float) -> None:
+        """DNS put ``host`` in new domain set ``num`` (no endpoint source can hold it there)."""
+        self.table.dns_moved(host)
+        if self.announce:
+            self._deltas.append(MemberChanged(self.by_num[num].info.set_id, host, True, expiry))
+
     def dns_moved(
         self,
         host: str,

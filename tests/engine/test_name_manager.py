@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import fqdnpolicy
-from fqdnpolicy.dns import DNSCache
+from fqdnpolicy.datapath import Delta, IPSetChanged, MemberChanged
+from fqdnpolicy.dns import DNSCache, DNSChange
 from fqdnpolicy.dns.wire import Extracted, Record
 from fqdnpolicy.engine import PolicyEngine
+from tests.support import FakeClock
 
 POLICY = """\
 apiVersion: projectcalico.org/v3
@@ -73,4 +75,50 @@ def test_two_names_reaching_one_new_address_in_one_answer_give_it_both_names_set
     cache.ingest(Extracted("api.example.com", True, 0, 0, False, records))
     for port in (443, 8443):
         assert engine.verdict("default/web", "203.0.113.9", "TCP", port).action == "Allow", port
+    engine.close()
+
+
+def test_a_set_filled_before_the_engine_hears_of_changes_already_in_the_cache() -> None:
+    # A subscriber ahead of the engine changes policies while a batch is on its way: the
+    # cache has dropped api.example.com's address, the engine has not heard of it yet. A set
+    # created then misses the name; the name is answered again and a third set finds it, with
+    # sets it has not been filed under since. Every delta must make sense in order (a member
+    # leaves only a set it joined) and end where a fresh rendering is.
+    clock = FakeClock()
+    cache = DNSCache(clock=clock)
+    engine: PolicyEngine | None = None
+    exact = POLICY.format(name="exact", domain="api.example.com", port=8443)
+    pair = POLICY.replace('["{domain}"]', '["api.example.com", "other.example.org"]')
+    both = pair.format(name="both", port=9443)
+
+    def in_flight(changes: list[DNSChange]) -> None:
+        if engine is None or any(c.added for c in changes):
+            return
+        engine.upsert_policy(fqdnpolicy.loads(exact).policies[0])
+        _answer(cache, "api.example.com", "203.0.113.1")  # delivered after this returns
+        engine.upsert_policy(fqdnpolicy.loads(both).policies[0])
+
+    cache.subscribe(in_flight)  # before the engine's own subscription
+    _answer(cache, "api.example.com", "203.0.113.1")
+    engine = _engine(cache)
+    told = {s.set_id: dict(s.members) for s in engine.datapath().sets}
+
+    def follow(deltas: list[Delta]) -> None:
+        for delta in deltas:
+            if isinstance(delta, IPSetChanged) and delta.added:
+                told[delta.set_id] = {}
+            elif isinstance(delta, IPSetChanged):
+                del told[delta.set_id]
+            elif isinstance(delta, MemberChanged):
+                if delta.added:
+                    told[delta.set_id][delta.member] = delta.expiry
+                else:
+                    del told[delta.set_id][delta.member]
+
+    engine.subscribe(follow)
+    clock.advance(301)
+    cache.expire()
+    assert told == {s.set_id: dict(s.members) for s in engine.datapath().sets}
+    for port in (443, 8443, 9443):
+        assert engine.verdict("default/web", "203.0.113.1", "TCP", port).action == "Allow", port
     engine.close()
