@@ -182,6 +182,9 @@ class NameManager:
         entry = self._followed.get(name)
         if entry is None or entry.gen == self._gen:
             return entry
+        if self._patterns.match(name) == entry.nums:  # most: other sets came or went
+            entry.gen = self._gen
+            return entry
         self._restate(entry.ips, lambda: self._rematch(name, entry))
         return self._followed.get(name)
 
