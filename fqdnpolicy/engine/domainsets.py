@@ -267,7 +267,7 @@ class NameManager:
         for name, pairs in pulled.items():
             nums = self._patterns.match(name)
             if nums:
-                self._follow(name, nums).ips = dict(pairs)
+                self._follow(name, nums).ips = pairs
                 for ip in pairs:
                     self._lead(ip, name)
 

@@ -22,9 +22,11 @@ from hypothesis import strategies as st
 
 from fqdnpolicy.cluster import Cluster, Endpoint, Namespace, ServiceAccount
 from fqdnpolicy.cluster import NamedPort as EndpointPort
+from fqdnpolicy.datapath import Delta, IPSetChanged, MemberChanged
 from fqdnpolicy.dns import DNSCache, DNSChange
 from fqdnpolicy.dns.wire import Extracted, Record
 from fqdnpolicy.domains import DomainPattern, parse_domain_pattern
+from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.model import (
     Action,
     Direction,
@@ -236,6 +238,34 @@ def answer(cache: DNSCache, qname: str, *targets: str, ttl: int = 60) -> list[DN
     chain = tuple(t for t in targets if not _is_ip(t))
     ips = tuple(t for t in targets if _is_ip(t))
     return cache.ingest(Answer(qname, chain, ips, ttl).extracted())
+
+
+def rendered_sets(engine: PolicyEngine) -> dict[str, dict[str, float | None]]:
+    """Every set's members with their expiries, as the engine renders them now."""
+    return {s.set_id: dict(s.members) for s in engine.datapath().sets}
+
+
+class ToldSets:
+    """What a datapath following ``engine`` holds: its rendering now, then every delta.
+
+    Deltas are applied strictly: a member leaving a set it never joined, or a set it never
+    had, raises (inside the engine's delivery).
+    """
+
+    def __init__(self, engine: PolicyEngine) -> None:
+        self.sets = rendered_sets(engine)
+        self.cancel = engine.subscribe(self._follow)
+
+    def _follow(self, deltas: list[Delta]) -> None:
+        for delta in deltas:
+            if isinstance(delta, IPSetChanged) and delta.added:
+                self.sets[delta.set_id] = {}
+            elif isinstance(delta, IPSetChanged):
+                del self.sets[delta.set_id]
+            elif isinstance(delta, MemberChanged) and delta.added:
+                self.sets[delta.set_id][delta.member] = delta.expiry
+            elif isinstance(delta, MemberChanged):
+                del self.sets[delta.set_id][delta.member]
 
 
 def _is_ip(text: str) -> bool:

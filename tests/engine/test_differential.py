@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from fqdnpolicy.cluster import Cluster, Endpoint
-from fqdnpolicy.datapath import Delta, IPSetChanged, MemberChanged
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.engine import PolicyEngine, Verdict
 from fqdnpolicy.model import Policy, ResourceSet
@@ -35,6 +34,7 @@ from tests.engine.strategies import (
     RemoveEndpoint,
     RemoveNetworkSet,
     RemovePolicy,
+    ToldSets,
     UpsertEndpoint,
     UpsertNamespace,
     UpsertNetworkSet,
@@ -45,6 +45,7 @@ from tests.engine.strategies import (
     flows,
     pod,
     policy,
+    rendered_sets,
     rule,
     worlds,
 )
@@ -82,25 +83,9 @@ class Mirror:
         self.resources = spec.resources
         self.cluster = spec.cluster
         self.engine = PolicyEngine(self.resources, self.cluster, self.dns)
-        # What a datapath following the engine holds: its first rendering, then its deltas.
-        self.told = {s.set_id: dict(s.members) for s in self.engine.datapath().sets}
-        self.engine.subscribe(self._follow)
+        self.told = ToldSets(self.engine)
         for learned in spec.answers[half:]:
             self.dns.ingest(learned.extracted())
-
-    def _follow(self, deltas: list[Delta]) -> None:
-        for delta in deltas:
-            match delta:
-                case IPSetChanged(set_id, added):
-                    if added:
-                        self.told[set_id] = {}
-                    else:
-                        del self.told[set_id]
-                case MemberChanged(set_id, member, added, expiry):
-                    if added:
-                        self.told[set_id][member] = expiry
-                    else:
-                        del self.told[set_id][member]
 
     # -- plain-value state ---------------------------------------------------------------
 
@@ -257,7 +242,7 @@ def test_engine_and_reference_agree_after_incremental_changes(
     assert set_members(mirror.engine) == set_members(fresh)
     assert set_members(mirror.engine) == indexed_members(mirror.engine)
     # And what the deltas told, expiries included, is what a fresh rendering holds.
-    assert mirror.told == {s.set_id: dict(s.members) for s in fresh.datapath().sets}
+    assert mirror.told.sets == rendered_sets(fresh)
 
 
 def set_members(engine: PolicyEngine) -> dict[str, set[str]]:

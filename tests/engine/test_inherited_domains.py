@@ -12,11 +12,20 @@ from __future__ import annotations
 import attrs
 
 from fqdnpolicy.cluster import Cluster
-from fqdnpolicy.datapath import Delta, MemberChanged
 from fqdnpolicy.dns import DNSCache
 from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.model import NetworkSet, ResourceSet
-from tests.engine.strategies import FakeClock, answer, entity, network_set, pod, policy, rule
+from tests.engine.strategies import (
+    FakeClock,
+    ToldSets,
+    answer,
+    entity,
+    network_set,
+    pod,
+    policy,
+    rendered_sets,
+    rule,
+)
 
 ADDRESS = "198.51.100.7"
 
@@ -99,18 +108,8 @@ def test_an_endpoint_address_also_learned_by_dns_never_expires_while_the_endpoin
     dns = DNSCache(clock=FakeClock())
     answer(dns, "api.example.com", ADDRESS)
     engine, _ = _world(dns, ("api.example.com",), ())
-    told = {s.set_id: dict(s.members) for s in engine.datapath().sets}
-
-    def follow(deltas: list[Delta]) -> None:
-        for delta in deltas:
-            if isinstance(delta, MemberChanged):
-                if delta.added:
-                    told[delta.set_id][delta.member] = delta.expiry
-                else:
-                    del told[delta.set_id][delta.member]
-
-    engine.subscribe(follow)
+    told = ToldSets(engine)
     picked = pod("default/db", ADDRESS, labels={"egress": "ok"})
     for step in (picked, attrs.evolve(picked, labels={})):
         engine.upsert_endpoint(step)
-        assert told == {s.set_id: dict(s.members) for s in engine.datapath().sets}, step.labels
+        assert told.sets == rendered_sets(engine), step.labels

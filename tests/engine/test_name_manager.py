@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import fqdnpolicy
-from fqdnpolicy.datapath import Delta, IPSetChanged, MemberChanged
 from fqdnpolicy.dns import DNSCache, DNSChange
 from fqdnpolicy.dns.wire import Extracted, Record
 from fqdnpolicy.engine import PolicyEngine
-from tests.support import FakeClock
+from tests.engine.strategies import FakeClock, ToldSets, rendered_sets
 
 POLICY = """\
 apiVersion: projectcalico.org/v3
@@ -101,24 +100,10 @@ def test_a_set_filled_before_the_engine_hears_of_changes_already_in_the_cache() 
     cache.subscribe(in_flight)  # before the engine's own subscription
     _answer(cache, "api.example.com", "203.0.113.1")
     engine = _engine(cache)
-    told = {s.set_id: dict(s.members) for s in engine.datapath().sets}
-
-    def follow(deltas: list[Delta]) -> None:
-        for delta in deltas:
-            if isinstance(delta, IPSetChanged) and delta.added:
-                told[delta.set_id] = {}
-            elif isinstance(delta, IPSetChanged):
-                del told[delta.set_id]
-            elif isinstance(delta, MemberChanged):
-                if delta.added:
-                    told[delta.set_id][delta.member] = delta.expiry
-                else:
-                    del told[delta.set_id][delta.member]
-
-    engine.subscribe(follow)
+    told = ToldSets(engine)
     clock.advance(301)
     cache.expire()
-    assert told == {s.set_id: dict(s.members) for s in engine.datapath().sets}
+    assert told.sets == rendered_sets(engine)
     for port in (443, 8443, 9443):
         assert engine.verdict("default/web", "203.0.113.1", "TCP", port).action == "Allow", port
     engine.close()
