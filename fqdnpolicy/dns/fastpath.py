@@ -1,6 +1,6 @@
-"""The DNS cache's fast paths: the two commonest shapes of answer, learned directly.
+"""The DNS cache's fast paths: the three commonest shapes of answer, learned directly.
 
-The general path (snapshot the touched names, recompute, diff) handles any answer. Two common
+The general path (snapshot the touched names, recompute, diff) handles any answer. Three common
 shapes are learned here instead, writing links, mappings and events directly; each yields
 exactly what the general path would, events in the same order (``test_cache_fast_path.py``
 checks them against it), and declines (returns None) whatever it does not handle:
@@ -12,7 +12,9 @@ checks them against it), and declines (returns None) whatever it does not handle
   re-resolved: only deadlines can move, so it extends the links the answer gives more time,
   recomputes the chain's mappings from the link deadlines and those of names pointing into
   the chain as usual, and reports nothing unless ``report_refresh``. Like the general path
-  it leaves the expiry heap alone (a key is a lower bound; expiry re-keys).
+  it leaves the expiry heap alone (a key is a lower bound; expiry re-keys);
+* new addresses of a name holding only addresses, that no name points at (a resolver
+  rotating a pool of addresses): only that name's mapping grows.
 """
 
 from __future__ import annotations
@@ -337,4 +339,92 @@ class FastPaths(LinkStore):
             callbacks = self._subscribers.callbacks
             if callbacks:
                 self._outbox.append((changes, callbacks))
+        return changes
+
+    def _ingest_grown(
+        self, qname: str, records: Sequence[RecordTuple], now: float
+    ) -> list[DNSChange] | None:
+        """Learn more addresses of a name holding only addresses, or return None.
+
+        The shape: only A/AAAA records of the question, where the question holds address
+        links, no CNAME, and no name points at it, and the new addresses stay within
+        ``max_ips_per_name``: a name whose resolver rotates addresses (a CDN, a pool), the
+        commonest answer a refresh declines. No other name's mapping can change, so the
+        links are written as the general path writes them (``_put_addr``) and the events
+        are the new addresses in order (with ``report_refresh``, the diff of the name's
+        mapping): no walk, no recompute of other names (``test_cache_fast_path.py``).
+        """
+        addrs_of, lifetimes = self._addrs, self._lifetimes
+        links = addrs_of.get(qname)
+        if links is None or qname in self._cnames or qname in self._parents:
+            return None
+        held: Mapping[str, float] = as_map(links)
+        # Checked whole before anything changes: a record of another shape, or a bound
+        # reached, leaves the answer to the general path.
+        deadlines: list[float] = []
+        new: set[str] = set()
+        last_ttl: int | None = None
+        deadline = now
+        for owner, rtype, ttl, value in records:
+            if owner != qname or (rtype != RTYPE_A and rtype != RTYPE_AAAA):
+                return None
+            if value[:4] in SUSPECT_HEADS or "%" in value:
+                return None  # the general path counts what it rejects
+            if ttl != last_ttl:
+                life = lifetimes.get(ttl)
+                if life is None:
+                    life = self._memo_lifetime(ttl)
+                deadline = now + life
+                if deadline <= now:
+                    return None
+                last_ttl = ttl
+            deadlines.append(deadline)
+            if value not in held:
+                new.add(value)
+        if len(held) + len(new) > self.max_ips_per_name:
+            return None
+
+        # Accepted: each record as _put_addr stores it.
+        refresh = self.report_refresh
+        before = snapshot(links) if refresh else EMPTY
+        zombies = self._zombies
+        touched = False
+        added: list[str] = []
+        intern = sys.intern
+        for (_, _, _, value), deadline in zip(records, deadlines, strict=True):
+            if isinstance(links, tuple):
+                if links[2] == value:
+                    if links[0] >= deadline:
+                        continue
+                    links = addrs_of[qname] = (deadline, links[1], value)
+                    touched = True
+                    if zombies:
+                        zombies.pop((qname, value), None)
+                    continue
+                links = addrs_of[qname] = {links[2]: links[0]}  # a second address
+            current = links.get(value)
+            if current is not None and current >= deadline:
+                continue
+            touched = True
+            if current is None:
+                value = intern(value)
+                added.append(value)
+            links[value] = deadline
+            if zombies:
+                zombies.pop((qname, value), None)  # a real answer again: no longer kept
+            if current is None:
+                self._structure += 1
+                self._schedule(qname, deadline)
+        if not touched:
+            return []
+        self._names.trim(len(self._sched))
+        if refresh:
+            return self._publish({qname: before}, {qname: as_map(links)})
+        if not added:
+            return []  # only deadlines moved: without report_refresh, no event
+        mapping = as_map(links)
+        changes = [new_change(DNSChange, (qname, ip, True, mapping[ip])) for ip in added]
+        callbacks = self._subscribers.callbacks
+        if callbacks:
+            self._outbox.append((changes, callbacks))
         return changes

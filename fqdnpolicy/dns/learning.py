@@ -277,6 +277,8 @@ class Learning(FastPaths):
         if self._fast_path:
             if qname in self._sched:
                 changes = self._ingest_refresh(qname, records, now)
+                if changes is None:
+                    changes = self._ingest_grown(qname, records, now)
             else:
                 changes = self._ingest_new(qname, records, now)
             if changes is not None:

@@ -598,3 +598,170 @@ def test_refresh_of_a_chain_longer_than_the_depth_limit_takes_the_general_path()
     assert taken[0] == 0
     assert fast.stats.chain_too_deep == 2
     assert_same_state(fast, slow)
+
+
+# ------------------------------------------------------------------------------------------
+# Growth: new addresses of a name that holds only addresses
+# ------------------------------------------------------------------------------------------
+
+POOL = [*IPS, "10.0.1.1", "10.0.1.2", "10.0.1.3", "2001:db8::2"]
+
+
+@st.composite
+def grown(draw: st.DrawFn) -> Extracted:
+    """Addresses of one name, mostly new to it (a resolver rotating a pool), sometimes flawed."""
+    name = draw(st.sampled_from(NAMES))
+    records = [
+        (name, AAAA if ":" in ip else A, draw(st.sampled_from([30, *TTLS])), ip)
+        for ip in draw(st.lists(st.sampled_from(POOL), min_size=1, max_size=4))
+    ]
+    flaw = draw(st.sampled_from(["none"] * 9 + ["stray", "cname", "sinkhole"]))
+    if flaw == "stray":
+        records.append((draw(st.sampled_from(NAMES)), A, 30, IP2))
+    elif flaw == "cname":
+        records.append((name, CNAME, 30, draw(st.sampled_from(NAMES))))
+    elif flaw == "sinkhole":
+        records.append((name, A, 30, "0.0.0.0"))
+    return answer(name, *records)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    script=st.lists(
+        st.one_of(
+            grown(), grown(), grown(), fresh_chains(), st.integers(0, 40), st.sampled_from(IPS)
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    # The simplest values (which hypothesis favours) are those that leave room to grow.
+    max_ips=st.sampled_from([6, 4, 2, 1]),
+    min_ttl=st.integers(0, 2),
+    report_refresh=st.booleans(),
+    max_kept=st.sampled_from([10, 0]),
+)
+def test_growth_fast_path_gives_the_general_paths_events_and_state(
+    script: list[Extracted | int | str],
+    max_ips: int,
+    min_ttl: int,
+    report_refresh: bool,
+    max_kept: int,
+) -> None:
+    fast, slow, clock = pair(
+        max_ips_per_name=max_ips,
+        min_ttl=min_ttl,
+        max_ttl=60,
+        report_refresh=report_refresh,
+        keep_alive_period=5,
+        max_kept=max_kept,
+    )
+    batches: tuple[list[list[DNSChange]], list[list[DNSChange]]] = ([], [])
+    fast.subscribe(batches[0].append)
+    slow.subscribe(batches[1].append)
+    for cache in (fast, slow):  # every name holds an address to start with
+        for k, name in enumerate(NAMES):
+            cache.ingest(answer(name, (name, A, 30, IPS[k % 3])))
+    taken = watched(fast, "_ingest_grown")
+    for step in script:
+        if isinstance(step, int):
+            clock.advance(step)
+            assert fast.expire() == slow.expire()
+        elif isinstance(step, str):  # connections to the address are still seen
+            fast.keep_alive(step)
+            slow.keep_alive(step)
+        else:
+            assert fast.ingest(step) == slow.ingest(step)
+        assert batches[0] == batches[1]
+        assert_same_state(fast, slow)
+    event(f"growth fast path taken: {min(taken[0], 3)}+")
+
+
+@pytest.mark.parametrize("report_refresh", [False, True], ids=["quiet", "report_refresh"])
+@pytest.mark.parametrize("start", [1, 3], ids=["one address held", "addresses in a dict"])
+def test_a_name_rotating_addresses_takes_the_growth_fast_path(
+    start: int, report_refresh: bool
+) -> None:
+    fast, slow, clock = pair(report_refresh=report_refresh)
+    for cache in (fast, slow):
+        cache.ingest(typical(0, cnames=0, ips=start))
+    taken = watched(fast, "_ingest_grown")
+    for step in range(20):
+        clock.advance(1)
+        # The pool's next address, and one already held (extended).
+        rotated = answer(
+            "q0.example",
+            ("q0.example", A, 60, f"10.0.9.{step}"),
+            ("q0.example", A, 60 + step, "10.0.0.0"),
+        )
+        changes = fast.ingest(rotated)
+        assert changes == slow.ingest(rotated)
+        assert ("q0.example", f"10.0.9.{step}", True, clock() + 60) in changes
+        assert_same_state(fast, slow)
+    assert taken[0] == 20
+
+
+def pointed_at(cache: DNSCache) -> None:
+    cache.ingest(answer("alias.example", ("alias.example", CNAME, 60, "q0.example")))
+
+
+def holding_a_cname(cache: DNSCache) -> None:
+    cache.ingest(answer("q0.example", ("q0.example", CNAME, 60, "t.example")))
+
+
+@pytest.mark.parametrize(
+    ("prepare", "records"),
+    [
+        (pointed_at, [("q0.example", A, 60, "10.0.9.1")]),
+        (holding_a_cname, [("q0.example", A, 60, "10.0.9.1")]),
+        (None, [("q0.example", A, 60, f"10.0.9.{k}") for k in range(3)]),
+        (None, [("q0.example", A, 60, "10.0.9.1"), ("q0.example", A, 60, "0.0.0.0")]),
+        (None, [("q0.example", A, 60, "10.0.9.1"), ("other.example", A, 60, "10.0.9.2")]),
+        (None, [("q0.example", A, 60, "10.0.9.1"), ("q0.example", CNAME, 60, "t.example")]),
+        (None, [("q0.example", A, 0, "10.0.9.1")]),
+    ],
+    ids=[
+        "a name points at it",
+        "it holds a CNAME",
+        "over max_ips_per_name",
+        "a sinkhole",
+        "an out-of-chain record",
+        "a CNAME record",
+        "zero lifetime",
+    ],
+)
+def test_growth_touching_other_names_or_bounds_takes_the_general_path(
+    prepare: Callable[[DNSCache], None] | None, records: list[tuple[str, int, int, str]]
+) -> None:
+    fast, slow, clock = pair(min_ttl=0, max_ips_per_name=3, report_refresh=True)
+    for cache in (fast, slow):
+        cache.ingest(typical(0, cnames=0, ips=1))
+        if prepare is not None:
+            prepare(cache)
+    taken = watched(fast, "_ingest_grown")
+    clock.advance(1)
+    assert fast.ingest(answer("q0.example", *records)) == slow.ingest(
+        answer("q0.example", *records)
+    )
+    assert taken[0] == 0
+    assert_same_state(fast, slow)
+
+
+@pytest.mark.parametrize("order", [(IP1, IP2), (IP2, IP1)], ids=["renewed first", "new first"])
+def test_growth_renewing_a_kept_alive_address_makes_it_an_ordinary_link_again(
+    order: tuple[str, str],
+) -> None:
+    fast, slow, clock = pair(keep_alive_period=3, max_kept=1)
+    for cache in (fast, slow):
+        cache.ingest(answer("q0.example", ("q0.example", A, 10, IP1)))
+    clock.advance(10)
+    for cache in (fast, slow):
+        cache.keep_alive(IP1)
+    assert fast.expire() == slow.expire() == []  # IP1 is kept: connections still use it
+    assert fast._zombies == slow._zombies != {}
+    taken = watched(fast, "_ingest_grown")
+    clock.advance(1)
+    rotated = answer("q0.example", *[("q0.example", A, 10, ip) for ip in order])
+    assert fast.ingest(rotated) == slow.ingest(rotated)
+    assert taken[0] == 1
+    assert fast._zombies == slow._zombies == {}
+    assert_same_state(fast, slow)
