@@ -14,8 +14,12 @@ after it, and the difference goes out as member deltas and as the DNS part of th
 identities (the address table reads them through :meth:`NameManager.sets_of`).
 So what datapaths were told always equals what a fresh build would derive.
 
-A followed name keeps the sets it matched, marked with the pattern index's generation: a name
-answered again goes to its sets without walking the index, until a set's patterns come or go.
+A followed name keeps the sets its name matches, so an answer goes to its sets without
+walking the pattern index. They are kept exact where patterns change: a new set's patterns
+are looked up in the cache's name index (every name they match, followed ones included, is
+found there), and a set that goes re-matches the names it held; no other name's match can
+have moved. (A followed name the cache dropped, its removal not delivered yet, is not in the
+index: it keeps its sets until that removal comes, so it never joins a set only to leave.)
 """
 
 from __future__ import annotations
@@ -37,12 +41,11 @@ _State = dict[int, float]
 
 
 class _Followed:
-    """A followed name: the sets it matched (at index generation ``gen``) and its pairs."""
+    """A followed name: the sets it matches and its pairs."""
 
-    __slots__ = ("gen", "ips", "nums")
+    __slots__ = ("ips", "nums")
 
-    def __init__(self, gen: int, nums: frozenset[int], ips: dict[str, float]) -> None:
-        self.gen = gen
+    def __init__(self, nums: frozenset[int], ips: dict[str, float]) -> None:
         self.nums = nums
         self.ips = ips  # address -> expiry, as the cache's changes told it
 
@@ -60,7 +63,6 @@ class NameManager:
         self._registry = registry
         self._dns = dns
         self._patterns: PatternIndex[int] = PatternIndex()
-        self._gen = 0  # moves whenever a pattern comes or goes
         self._followed: dict[str, _Followed] = {}
         # address -> the followed name leading to it, or the set of them when several do.
         self._via: dict[str, str | set[str]] = {}
@@ -124,7 +126,7 @@ class NameManager:
     # -- following names ---------------------------------------------------------------------
 
     def _follow(self, name: str, nums: frozenset[int]) -> _Followed:
-        entry = self._followed[name] = _Followed(self._gen, nums, {})
+        entry = self._followed[name] = _Followed(nums, {})
         sets = self._registry.by_num
         for num in nums:
             sets[num].dns_names.add(name)
@@ -133,7 +135,6 @@ class NameManager:
     def _rematch(self, name: str, entry: _Followed) -> None:
         """Give ``entry`` the sets its name matches now (unfollowed when none)."""
         nums = self._patterns.match(name)
-        entry.gen = self._gen
         if nums == entry.nums:
             return
         sets = self._registry.by_num
@@ -174,19 +175,9 @@ class NameManager:
         if len(known) == 1:
             via[ip] = next(iter(known))
 
-    def _current(self, name: str) -> _Followed | None:
-        """The followed entry of ``name``, its sets as matched now; None when not followed.
-
-        Bringing the sets up to date re-states the name's addresses if they moved.
-        """
-        entry = self._followed.get(name)
-        if entry is None or entry.gen == self._gen:
-            return entry
-        if self._patterns.match(name) == entry.nums:  # most: other sets came or went
-            entry.gen = self._gen
-            return entry
+    def _restate_match(self, name: str, entry: _Followed) -> None:
+        """Give followed ``name`` the sets it matches now, re-stating its addresses."""
         self._restate(entry.ips, lambda: self._rematch(name, entry))
-        return self._followed.get(name)
 
     # -- sets --------------------------------------------------------------------------------
 
@@ -211,7 +202,6 @@ class NameManager:
         return ipset
 
     def _add_patterns(self, ipset: IPSet) -> None:
-        self._gen += 1
         for pattern in ipset.patterns:
             self._patterns.add(pattern, ipset.num)
 
@@ -221,12 +211,12 @@ class NameManager:
         for pattern in ipset.patterns:
             names |= dns.names_matching(pattern)
         self._add_patterns(ipset)
-        # Most names are followed and match the sets they matched when last looked at, and
-        # this one; or are new and lead where no name does. Their addresses join this new set,
-        # which has no heirs yet, and nothing else moves. The others are re-stated.
+        # Most names are followed and now match their sets and this one; or are new and lead
+        # where no name does. Their addresses join this new set, which has no heirs yet, and
+        # nothing else moves. The others are re-stated.
         num = ipset.num
         joined: dict[str, float] = {}
-        moved: list[str] = []  # followed names matching other sets too, since last looked at
+        moved: list[str] = []  # followed names whose match moved otherwise too
         fresh: dict[str, dict[str, float]] = {}  # new names leading where other names do
         for name in sorted(names):
             entry = followed.get(name)
@@ -235,7 +225,7 @@ class NameManager:
                 if nums != entry.nums | {num}:
                     moved.append(name)
                     continue
-                entry.nums, entry.gen = nums, self._gen
+                entry.nums = nums
                 ipset.dns_names.add(name)
                 pairs = entry.ips
             else:
@@ -256,7 +246,7 @@ class NameManager:
         for ip, expiry in joined.items():
             joined_one(ip, num, expiry)
         for name in moved:
-            self._current(name)
+            self._restate_match(name, followed[name])
         if fresh:
             self._restate(
                 [ip for pairs in fresh.values() for ip in pairs], lambda: self._take(fresh)
@@ -278,7 +268,6 @@ class NameManager:
         touched = [ip for name in names for ip in followed[name].ips]
 
         def change() -> None:
-            self._gen += 1
             for pattern in ipset.patterns:
                 self._patterns.discard(pattern, ipset.num)
             ipset.dns_names.clear()
@@ -342,7 +331,7 @@ class NameManager:
         the pattern index once, and every pair is new (no deltas). Addresses one name leads
         to (most) take that name's sets, one object shared by all of them.
         """
-        dns, match, gen = self._dns, self._patterns.match, self._gen
+        dns, match = self._dns, self._patterns.match
         followed, via = self._followed, self._via
         sets = self._registry.by_num
         shared: dict[str, set[str]] = {}  # addresses several names lead to, and those names
@@ -350,7 +339,7 @@ class NameManager:
             nums = match(name)
             if not nums:
                 continue
-            followed[name] = _Followed(gen, nums, pairs)
+            followed[name] = _Followed(nums, pairs)
             for num in nums:
                 sets[num].dns_names.add(name)
             for ip in pairs:
@@ -372,7 +361,7 @@ class NameManager:
 
     def pair_added(self, name: str, ip: str, expiry: float) -> None:
         """The cache maps ``name`` to ``ip`` until ``expiry`` (new, or refreshed)."""
-        entry = self._current(name)
+        entry = self._followed.get(name)
         if entry is None:
             nums = self._patterns.match(name)
             if not nums:
@@ -397,7 +386,7 @@ class NameManager:
 
     def pair_removed(self, name: str, ip: str) -> None:
         """The cache no longer maps ``name`` to ``ip``."""
-        entry = self._current(name)
+        entry = self._followed.get(name)
         if entry is None or ip not in entry.ips:
             return
         before = self._state(ip)
