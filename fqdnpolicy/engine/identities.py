@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import pytricia
-from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from fqdnpolicy.cluster import NamedPort
+from fqdnpolicy.engine.hostranges import HostRanges
 from fqdnpolicy.errors import InvalidPolicy, Problem
 from fqdnpolicy.model import IPNetwork
 
@@ -218,43 +217,6 @@ class PrefixTable:
         return self._world[6 if ":" in address else 4] if found is None else found
 
 
-def _to_int(address: str) -> tuple[int, int]:
-    if ":" in address:
-        return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, address), "big")
-    return 4, int.from_bytes(socket.inet_aton(address), "big")
-
-
-def _from_int(family: int, value: int) -> str:
-    if family == 4:
-        return socket.inet_ntoa(value.to_bytes(4, "big"))
-    return str(ipaddress.IPv6Address(value))
-
-
-class _HostRanges:
-    """Host addresses in address order, to find those a changed prefix covers."""
-
-    def __init__(self, hosts: Iterable[str]) -> None:
-        by_family: dict[int, list[int]] = {4: [], 6: []}
-        for host in hosts:
-            family, value = _to_int(host)
-            by_family[family].append(value)
-        self._sorted = {f: SortedList(values) for f, values in by_family.items()}
-
-    def add(self, host: str) -> None:
-        family, value = _to_int(host)
-        self._sorted[family].add(value)
-
-    def discard(self, host: str) -> None:
-        family, value = _to_int(host)
-        self._sorted[family].discard(value)
-
-    def within(self, net: IPNetwork) -> Iterator[str]:
-        first = int(net.network_address)
-        last = int(net.broadcast_address)
-        for value in self._sorted[net.version].irange(first, last):
-            yield _from_int(net.version, value)
-
-
 class DNSMembership(Protocol):
     """Where the address table reads DNS-learned membership (the name manager)."""
 
@@ -315,7 +277,7 @@ class AddressTable:
         self.prefixes = PrefixTable({}, self._intern)
         self._dirty: set[str] = set()
         self._changed_prefixes: list[IPNetwork] = []
-        self._ranges: _HostRanges | None = None  # built on the first prefix change
+        self._ranges: HostRanges | None = None  # built on the first prefix change
         # (DNS sets, covering identity, IPv6) -> identity of a host with no other source.
         self._alike: dict[tuple[frozenset[int], Identity | None, bool], Identity] = {}
         #: Moves whenever some address's identity changes (batch tables follow it).
@@ -522,7 +484,7 @@ class AddressTable:
         if not self.hosts:
             return
         if self._ranges is None:
-            self._ranges = _HostRanges(self.hosts)
+            self._ranges = HostRanges(self.hosts)
         for net in changed:
             self._dirty.update(self._ranges.within(net))
 
