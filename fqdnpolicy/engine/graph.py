@@ -52,7 +52,7 @@ from fqdnpolicy.engine.ipsets import IPSet, IPSetRegistry
 from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.project import project
 from fqdnpolicy.engine.published import Commit, EndpointRecord
-from fqdnpolicy.engine.resolver import PolicyResolver
+from fqdnpolicy.engine.resolver import LabelsMemo, PolicyResolver
 from fqdnpolicy.engine.results import IPSetInfo
 from fqdnpolicy.engine.selectorsets import Member, SelectorSets
 from fqdnpolicy.errors import InvalidPolicy, Problem
@@ -382,13 +382,14 @@ class Graph:
         self.table.settle(None if self.commit is None else self.commit.hosts)
         stale, self._stale = self._stale, set()
         announce = self.registry.announce
+        memo: LabelsMemo = {}
         for key in sorted(stale):
             state = self.endpoints.get(key)
             if state is None:
                 continue
             before = state.policies["egress"] | state.policies["ingress"]
             resolved = self.resolver.resolve(
-                key, state.endpoint, state.subject, state.addresses, before
+                key, state.endpoint, state.subject, state.addresses, before, memo
             )
             changed = False
             for direction, (policies, program) in resolved.items():

@@ -20,10 +20,13 @@ from fqdnpolicy.engine.results import Verdict
 from fqdnpolicy.model import DEFAULT_TIER, DEFAULT_TIER_ORDER, Tier
 from fqdnpolicy.scoping import Subject
 
-__all__ = ["PolicyResolver", "Resolved"]
+__all__ = ["LabelsMemo", "PolicyResolver", "Resolved"]
 
 #: Per direction: the keys of the applying policies and the endpoint's program.
 Resolved = dict[Direction, tuple[frozenset[str], Program]]
+#: What endpoints of equal labels share while one batch is resolved: the policies applying,
+#: and the resolution itself when nothing in it was bound to the endpoint.
+LabelsMemo = dict[frozenset[tuple[str, str]], tuple[list[CompiledPolicy], Resolved | None]]
 
 
 class PolicyResolver:
@@ -100,19 +103,48 @@ class PolicyResolver:
         subject: Subject,
         addresses: tuple[str | None, str | None],
         before: frozenset[str],
+        memo: LabelsMemo | None = None,
     ) -> Resolved:
         """Every direction's applying policies and program for one endpoint.
 
         ``before``: the policies that applied at the endpoint's last resolution (to keep the
-        record of which endpoints each policy applies to).
+        record of which endpoints each policy applies to). ``memo``: shared by the endpoints
+        of one batch, while no policy changes (selectors see only the labels, so endpoints
+        of equal labels, replicas most often, get the same policies).
         """
         labels = subject.effective_labels
-        applying = [
-            self.policies[k]
-            for k in self._index.selectors_for(labels)
-            if subject.matches(self.policies[k].selector)
-        ]
+        same = frozenset(labels.items())
+        found = memo.get(same) if memo is not None else None
+        if found is not None and found[1] is not None:
+            resolved = found[1]
+        else:
+            if found is not None:
+                applying = found[0]
+            else:
+                applying = [
+                    self.policies[k]
+                    for k in self._index.selectors_for(labels)
+                    if subject.matches(self.policies[k].selector)
+                ]
+            resolved, alike = self._programs_for(endpoint, addresses, applying)
+            if memo is not None and found is None:
+                memo[same] = (applying, resolved if alike else None)
+        after = resolved["egress"][0] | resolved["ingress"][0]
+        for policy in before - after:
+            self._unapply(policy, key)
+        for policy in after - before:
+            self._applied.setdefault(policy, set()).add(key)
+        return resolved
+
+    def _programs_for(
+        self,
+        endpoint: Endpoint,
+        addresses: tuple[str | None, str | None],
+        applying: list[CompiledPolicy],
+    ) -> tuple[Resolved, bool]:
+        """Each direction's policies and program; and whether none was bound to the endpoint."""
         resolved: Resolved = {}
+        shared = True
         for direction in DIRECTIONS:
             relevant = [c for c in applying if direction.capitalize() in c.policy.spec.types]
             if all(c.binds_alike[direction] for c in relevant):
@@ -125,13 +157,9 @@ class PolicyResolver:
                     self._programs[alike] = program
             else:
                 program = self._build(endpoint, addresses, direction, relevant)
+                shared = False
             resolved[direction] = (frozenset(c.key for c in relevant), program)
-        after = resolved["egress"][0] | resolved["ingress"][0]
-        for policy in before - after:
-            self._unapply(policy, key)
-        for policy in after - before:
-            self._applied.setdefault(policy, set()).add(key)
-        return resolved
+        return resolved, shared
 
     def collect(self, live: Iterable[Program]) -> None:
         """Forget interned programs no endpoint uses, once they outnumber the live ones.
