@@ -67,3 +67,36 @@ def test_live_programs_are_read_only_once_the_interned_ones_outgrow_them() -> No
     # the ten live ones plus the slack (1,065 programs): three times in 3,000 changes.
     assert live.reads == 3
     assert resolver.interned == 10 + (3000 - 2120)
+
+
+OWN_NETS = """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: from-first-half, namespace: default}
+spec:
+  selector: app == "web"
+  types: [Egress]
+  egress:
+  - action: Allow
+    source: {nets: [198.51.100.0/25]}
+    destination: {nets: [203.0.113.0/24]}
+"""
+
+
+def test_replicas_share_policies_but_not_what_is_bound_to_their_addresses() -> None:
+    # Equal labels pick the same policies; a rule's own side naming nets still holds for one
+    # replica's address and not the other's, whichever of them the batch resolves first.
+    replicas = [
+        fqdnpolicy.Endpoint(f"web-{i}", "default", {"app": "web"}, ips=[ip])
+        for i, ip in enumerate(["198.51.100.20", "198.51.100.200", "198.51.100.21"])
+    ]
+    cluster = fqdnpolicy.Cluster(replicas, [fqdnpolicy.Namespace("default")])
+    engine = PolicyEngine(fqdnpolicy.loads(OWN_NETS), cluster, fqdnpolicy.DNSCache())
+    verdicts = [
+        engine.verdict(f"default/web-{i}", "203.0.113.9", "TCP", 443).action for i in range(3)
+    ]
+    assert verdicts == ["Allow", "Deny", "Allow"]
+    record = engine.record
+    assert record("default/web-0").egress is record("default/web-2").egress  # type: ignore[union-attr]
+    assert record("default/web-0").egress is not record("default/web-1").egress  # type: ignore[union-attr]
+    engine.close()
