@@ -280,14 +280,17 @@ class Send:
 
     mode: "countdown" (TTL = what the resolver has left; it reloads when that reaches 0),
     "reset" (the resolver just reloaded) or "jitter" (countdown off by one second, as
-    resolvers round). ``keep`` picks which addresses the answer lists (at least one), and a
-    non-zero ``repeat`` lists the first one once more, with that many seconds more TTL.
+    resolvers round). ``keep`` picks which addresses the answer lists (at least one), a
+    non-zero ``repeat`` lists the first one once more, with that many seconds more TTL, and
+    a non-zero ``rotate`` lists pool address 10.0.2.<rotate> too (a resolver rotating
+    addresses: new to the chain's end until it expires, which the general path learns).
     """
 
     entry: int
     mode: str
     keep: tuple[bool, ...]
     repeat: int
+    rotate: int = 0
 
 
 class Resolver:
@@ -313,6 +316,8 @@ class Resolver:
         if send.repeat:
             ip, ttl = listed[0], ADDRESS_TTL - age + send.repeat
             records.append((chain[-1], AAAA if ":" in ip else A, ttl, ip))
+        if send.rotate:
+            records.append((chain[-1], A, ADDRESS_TTL - age, f"10.0.2.{send.rotate}"))
         return answer(qname, *records)
 
 
@@ -322,6 +327,7 @@ sends = st.builds(
     mode=st.sampled_from(["countdown", "countdown", "reset", "jitter"]),
     keep=st.sampled_from([(True, True, True)] * 4 + [(True, False, True), (False, True, False)]),
     repeat=st.sampled_from([0, 0, 0, 1, -1]),
+    rotate=st.sampled_from([0, 0, 0, 1, 2]),
 )
 
 
