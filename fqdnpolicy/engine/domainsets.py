@@ -216,7 +216,9 @@ class NameManager:
         # nothing else moves. The others are re-stated.
         num = ipset.num
         joined: dict[str, float] = {}
-        moved: list[str] = []  # followed names whose match moved otherwise too
+        # Followed names whose sets also moved otherwise: one that missed an earlier new set
+        # while its removal was on its way, and is cached again.
+        moved: list[str] = []
         fresh: dict[str, dict[str, float]] = {}  # new names leading where other names do
         for name in sorted(names):
             entry = followed.get(name)

@@ -103,7 +103,7 @@ class PolicyResolver:
         subject: Subject,
         addresses: tuple[str | None, str | None],
         before: frozenset[str],
-        memo: LabelsMemo | None = None,
+        memo: LabelsMemo,
     ) -> Resolved:
         """Every direction's applying policies and program for one endpoint.
 
@@ -114,7 +114,7 @@ class PolicyResolver:
         """
         labels = subject.effective_labels
         same = frozenset(labels.items())
-        found = memo.get(same) if memo is not None else None
+        found = memo.get(same)
         if found is not None and found[1] is not None:
             resolved = found[1]
         else:
@@ -127,7 +127,7 @@ class PolicyResolver:
                     if subject.matches(self.policies[k].selector)
                 ]
             resolved, alike = self._programs_for(endpoint, addresses, applying)
-            if memo is not None and found is None:
+            if found is None:
                 memo[same] = (applying, resolved if alike else None)
         after = resolved["egress"][0] | resolved["ingress"][0]
         for policy in before - after:

@@ -61,6 +61,22 @@ def assert_same_state(fast: DNSCache, slow: DNSCache) -> None:
         assert fast.expiries(name) == slow.expiries(name)
 
 
+def step_both(
+    fast: DNSCache, slow: DNSCache, clock: FakeClock, step: Extracted | float | str
+) -> None:
+    """One step for both caches, which must agree: an answer, the clock moving this many
+    seconds (then expiry), or connections to this address still seen (a keep-alive)."""
+    if isinstance(step, str):
+        fast.keep_alive(step)
+        slow.keep_alive(step)
+    elif isinstance(step, int | float):
+        clock.advance(step)
+        assert fast.expire() == slow.expire()
+    else:
+        assert fast.ingest(step) == slow.ingest(step)
+    assert_same_state(fast, slow)
+
+
 @st.composite
 def fresh_chains(draw: st.DrawFn) -> Extracted:
     """The fast path's shape (a CNAME chain then addresses of its end), sometimes flawed."""
@@ -130,13 +146,8 @@ def test_fast_path_gives_the_general_paths_events_and_state(
     slow.subscribe(batches[1].append)
     taken = watched(fast)
     for step in script:
-        if isinstance(step, int):
-            clock.advance(step)
-            assert fast.expire() == slow.expire()
-        else:
-            assert fast.ingest(step) == slow.ingest(step)
+        step_both(fast, slow, clock, step)
         assert batches[0] == batches[1]
-        assert_same_state(fast, slow)
     event(f"fast path taken: {min(taken[0], 3)}+")
 
 
@@ -346,7 +357,7 @@ def refresh_steps(draw: st.DrawFn) -> list[Send | Extracted | float | str]:
         elif kind == "wait":
             steps.append(draw(st.sampled_from([3.0, 9.5, 40.0])))
         else:  # connections to an address are still seen
-            steps.append("keep " + draw(st.sampled_from([IP1, IP6])))
+            steps.append(draw(st.sampled_from([IP1, IP6])))
     return steps
 
 
@@ -397,17 +408,10 @@ def test_refresh_fast_path_gives_the_general_paths_events_and_state(
     taken = watched(fast, "_ingest_refresh")
     resolver = Resolver()
     for step in script:
-        if isinstance(step, float):
-            clock.advance(step)
-            assert fast.expire() == slow.expire()
-        elif isinstance(step, str):
-            fast.keep_alive(step.split()[1])
-            slow.keep_alive(step.split()[1])
-        else:
-            ex = resolver.answer(step, clock()) if isinstance(step, Send) else step
-            assert fast.ingest(ex) == slow.ingest(ex)
+        step_both(
+            fast, slow, clock, resolver.answer(step, clock()) if isinstance(step, Send) else step
+        )
         assert batches[0] == batches[1]
-        assert_same_state(fast, slow)
     event(f"refresh fast path taken: {min(taken[0], 5)}+")
 
 
@@ -669,16 +673,8 @@ def test_growth_fast_path_gives_the_general_paths_events_and_state(
             cache.ingest(answer(name, (name, A, 30, IPS[k % 3])))
     taken = watched(fast, "_ingest_grown")
     for step in script:
-        if isinstance(step, int):
-            clock.advance(step)
-            assert fast.expire() == slow.expire()
-        elif isinstance(step, str):  # connections to the address are still seen
-            fast.keep_alive(step)
-            slow.keep_alive(step)
-        else:
-            assert fast.ingest(step) == slow.ingest(step)
+        step_both(fast, slow, clock, step)
         assert batches[0] == batches[1]
-        assert_same_state(fast, slow)
     event(f"growth fast path taken: {min(taken[0], 3)}+")
 
 
