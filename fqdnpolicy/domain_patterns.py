@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["DomainPattern", "parse_domain_pattern", "public_suffix_covered"]
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, cache_hash=True)  # keys of rule and set memos: hash once
 class DomainPattern:
     """A parsed domain pattern: an exact name or a wildcard pattern.
 

@@ -109,8 +109,26 @@ class CompiledRule:
     not_icmp: tuple[int | None, int | None] | None
     source: Side
     destination: Side
-    verdict: Verdict | None  # for Allow/Deny
     shared: Bound | None = None  # when every endpoint binds the rule alike
+    _verdict: Verdict | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        """What an Allow or Deny rule decides when it matches.
+
+        Made when first asked: most rules never decide a flow.
+        """
+        found = self._verdict
+        if found is None:
+            assert self.action in ("Allow", "Deny"), "only Allow and Deny rules decide"
+            found = self._verdict = Verdict(
+                action="Allow" if self.action == "Allow" else "Deny",
+                policy=self.policy,
+                tier=self.tier,
+                rule_index=self.index,
+                direction=self.direction,
+            )
+        return found
 
     @property
     def peer(self) -> Side:
@@ -215,15 +233,6 @@ def _compile_rule(
     memo: SideMemo | None,
 ) -> CompiledRule:
     tier = policy.spec.tier
-    verdict: Verdict | None = None
-    if rule.action in ("Allow", "Deny"):
-        verdict = Verdict(
-            action="Allow" if rule.action == "Allow" else "Deny",
-            policy=display,
-            tier=tier,
-            rule_index=index,
-            direction=direction,
-        )
     peer_is_dst = direction == "egress"
     compiled = CompiledRule(
         policy=display,
@@ -246,7 +255,6 @@ def _compile_rule(
             peer_is_dst and rule.action == "Allow",
             memo,
         ),
-        verdict=verdict,
     )
     own = compiled.own
     if not (
@@ -271,6 +279,15 @@ def _compile_side(
     memo: SideMemo | None,
 ) -> Side:
     """Compile a source/destination; ``allows_egress`` for an egress Allow destination."""
+    if (
+        entity.selector is None
+        and entity.not_selector is None
+        and entity.namespace_selector is None
+        and entity.service_accounts is None
+        and not (entity.nets or entity.not_nets or entity.ports or entity.not_ports)
+        and not entity.domains
+    ):
+        return _ANY  # most sources of egress rules: no set to take, nothing to tell apart
     key: tuple[object, ...] | None = None
     if memo is not None:
         scoped = (
@@ -338,6 +355,20 @@ def _compile_side(
     if memo is not None and key is not None:
         memo[key] = (side, tuple(nums[start:]))
     return side
+
+
+#: The side of an empty ``source`` or ``destination``: every address, port and peer.
+_ANY = Side(
+    nets=(),
+    not_nets=(),
+    peer=PeerMatch(selector=None),
+    ports=(),
+    named_ports=(),
+    not_ports=(),
+    not_named_ports=(),
+    required=(),
+    forbidden=(),
+)
 
 
 def resolve_named(endpoint: Endpoint, names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:

@@ -188,7 +188,6 @@ def evaluate(
             if rule.action == "Pass":
                 passed = True
                 break
-            assert rule.verdict is not None
             return attrs.evolve(rule.verdict, logged=tuple(logged)) if logged else rule.verdict
         if trace is not None:
             seen = {b.rule.policy for b in block.rules}
