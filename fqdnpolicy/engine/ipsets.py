@@ -41,8 +41,9 @@ class IPSet:
 
     Attributes:
         num: Small number, unique while the set lives (identities hold these).
-        info: Stable id, kind and definition.
         key: Definition key in the registry.
+        kind: ``nets``, ``domains`` or ``selector``.
+        definition: Canonical text of what the set holds.
         refs: Rules (and network sets) referring to it.
         with_domains: Selector sets: whether selected network sets' ``allowedEgressDomains``
             addresses count (only for the destination of egress Allow rules, as in Calico).
@@ -56,8 +57,9 @@ class IPSet:
     """
 
     num: int
-    info: IPSetInfo
     key: str
+    kind: SetKind
+    definition: str
     refs: int = 0
     with_domains: bool = False
     nets: tuple[IPNetwork, ...] = ()
@@ -66,14 +68,25 @@ class IPSet:
     dns_names: set[str] = attrs.field(factory=set)
     parents: dict[int, int] = attrs.field(factory=dict)
     subjects: set[str] = attrs.field(factory=set)
+    _info: IPSetInfo | None = attrs.field(default=None, init=False, repr=False)
+
+    @property
+    def info(self) -> IPSetInfo:
+        """Stable id, kind and definition (the id made when first asked: datapaths need it)."""
+        info = self._info
+        if info is None:
+            info = self._info = IPSetInfo(
+                stable_id(self.kind, self.definition), self.kind, self.definition
+            )
+        return info
 
 
 class IPSetRegistry:
     """Sets by definition key and by number, and their members in the address table.
 
     Creating and removing a set, and a member joining or leaving one, each add a delta for
-    datapaths. Host member deltas are held back while :attr:`announce` is off (the first
-    build: a full rendering follows it, not deltas).
+    datapaths. New sets and host member deltas are held back while :attr:`announce` is off
+    (the first build: a full rendering follows it, not deltas).
     """
 
     def __init__(self, deltas: list[Delta], table: AddressTable) -> None:
@@ -160,10 +173,11 @@ class IPSetRegistry:
         """Register a new set (no references yet)."""
         num = self._next
         self._next += 1
-        ipset = IPSet(num=num, info=IPSetInfo(stable_id(kind, text), kind, text), key=key)
+        ipset = IPSet(num=num, key=key, kind=kind, definition=text)
         self.by_key[key] = ipset
         self.by_num[num] = ipset
-        self._deltas.append(IPSetChanged(ipset.info.set_id, True))
+        if self.announce:
+            self._deltas.append(IPSetChanged(ipset.info.set_id, True))
         return ipset
 
     def remove(self, ipset: IPSet) -> None:
