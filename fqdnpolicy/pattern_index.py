@@ -89,6 +89,22 @@ class PatternIndex(Generic[K]):
         keys = self._keys[pattern] = frozenset((key,)) if keys is None else keys | {key}
         self._store(pattern, keys)
 
+    def add_all(self, items: Iterable[tuple[DomainPattern, K]]) -> None:
+        """:meth:`add` every pair, each pattern's keys gathered first and stored once."""
+        gathered: dict[DomainPattern, list[K]] = {}
+        for pattern, key in items:
+            some = gathered.get(pattern)
+            if some is None:
+                gathered[pattern] = [key]
+            else:
+                some.append(key)
+        for pattern, new in gathered.items():
+            known = self._keys.get(pattern)
+            keys = frozenset(new) if known is None else known.union(new)
+            if keys != known:
+                self._keys[pattern] = keys
+                self._store(pattern, keys)
+
     def discard(self, pattern: DomainPattern, key: K) -> None:
         """Detach ``key`` from ``pattern``; the pattern goes when its last key does.
 

@@ -589,3 +589,31 @@ def test_index_agrees_with_looping_over_every_pattern_through_adds_and_discards(
         expected_patterns = {pat for pat in reference if pat.matches(name)}
         assert index.matching_patterns(name) == expected_patterns
         assert index.match(name) == set().union(*(reference[pat] for pat in expected_patterns))
+
+
+@given(
+    ops=operations,
+    batch=st.lists(st.tuples(st.one_of(index_patterns, patterns), st.integers(0, 3)), max_size=30),
+    queries=st.lists(names, max_size=10),
+)
+@settings(max_examples=200, deadline=None)
+def test_adding_many_pairs_at_once_is_adding_each_in_turn(
+    ops: list[tuple[bool, DomainPattern, int]],
+    batch: list[tuple[DomainPattern, int]],
+    queries: list[str],
+) -> None:
+    one_by_one: PatternIndex[int] = PatternIndex()
+    at_once: PatternIndex[int] = PatternIndex()
+    for adding, pattern, key in ops:
+        for index in (one_by_one, at_once):
+            (index.add if adding else index.discard)(pattern, key)
+    for pattern, key in batch:
+        one_by_one.add(pattern, key)
+    at_once.add_all(batch)
+    assert {pat: at_once.keys_of(pat) for pat in at_once} == {
+        pat: one_by_one.keys_of(pat) for pat in one_by_one
+    }
+    probes = queries + [".".join(pat.labels).replace("*", "d.d") for pat, _ in batch]
+    for name in probes:
+        assert at_once.match(name) == one_by_one.match(name)
+        assert at_once.matching_patterns(name) == one_by_one.matching_patterns(name)

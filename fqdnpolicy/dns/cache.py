@@ -359,6 +359,11 @@ class DNSCache(Learning):
             for name in self._sched:
                 chained = eff.get(name)
                 mapping = as_map(addrs.get(name, EMPTY)) if chained is None else chained
+                if not mapping:
+                    continue
+                if min(mapping.values()) > now:  # most names: nothing expired, a plain copy
+                    found.append((name, dict(mapping)))
+                    continue
                 pairs = {ip: d for ip, d in mapping.items() if d > now}
                 if pairs:
                     found.append((name, pairs))

@@ -68,6 +68,7 @@ class NameManager:
         self._via: dict[str, str | set[str]] = {}
         # A name's sets -> those and their parents (cleared when a link or a set changes).
         self._closures: dict[frozenset[int], frozenset[int]] = {}
+        self._unfiled: list[IPSet] = []  # sets of the first build, patterns not indexed yet
 
     # -- deriving ----------------------------------------------------------------------------
 
@@ -185,7 +186,8 @@ class NameManager:
         """Take a reference to the domain set of ``patterns``, creating it if needed.
 
         With ``pull``, a new set is filled from the names already cached that it matches (the
-        first build skips this and fills every set in one pass, :meth:`learn_all`): a followed
+        first build skips this, and files its patterns later: :meth:`learn_all` files every
+        set's patterns at once, then fills every set in one pass over the cache): a followed
         name brings the pairs delivered so far, another the pairs the cache holds now (the
         changes that brought them, when delivered, change nothing more).
         """
@@ -195,7 +197,7 @@ class NameManager:
             ipset = self._registry.create(key, "domains", text)
             ipset.patterns = tuple(patterns)
             if not pull:
-                self._add_patterns(ipset)
+                self._unfiled.append(ipset)
             else:
                 self._pull(ipset)
         ipset.refs += 1
@@ -330,12 +332,19 @@ class NameManager:
         """Fill every domain set from every cached name (the first build).
 
         One pass over the cache instead of one range scan per pattern: each name goes through
-        the pattern index once, and every pair is new (no deltas). Addresses one name leads
-        to (most) take that name's sets, one object shared by all of them.
+        the pattern index once, and every pair is new (no deltas). Most names lead where no
+        name did before: their addresses go into the tables in bulk, with one identity. An
+        address several names lead to is stated afresh once all are known.
         """
+        unfiled, self._unfiled = self._unfiled, []
+        self._patterns.add_all(
+            (pattern, ipset.num) for ipset in unfiled if ipset.refs for pattern in ipset.patterns
+        )
         dns, match = self._dns, self._patterns.match
         followed, via = self._followed, self._via
         sets = self._registry.by_num
+        table = self._registry.table
+        learn, closure = table.learn, self._closure
         shared: dict[str, set[str]] = {}  # addresses several names lead to, and those names
         for name, pairs in dns.live():
             nums = match(name)
@@ -344,20 +353,23 @@ class NameManager:
             followed[name] = _Followed(nums, pairs)
             for num in nums:
                 sets[num].dns_names.add(name)
+            if via.keys().isdisjoint(pairs):
+                via.update(dict.fromkeys(pairs, name))
+                learn(pairs, closure(nums))
+                continue
+            alone: list[str] = []
             for ip in pairs:
                 known = via.setdefault(ip, name)
-                if known is not name:
-                    group = shared.get(ip)
-                    if group is None:
-                        shared[ip] = {known, name}  # type: ignore[arg-type]
-                    else:
-                        group.add(name)
+                if known is name:
+                    alone.append(ip)
+                    continue
+                group = shared.get(ip)
+                if group is None:
+                    shared[ip] = {known, name}  # type: ignore[arg-type]
+                else:
+                    group.add(name)
+            learn(alone, closure(nums))
         via.update(shared)
-        table = self._registry.table
-        learn, closure = table.learn, self._closure
-        for entry in followed.values():
-            alone = [ip for ip in entry.ips if ip not in shared] if shared else entry.ips
-            learn(alone, closure(entry.nums))
         for ip in shared:
             table.dns_moved(ip)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Protocol
 
 import pytricia
@@ -349,35 +349,43 @@ class AddressTable:
         else:
             self._told[address] = sets
 
-    def learn(self, addresses: Iterable[str], sets: frozenset[int]) -> None:
+    def learn(self, addresses: Collection[str], sets: frozenset[int]) -> None:
         """Publish addresses the table does not know, which DNS puts in ``sets`` only.
 
         For the first build only, before any reader: identities are stored at once, with no
-        before-image, one per family and covering prefix. An address that also has counted
-        sources or ports was marked dirty when they came, so :meth:`settle` makes its whole
-        identity.
+        before-image. An address that also has counted sources or ports was marked dirty when
+        they came, so :meth:`settle` makes its whole identity. Most groups share one family
+        and no covering prefix: one identity for all, stored in one bulk update.
         """
         if self._changed_prefixes:
             self._publish_prefixes()
+        if ":" in "".join(addresses):  # both families (rare: the next lines test each once)
+            groups: tuple[tuple[int, Collection[str]], ...] = (
+                (4, [a for a in addresses if ":" not in a]),
+                (6, [a for a in addresses if ":" in a]),
+            )
+        else:
+            groups = ((4, addresses),)
         hosts, intern = self.hosts, self._intern
-        trees = self.prefixes.trees
-        ranges = self._ranges
-        # Most of a name's addresses share one family and no covering prefix.
-        made: dict[tuple[bool, Identity | None], Identity] = {}
-        count = 0
-        for address in addresses:
-            v6 = ":" in address
-            covering: Identity | None = trees[6 if v6 else 4].get(address)
-            ident = made.get((v6, covering))
-            if ident is None:
-                ident = made[(v6, covering)] = intern(
-                    6 if v6 else 4, sets if covering is None else sets | covering, None
-                )
-            hosts[address] = ident
-            if ranges is not None:
-                ranges.add(address)
-            count += 1
-        self.version += count
+        for family, group in groups:
+            if not group:
+                continue
+            covers = list(map(self.prefixes.trees[family].get, group))
+            if covers.count(None) == len(covers):
+                hosts.update(dict.fromkeys(group, intern(family, sets, None)))
+            else:
+                made: dict[Identity | None, Identity] = {}
+                for address, covering in zip(group, covers, strict=True):
+                    ident = made.get(covering)
+                    if ident is None:
+                        ident = made[covering] = intern(
+                            family, sets if covering is None else sets | covering, None
+                        )
+                    hosts[address] = ident
+            if self._ranges is not None:
+                for address in group:
+                    self._ranges.add(address)
+        self.version += len(addresses)
 
     def set_endpoint(self, address: str, ports: tuple[NamedPort, ...] | None) -> None:
         """Mark ``address`` as an endpoint's (with its named ports), or as no longer one."""
