@@ -176,7 +176,7 @@ class ServiceAccountMatch:
     selector: Selector | None = None
 
 
-@attrs.frozen(cache_hash=True)  # the compiler keys shared sides on these: hash once
+@attrs.frozen
 class EntityRule:
     """A rule's ``source`` or ``destination``: all given criteria must match (AND).
 

@@ -79,8 +79,11 @@ _NOT_IN_A_NAMESPACE = _IN_A_NAMESPACE.negate()
 _HAS_SERVICE_ACCOUNT = Selector.has(SERVICE_ACCOUNT_LABEL)
 
 
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
+
+
 def _frozen_labels(value: Mapping[str, str] | None) -> Mapping[str, str]:
-    return MappingProxyType(dict(value or {}))
+    return MappingProxyType(dict(value)) if value else _NO_LABELS
 
 
 def _problem(message: str, hint: str = "") -> InvalidPolicy:

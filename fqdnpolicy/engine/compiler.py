@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import attrs
 
@@ -21,7 +21,7 @@ from fqdnpolicy.cluster import Endpoint
 from fqdnpolicy.datapath import Direction, RuleAction, RuleState
 from fqdnpolicy.domains import DomainPattern
 from fqdnpolicy.engine.results import Verdict
-from fqdnpolicy.model import EntityRule, IPNetwork, NamedPort, Policy, PortRange, Rule
+from fqdnpolicy.model import EntityRule, IPNetwork, NamedPort, Policy, Port, PortRange, Rule
 from fqdnpolicy.protocols import PROTOCOL_NUMBERS, protocol_number
 from fqdnpolicy.scoping import PeerMatch, peer_match, policy_selector
 from fqdnpolicy.selector import Selector
@@ -345,9 +345,9 @@ def _compile_side(
         nets=entity.nets,
         not_nets=entity.not_nets,
         peer=match,
-        ports=tuple(p for p in entity.ports if isinstance(p, PortRange)),
+        ports=_ranges(entity.ports),
         named_ports=tuple(p.name for p in entity.ports if isinstance(p, NamedPort)),
-        not_ports=tuple(p for p in entity.not_ports if isinstance(p, PortRange)),
+        not_ports=_ranges(entity.not_ports),
         not_named_ports=tuple(p.name for p in entity.not_ports if isinstance(p, NamedPort)),
         required=tuple(required),
         forbidden=tuple(forbidden),
@@ -355,6 +355,12 @@ def _compile_side(
     if memo is not None and key is not None:
         memo[key] = (side, tuple(nums[start:]))
     return side
+
+
+def _ranges(ports: tuple[Port, ...]) -> tuple[PortRange, ...]:
+    """The numeric ranges of ``ports`` (the tuple itself when it holds nothing else)."""
+    ranges = tuple(p for p in ports if isinstance(p, PortRange))
+    return cast(tuple[PortRange, ...], ports) if len(ranges) == len(ports) else ranges
 
 
 #: The side of an empty ``source`` or ``destination``: every address, port and peer.
