@@ -41,9 +41,8 @@ class IPSet:
 
     Attributes:
         num: Small number, unique while the set lives (identities hold these).
+        info: Stable id, kind and definition.
         key: Definition key in the registry.
-        kind: ``nets``, ``domains`` or ``selector``.
-        definition: Canonical text of what the set holds.
         refs: Rules (and network sets) referring to it.
         with_domains: Selector sets: whether selected network sets' ``allowedEgressDomains``
             addresses count (only for the destination of egress Allow rules, as in Calico).
@@ -57,9 +56,8 @@ class IPSet:
     """
 
     num: int
+    info: IPSetInfo
     key: str
-    kind: SetKind
-    definition: str
     refs: int = 0
     with_domains: bool = False
     nets: tuple[IPNetwork, ...] = ()
@@ -68,17 +66,6 @@ class IPSet:
     dns_names: set[str] = attrs.field(factory=set)
     parents: dict[int, int] = attrs.field(factory=dict)
     subjects: set[str] = attrs.field(factory=set)
-    _info: IPSetInfo | None = attrs.field(default=None, init=False, repr=False)
-
-    @property
-    def info(self) -> IPSetInfo:
-        """Stable id, kind and definition (the id made when first asked: datapaths need it)."""
-        info = self._info
-        if info is None:
-            info = self._info = IPSetInfo(
-                stable_id(self.kind, self.definition), self.kind, self.definition
-            )
-        return info
 
 
 class IPSetRegistry:
@@ -173,7 +160,7 @@ class IPSetRegistry:
         """Register a new set (no references yet)."""
         num = self._next
         self._next += 1
-        ipset = IPSet(num=num, key=key, kind=kind, definition=text)
+        ipset = IPSet(num=num, info=IPSetInfo(stable_id(kind, text), kind, text), key=key)
         self.by_key[key] = ipset
         self.by_num[num] = ipset
         if self.announce:
