@@ -247,7 +247,7 @@ def policy_selector(
                 "namespaceSelector is not a field of a namespaced NetworkPolicy",
                 "use a GlobalNetworkPolicy to select endpoints by namespace labels",
             )
-        parts.append(Selector.label_equals(NAMESPACE_LABEL, namespace))
+        parts.append(_in_namespace(namespace))
         if service_account_selector is not None:
             parts.append(service_account_selector.with_key_prefix(SERVICE_ACCOUNT_LABEL_PREFIX))
         return Selector.all().and_(*parts)
@@ -318,6 +318,12 @@ class PeerMatch:
         return self.not_selector is None or not peer.matches(self.not_selector)
 
 
+@functools.lru_cache(maxsize=4096)
+def _in_namespace(namespace: str) -> Selector:
+    """``projectcalico.org/namespace == "<namespace>"``: one object per namespace."""
+    return Selector.label_equals(NAMESPACE_LABEL, namespace)
+
+
 @functools.lru_cache(maxsize=8192)
 def _peer_match(
     policy_namespace: str | None,
@@ -333,7 +339,7 @@ def _peer_match(
             all_=_IN_A_NAMESPACE, global_=_NOT_IN_A_NAMESPACE
         )
     elif policy_namespace is not None:
-        scope = Selector.label_equals(NAMESPACE_LABEL, policy_namespace)
+        scope = _in_namespace(policy_namespace)
 
     parts: list[Selector] = []
     if service_account_selector is not None:

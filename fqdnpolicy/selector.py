@@ -49,7 +49,7 @@ from typing import ClassVar
 import attrs
 
 from fqdnpolicy.errors import InvalidPolicy, Problem
-from fqdnpolicy.selector_matchers import Matcher, _compile
+from fqdnpolicy.selector_matchers import Matcher, _compile, _compile_and
 from fqdnpolicy.selector_parser import MAX_DEPTH, MAX_LABEL_LENGTH, _Parser
 from fqdnpolicy.selector_syntax import (
     All,
@@ -193,7 +193,12 @@ class Selector:
             return Selector.all()
         if len(parts) == 1:
             return parts[0]
-        return Selector.from_tree(_conjoin(s.root for s in parts))
+        # The parts are normalised and compiled already: the conjunction only renders its
+        # text, and matches by calling their matchers.
+        root = _conjoin(s.root for s in parts)
+        return Selector(
+            text=_render(root), root=root, matcher=_compile_and([s._matcher for s in parts])
+        )
 
     def negate(self) -> Selector:
         """Return ``!(self)``."""

@@ -630,3 +630,22 @@ def test_mutated_valid_selectors_are_parsed_or_rejected_cleanly(
             case "duplicate":
                 text = text[:position] + text[position : position + 4] + text[position:]
     check_clean_outcome(text)
+
+
+@settings(max_examples=300)
+@given(parts=st.lists(trees, min_size=1, max_size=4), labels=label_sets)
+def test_a_conjunction_of_selectors_is_the_selector_of_the_conjoined_trees(
+    parts: list[Node], labels: dict[str, str]
+) -> None:
+    selectors = [Selector.from_tree(tree) for tree in parts]
+    conjunction = Selector.and_(*selectors)
+    kept = [s for s in selectors if not s.is_all]  # all() changes nothing: dropped
+    rebuilt = (
+        Selector.from_tree(And(tuple(s.root for s in kept)))
+        if len(kept) > 1
+        else (kept[0] if kept else Selector.all())
+    )
+    assert conjunction == rebuilt
+    assert conjunction.root == rebuilt.root
+    assert conjunction.matches(labels) is rebuilt.matches(labels)
+    assert conjunction.matches(labels) is all(reference_matches(t, labels) for t in parts)

@@ -341,14 +341,16 @@ def _compile_side(
             take(sets.selector(match.not_selector), forbidden)
         if entity.domains:
             take(sets.domains(entity.domains), required)
+    named = _names(entity.ports)
+    not_named = _names(entity.not_ports)
     side = Side(
         nets=entity.nets,
         not_nets=entity.not_nets,
         peer=match,
-        ports=_ranges(entity.ports),
-        named_ports=tuple(p.name for p in entity.ports if isinstance(p, NamedPort)),
-        not_ports=_ranges(entity.not_ports),
-        not_named_ports=tuple(p.name for p in entity.not_ports if isinstance(p, NamedPort)),
+        ports=_ranges(entity.ports, named),
+        named_ports=named,
+        not_ports=_ranges(entity.not_ports, not_named),
+        not_named_ports=not_named,
         required=tuple(required),
         forbidden=tuple(forbidden),
     )
@@ -357,10 +359,19 @@ def _compile_side(
     return side
 
 
-def _ranges(ports: tuple[Port, ...]) -> tuple[PortRange, ...]:
-    """The numeric ranges of ``ports`` (the tuple itself when it holds nothing else)."""
-    ranges = tuple(p for p in ports if isinstance(p, PortRange))
-    return cast(tuple[PortRange, ...], ports) if len(ranges) == len(ports) else ranges
+def _names(ports: tuple[Port, ...]) -> tuple[str, ...]:
+    """The names of the named ports among ``ports``."""
+    return tuple(p.name for p in ports if isinstance(p, NamedPort)) if ports else ()
+
+
+def _ranges(ports: tuple[Port, ...], named: tuple[str, ...]) -> tuple[PortRange, ...]:
+    """The numeric ranges of ``ports``, of which ``named`` are the named ports' names.
+
+    The tuple itself when it holds no named port: sides share their rule's tuple.
+    """
+    if not named:
+        return cast(tuple[PortRange, ...], ports)
+    return tuple(p for p in ports if isinstance(p, PortRange))
 
 
 #: The side of an empty ``source`` or ``destination``: every address, port and peer.
