@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterator, Mapping
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, cast
 
 import attrs
 
@@ -66,6 +66,11 @@ class IPSet:
     dns_names: set[str] = attrs.field(factory=set)
     parents: dict[int, int] = attrs.field(factory=dict)
     subjects: set[str] = attrs.field(factory=set)
+
+
+# What a set of another kind holds instead of the names or subjects it never has: a frozenset,
+# so that filling it by mistake fails at once.
+_NEVER = cast(set[str], frozenset())
 
 
 class IPSetRegistry:
@@ -160,7 +165,13 @@ class IPSetRegistry:
         """Register a new set (no references yet)."""
         num = self._next
         self._next += 1
-        ipset = IPSet(num=num, info=IPSetInfo(stable_id(kind, text), kind, text), key=key)
+        ipset = IPSet(
+            num=num,
+            info=IPSetInfo(stable_id(kind, text), kind, text),
+            key=key,
+            dns_names=set() if kind == "domains" else _NEVER,
+            subjects=set() if kind == "selector" else _NEVER,
+        )
         self.by_key[key] = ipset
         self.by_num[num] = ipset
         if self.announce:

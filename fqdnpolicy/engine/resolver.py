@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 from fqdnpolicy.cluster import Endpoint
 from fqdnpolicy.datapath import Direction
-from fqdnpolicy.engine.compiler import DIRECTIONS, Bound, CompiledPolicy, bind, order_key
+from fqdnpolicy.engine.compiler import DIRECTIONS, Binding, CompiledPolicy, bind, order_key
 from fqdnpolicy.engine.labelindex import LabelIndex
 from fqdnpolicy.engine.programs import Block, Program
 from fqdnpolicy.engine.results import Verdict
@@ -132,8 +132,13 @@ class PolicyResolver:
         after = resolved["egress"][0] | resolved["ingress"][0]
         for policy in before - after:
             self._unapply(policy, key)
+        applied = self._applied
         for policy in after - before:
-            self._applied.setdefault(policy, set()).add(key)
+            holders = applied.get(policy)
+            if holders is None:
+                applied[policy] = {key}
+            else:
+                holders.add(key)
         return resolved
 
     def _programs_for(
@@ -205,7 +210,7 @@ class PolicyResolver:
         key_parts: list[object] = [direction]
         peer_named = peer_ports = False
         for tier in sorted(by_tier, key=self.tier_sort_key):
-            bound_rules: list[Bound] = []
+            bound_rules: list[Binding] = []
             ordered = sorted(by_tier[tier], key=lambda c: c.sort_key)
             for compiled in ordered:
                 for rule in compiled.rules(direction):
