@@ -32,7 +32,7 @@ from fqdnpolicy.connectivity.spaces import (
     subtract,
     union,
 )
-from fqdnpolicy.engine.compiler import Bound
+from fqdnpolicy.engine.compiler import Binding
 from fqdnpolicy.engine.identities import EMPTY as NO_SETS
 from fqdnpolicy.engine.identities import Identity
 from fqdnpolicy.engine.programs import Program
@@ -100,7 +100,7 @@ class Evaluator:
     def __init__(self) -> None:
         self._decisions: dict[tuple[Program, ViewKey], Decisions] = {}
         self._allowed: dict[tuple[Program, ViewKey], Space] = {}
-        self._matches: dict[tuple[Bound, int, tuple[NamedPort, ...] | None], Space] = {}
+        self._matches: dict[tuple[Binding, int, tuple[NamedPort, ...] | None], Space] = {}
 
     def allowed(self, program: Program, view: ViewKey) -> Space:
         """The connections ``program`` allows to or from a peer of ``view``."""
@@ -172,7 +172,7 @@ class Evaluator:
             parts.append((program.fallback, undecided))
         return tuple(parts)
 
-    def _match(self, bound: Bound, family: int, ports: tuple[NamedPort, ...] | None) -> Space:
+    def _match(self, bound: Binding, family: int, ports: tuple[NamedPort, ...] | None) -> Space:
         """Every connection of ``family`` the rule matches (its peer sets already hold)."""
         key = (bound, family, ports)
         found = self._matches.get(key)
@@ -181,7 +181,7 @@ class Evaluator:
         return found
 
 
-def _match(bound: Bound, family: int, peer_ports: tuple[NamedPort, ...] | None) -> Space:
+def _match(bound: Binding, family: int, peer_ports: tuple[NamedPort, ...] | None) -> Space:
     rule = bound.rule
     if rule.protocol is not None and _OTHER_FAMILY.get(rule.protocol) == family:
         return NONE

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Callable, Sequence
-from typing import Protocol, cast
+from typing import ClassVar, Protocol, TypeAlias, cast
 
 import attrs
 
@@ -28,6 +28,7 @@ from fqdnpolicy.selector import Selector
 
 __all__ = [
     "DIRECTIONS",
+    "Binding",
     "Bound",
     "CompiledPolicy",
     "Rule",
@@ -109,8 +110,22 @@ class CompiledRule:
     not_icmp: tuple[int | None, int | None] | None
     source: Side
     destination: Side
-    shared: Bound | None = None  # when every endpoint binds the rule alike
+    #: Every endpoint binds the rule alike (nothing on its own side): it is its own binding.
+    alike: bool = False
+    # What a datapath projection made of it, when it is its own binding (see Bound).
+    rendered: tuple[RuleState | None, tuple[str, ...]] | None = None
     _verdict: Verdict | None = None
+
+    # A rule bound alike everywhere reads as a Bound of itself (see bind): no object per rule.
+    ok4: ClassVar[bool] = True
+    ok6: ClassVar[bool] = True
+    own_named: ClassVar[tuple[tuple[int, int], ...]] = ()
+    own_not_named: ClassVar[tuple[tuple[int, int], ...]] = ()
+
+    @property
+    def rule(self) -> CompiledRule:
+        """The rule itself, read as its own binding."""
+        return self
 
     @property
     def verdict(self) -> Verdict:
@@ -155,6 +170,11 @@ class Bound:
     rendered: tuple[RuleState | None, tuple[str, ...]] | None = None
 
 
+#: A rule bound to one endpoint: a :class:`Bound`, or the rule itself when it binds alike
+#: everywhere (the same attributes; ``rule`` is the rule).
+Binding: TypeAlias = "Bound | CompiledRule"
+
+
 @attrs.define(eq=False, slots=True)
 class CompiledPolicy:
     """A policy with its rules compiled, and the IP sets it holds references to."""
@@ -171,7 +191,7 @@ class CompiledPolicy:
     def __attrs_post_init__(self) -> None:
         for direction in DIRECTIONS:
             rules = self.egress if direction == "egress" else self.ingress
-            self.binds_alike[direction] = all(rule.shared is not None for rule in rules)
+            self.binds_alike[direction] = all(rule.alike for rule in rules)
 
     def rules(self, direction: Direction) -> tuple[CompiledRule, ...]:
         """The rules of one direction (empty when the policy's types exclude it)."""
@@ -265,7 +285,7 @@ def _compile_rule(
         or own.named_ports
         or own.not_named_ports
     ):
-        compiled.shared = Bound(compiled, True, True, (), ())
+        compiled.alike = True
     return compiled
 
 
@@ -404,15 +424,15 @@ def bind(
     endpoint: Endpoint,
     addresses: tuple[str | None, str | None],
     sets_of: Callable[[str], frozenset[int]],
-) -> Bound | None:
+) -> Binding | None:
     """Decide a rule's own side for one endpoint; None when it can never match there.
 
     As in Calico's datapath, the own side's selectors are IP sets too: the endpoint's address
     of the flow's family (``addresses`` holds its first IPv4 and IPv6 address) must be in
     them, which it is when its labels match or when a selected network set's ``nets`` hold it.
     """
-    if rule.shared is not None:
-        return rule.shared
+    if rule.alike:
+        return rule
     own = rule.own
     oks = []
     for ip in addresses:

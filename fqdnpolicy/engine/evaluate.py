@@ -17,7 +17,7 @@ from typing import TypeAlias
 import attrs
 
 from fqdnpolicy.cluster import NamedPort
-from fqdnpolicy.engine.compiler import Bound
+from fqdnpolicy.engine.compiler import Binding
 from fqdnpolicy.engine.identities import Identity
 from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.results import TraceStep, Verdict
@@ -91,7 +91,7 @@ def _port_matches(
     )
 
 
-def mismatch(bound: Bound, peer: Identity, flow: Flow) -> Reason | None:
+def mismatch(bound: Binding, peer: Identity, flow: Flow) -> Reason | None:
     """Return why a bound rule does not match the flow, or None when it matches."""
     proto, port, src_port, family, icmp_type, icmp_code = flow
     rule = bound.rule

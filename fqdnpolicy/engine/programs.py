@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import attrs
 
 from fqdnpolicy.datapath import Direction
-from fqdnpolicy.engine.compiler import Bound
+from fqdnpolicy.engine.compiler import Binding
 from fqdnpolicy.engine.identities import Identity
 from fqdnpolicy.engine.results import Verdict
 from fqdnpolicy.engine.slices import Slice, can_match
@@ -26,7 +26,7 @@ class Block:
     """The bound rules of one tier, and how that tier ends."""
 
     tier: str
-    rules: tuple[Bound, ...]
+    rules: tuple[Binding, ...]
     end: Verdict | None  # None: the tier's default action is Pass
     policies: tuple[str, ...]  # display names of the applying policies, in order
     # Rule positions by the first IP set their peer must be in, and those that need none: a
@@ -34,7 +34,7 @@ class Block:
     # none only those of the flow's protocol (filled on first use; readers may fill it).
     always_positions: tuple[int, ...] = ()
     by_set: dict[int, tuple[int, ...]] = attrs.field(factory=dict)
-    always_for: dict[int, tuple[frozenset[int], tuple[Bound, ...]]] = attrs.field(factory=dict)
+    always_for: dict[int, tuple[frozenset[int], tuple[Binding, ...]]] = attrs.field(factory=dict)
 
     def index(self) -> None:
         """Fill ``always_positions``/``by_set`` from ``rules``."""
@@ -49,7 +49,7 @@ class Block:
         self.always_positions = tuple(always)
         self.by_set = {k: tuple(v) for k, v in by_set.items()}
 
-    def _always(self, proto: int) -> tuple[frozenset[int], tuple[Bound, ...]]:
+    def _always(self, proto: int) -> tuple[frozenset[int], tuple[Binding, ...]]:
         found = self.always_for.get(proto)
         if found is None:
             positions = [
@@ -59,7 +59,7 @@ class Block:
             self.always_for[proto] = found
         return found
 
-    def candidates(self, membership: frozenset[int], proto: int) -> Sequence[Bound]:
+    def candidates(self, membership: frozenset[int], proto: int) -> Sequence[Binding]:
         """The rules, in order, that can match a ``proto`` flow to a peer in ``membership``."""
         positions, bounds = self._always(proto)
         by_set = self.by_set

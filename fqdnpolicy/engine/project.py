@@ -19,7 +19,7 @@ from fqdnpolicy.datapath import (
     TierState,
 )
 from fqdnpolicy.datapath import EndpointState as DatapathEndpoint
-from fqdnpolicy.engine.compiler import Bound, Side
+from fqdnpolicy.engine.compiler import Binding, Side
 from fqdnpolicy.engine.ipsets import IPSet, IPSetRegistry
 from fqdnpolicy.engine.programs import Program
 from fqdnpolicy.engine.selectorsets import SelectorSets
@@ -131,7 +131,7 @@ def _tier_states(
 
 
 def _rule_state(
-    bound: Bound, direction: Direction, registry: IPSetRegistry
+    bound: Binding, direction: Direction, registry: IPSetRegistry
 ) -> tuple[RuleState | None, tuple[str, ...]]:
     """A bound rule for datapaths (None: it matches no family), and its peer port names."""
     rule = bound.rule
