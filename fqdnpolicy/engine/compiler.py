@@ -211,7 +211,8 @@ def compile_policy(policy: Policy, sets: SetSource, memo: SideMemo | None = None
     """Compile every rule of ``policy``, taking references to the IP sets they name.
 
     With ``memo`` (while no set can go away: the first build), a side equal to one compiled
-    before is shared, its sets referenced once more: most rules repeat a few sides.
+    before is shared, its sets referenced once more: most rules repeat a few sides (sides
+    naming domains are compiled each time).
     """
     display = policy.display_name
     spec = policy.spec
@@ -309,7 +310,9 @@ def _compile_side(
     ):
         return _ANY  # most sources of egress rules: no set to take, nothing to tell apart
     key: tuple[object, ...] | None = None
-    if memo is not None:
+    # A side naming domains is rarely repeated whole, and its set is found by the patterns'
+    # text anyway: hashing the rule into the memo would cost more than it saves.
+    if memo is not None and not entity.domains:
         scoped = (
             entity.selector is not None
             or entity.not_selector is not None
