@@ -443,7 +443,7 @@ class PolicyEngine:
             view = View(self._snapshot, self._hosts, self._records, self._owners)
             ident, _ = identity_of(view.host, view.prefixes, address)
             by_num = self._graph.registry.by_num
-            return {by_num[n].info.set_id for n in ident.sets}
+            return {by_num[n].set_id for n in ident.sets}
 
     def endpoints(self) -> list[Endpoint]:
         """Return the endpoints the engine knows."""

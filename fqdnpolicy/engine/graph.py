@@ -157,7 +157,7 @@ class Graph:
         ipset.refs -= 1
         if ipset.refs > 0:
             return
-        kind = ipset.info.kind
+        kind = ipset.kind
         if kind == "nets":
             for net in ipset.nets:
                 self.registry.remove_prefix(ipset, net)

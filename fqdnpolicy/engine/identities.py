@@ -167,17 +167,28 @@ class Identity(frozenset[int]):
 
 class _Interner:
     def __init__(self) -> None:
-        self._known: dict[tuple[int, frozenset[int], tuple[NamedPort, ...] | None], Identity] = {}
+        # Identities of addresses no endpoint owns (most) by family, keyed by their sets
+        # alone: no key object per identity. Endpoint addresses' identities apart.
+        self._plain: dict[int, dict[frozenset[int], Identity]] = {4: {}, 6: {}}
+        self._owned: dict[tuple[int, frozenset[int], tuple[NamedPort, ...]], Identity] = {}
 
     def __call__(
         self, family: int, sets: frozenset[int], ports: tuple[NamedPort, ...] | None
     ) -> Identity:
+        if ports is None:
+            plain = self._plain[family]
+            found = plain.get(sets)
+            if found is None:
+                if len(plain) >= _INTERN_LIMIT:
+                    plain.clear()
+                found = plain[sets] = Identity(family, sets, None)
+            return found
         key = (family, sets, ports)
-        found = self._known.get(key)
+        found = self._owned.get(key)
         if found is None:
-            if len(self._known) >= _INTERN_LIMIT:
-                self._known.clear()
-            found = self._known[key] = Identity(family, sets, ports)
+            if len(self._owned) >= _INTERN_LIMIT:
+                self._owned.clear()
+            found = self._owned[key] = Identity(family, sets, ports)
         return found
 
 

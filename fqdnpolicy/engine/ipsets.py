@@ -41,7 +41,9 @@ class IPSet:
 
     Attributes:
         num: Small number, unique while the set lives (identities hold these).
-        info: Stable id, kind and definition.
+        set_id: Stable id (what datapaths name the set by, see :func:`stable_id`).
+        kind: ``nets``, ``domains`` or ``selector``.
+        definition: Canonical text of what the set holds.
         key: Definition key in the registry.
         refs: Rules (and network sets) referring to it.
         with_domains: Selector sets: whether selected network sets' ``allowedEgressDomains``
@@ -56,7 +58,9 @@ class IPSet:
     """
 
     num: int
-    info: IPSetInfo
+    set_id: str
+    kind: SetKind
+    definition: str
     key: str
     refs: int = 0
     with_domains: bool = False
@@ -66,6 +70,15 @@ class IPSet:
     dns_names: set[str] = attrs.field(factory=set)
     parents: dict[int, int] = attrs.field(factory=dict)
     subjects: set[str] = attrs.field(factory=set)
+    _info: IPSetInfo | None = attrs.field(default=None, init=False, repr=False)
+
+    @property
+    def info(self) -> IPSetInfo:
+        """Stable id, kind and definition, as tools and explanations read them."""
+        info = self._info
+        if info is None:
+            info = self._info = IPSetInfo(self.set_id, self.kind, self.definition)
+        return info
 
 
 # What a set of another kind holds instead of the names or subjects it never has: a frozenset,
@@ -92,7 +105,7 @@ class IPSetRegistry:
     def add_host(self, ipset: IPSet, host: str) -> None:
         """Count an endpoint source of ``host`` in ``ipset`` (a member that never expires)."""
         if self.table.add_host(ipset.num, host) and self.announce:
-            self._deltas.append(MemberChanged(ipset.info.set_id, host, True, None))
+            self._deltas.append(MemberChanged(ipset.set_id, host, True, None))
 
     def remove_host(self, ipset: IPSet, host: str) -> None:
         """Drop an endpoint source of ``host`` from ``ipset``.
@@ -102,7 +115,7 @@ class IPSetRegistry:
         table = self.table
         if table.remove_host(ipset.num, host) and self.announce:
             expiry = table.dns_expiry(ipset.num, host)
-            self._deltas.append(MemberChanged(ipset.info.set_id, host, expiry is not None, expiry))
+            self._deltas.append(MemberChanged(ipset.set_id, host, expiry is not None, expiry))
 
     def dns_joined(self, host: str, sets: frozenset[int], expiry: float) -> None:
         """DNS put ``host``, in no set by DNS before, in ``sets`` until ``expiry``."""
@@ -114,13 +127,13 @@ class IPSetRegistry:
         by_num, deltas = self.by_num, self._deltas
         for num in sets:
             if num not in counted:
-                deltas.append(MemberChanged(by_num[num].info.set_id, host, True, expiry))
+                deltas.append(MemberChanged(by_num[num].set_id, host, True, expiry))
 
     def dns_joined_one(self, host: str, num: int, expiry: float) -> None:
         """DNS put ``host`` in new domain set ``num`` (no endpoint source can hold it there)."""
         self.table.dns_moved(host)
         if self.announce:
-            self._deltas.append(MemberChanged(self.by_num[num].info.set_id, host, True, expiry))
+            self._deltas.append(MemberChanged(self.by_num[num].set_id, host, True, expiry))
 
     def dns_moved(
         self,
@@ -142,20 +155,20 @@ class IPSetRegistry:
         for num, expiry in after.items():
             # A join, or a move of the expiry (datapaths with element timeouts follow it).
             if before.get(num) != expiry and num not in counted:
-                deltas.append(MemberChanged(by_num[num].info.set_id, host, True, expiry))
+                deltas.append(MemberChanged(by_num[num].set_id, host, True, expiry))
         for num in before:
             if num not in after and num not in counted:
-                deltas.append(MemberChanged(by_num[num].info.set_id, host, False))
+                deltas.append(MemberChanged(by_num[num].set_id, host, False))
 
     def add_prefix(self, ipset: IPSet, net: IPNetwork) -> None:
         """Count a source of ``net`` in ``ipset``."""
         if self.table.add_prefix(ipset.num, net):
-            self._deltas.append(MemberChanged(ipset.info.set_id, str(net), True))
+            self._deltas.append(MemberChanged(ipset.set_id, str(net), True))
 
     def remove_prefix(self, ipset: IPSet, net: IPNetwork) -> None:
         """Drop a source of ``net`` from ``ipset``."""
         if self.table.remove_prefix(ipset.num, net):
-            self._deltas.append(MemberChanged(ipset.info.set_id, str(net), False))
+            self._deltas.append(MemberChanged(ipset.set_id, str(net), False))
 
     def get(self, key: str) -> IPSet | None:
         """The live set with this definition key, if any."""
@@ -167,7 +180,9 @@ class IPSetRegistry:
         self._next += 1
         ipset = IPSet(
             num=num,
-            info=IPSetInfo(stable_id(kind, text), kind, text),
+            set_id=stable_id(kind, text),
+            kind=kind,
+            definition=text,
             key=key,
             dns_names=set() if kind == "domains" else _NEVER,
             subjects=set() if kind == "selector" else _NEVER,
@@ -175,14 +190,14 @@ class IPSetRegistry:
         self.by_key[key] = ipset
         self.by_num[num] = ipset
         if self.announce:
-            self._deltas.append(IPSetChanged(ipset.info.set_id, True))
+            self._deltas.append(IPSetChanged(ipset.set_id, True))
         return ipset
 
     def remove(self, ipset: IPSet) -> None:
         """Forget a set whose last reference went."""
         del self.by_key[ipset.key]
         del self.by_num[ipset.num]
-        self._deltas.append(IPSetChanged(ipset.info.set_id, False))
+        self._deltas.append(IPSetChanged(ipset.set_id, False))
 
     def __iter__(self) -> Iterator[IPSet]:
         return iter(self.by_key.values())
@@ -192,4 +207,4 @@ class IPSetRegistry:
 
     def by_id(self, set_id: str) -> IPSet | None:
         """The set with this stable id (a scan: for tests and tools)."""
-        return next((s for s in self.by_key.values() if s.info.set_id == set_id), None)
+        return next((s for s in self.by_key.values() if s.set_id == set_id), None)

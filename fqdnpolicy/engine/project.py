@@ -43,11 +43,10 @@ def set_state(
     DNS-learned members of those network sets' domains (``children``), expiring at the
     latest of them.
     """
-    info = ipset.info
     members: dict[str, float | None]
-    if info.kind == "domains":
+    if ipset.kind == "domains":
         members = dict(dns_members(ipset))
-    elif info.kind == "nets":
+    elif ipset.kind == "nets":
         members = dict.fromkeys(map(str, ipset.nets))
     else:
         members = {}
@@ -59,7 +58,7 @@ def set_state(
         for member in selectors.subjects(ipset):
             members.update(dict.fromkeys(member.ips))
             members.update(dict.fromkeys(map(str, member.nets)))
-    return SetState(info.set_id, info.kind, info.definition, members)
+    return SetState(ipset.set_id, ipset.kind, ipset.definition, members)
 
 
 def children_of(registry: IPSetRegistry) -> dict[int, list[IPSet]]:
@@ -81,7 +80,7 @@ def project(
     children = children_of(registry)
     sets = tuple(
         set_state(ipset, children.get(ipset.num, []), selectors, dns_members)
-        for ipset in sorted(registry, key=lambda s: s.info.set_id)
+        for ipset in sorted(registry, key=lambda s: s.set_id)
     )
     rendered: dict[int, tuple[TierState, ...]] = {}
     peer_names: set[str] = set()
@@ -155,8 +154,8 @@ def _rule_state(
         not_protocol=rule.not_protocol,
         icmp=rule.icmp,
         not_icmp=rule.not_icmp,
-        peer_in=tuple(by_num[n].info.set_id for n in peer.required),
-        peer_not_in=tuple(by_num[n].info.set_id for n in peer.forbidden),
+        peer_in=tuple(by_num[n].set_id for n in peer.required),
+        peer_not_in=tuple(by_num[n].set_id for n in peer.forbidden),
         dst_ports=_port_spec(rule.destination, own, bound.own_named, False),
         not_dst_ports=_port_spec(rule.destination, own, bound.own_not_named, True),
         src_ports=_port_spec(rule.source, own, bound.own_named, False),
