@@ -49,7 +49,7 @@ class LabelIndex(Generic[S, T]):
         self._unfiled: set[S] = set()
         self._filed_as: dict[S, Label | None] = {}
         self._subjects: dict[Label, set[T]] = {}
-        self._all_subjects: dict[T, tuple[Label, ...]] = {}
+        self._all_subjects: dict[T, dict[str, str]] = {}
 
     # -- selectors ---------------------------------------------------------------------------
 
@@ -90,16 +90,23 @@ class LabelIndex(Generic[S, T]):
 
     def add_subject(self, key: T, labels: Mapping[str, str]) -> None:
         """File a subject under each of its effective labels (replacing an earlier filing)."""
-        self.discard_subject(key)
-        items = tuple(labels.items())
-        self._all_subjects[key] = items
-        for item in items:
-            self._subjects.setdefault(item, set()).add(key)
+        if key in self._all_subjects:
+            self.discard_subject(key)
+        # A plain copy of text to text, which the cyclic collector never follows; the buckets
+        # keep one (key, value) pair per distinct label.
+        self._all_subjects[key] = dict(labels)
+        buckets = self._subjects
+        for item in labels.items():
+            bucket = buckets.get(item)
+            if bucket is None:
+                buckets[item] = {key}
+            else:
+                bucket.add(key)
 
     def discard_subject(self, key: T) -> None:
         """Forget a subject, if filed."""
-        items = self._all_subjects.pop(key, None)
-        for item in items or ():
+        labels = self._all_subjects.pop(key, None)
+        for item in labels.items() if labels else ():
             bucket = self._subjects[item]
             bucket.discard(key)
             if not bucket:

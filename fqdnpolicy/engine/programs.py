@@ -21,6 +21,19 @@ from fqdnpolicy.engine.slices import Slice, can_match
 __all__ = ["Block", "Program"]
 
 
+# One tuple per lone position, shared by every block (most sets lead to one rule of a block).
+_LONE: list[tuple[int, ...]] = []
+
+
+def _positions(found: list[int]) -> tuple[int, ...]:
+    if len(found) > 1:
+        return tuple(found)
+    (position,) = found
+    while len(_LONE) <= position:
+        _LONE.append((len(_LONE),))
+    return _LONE[position]
+
+
 @attrs.define(eq=False, slots=True)
 class Block:
     """The bound rules of one tier, and how that tier ends."""
@@ -47,7 +60,7 @@ class Block:
             else:
                 always.append(position)
         self.always_positions = tuple(always)
-        self.by_set = {k: tuple(v) for k, v in by_set.items()}
+        self.by_set = {k: _positions(v) for k, v in by_set.items()}
 
     def _always(self, proto: int) -> tuple[frozenset[int], tuple[Binding, ...]]:
         found = self.always_for.get(proto)

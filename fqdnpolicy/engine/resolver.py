@@ -218,8 +218,12 @@ class PolicyResolver:
                     if bound is None:
                         continue
                     bound_rules.append(bound)
+                    # A rule bound alike everywhere is its own binding, the same object for
+                    # every endpoint: it keys itself (no tuple per rule and program).
                     key_parts.append(
-                        (id(rule), bound.ok4, bound.ok6, bound.own_named, bound.own_not_named)
+                        bound
+                        if bound is rule
+                        else (id(rule), bound.ok4, bound.ok6, bound.own_named, bound.own_not_named)
                     )
                     peer = rule.peer
                     # Named ports on a peer that must be in a set: a peer in none of the
