@@ -24,7 +24,7 @@ index: it keeps its sets until that removal comes, so it never joins a set only 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from fqdnpolicy.domains import DomainPattern, PatternIndex
@@ -344,8 +344,9 @@ class NameManager:
         followed, via = self._followed, self._via
         sets = self._registry.by_num
         table = self._registry.table
-        learn, closure = table.learn, self._closure
+        closure = self._closure
         shared: dict[str, set[str]] = {}  # addresses several names lead to, and those names
+        learned: list[tuple[Collection[str], frozenset[int]]] = []  # for the address table
         for name, pairs in dns.live():
             nums = match(name)
             if not nums:
@@ -355,7 +356,7 @@ class NameManager:
                 sets[num].dns_names.add(name)
             if via.keys().isdisjoint(pairs):
                 via.update(dict.fromkeys(pairs, name))
-                learn(pairs, closure(nums))
+                learned.append((pairs, closure(nums)))
                 continue
             alone: list[str] = []
             for ip in pairs:
@@ -368,7 +369,8 @@ class NameManager:
                     shared[ip] = {known, name}  # type: ignore[arg-type]
                 else:
                     group.add(name)
-            learn(alone, closure(nums))
+            learned.append((alone, closure(nums)))
+        table.learn(learned)
         via.update(shared)
         for ip in shared:
             table.dns_moved(ip)

@@ -360,43 +360,49 @@ class AddressTable:
         else:
             self._told[address] = sets
 
-    def learn(self, addresses: Collection[str], sets: frozenset[int]) -> None:
-        """Publish addresses the table does not know, which DNS puts in ``sets`` only.
+    def learn(self, learned: Iterable[tuple[Collection[str], frozenset[int]]]) -> None:
+        """Publish addresses the table does not know, each group put by DNS in its sets only.
 
         For the first build only, before any reader: identities are stored at once, with no
         before-image. An address that also has counted sources or ports was marked dirty when
-        they came, so :meth:`settle` makes its whole identity. Most groups share one family
-        and no covering prefix: one identity for all, stored in one bulk update.
+        they came, so :meth:`settle` makes its whole identity. Most groups (a name's
+        addresses) share one family and no covering prefix: one identity for all, stored in
+        one bulk update.
         """
         if self._changed_prefixes:
             self._publish_prefixes()
-        if ":" in "".join(addresses):  # both families (rare: the next lines test each once)
-            groups: tuple[tuple[int, Collection[str]], ...] = (
-                (4, [a for a in addresses if ":" not in a]),
-                (6, [a for a in addresses if ":" in a]),
-            )
-        else:
-            groups = ((4, addresses),)
-        hosts, intern = self.hosts, self._intern
-        for family, group in groups:
-            if not group:
+        hosts, intern, ranges = self.hosts, self._intern, self._ranges
+        covering_v4 = self.prefixes.trees[4].get
+        count = 0
+        for addresses, sets in learned:
+            count += len(addresses)
+            if ":" in "".join(addresses):  # IPv6 among them: each family apart
+                self._learn_family(4, [a for a in addresses if ":" not in a], sets)
+                self._learn_family(6, [a for a in addresses if ":" in a], sets)
                 continue
-            covers = list(map(self.prefixes.trees[family].get, group))
+            covers = list(map(covering_v4, addresses))
             if covers.count(None) == len(covers):
-                hosts.update(dict.fromkeys(group, intern(family, sets, None)))
+                hosts.update(dict.fromkeys(addresses, intern(4, sets, None)))
+                if ranges is not None:
+                    for address in addresses:
+                        ranges.add(address)
             else:
-                made: dict[Identity | None, Identity] = {}
-                for address, covering in zip(group, covers, strict=True):
-                    ident = made.get(covering)
-                    if ident is None:
-                        ident = made[covering] = intern(
-                            family, sets if covering is None else sets | covering, None
-                        )
-                    hosts[address] = ident
+                self._learn_family(4, addresses, sets)
+        self.version += count
+
+    def _learn_family(self, family: int, addresses: Collection[str], sets: frozenset[int]) -> None:
+        """:meth:`learn` for addresses of one family, each with its covering prefixes."""
+        hosts, intern = self.hosts, self._intern
+        covering = self.prefixes.trees[family].get
+        made: dict[Identity | None, Identity] = {}
+        for address in addresses:
+            cover: Identity | None = covering(address)
+            ident = made.get(cover)
+            if ident is None:
+                ident = made[cover] = intern(family, sets if cover is None else sets | cover, None)
+            hosts[address] = ident
             if self._ranges is not None:
-                for address in group:
-                    self._ranges.add(address)
-        self.version += len(addresses)
+                self._ranges.add(address)
 
     def set_endpoint(self, address: str, ports: tuple[NamedPort, ...] | None) -> None:
         """Mark ``address`` as an endpoint's (with its named ports), or as no longer one."""

@@ -235,7 +235,7 @@ def test_dns_sets_and_counted_sources_each_keep_a_set_member() -> None:
     first, second = "198.51.100.7", "198.51.100.8"
     dns = {first: {1: 60.0, 2: 60.0}, second: {1: 60.0, 2: 60.0}}
     table.follow_dns(_DNS(dns))
-    table.learn([first, second], frozenset({1, 2}))
+    table.learn([([first, second], frozenset({1, 2}))])
     table.settle()
     assert table.host_members(1) == table.host_members(2) == {first, second}
     assert table.add_host(1, first)  # its first counted source in set 1, where DNS has it
@@ -255,3 +255,53 @@ def test_dns_sets_and_counted_sources_each_keep_a_set_member() -> None:
     assert table.host_members(1) == {second}
     assert table.identity(first).sets == frozenset({3})
     assert table.identity(second).sets == frozenset({1, 2})
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    before=st.lists(st.tuples(st.integers(0, 4), st.sampled_from(PREFIXES)), max_size=5),
+    groups=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(HOSTS), max_size=4),
+            st.frozensets(st.integers(5, 9), min_size=1, max_size=3),
+        ),
+        max_size=4,
+    ),
+    after=st.lists(st.tuples(st.integers(0, 4), st.sampled_from(PREFIXES)), max_size=3),
+)
+def test_learned_addresses_get_the_identities_settling_them_one_by_one_gives(
+    before: list[tuple[int, str]],
+    groups: list[tuple[list[str], frozenset[int]]],
+    after: list[tuple[int, str]],
+) -> None:
+    # The first build's bulk path against the general one, before and after later prefixes
+    # (which find learned hosts through the table's host ranges).
+    seen: set[str] = set()
+    fresh: list[tuple[list[str], frozenset[int]]] = []
+    for addresses, sets in groups:  # learn takes addresses the table does not know yet
+        new = [a for a in dict.fromkeys(addresses) if a not in seen]
+        seen.update(new)
+        fresh.append((new, sets))
+    dns = {a: dict.fromkeys(sets, 60.0) for addresses, sets in fresh for a in addresses}
+    bulk, one_by_one = AddressTable(), AddressTable()
+    for table in (bulk, one_by_one):
+        table.follow_dns(_DNS(dns))
+        table.add_host(0, "192.0.2.200")
+        table.settle()
+        # A prefix change once hosts are known: from then on the table keeps host ranges.
+        table.add_prefix(0, ipaddress.ip_network("192.0.2.200/32"))
+        for num, net in before:
+            table.add_prefix(num, ipaddress.ip_network(net))
+        table.settle()
+    bulk.learn(fresh)
+    for address in dns:
+        one_by_one.dns_moved(address)
+    for step in (None, *after):
+        for table in (bulk, one_by_one):
+            if step is not None:
+                table.add_prefix(step[0], ipaddress.ip_network(step[1]))
+            table.settle()
+        assert bulk.hosts.keys() == one_by_one.hosts.keys()
+        for address in bulk.hosts:
+            got, want = bulk.identity(address), one_by_one.identity(address)
+            assert (got.family, got.sets, got.ports) == (want.family, want.sets, want.ports)
