@@ -375,6 +375,8 @@ class AddressTable:
         covering_v4 = self.prefixes.trees[4].get
         count = 0
         for addresses, sets in learned:
+            if not addresses:
+                continue
             count += len(addresses)
             if ":" in "".join(addresses):  # IPv6 among them: each family apart
                 self._learn_family(4, [a for a in addresses if ":" not in a], sets)
