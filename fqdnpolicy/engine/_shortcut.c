@@ -29,6 +29,8 @@ static PyObject *str_refs;          /* "refs" (Slice.refs) */
 static PyObject *str_family;        /* "family" */
 static PyObject *str_ports;         /* "ports" */
 static PyObject *str_bits;          /* "bits" (Identity.bits) */
+static PyObject *str_bit1;          /* "bit1" (Identity.bit1) */
+static PyObject *str_bit2;          /* "bit2" (Identity.bit2) */
 static PyObject *str_mask;          /* "mask" (Slice.mask) */
 static PyObject *str_peer_named;    /* "peer_named" (Slice.peer_named) */
 static PyObject *str_peer_ports;    /* "peer_ports" (Slice.peer_ports) */
@@ -71,7 +73,7 @@ typedef struct {
 } Slot;
 
 static Slot slot_egress, slot_prefixes, slot_outside, slot_refs, slot_family, slot_ports;
-static Slot slot_bits, slot_mask, slot_peer_named, slot_peer_ports, slot_action;
+static Slot slot_bits, slot_bit1, slot_bit2, slot_mask, slot_peer_named, slot_peer_ports, slot_action;
 static Slot slot_ip4, slot_ip6, slot_ingress;
 static Slot slot_trees, slot_world, slot_v4, slot_v6, slot_asked, slot_blocks, slot_fallback;
 
@@ -120,7 +122,9 @@ disjoint(PyObject *a, PyObject *b)
 
 /* Whether peer ``ident`` is in none of slice ``part``'s sets: 1 yes, 0 no, -1 error. The
  * folded bits answer most peers without reading either set; a bit also set in the slice's mask
- * proves nothing (other set numbers fold onto it too), and then the sets answer. */
+ * proves nothing (other set numbers fold onto it too), and then the sets answer. An identity
+ * holds up to three bits in its own fields (Identity.bits, bit1, bit2), else all of them as a
+ * tuple in ``bits``; None where it has none. */
 static int
 plain(PyObject *ident, PyObject *part)
 {
@@ -129,15 +133,28 @@ plain(PyObject *ident, PyObject *part)
     if (bits != NULL && mask != NULL && PyBytes_CheckExact(mask)
         && PyBytes_GET_SIZE(mask) == MASK_BYTES) {
         const unsigned char *m = (const unsigned char *)PyBytes_AS_STRING(mask);
-        PyObject *const *items = &bits;
-        Py_ssize_t n = 1;
+        PyObject *held[3];
+        PyObject *const *items = held;
+        Py_ssize_t n = 0;
         if (PyTuple_CheckExact(bits)) {
             items = &PyTuple_GET_ITEM(bits, 0);
             n = PyTuple_GET_SIZE(bits);
         }
+        else if (bits != Py_None) {
+            PyObject *bit1 = slot_get(&slot_bit1, ident, str_bit1);
+            PyObject *bit2 = slot_get(&slot_bit2, ident, str_bit2);
+            held[n++] = bits;
+            if (bit1 != Py_None) {
+                held[n++] = bit1;  /* NULL (unreadable) fails the test below */
+                if (bit2 != Py_None) {
+                    held[n++] = bit2;
+                }
+            }
+        }
         Py_ssize_t i = 0;
         for (; i < n; i++) {
-            long bit = PyLong_CheckExact(items[i]) ? PyLong_AsLong(items[i]) : -1;
+            long bit = items[i] != NULL && PyLong_CheckExact(items[i]) ? PyLong_AsLong(items[i])
+                                                                       : -1;
             if (bit < 0 || bit >= MASK_BYTES * 8 || (m[bit >> 3] & (1 << (bit & 7)))) {
                 break;
             }
@@ -645,6 +662,8 @@ PyInit__shortcut(void)
     str_family = PyUnicode_InternFromString("family");
     str_ports = PyUnicode_InternFromString("ports");
     str_bits = PyUnicode_InternFromString("bits");
+    str_bit1 = PyUnicode_InternFromString("bit1");
+    str_bit2 = PyUnicode_InternFromString("bit2");
     str_mask = PyUnicode_InternFromString("mask");
     str_peer_named = PyUnicode_InternFromString("peer_named");
     str_peer_ports = PyUnicode_InternFromString("peer_ports");
@@ -665,6 +684,7 @@ PyInit__shortcut(void)
     str_egress_value = str_egress_attr;
     if (str_egress_attr == NULL || str_prefixes == NULL || str_outside == NULL
         || str_refs == NULL || str_family == NULL || str_ports == NULL || str_bits == NULL
+        || str_bit1 == NULL || str_bit2 == NULL
         || str_mask == NULL || str_peer_named == NULL || str_peer_ports == NULL
         || str_action == NULL || str_ip4 == NULL
         || str_ip6 == NULL || str_ingress == NULL || str_trees == NULL || str_world == NULL

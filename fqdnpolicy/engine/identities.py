@@ -27,7 +27,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Collection, Iterable
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import pytricia
 
@@ -78,10 +78,25 @@ def signature_bits(sets: Iterable[int]) -> tuple[int, ...]:
     return tuple(sorted({_BIT[n % SIGNATURE_BITS] for n in sets}))
 
 
-def folded(sets: Iterable[int]) -> int | tuple[int, ...]:
-    """:func:`signature_bits` of ``sets``, one bit as itself (read without another object)."""
+#: How many of an identity's bits it holds in its own fields (see :func:`folded`).
+INLINE_BITS = 3
+
+_Folded: TypeAlias = tuple[int | tuple[int, ...] | None, int | None, int | None]
+
+
+def folded(sets: Iterable[int]) -> _Folded:
+    """:func:`signature_bits` of ``sets`` as an identity holds them: ``(bits, bit1, bit2)``.
+
+    Up to :data:`INLINE_BITS` bits, each is itself (the shared int of :data:`_BIT`), the
+    ones missing None: a reader tests them without reading another object, which for
+    addresses met at random is a cache miss. More bits: all of them as a tuple, then None,
+    None.
+    """
     bits = signature_bits(sets)
-    return bits[0] if len(bits) == 1 else bits
+    if len(bits) > INLINE_BITS:
+        return bits, None, None
+    first, second, third, *_ = (*bits, None, None, None)
+    return first, second, third
 
 
 def signature_mask(sets: Iterable[int]) -> bytes:
@@ -127,23 +142,30 @@ class Identity(frozenset[int]):
         family: 4 or 6.
         ports: The named ports of the endpoint owning the address; None when no endpoint
             owns it.
-        bits: Its sets folded onto :data:`SIGNATURE_BITS` bits (:func:`folded`; one bit as
-            an int, which most addresses have): the C shortcut tests them against a
-            slice's :attr:`Slice.mask <fqdnpolicy.engine.slices.Slice.mask>` before it reads
+        bits: Its sets folded onto :data:`SIGNATURE_BITS` bits (:func:`folded`): the first
+            bit, or all of them as a tuple when there are more than :data:`INLINE_BITS`
+            (None when in no set). The C shortcut tests them against a slice's
+            :attr:`Slice.mask <fqdnpolicy.engine.slices.Slice.mask>` before it reads
             either set.
+        bit1: The second bit when it has two or three (else None).
+        bit2: The third bit when it has three (else None).
 
     Identities compare and hash by identity (two with the same sets differ by family or
     ports): :attr:`sets` gives the plain set to compare.
     """
 
-    __slots__ = ("bits", "family", "ports")
+    # Five fields: with the collector's header the object fills a 256-byte block, and its
+    # fields lie in one cache line (a sixth would cross into the next).
+    __slots__ = ("bit1", "bit2", "bits", "family", "ports")
     __hash__ = object.__hash__
     __eq__ = object.__eq__
     __ne__ = object.__ne__
 
     family: int
     ports: tuple[NamedPort, ...] | None
-    bits: int | tuple[int, ...]
+    bits: int | tuple[int, ...] | None
+    bit1: int | None
+    bit2: int | None
 
     def __new__(
         cls, family: int, sets: frozenset[int], ports: tuple[NamedPort, ...] | None
@@ -152,7 +174,7 @@ class Identity(frozenset[int]):
         self = super().__new__(cls, sets)
         self.family = family
         self.ports = ports
-        self.bits = folded(sets)
+        self.bits, self.bit1, self.bit2 = folded(sets)
         return self
 
     @property

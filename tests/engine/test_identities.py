@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 
 from fqdnpolicy.cluster import NamedPort
 from fqdnpolicy.engine.identities import (
+    INLINE_BITS,
     AddressTable,
     Identity,
     canonical_ip,
+    folded,
     identity_of,
     signature_bits,
     signature_mask,
@@ -215,6 +217,19 @@ def test_bits_clear_in_a_programs_mask_prove_the_peer_is_in_none_of_its_sets(
         assert sets.isdisjoint(refs)
     if not sets.isdisjoint(refs):
         assert not clear
+
+
+@given(st.frozensets(st.integers(0, 200_000), max_size=8))
+def test_an_identity_holds_its_first_bits_itself_and_more_as_a_tuple(sets: frozenset[int]) -> None:
+    bits, bit1, bit2 = folded(sets)
+    expected = signature_bits(sets)
+    if len(expected) > INLINE_BITS:
+        assert (bits, bit1, bit2) == (expected, None, None)
+    else:
+        held = (bits, bit1, bit2)
+        assert held == (*expected, *(None,) * (INLINE_BITS - len(expected)))
+    ident = Identity(4, sets, None)
+    assert (ident.bits, ident.bit1, ident.bit2) == (bits, bit1, bit2)
 
 
 class _DNS:

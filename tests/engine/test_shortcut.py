@@ -21,12 +21,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fqdnpolicy.cluster import Cluster
+from fqdnpolicy.cluster import Cluster, Namespace
 from fqdnpolicy.engine import PolicyEngine, shortcut
 from fqdnpolicy.engine.identities import canonical_ip
 from fqdnpolicy.errors import InvalidPolicy
 from fqdnpolicy.model import ResourceSet
-from tests.engine.strategies import pod, policy, rule
+from tests.engine.strategies import entity, pod, policy, rule
 from tests.engine.test_bad_input import API, build
 from tests.engine.worlds_threads import Applier
 
@@ -171,6 +171,34 @@ def test_a_peer_in_one_of_the_programs_sets_never_gets_the_others_verdict() -> N
     assert not engine.verdict("default/web", OUTSIDE, "TCP", 443).allowed  # kept for all others
     for _ in range(2):
         assert engine.verdict("default/web", API, "TCP", 443).allowed  # in web's domain set
+
+
+@pytest.mark.parametrize("covering", [1, 2, 3, 4, 5])
+def test_a_peer_in_several_sets_is_told_apart_by_each_of_them(covering: int) -> None:
+    # The address is in ``covering`` nested CIDR sets and one rule only can match TCP to 443:
+    # the one naming the j-th. Whichever set that is (an identity holds its first bits in
+    # its own fields, more in a tuple), the shortcut must not serve the verdict kept for
+    # peers in none of the slice's sets.
+    nets = [f"198.51.100.0/{24 + i}" for i in range(covering)]
+    for j in range(covering):
+        web = pod("default/web", "10.0.0.10", labels={"app": "web"})
+        egress = [
+            rule(
+                "Allow",
+                protocol="TCP",
+                destination=entity(nets=[net], ports=[443 if i == j else 80]),
+            )
+            for i, net in enumerate(nets)
+        ]
+        world = Applier(
+            ResourceSet((policy("web", namespace="default", selector="all()", egress=egress),)),
+            Cluster((web,), (Namespace("default"),)),
+        )
+        engine = world.build_engine()
+        assert not engine.verdict("default/web", "203.0.113.5", "TCP", 443).allowed  # kept, plain
+        assert len(engine.identity("198.51.100.1")) == covering
+        for _ in range(2):  # judged, then kept under its view
+            assert engine.verdict("default/web", "198.51.100.1", "TCP", 443).allowed, (covering, j)
 
 
 def test_a_flow_to_an_endpoint_is_answered_by_both_sides() -> None:
