@@ -16,7 +16,8 @@
  * It runs holding the GIL and calls no Python code of its own; a caller's object with a
  * Python __hash__ could let a writer run midway, so it holds references to what it reads and
  * checks at the end that the snapshot it started from is still published, as the Python code
- * does.
+ * does. The most common case (kept_plain) has no such object to meet: it reads without
+ * references, since nothing can run between its first read and its answer.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -453,6 +454,58 @@ first_sighting(Shortcut *self, PyObject *prefixes, PyObject *outside, PyObject *
     return stored < 0 ? NULL : found;
 }
 
+/* The kept verdict of the most common case, read without taking a reference: a flow to an
+ * address no endpoint owns, whose identity the hosts table holds and which the slice judges
+ * like any address of its family in none of its sets. Only for exact str endpoint and address,
+ * a protocol that is an exact str or int and an exact int port: comparing and hashing those
+ * runs no Python code, and nothing read here is allocated, so no other thread runs and nothing
+ * read is freed before the verdict is returned (a new reference). Anything else, and any step
+ * that could allocate (a view, an address met for the first time, the receiver's side), is
+ * left to kept(): UNSURE. */
+static PyObject unsure_object;
+#define UNSURE (&unsure_object)
+
+static PyObject *
+kept_plain(Shortcut *self, PyObject *src, PyObject *dst, PyObject *protocol, PyObject *port)
+{
+    PyObject *egress = slot_get(&slot_egress, self->snapshot, str_egress_attr);
+    if (egress == NULL || !PyDict_CheckExact(egress)) {
+        return UNSURE;
+    }
+    PyObject *program = PyDict_GetItemWithError(egress, src);
+    if (program == NULL || !PyDict_Check(program)) {
+        return UNSURE;
+    }
+    PyObject *ident = PyDict_GetItemWithError(self->hosts, dst);
+    if (ident == NULL || !PyFrozenSet_Check(ident)
+        || slot_get(&slot_ports, ident, str_ports) != Py_None) {
+        return UNSURE;
+    }
+    PyObject *part = PyDict_GetItemWithError(program, port);
+    if (part == NULL || !PyDict_Check(part)) {
+        return UNSURE;
+    }
+    PyObject *asked = slot_get(&slot_asked, part, str_asked);
+    if (asked != protocol) {
+        /* Kept protocols are exact str or int (or a tuple of an int): comparing runs no
+         * Python code either. */
+        if (asked == NULL || PyObject_RichCompareBool(asked, protocol, Py_EQ) != 1) {
+            return UNSURE;
+        }
+    }
+    if (plain(ident, part) != 1) {
+        return UNSURE;
+    }
+    PyObject *family = slot_get(&slot_family, ident, str_family);
+    PyObject *found = family == int_four  ? slot_get(&slot_v4, part, str_v4)
+                      : family == int_six ? slot_get(&slot_v6, part, str_v6)
+                                          : NULL;
+    if (found == NULL || found == Py_None) {
+        return UNSURE;
+    }
+    return Py_NewRef(found);
+}
+
 /* The kept verdict of the common case, a new reference; NULL (no error set) when there is
  * none to serve. */
 static PyObject *
@@ -521,6 +574,14 @@ shortcut_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, Py
         /* Served only for a plain int port and a protocol that is no bool: True and 443.0
          * hash like 1 and 443 but are refused by the Python method. */
         if (common && PyLong_CheckExact(port) && !PyBool_Check(protocol)) {
+            if (PyUnicode_CheckExact(args[0]) && PyUnicode_CheckExact(args[1])
+                && (PyUnicode_CheckExact(protocol) || PyLong_CheckExact(protocol))) {
+                PyObject *found = kept_plain(self, args[0], args[1], protocol, port);
+                PyErr_Clear();
+                if (found != UNSURE) {
+                    return found;
+                }
+            }
             PyObject *snapshot = Py_NewRef(self->snapshot);
             PyObject *found = kept(self, snapshot, args[0], args[1], protocol, port);
             int same = self->snapshot == snapshot;

@@ -201,6 +201,16 @@ def test_a_peer_in_several_sets_is_told_apart_by_each_of_them(covering: int) -> 
             assert engine.verdict("default/web", "198.51.100.1", "TCP", 443).allowed, (covering, j)
 
 
+def test_a_port_judged_for_one_protocol_is_judged_again_for_another() -> None:
+    # API is in web's domain set, which only a TCP rule names: to port 443 by UDP it is like
+    # any address (denied), by TCP allowed. The port's slice is first made for UDP.
+    engine = build()[0]
+    for _ in range(2):  # judged, then kept: each protocol its own
+        assert not engine.verdict("default/web", API, "UDP", 443).allowed
+        assert engine.verdict("default/web", API, "TCP", 443).allowed
+        assert engine.verdict("default/web", API, 6, 443).allowed
+
+
 def test_a_flow_to_an_endpoint_is_answered_by_both_sides() -> None:
     engine = build()[0]
     # x has no egress policy; db takes only web's traffic: x -> db is denied by db's ingress.
