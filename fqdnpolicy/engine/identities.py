@@ -154,8 +154,8 @@ class Identity(frozenset[int]):
     ports): :attr:`sets` gives the plain set to compare.
     """
 
-    # Five fields: with the collector's header the object fills a 256-byte block, and its
-    # fields lie in one cache line (a sixth would cross into the next).
+    # Five fields: with the collector's header the object fills its allocator block exactly,
+    # which starts it on a cache line and keeps these fields within one (a sixth would not).
     __slots__ = ("bit1", "bit2", "bits", "family", "ports")
     __hash__ = object.__hash__
     __eq__ = object.__eq__
