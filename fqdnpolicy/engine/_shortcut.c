@@ -74,7 +74,8 @@ typedef struct {
 } Slot;
 
 static Slot slot_egress, slot_prefixes, slot_outside, slot_refs, slot_family, slot_ports;
-static Slot slot_bits, slot_bit1, slot_bit2, slot_mask, slot_peer_named, slot_peer_ports, slot_action;
+static Slot slot_bits, slot_bit1, slot_bit2, slot_mask, slot_peer_named, slot_peer_ports;
+static Slot slot_action;
 static Slot slot_ip4, slot_ip6, slot_ingress;
 static Slot slot_trees, slot_world, slot_v4, slot_v6, slot_asked, slot_blocks, slot_fallback;
 
