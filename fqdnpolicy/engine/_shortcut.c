@@ -196,6 +196,18 @@ view_of(PyObject *part, PyObject *ident)
     return view;
 }
 
+/* The verdict slice ``part`` keeps for every peer of ``ident``'s family in none of its sets,
+ * borrowed; NULL (no error set) when none is kept yet. */
+static PyObject *
+family_verdict(PyObject *part, PyObject *ident)
+{
+    PyObject *family = slot_get(&slot_family, ident, str_family);
+    PyObject *found = family == int_four  ? slot_get(&slot_v4, part, str_v4)
+                      : family == int_six ? slot_get(&slot_v6, part, str_v6)
+                                          : NULL;
+    return found == Py_None ? NULL : found;
+}
+
 /* The verdict slice ``part`` keeps for peer ``ident``: the one for its family when the peer is
  * judged like any address in none of the slice's sets (Slice.plain), else the one under its
  * view; a new reference, or NULL (no error set) when none is kept. */
@@ -219,15 +231,7 @@ kept_in(PyObject *part, PyObject *ident)
         is_plain = named == Py_False;
     }
     if (is_plain) {
-        PyObject *family = slot_get(&slot_family, ident, str_family);
-        PyObject *found = NULL;
-        if (family == int_four) {
-            found = slot_get(&slot_v4, part, str_v4);
-        }
-        else if (family == int_six) {
-            found = slot_get(&slot_v6, part, str_v6);
-        }
-        return found == NULL || found == Py_None ? NULL : Py_NewRef(found);
+        return Py_XNewRef(family_verdict(part, ident));
     }
     PyObject *view = view_of(part, ident);
     if (view == NULL) {
@@ -497,14 +501,8 @@ kept_plain(Shortcut *self, PyObject *src, PyObject *dst, PyObject *protocol, PyO
     if (plain(ident, part) != 1) {
         return UNSURE;
     }
-    PyObject *family = slot_get(&slot_family, ident, str_family);
-    PyObject *found = family == int_four  ? slot_get(&slot_v4, part, str_v4)
-                      : family == int_six ? slot_get(&slot_v6, part, str_v6)
-                                          : NULL;
-    if (found == NULL || found == Py_None) {
-        return UNSURE;
-    }
-    return Py_NewRef(found);
+    PyObject *found = family_verdict(part, ident);
+    return found == NULL ? UNSURE : Py_NewRef(found);
 }
 
 /* The kept verdict of the common case, a new reference; NULL (no error set) when there is
