@@ -415,6 +415,8 @@ class DatapathSync:
             else:
                 fixes = self._member_fixes(expected, installed.members)
                 if fixes:
+                    fixes = self._confirmed(fixes, common)
+                if fixes:
                     self._apply(self.backend.render_delta(fixes, now=self.clock()))
                     repaired = len(fixes)
         with self._cond:
@@ -424,6 +426,23 @@ class DatapathSync:
             self._cond.notify_all()
         if repaired:
             log.warning("datapath drift repaired: %d item(s)", repaired)
+
+    def _confirmed(self, fixes: list[Delta], sets: set[str]) -> list[Delta]:
+        """The ``fixes`` that a second read-back calls for too.
+
+        A kernel listing taken while a set's hash table is resized can skip elements (the
+        kernel walks the table as it moves), so a difference is read again before it is
+        repaired; one that was only the listing's is left alone.
+        """
+        try:
+            again = self.backend.installed(netns=self.netns)
+        except BackendError:
+            return fixes  # the next reconcile finds out what is wrong
+        if again is None or not sets <= again.members.keys():
+            return fixes
+        expected = {s: self.engine.members(s) for s in sets}
+        seen = set(self._member_fixes(expected, again.members))
+        return [fix for fix in fixes if fix in seen]
 
     def _member_fixes(
         self, expected: dict[str, dict[str, float | None]], kernel: dict[str, frozenset[str]]

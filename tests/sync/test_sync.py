@@ -213,6 +213,20 @@ def test_reconcile_repairs_a_member_removed_by_hand(
     assert sync.stats().repairs == 2
 
 
+def test_reconcile_reads_again_before_putting_back_a_member_a_listing_skipped(
+    sync: DatapathSync, backend: MemoryBackend, cache: DNSCache
+) -> None:
+    cache.observe(answer("allowed.example", "198.51.100.7"), DNS)
+    assert sync.sync(WAIT)
+    applied = len(backend.applied)
+    backend.hide_once = {"198.51.100.7"}
+    reads = backend.reads
+    assert sync.reconcile(WAIT)
+    assert backend.reads == reads + 2  # the skipped member made it read once more
+    assert sync.stats().repairs == 0
+    assert len(backend.applied) == applied
+
+
 def test_reconcile_reinstalls_a_chain_removed_by_hand(
     sync: DatapathSync, backend: MemoryBackend
 ) -> None:
