@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
 import attrs
@@ -427,7 +428,7 @@ class DatapathSync:
         if repaired:
             log.warning("datapath drift repaired: %d item(s)", repaired)
 
-    def _confirmed(self, fixes: list[Delta], sets: set[str]) -> list[Delta]:
+    def _confirmed(self, fixes: list[Delta], sets: AbstractSet[str]) -> list[Delta]:
         """The ``fixes`` that a second read-back calls for too.
 
         A kernel listing taken while a set's hash table is resized can skip elements (the
