@@ -37,7 +37,11 @@ class PolicyResolver:
         self.policies: dict[str, CompiledPolicy] = {}
         self._sets_of = sets_of
         self._index: LabelIndex[str, str] = LabelIndex()
-        self._applied: dict[str, set[str]] = {}  # policy key -> endpoints it applies to
+        # Which endpoints each policy applies to, filed by the set of policies applying to
+        # an endpoint: replicas share that set, so a policy names a few such groups rather
+        # than every endpoint it applies to.
+        self._members: dict[frozenset[str], set[str]] = {}  # applying policies -> endpoints
+        self._groups: dict[str, set[frozenset[str]]] = {}  # policy key -> groups holding it
         self._programs: dict[tuple[object, ...], Program] = {}
         self._live = 0  # live programs at the last collection
 
@@ -81,8 +85,7 @@ class PolicyResolver:
     def remove_endpoint(self, key: str, applied: Iterable[str]) -> None:
         """Unfile an endpoint, and forget that the policies in ``applied`` applied to it."""
         self._index.discard_subject(key)
-        for policy in applied:
-            self._unapply(policy, key)
+        self._leave(key, frozenset(applied))
 
     def selecting(self, compiled: CompiledPolicy, subjects: dict[str, Subject]) -> set[str]:
         """Endpoints (keys in ``subjects``) the policy's selector picks now."""
@@ -94,7 +97,10 @@ class PolicyResolver:
 
     def applied_to(self, key: str) -> set[str]:
         """Endpoints a policy applied to at their last resolution."""
-        return set(self._applied.get(key, ()))
+        found: set[str] = set()
+        for group in self._groups.get(key, ()):
+            found |= self._members[group]
+        return found
 
     def resolve(
         self,
@@ -130,15 +136,9 @@ class PolicyResolver:
             if found is None:
                 memo[same] = (applying, resolved if alike else None)
         after = resolved["egress"][0] | resolved["ingress"][0]
-        for policy in before - after:
-            self._unapply(policy, key)
-        applied = self._applied
-        for policy in after - before:
-            holders = applied.get(policy)
-            if holders is None:
-                applied[policy] = {key}
-            else:
-                holders.add(key)
+        if after != before:
+            self._leave(key, before)
+            self._join(key, after)
         return resolved
 
     def _programs_for(
@@ -188,13 +188,36 @@ class PolicyResolver:
     def _bound(self) -> int:
         return 4 * max(1, self._live) + 1024
 
-    def _unapply(self, policy: str, key: str) -> None:
-        holders = self._applied.get(policy)
-        if holders is None:
+    def _join(self, key: str, group: frozenset[str]) -> None:
+        """File endpoint ``key`` as one the policies of ``group`` apply to."""
+        if not group:
             return
-        holders.discard(key)
-        if not holders:
-            del self._applied[policy]
+        members = self._members.get(group)
+        if members is not None:
+            members.add(key)
+            return
+        self._members[group] = {key}
+        for policy in group:
+            groups = self._groups.get(policy)
+            if groups is None:
+                self._groups[policy] = {group}
+            else:
+                groups.add(group)
+
+    def _leave(self, key: str, group: frozenset[str]) -> None:
+        """Undo :meth:`_join` (nothing when ``key`` is not filed there)."""
+        members = self._members.get(group)
+        if members is None:
+            return
+        members.discard(key)
+        if members:
+            return
+        del self._members[group]
+        for policy in group:
+            groups = self._groups[policy]
+            groups.discard(group)
+            if not groups:
+                del self._groups[policy]
 
     def _build(
         self,

@@ -1,10 +1,14 @@
 """The policy resolver interns programs shared by endpoints with equal policies and forgets
-those no endpoint uses, without reading every endpoint at each change."""
+those no endpoint uses, without reading every endpoint at each change; it knows which
+endpoints each policy applies to."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fqdnpolicy
 from fqdnpolicy.engine import PolicyEngine
@@ -99,4 +103,60 @@ def test_replicas_share_policies_but_not_what_is_bound_to_their_addresses() -> N
     record = engine.record
     assert record("default/web-0").egress is record("default/web-2").egress  # type: ignore[union-attr]
     assert record("default/web-0").egress is not record("default/web-1").egress  # type: ignore[union-attr]
+    engine.close()
+
+
+SELECTED = """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {{name: p{name}, namespace: default}}
+spec:
+  selector: app == "{app}"
+  egress:
+  - action: Allow
+"""
+
+APPS = ["a", "b", "c"]
+changes = st.lists(
+    st.one_of(
+        st.tuples(st.just("policy"), st.integers(0, 3), st.sampled_from(APPS)),
+        st.tuples(st.just("unpolicy"), st.integers(0, 3), st.just("")),
+        st.tuples(st.just("endpoint"), st.integers(0, 4), st.sampled_from(APPS)),
+        st.tuples(st.just("unendpoint"), st.integers(0, 4), st.just("")),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(changes)
+def test_which_endpoints_a_policy_applies_to_follows_every_change(
+    steps: list[tuple[str, int, str]],
+) -> None:
+    # Endpoints with equal policies are filed together; what a policy applies to must still
+    # be exactly the endpoints whose last resolution it took part in.
+    engine = PolicyEngine(
+        fqdnpolicy.loads(""),
+        fqdnpolicy.Cluster([], [fqdnpolicy.Namespace("default")]),
+        fqdnpolicy.DNSCache(),
+    )
+    graph = engine._graph
+    for kind, n, app in steps:
+        if kind == "policy":
+            engine.upsert_policy(fqdnpolicy.loads(SELECTED.format(name=n, app=app)).policies[0])
+        elif kind == "unpolicy":
+            engine.remove_policy(fqdnpolicy.loads(SELECTED.format(name=n, app="a")).policies[0])
+        elif kind == "endpoint":
+            engine.upsert_endpoint(
+                fqdnpolicy.Endpoint(f"e{n}", "default", {"app": app}, ips=[f"198.51.100.{n + 1}"])
+            )
+        else:
+            engine.remove_endpoint(f"default/e{n}")
+        for key in (f"NetworkPolicy/default/p{i}" for i in range(4)):
+            expected = {
+                e
+                for e, state in graph.endpoints.items()
+                if key in state.policies["egress"] | state.policies["ingress"]
+            }
+            assert graph.resolver.applied_to(key) == expected
     engine.close()
