@@ -48,8 +48,11 @@ class LabelIndex(Generic[S, T]):
         self._selectors: dict[Label, set[S]] = {}
         self._unfiled: set[S] = set()
         self._filed_as: dict[S, Label | None] = {}
-        self._subjects: dict[Label, set[T]] = {}
-        self._all_subjects: dict[T, dict[str, str]] = {}
+        # Subjects filed by their whole label set: replicas share one, so a label names a few
+        # such groups rather than every subject holding it.
+        self._groups: dict[frozenset[Label], tuple[frozenset[Label], set[T]]] = {}
+        self._by_label: dict[Label, set[frozenset[Label]]] = {}  # label -> groups holding it
+        self._group_of: dict[T, frozenset[Label]] = {}
 
     # -- selectors ---------------------------------------------------------------------------
 
@@ -90,31 +93,44 @@ class LabelIndex(Generic[S, T]):
 
     def add_subject(self, key: T, labels: Mapping[str, str]) -> None:
         """File a subject under each of its effective labels (replacing an earlier filing)."""
-        if key in self._all_subjects:
+        if key in self._group_of:
             self.discard_subject(key)
-        # A plain copy of text to text, which the cyclic collector never follows; the buckets
-        # keep one (key, value) pair per distinct label.
-        self._all_subjects[key] = dict(labels)
-        buckets = self._subjects
-        for item in labels.items():
-            bucket = buckets.get(item)
-            if bucket is None:
-                buckets[item] = {key}
+        group = frozenset(labels.items())
+        found = self._groups.get(group)
+        if found is not None:
+            self._group_of[key] = found[0]  # the one copy of the group's labels
+            found[1].add(key)
+            return
+        self._groups[group] = (group, {key})
+        self._group_of[key] = group
+        by_label = self._by_label
+        for item in group:
+            holders = by_label.get(item)
+            if holders is None:
+                by_label[item] = {group}
             else:
-                bucket.add(key)
+                holders.add(group)
 
     def discard_subject(self, key: T) -> None:
         """Forget a subject, if filed."""
-        labels = self._all_subjects.pop(key, None)
-        for item in labels.items() if labels else ():
-            bucket = self._subjects[item]
-            bucket.discard(key)
-            if not bucket:
-                del self._subjects[item]
+        group = self._group_of.pop(key, None)
+        if group is None:
+            return
+        members = self._groups[group][1]
+        members.discard(key)
+        if members:
+            return
+        del self._groups[group]
+        for item in group:
+            holders = self._by_label[item]
+            holders.discard(group)
+            if not holders:
+                del self._by_label[item]
 
     def subjects_for(self, selector: Selector) -> Iterable[T]:
         """Subjects the selector may match (all of them when it requires no plain label)."""
         label = required_label(selector)
         if label is None:
-            return self._all_subjects.keys()
-        return self._subjects.get(label, ())
+            return self._group_of.keys()
+        groups = self._groups
+        return [key for group in self._by_label.get(label, ()) for key in groups[group][1]]
