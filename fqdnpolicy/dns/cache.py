@@ -89,7 +89,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 
 from fqdnpolicy.dns import persist
 from fqdnpolicy.dns.addresses import ZERO_ADDRESSES, address_problem, parse_server
@@ -346,17 +346,20 @@ class DNSCache(Learning):
             now = self.clock()
             return {ip: d for ip, d in self._mapping(name).items() if d > now}
 
-    def live(self) -> list[tuple[str, dict[str, float]]]:
+    def live(self, only: Container[str] | None = None) -> list[tuple[str, dict[str, float]]]:
         """Return ``(name, {ip: deadline})`` for every name leading to IPs now, read at once.
 
         What :meth:`names` and :meth:`expiries` of each name give, taken under one hold of
         the lock (so one consistent cut), for a reader filling itself from the whole cache.
+        With ``only``, names not in it are passed over without copying their pairs.
         """
         with self._lock:
             now = self.clock()
             eff, addrs = self._eff, self._addrs
             found: list[tuple[str, dict[str, float]]] = []
             for name in self._sched:
+                if only is not None and name not in only:
+                    continue
                 chained = eff.get(name)
                 mapping = as_map(addrs.get(name, EMPTY)) if chained is None else chained
                 if not mapping:

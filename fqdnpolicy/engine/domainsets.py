@@ -347,10 +347,11 @@ class NameManager:
         closure = self._closure
         shared: dict[str, set[str]] = {}  # addresses several names lead to, and those names
         learned: list[tuple[Collection[str], frozenset[int]]] = []  # for the address table
-        for name, pairs in dns.live():
-            nums = match(name)
-            if not nums:
-                continue
+        # Names no set matches are passed over before the cache copies their pairs (a name
+        # cached meanwhile comes with the changes queued since the engine subscribed).
+        matched = {name: nums for name in dns.names() if (nums := match(name))}
+        for name, pairs in dns.live(matched):
+            nums = matched[name]
             followed[name] = _Followed(nums, pairs)
             for num in nums:
                 sets[num].dns_names.add(name)
