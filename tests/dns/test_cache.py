@@ -43,6 +43,21 @@ def test_chain_in_mixed_case_gives_every_name_the_ip_at_its_end() -> None:
     assert cache.ips("CNAME1.EXAMPLE.") == {"10.0.0.10"}  # lookups are canonicalised too
 
 
+def test_live_pairs_can_be_asked_for_some_names_only() -> None:
+    cache = make_cache()
+    response = message(
+        "www.example.com.",
+        ("www.example.com.", "CNAME", 60, "lb.example.net."),
+        ("lb.example.net.", "A", 60, "198.51.100.7"),
+    )
+    cache.observe(response, server=SERVER)
+    every = dict(cache.live())
+    assert every.keys() == {"www.example.com", "lb.example.net"}
+    assert cache.live({"lb.example.net", "absent.example"}) == [
+        ("lb.example.net", every["lb.example.net"])
+    ]
+
+
 def test_chain_learned_from_a_message_object_and_from_wire_bytes_alike() -> None:
     response = message(
         "www.example.com.",
