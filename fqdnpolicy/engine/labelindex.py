@@ -10,7 +10,8 @@ selector on each candidate, so the index only ever saves work, never changes an 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Generic, TypeVar
 
 from fqdnpolicy.scoping import NAMESPACE_LABEL
@@ -127,10 +128,14 @@ class LabelIndex(Generic[S, T]):
             if not holders:
                 del self._by_label[item]
 
-    def subjects_for(self, selector: Selector) -> Iterable[T]:
-        """Subjects the selector may match (all of them when it requires no plain label)."""
+    def groups_for(self, selector: Selector) -> list[AbstractSet[T]]:
+        """Subjects the selector may match (all of them when it requires no plain label).
+
+        They come in groups of subjects with equal labels (not to be changed, never empty):
+        a selector reads only labels, so one evaluation answers for a whole group.
+        """
         label = required_label(selector)
-        if label is None:
-            return self._group_of.keys()
         groups = self._groups
-        return [key for group in self._by_label.get(label, ()) for key in groups[group][1]]
+        if label is None:
+            return [members for _, members in groups.values()]
+        return [groups[group][1] for group in self._by_label.get(label, ())]

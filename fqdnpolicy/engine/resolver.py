@@ -89,10 +89,12 @@ class PolicyResolver:
 
     def selecting(self, compiled: CompiledPolicy, subjects: dict[str, Subject]) -> set[str]:
         """Endpoints (keys in ``subjects``) the policy's selector picks now."""
+        selector = compiled.selector
         return {
             key
-            for key in self._index.subjects_for(compiled.selector)
-            if subjects[key].matches(compiled.selector)
+            for group in self._index.groups_for(selector)
+            if subjects[next(iter(group))].matches(selector)
+            for key in group
         }
 
     def applied_to(self, key: str) -> set[str]:

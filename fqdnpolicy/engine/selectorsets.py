@@ -61,9 +61,15 @@ class SelectorSets:
             ipset.selector = selector
             ipset.with_domains = with_domains
             self._index.add_selector(ipset.num, selector)
-            for subject_key in sorted(self._index.subjects_for(selector)):
-                if self._members[subject_key].subject.matches(selector):
-                    self._join(ipset, subject_key)
+            members = self._members
+            matched = [
+                key
+                for group in self._index.groups_for(selector)
+                if members[next(iter(group))].subject.matches(selector)
+                for key in group
+            ]
+            for subject_key in sorted(matched):
+                self._join(ipset, subject_key)
         ipset.refs += 1
         return ipset
 

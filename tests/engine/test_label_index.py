@@ -1,5 +1,6 @@
 """The label index finds, for a selector, exactly the subjects holding the label it requires
-(every subject when it requires none), through any sequence of filings and removals."""
+(every subject when it requires none), in groups of equal labels, through any sequence of
+filings and removals."""
 
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ def test_the_subjects_of_a_selector_are_those_holding_its_required_label(
             filed[key] = labels
         for text in SELECTORS:
             selector = parse_selector(text)
-            found = list(index.subjects_for(selector))
+            groups = index.groups_for(selector)
+            assert all(groups)
+            for group in groups:  # one evaluation must answer for every subject of a group
+                assert len({frozenset(filed[k].items()) for k in group}) == 1
+            found = [key for group in groups for key in group]
             assert len(found) == len(set(found))  # each subject once
             required = {
                 'app == "a"': ("app", "a"),
