@@ -234,6 +234,7 @@ class PolicyResolver:
         blocks: list[Block] = []
         key_parts: list[object] = [direction]
         peer_named = peer_ports = False
+        refs: set[int] = set()  # the sets the bound rules' peers must be in or out of
         for tier in sorted(by_tier, key=self.tier_sort_key):
             bound_rules: list[Binding] = []
             ordered = sorted(by_tier[tier], key=lambda c: c.sort_key)
@@ -251,6 +252,10 @@ class PolicyResolver:
                         else (id(rule), bound.ok4, bound.ok6, bound.own_named, bound.own_not_named)
                     )
                     peer = rule.peer
+                    if peer.required:
+                        refs.update(peer.required)
+                    if peer.forbidden:
+                        refs.update(peer.forbidden)
                     # Named ports on a peer that must be in a set: a peer in none of the
                     # program's sets fails that rule whatever its ports.
                     if peer.named_ports or peer.not_named_ports:
@@ -269,12 +274,8 @@ class PolicyResolver:
             fallback = Verdict(
                 "Allow", direction=direction, default="profile" if blocks else "no-policy"
             )
-            refs = frozenset(
-                n
-                for block in blocks
-                for bound in block.rules
-                for n in (*bound.rule.peer.required, *bound.rule.peer.forbidden)
+            program = Program(
+                direction, tuple(blocks), peer_named, fallback, frozenset(refs), peer_ports
             )
-            program = Program(direction, tuple(blocks), peer_named, fallback, refs, peer_ports)
             self._programs[program_key] = program
         return program
