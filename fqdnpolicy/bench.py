@@ -45,6 +45,7 @@ import itertools
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -136,6 +137,24 @@ def _throughput(
     return len(flows) / (time.perf_counter() - start)
 
 
+def _paired_rates(
+    engine: PolicyEngine, flows: list[tuple[str, str, str, int]], parts: int = 5
+) -> tuple[float, float]:
+    """Flows/s of ``engine.verdict`` and of the floor over ``flows``, in turn.
+
+    Each is the median over ``parts`` consecutive slices, the engine then the floor timed on
+    each slice: a moment when the machine slows touches both figures alike.
+    """
+    size = max(1, len(flows) // parts)
+    engine_rates: list[float] = []
+    floor_rates: list[float] = []
+    for start in range(0, len(flows), size):
+        part = flows[start : start + size]
+        engine_rates.append(_throughput(engine, part))
+        floor_rates.append(floor_rate(engine, part))
+    return statistics.median(engine_rates), statistics.median(floor_rates)
+
+
 def floor_rate(engine: PolicyEngine, flows: list[tuple[str, str, str, int]]) -> float:
     """Flows/s of the reference verdict path (:func:`floor_runner`) over ``flows``."""
     run = floor_runner(engine, flows)
@@ -211,9 +230,7 @@ def measure(
         return [(rng.choice(sources), rng.choice(addresses), "TCP", 443) for _ in range(flows)]
 
     _throughput(engine, uniform())  # warm-up: programs' memos fill
-    uniform_flows = uniform()
-    uniform_rate = _throughput(engine, uniform_flows)
-    uniform_floor = floor_rate(engine, uniform_flows)
+    uniform_rate, uniform_floor = _paired_rates(engine, uniform())
     python_uniform_rate = _throughput(engine, uniform(), python=True)
     step("uniform verdicts")
 
@@ -229,8 +246,7 @@ def measure(
     # long-running agent: the judged-flow table then holds the popular flows.
     zipf_flows = [(s, d, "TCP", 443) for s, d in zipf_sample(rng, population, flows * 6)]
     _throughput(engine, zipf_flows[: flows * 4])
-    zipf_flows_rate = _throughput(engine, zipf_flows[flows * 4 : flows * 5])
-    zipf_floor = floor_rate(engine, zipf_flows[flows * 4 : flows * 5])
+    zipf_flows_rate, zipf_floor = _paired_rates(engine, zipf_flows[flows * 4 : flows * 5])
     python_zipf_rate = _throughput(engine, zipf_flows[flows * 5 :], python=True)
     step("zipf verdicts")
     batch = _batch_rates(engine, sources, addresses, population, rng, min(10**6, 5 * flows))
