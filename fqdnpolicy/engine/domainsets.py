@@ -24,7 +24,7 @@ index: it keeps its sets until that removal comes, so it never joins a set only 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from fqdnpolicy.domains import DomainPattern, PatternIndex
@@ -346,7 +346,6 @@ class NameManager:
         table = self._registry.table
         closure = self._closure
         shared: dict[str, set[str]] = {}  # addresses several names lead to, and those names
-        learned: list[tuple[Collection[str], frozenset[int]]] = []  # for the address table
         # Names no set matches are passed over before the cache copies their pairs (a name
         # cached meanwhile comes with the changes queued since the engine subscribed).
         matched = {name: nums for name in dns.names() if (nums := match(name))}
@@ -355,23 +354,20 @@ class NameManager:
             followed[name] = _Followed(nums, pairs)
             for num in nums:
                 sets[num].dns_names.add(name)
-            if via.keys().isdisjoint(pairs):
+            # The address table tells whether all the name's addresses are new to it: every
+            # address a name led to so far is there, so then no other name leads to them.
+            if table.learn(pairs, closure(nums)):
                 via.update(dict.fromkeys(pairs, name))
-                learned.append((pairs, closure(nums)))
                 continue
-            alone: list[str] = []
             for ip in pairs:
                 known = via.setdefault(ip, name)
                 if known is name:
-                    alone.append(ip)
                     continue
                 group = shared.get(ip)
                 if group is None:
                     shared[ip] = {known, name}  # type: ignore[arg-type]
                 else:
                     group.add(name)
-            learned.append((alone, closure(nums)))
-        table.learn(learned)
         via.update(shared)
         for ip in shared:
             table.dns_moved(ip)

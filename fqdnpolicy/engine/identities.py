@@ -382,37 +382,40 @@ class AddressTable:
         else:
             self._told[address] = sets
 
-    def learn(self, learned: Iterable[tuple[Collection[str], frozenset[int]]]) -> None:
-        """Publish addresses the table does not know, each group put by DNS in its sets only.
+    def learn(self, addresses: Collection[str], sets: frozenset[int]) -> bool:
+        """Publish a group of addresses that DNS puts in ``sets`` only; True when all were new.
 
         For the first build only, before any reader: identities are stored at once, with no
         before-image. An address that also has counted sources or ports was marked dirty when
         they came, so :meth:`settle` makes its whole identity. Most groups (a name's
         addresses) share one family and no covering prefix: one identity for all, stored in
-        one bulk update.
+        one bulk update. When the table knew some of them already (another name leads there
+        too), the whole group is stated afresh at :meth:`settle`, and False tells the caller
+        to look at them one by one.
         """
+        if not addresses:
+            return True
         if self._changed_prefixes:
             self._publish_prefixes()
-        hosts, intern, ranges = self.hosts, self._intern, self._ranges
-        covering_v4 = self.prefixes.trees[4].get
-        count = 0
-        for addresses, sets in learned:
-            if not addresses:
-                continue
-            count += len(addresses)
-            if ":" in "".join(addresses):  # IPv6 among them: each family apart
-                self._learn_family(4, [a for a in addresses if ":" not in a], sets)
-                self._learn_family(6, [a for a in addresses if ":" in a], sets)
-                continue
-            covers = list(map(covering_v4, addresses))
+        hosts = self.hosts
+        known = len(hosts)
+        if ":" in "".join(addresses):  # IPv6 among them: each family apart
+            self._learn_family(4, [a for a in addresses if ":" not in a], sets)
+            self._learn_family(6, [a for a in addresses if ":" in a], sets)
+        else:
+            covers = list(map(self.prefixes.trees[4].get, addresses))
             if covers.count(None) == len(covers):
-                hosts.update(dict.fromkeys(addresses, intern(4, sets, None)))
-                if ranges is not None:
+                hosts.update(dict.fromkeys(addresses, self._intern(4, sets, None)))
+                if self._ranges is not None:
                     for address in addresses:
-                        ranges.add(address)
+                        self._ranges.add(address)
             else:
                 self._learn_family(4, addresses, sets)
-        self.version += count
+        self.version += len(addresses)
+        if len(hosts) - known == len(addresses):
+            return True
+        self._dirty.update(addresses)
+        return False
 
     def _learn_family(self, family: int, addresses: Collection[str], sets: frozenset[int]) -> None:
         """:meth:`learn` for addresses of one family, each with its covering prefixes."""

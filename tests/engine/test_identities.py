@@ -250,7 +250,7 @@ def test_dns_sets_and_counted_sources_each_keep_a_set_member() -> None:
     first, second = "198.51.100.7", "198.51.100.8"
     dns = {first: {1: 60.0, 2: 60.0}, second: {1: 60.0, 2: 60.0}}
     table.follow_dns(_DNS(dns))
-    table.learn([([first, second], frozenset({1, 2}))])
+    assert table.learn([first, second], frozenset({1, 2}))
     table.settle()
     assert table.host_members(1) == table.host_members(2) == {first, second}
     assert table.add_host(1, first)  # its first counted source in set 1, where DNS has it
@@ -290,14 +290,14 @@ def test_learned_addresses_get_the_identities_settling_them_one_by_one_gives(
     after: list[tuple[int, str]],
 ) -> None:
     # The first build's bulk path against the general one, before and after later prefixes
-    # (which find learned hosts through the table's host ranges).
-    seen: set[str] = set()
-    fresh: list[tuple[list[str], frozenset[int]]] = []
-    for addresses, sets in groups:  # learn takes addresses the table does not know yet
-        new = [a for a in dict.fromkeys(addresses) if a not in seen]
-        seen.update(new)
-        fresh.append((new, sets))
-    dns = {a: dict.fromkeys(sets, 60.0) for addresses, sets in fresh for a in addresses}
+    # (which find learned hosts through the table's host ranges). A group may hold addresses
+    # the table knows already (an earlier group's, a counted source's): DNS then puts them in
+    # every set of their groups, and the table must say that not all were new.
+    groups = [(list(dict.fromkeys(addresses)), sets) for addresses, sets in groups]
+    dns: dict[str, dict[int, float]] = {}
+    for addresses, sets in groups:
+        for address in addresses:
+            dns.setdefault(address, {}).update(dict.fromkeys(sets, 60.0))
     bulk, one_by_one = AddressTable(), AddressTable()
     for table in (bulk, one_by_one):
         table.follow_dns(_DNS(dns))
@@ -308,7 +308,9 @@ def test_learned_addresses_get_the_identities_settling_them_one_by_one_gives(
         for num, net in before:
             table.add_prefix(num, ipaddress.ip_network(net))
         table.settle()
-    bulk.learn(fresh)
+    for addresses, sets in groups:
+        new = not any(a in bulk.hosts for a in addresses)
+        assert bulk.learn(addresses, sets) is new
     for address in dns:
         one_by_one.dns_moved(address)
     for step in (None, *after):

@@ -107,3 +107,53 @@ def test_a_set_filled_before_the_engine_hears_of_changes_already_in_the_cache() 
     for port in (443, 8443, 9443):
         assert engine.verdict("default/web", "203.0.113.1", "TCP", port).action == "Allow", port
     engine.close()
+
+
+def test_an_address_two_names_lead_to_at_the_first_build_is_in_both_names_sets() -> None:
+    # Built from a cache where api.example.com and edge.example.net share an address and
+    # each has one of its own: the shared one is in both sets, and stays in the wide set
+    # when the other name's pairs expire.
+    clock = FakeClock()
+    cache = DNSCache(trusted_servers=["198.51.100.53"], clock=clock)
+    for name, ip, ttl in [
+        ("api.example.com", "203.0.113.1", 300),
+        ("api.example.com", "203.0.113.9", 300),
+        ("edge.example.net", "203.0.113.9", 30),
+        ("edge.example.net", "203.0.113.2", 30),
+    ]:
+        cache.ingest(Extracted(name, True, 0, 0, False, (Record(name, 1, ttl, ip),)))
+    cluster = fqdnpolicy.Cluster(
+        [fqdnpolicy.Endpoint("web", "default", {"app": "web"}, ips=["198.51.100.20"])],
+        [fqdnpolicy.Namespace("default")],
+    )
+    policies = POLICY.format(name="wide", domain="*.example.com", port=443)
+    policies += "---\n" + POLICY.format(name="edge", domain="edge.example.net", port=8443)
+    engine = PolicyEngine(fqdnpolicy.loads(policies), cluster, cache)
+
+    def members() -> dict[str, set[str]]:
+        sets = engine.datapath().sets
+        return {s.definition: set(s.members) for s in sets if s.kind == "domains"}
+
+    def allowed() -> set[tuple[str, int]]:
+        return {
+            (ip, port)
+            for ip in ("203.0.113.1", "203.0.113.2", "203.0.113.9")
+            for port in (443, 8443)
+            if engine.verdict("default/web", ip, "TCP", port).allowed
+        }
+
+    assert members() == {
+        "*.example.com": {"203.0.113.1", "203.0.113.9"},
+        "edge.example.net": {"203.0.113.9", "203.0.113.2"},
+    }
+    assert allowed() == {
+        ("203.0.113.1", 443),
+        ("203.0.113.9", 443),
+        ("203.0.113.9", 8443),
+        ("203.0.113.2", 8443),
+    }
+    clock.advance(60)
+    cache.expire()
+    assert members() == {"*.example.com": {"203.0.113.1", "203.0.113.9"}, "edge.example.net": set()}
+    assert allowed() == {("203.0.113.1", 443), ("203.0.113.9", 443)}
+    engine.close()
