@@ -397,8 +397,10 @@ class AddressTable:
             return True
         if self._changed_prefixes:
             self._publish_prefixes()
-        hosts = self.hosts
+        hosts, ranges = self.hosts, self._ranges
         known = len(hosts)
+        # Host ranges (kept once prefixes changed with hosts known) take only new hosts.
+        fresh = None if ranges is None else [a for a in addresses if a not in hosts]
         if ":" in "".join(addresses):  # IPv6 among them: each family apart
             self._learn_family(4, [a for a in addresses if ":" not in a], sets)
             self._learn_family(6, [a for a in addresses if ":" in a], sets)
@@ -406,11 +408,11 @@ class AddressTable:
             covers = list(map(self.prefixes.trees[4].get, addresses))
             if covers.count(None) == len(covers):
                 hosts.update(dict.fromkeys(addresses, self._intern(4, sets, None)))
-                if self._ranges is not None:
-                    for address in addresses:
-                        self._ranges.add(address)
             else:
                 self._learn_family(4, addresses, sets)
+        if ranges is not None and fresh is not None:
+            for address in fresh:
+                ranges.add(address)
         self.version += len(addresses)
         if len(hosts) - known == len(addresses):
             return True
@@ -428,8 +430,6 @@ class AddressTable:
             if ident is None:
                 ident = made[cover] = intern(family, sets if cover is None else sets | cover, None)
             hosts[address] = ident
-            if self._ranges is not None:
-                self._ranges.add(address)
 
     def set_endpoint(self, address: str, ports: tuple[NamedPort, ...] | None) -> None:
         """Mark ``address`` as an endpoint's (with its named ports), or as no longer one."""

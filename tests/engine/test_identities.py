@@ -149,6 +149,7 @@ PREFIXES = [
     "2001:db8:1::/48",
     "2001:db8:1::5/128",
 ]
+COUNTED = "192.0.2.200"  # a host with a counted source, known before anything is learned
 HOSTS = [
     "10.1.2.3",
     "10.1.9.9",
@@ -277,7 +278,7 @@ def test_dns_sets_and_counted_sources_each_keep_a_set_member() -> None:
     before=st.lists(st.tuples(st.integers(0, 4), st.sampled_from(PREFIXES)), max_size=5),
     groups=st.lists(
         st.tuples(
-            st.lists(st.sampled_from(HOSTS), max_size=4),
+            st.lists(st.sampled_from([*HOSTS, COUNTED]), max_size=4),
             st.frozensets(st.integers(5, 9), min_size=1, max_size=3),
         ),
         max_size=4,
@@ -301,10 +302,10 @@ def test_learned_addresses_get_the_identities_settling_them_one_by_one_gives(
     bulk, one_by_one = AddressTable(), AddressTable()
     for table in (bulk, one_by_one):
         table.follow_dns(_DNS(dns))
-        table.add_host(0, "192.0.2.200")
+        table.add_host(0, COUNTED)
         table.settle()
         # A prefix change once hosts are known: from then on the table keeps host ranges.
-        table.add_prefix(0, ipaddress.ip_network("192.0.2.200/32"))
+        table.add_prefix(0, ipaddress.ip_network(f"{COUNTED}/32"))
         for num, net in before:
             table.add_prefix(num, ipaddress.ip_network(net))
         table.settle()
@@ -319,6 +320,13 @@ def test_learned_addresses_get_the_identities_settling_them_one_by_one_gives(
                 table.add_prefix(step[0], ipaddress.ip_network(step[1]))
             table.settle()
         assert bulk.hosts.keys() == one_by_one.hosts.keys()
+        for table in (bulk, one_by_one):  # host ranges, when kept, hold each host once
+            if table._ranges is not None:
+                held = [
+                    *table._ranges.within(ipaddress.ip_network("0.0.0.0/0")),
+                    *table._ranges.within(ipaddress.ip_network("::/0")),
+                ]
+                assert sorted(held) == sorted(table.hosts)
         for address in bulk.hosts:
             got, want = bulk.identity(address), one_by_one.identity(address)
             assert (got.family, got.sets, got.ports) == (want.family, want.sets, want.ports)
