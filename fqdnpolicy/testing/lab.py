@@ -58,6 +58,10 @@ DEFAULT_PREFIX = "fqp"
 # never shadow the standard library's or dnspython's inside the namespaces.
 _PYTHON = (sys.executable, "-P", str(PROGRAM))
 _RUN_IDS = itertools.count()
+#: Source ports the probes take in turn, below the kernel's ephemeral range: no probe of a
+#: run reuses an earlier one's five-tuple, whose connection-tracking entry (an allowed
+#: exchange's, kept for minutes) would let it through as established.
+PROBE_PORTS = range(10000, 32768)
 
 
 def _mac(index: int, side: int) -> str:
@@ -174,6 +178,7 @@ class Lab:
         self.namespaces: list[str] = []
         self.processes: list[subprocess.Popen[bytes]] = []
         self._ns_of = {w.key: f"{prefix}-w{i}-{self.run_id}" for i, w in enumerate(self.workloads)}
+        self._probe_ports = itertools.cycle(PROBE_PORTS)
 
     # ------------------------------------------------------------------------- building
 
@@ -355,7 +360,7 @@ class Lab:
         def one_namespace(src: str, batch: list[Flow]) -> None:
             out = run(
                 self._program(src, "probe", timeout),
-                input_text=_flow_lines(batch),
+                input_text=self._flow_lines(batch),
                 timeout=COMMAND_TIMEOUT + timeout * len(batch),
             )
             results.update(zip(batch, _answers(out), strict=True))
@@ -364,6 +369,15 @@ class Lab:
             for future in [pool.submit(one_namespace, s, b) for s, b in by_src.items()]:
                 future.result()
         return results
+
+    def _flow_lines(self, flows: Iterable[Flow]) -> str:
+        """The probe program's input: one flow per line, each with a source port of its own."""
+        ports = self._probe_ports
+        return "".join(
+            json.dumps({"dst": f.dst, "protocol": f.protocol, "port": f.port, "sport": next(ports)})
+            + "\n"
+            for f in flows
+        )
 
     def hold(self, flows: Sequence[Flow], timeout: float = 1.5) -> HeldFlows:
         """Open every flow and keep it open (see :class:`HeldFlows`); close it when done."""
@@ -377,7 +391,7 @@ class Lab:
                     stderr=subprocess.DEVNULL,
                 )
                 self.processes.append(proc)
-                held.add(proc, batch)
+                held.add(proc, batch, self._flow_lines(batch))
             held.start()
         except BaseException:
             held.close()
@@ -408,12 +422,6 @@ def _by_source(flows: Iterable[Flow]) -> dict[str, list[Flow]]:
     return by_src
 
 
-def _flow_lines(flows: Iterable[Flow]) -> str:
-    return "".join(
-        json.dumps({"dst": f.dst, "protocol": f.protocol, "port": f.port}) + "\n" for f in flows
-    )
-
-
 def _answers(out: str) -> list[bool]:
     return [bool(json.loads(line)["ok"]) for line in out.splitlines() if line.strip()]
 
@@ -428,17 +436,19 @@ class HeldFlows:
 
     def __init__(self) -> None:
         self._procs: list[tuple[subprocess.Popen[bytes], list[Flow]]] = []
+        self._lines: list[str] = []
         self.opened: dict[Flow, bool] = {}
 
-    def add(self, proc: subprocess.Popen[bytes], flows: list[Flow]) -> None:
-        """Take over a started ``hold`` program and the flows it is to open."""
+    def add(self, proc: subprocess.Popen[bytes], flows: list[Flow], lines: str) -> None:
+        """Take over a started ``hold`` program, the flows it is to open and their lines."""
         self._procs.append((proc, flows))
+        self._lines.append(lines)
 
     def start(self) -> None:
         """Send every program its flows; wait until each has opened them."""
-        for proc, flows in self._procs:
+        for (proc, _), lines in zip(self._procs, self._lines, strict=True):
             assert proc.stdin is not None
-            proc.stdin.write((_flow_lines(flows) + "\n").encode())
+            proc.stdin.write((lines + "\n").encode())
             proc.stdin.flush()
         self.opened = self._collect()
 

@@ -102,6 +102,10 @@ class _Exchange:
         }[self.protocol]
         self.sock = socket.socket(self.family, kind, proto)
         self.sock.settimeout(timeout)
+        sport = flow.get("sport")
+        if sport is not None:  # the lab's own, so no two probes share a five-tuple
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(("::" if self.family == socket.AF_INET6 else "0.0.0.0", int(sport)))
         self.open = False
 
     def first(self) -> bool:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 
 import pytest
 
-from fqdnpolicy.testing.lab import Flow, HostRecord, Lab, iter_flows
+from fqdnpolicy.testing.lab import PROBE_PORTS, Flow, HostRecord, Lab, iter_flows
 
 pytestmark = pytest.mark.kernel
 
@@ -89,3 +90,14 @@ def test_a_probe_program_that_fails_is_an_error_not_a_blocked_flow(kernel: None)
             lab.probe([unknown], timeout=1.0)
         with pytest.raises(RuntimeError, match="ended early"):
             lab.hold([unknown], timeout=1.0)
+
+
+def test_no_two_probes_of_a_run_share_a_source_port() -> None:
+    # An allowed exchange leaves a connection-tracking entry for minutes: a later probe of
+    # the same five-tuple would pass as established whatever the rules say then.
+    lab = small_lab()
+    flow = Flow("a/one", SERVICES[0], "udp", 5353)
+    lines = lab._flow_lines([flow, flow]) + lab._flow_lines([flow])
+    ports = [json.loads(line)["sport"] for line in lines.splitlines()]
+    assert len(set(ports)) == 3
+    assert all(port in PROBE_PORTS for port in ports)
