@@ -14,6 +14,7 @@ from collections.abc import Hashable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Generic, TypeVar
 
+from fqdnpolicy.engine.grouping import Groups
 from fqdnpolicy.scoping import NAMESPACE_LABEL
 from fqdnpolicy.selector import And, Compare, Selector
 
@@ -49,11 +50,9 @@ class LabelIndex(Generic[S, T]):
         self._selectors: dict[Label, set[S]] = {}
         self._unfiled: set[S] = set()
         self._filed_as: dict[S, Label | None] = {}
-        # Subjects filed by their whole label set: replicas share one, so a label names a few
-        # such groups rather than every subject holding it.
-        self._groups: dict[frozenset[Label], tuple[frozenset[Label], set[T]]] = {}
-        self._by_label: dict[Label, set[frozenset[Label]]] = {}  # label -> groups holding it
-        self._group_of: dict[T, frozenset[Label]] = {}
+        # Subjects filed by their whole label set (replicas share one).
+        self._groups: Groups[Label, T] = Groups()
+        self._group_of: dict[T, frozenset[Label]] = {}  # subject -> the kept copy of its labels
 
     # -- selectors ---------------------------------------------------------------------------
 
@@ -96,37 +95,13 @@ class LabelIndex(Generic[S, T]):
         """File a subject under each of its effective labels (replacing an earlier filing)."""
         if key in self._group_of:
             self.discard_subject(key)
-        group = frozenset(labels.items())
-        found = self._groups.get(group)
-        if found is not None:
-            self._group_of[key] = found[0]  # the one copy of the group's labels
-            found[1].add(key)
-            return
-        self._groups[group] = (group, {key})
-        self._group_of[key] = group
-        by_label = self._by_label
-        for item in group:
-            holders = by_label.get(item)
-            if holders is None:
-                by_label[item] = {group}
-            else:
-                holders.add(group)
+        self._group_of[key] = self._groups.join(key, frozenset(labels.items()))
 
     def discard_subject(self, key: T) -> None:
         """Forget a subject, if filed."""
         group = self._group_of.pop(key, None)
-        if group is None:
-            return
-        members = self._groups[group][1]
-        members.discard(key)
-        if members:
-            return
-        del self._groups[group]
-        for item in group:
-            holders = self._by_label[item]
-            holders.discard(group)
-            if not holders:
-                del self._by_label[item]
+        if group is not None:
+            self._groups.leave(key, group)
 
     def groups_for(self, selector: Selector) -> list[AbstractSet[T]]:
         """Subjects the selector may match (all of them when it requires no plain label).
@@ -135,7 +110,4 @@ class LabelIndex(Generic[S, T]):
         a selector reads only labels, so one evaluation answers for a whole group.
         """
         label = required_label(selector)
-        groups = self._groups
-        if label is None:
-            return [members for _, members in groups.values()]
-        return [groups[group][1] for group in self._by_label.get(label, ())]
+        return self._groups.every() if label is None else self._groups.holding(label)

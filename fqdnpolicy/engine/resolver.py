@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from fqdnpolicy.cluster import Endpoint
 from fqdnpolicy.datapath import Direction
 from fqdnpolicy.engine.compiler import DIRECTIONS, Binding, CompiledPolicy, bind, order_key
+from fqdnpolicy.engine.grouping import Groups
 from fqdnpolicy.engine.labelindex import LabelIndex
 from fqdnpolicy.engine.programs import Block, Program
 from fqdnpolicy.engine.results import Verdict
@@ -38,10 +39,8 @@ class PolicyResolver:
         self._sets_of = sets_of
         self._index: LabelIndex[str, str] = LabelIndex()
         # Which endpoints each policy applies to, filed by the set of policies applying to
-        # an endpoint: replicas share that set, so a policy names a few such groups rather
-        # than every endpoint it applies to.
-        self._members: dict[frozenset[str], set[str]] = {}  # applying policies -> endpoints
-        self._groups: dict[str, set[frozenset[str]]] = {}  # policy key -> groups holding it
+        # an endpoint (replicas share one).
+        self._applying: Groups[str, str] = Groups()
         self._programs: dict[tuple[object, ...], Program] = {}
         self._live = 0  # live programs at the last collection
 
@@ -85,7 +84,7 @@ class PolicyResolver:
     def remove_endpoint(self, key: str, applied: Iterable[str]) -> None:
         """Unfile an endpoint, and forget that the policies in ``applied`` applied to it."""
         self._index.discard_subject(key)
-        self._leave(key, frozenset(applied))
+        self._applying.leave(key, frozenset(applied))
 
     def selecting(self, compiled: CompiledPolicy, subjects: dict[str, Subject]) -> set[str]:
         """Endpoints (keys in ``subjects``) the policy's selector picks now."""
@@ -100,8 +99,8 @@ class PolicyResolver:
     def applied_to(self, key: str) -> set[str]:
         """Endpoints a policy applied to at their last resolution."""
         found: set[str] = set()
-        for group in self._groups.get(key, ()):
-            found |= self._members[group]
+        for members in self._applying.holding(key):
+            found |= members
         return found
 
     def resolve(
@@ -139,8 +138,9 @@ class PolicyResolver:
                 memo[same] = (applying, resolved if alike else None)
         after = resolved["egress"][0] | resolved["ingress"][0]
         if after != before:
-            self._leave(key, before)
-            self._join(key, after)
+            self._applying.leave(key, before)
+            if after:  # an endpoint no policy applies to is filed nowhere
+                self._applying.join(key, after)
         return resolved
 
     def _programs_for(
@@ -189,37 +189,6 @@ class PolicyResolver:
 
     def _bound(self) -> int:
         return 4 * max(1, self._live) + 1024
-
-    def _join(self, key: str, group: frozenset[str]) -> None:
-        """File endpoint ``key`` as one the policies of ``group`` apply to."""
-        if not group:
-            return
-        members = self._members.get(group)
-        if members is not None:
-            members.add(key)
-            return
-        self._members[group] = {key}
-        for policy in group:
-            groups = self._groups.get(policy)
-            if groups is None:
-                self._groups[policy] = {group}
-            else:
-                groups.add(group)
-
-    def _leave(self, key: str, group: frozenset[str]) -> None:
-        """Undo :meth:`_join` (nothing when ``key`` is not filed there)."""
-        members = self._members.get(group)
-        if members is None:
-            return
-        members.discard(key)
-        if members:
-            return
-        del self._members[group]
-        for policy in group:
-            groups = self._groups[policy]
-            groups.discard(group)
-            if not groups:
-                del self._groups[policy]
 
     def _build(
         self,
