@@ -400,7 +400,7 @@ class AddressTable:
         hosts, ranges = self.hosts, self._ranges
         known = len(hosts)
         # Host ranges (kept once prefixes changed with hosts known) take only new hosts.
-        fresh = None if ranges is None else [a for a in addresses if a not in hosts]
+        fresh = () if ranges is None else [a for a in addresses if a not in hosts]
         if ":" in "".join(addresses):  # IPv6 among them: each family apart
             self._learn_family(4, [a for a in addresses if ":" not in a], sets)
             self._learn_family(6, [a for a in addresses if ":" in a], sets)
@@ -410,7 +410,7 @@ class AddressTable:
                 hosts.update(dict.fromkeys(addresses, self._intern(4, sets, None)))
             else:
                 self._learn_family(4, addresses, sets)
-        if ranges is not None and fresh is not None:
+        if ranges is not None:
             for address in fresh:
                 ranges.add(address)
         self.version += len(addresses)
