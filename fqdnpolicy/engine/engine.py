@@ -9,7 +9,6 @@ datapath projections hold while they read.
 
 from __future__ import annotations
 
-import gc
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fqdnpolicy.cluster import Cluster, Endpoint, Namespace
 from fqdnpolicy.datapath import DatapathState, Delta, Direction
-from fqdnpolicy.engine import shortcut
+from fqdnpolicy.engine import collector, shortcut
 from fqdnpolicy.engine.arguments import DIRECTIONS, bad, icmp_field, port_number
 from fqdnpolicy.engine.arguments import protocol as protocol_of
 from fqdnpolicy.engine.evaluate import Flow, evaluate
@@ -61,17 +60,11 @@ class PolicyEngine:
         self._subscribers: Subscribers[list[Delta]] = Subscribers()
         self._inbox: deque[DNSChange] = deque()
         self._batch: tuple[int, Any] | None = None  # verdict_array's tables and their version
-        # The build allocates millions of small objects and frees none: generational
-        # collections would rescan the growing heap again and again for nothing.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            with self._lock:
-                self._unsubscribe = dns.subscribe(self._on_dns)
-                graph = Graph(resources, cluster, dns)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+        # The build's objects are long-lived: the collector neither rescans them while they
+        # are made nor in its young generations after (see collector.py).
+        with collector.building(), self._lock:
+            self._unsubscribe = dns.subscribe(self._on_dns)
+            graph = Graph(resources, cluster, dns)
         self._graph = graph
         # The published dicts, the same objects for the engine's life.
         self._hosts = graph.table.hosts
