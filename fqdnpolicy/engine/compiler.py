@@ -300,27 +300,31 @@ def _compile_side(
     memo: SideMemo | None,
 ) -> Side:
     """Compile a source/destination; ``allows_egress`` for an egress Allow destination."""
-    if (
-        entity.selector is None
-        and entity.not_selector is None
-        and entity.namespace_selector is None
-        and entity.service_accounts is None
-        and not (entity.nets or entity.not_nets or entity.ports or entity.not_ports)
-        and not entity.domains
+    selector, not_selector = entity.selector, entity.not_selector
+    namespace_selector, accounts = entity.namespace_selector, entity.service_accounts
+    scoped = (
+        selector is not None
+        or not_selector is not None
+        or namespace_selector is not None
+        or accounts is not None
+    )
+    domains = entity.domains
+    if not (
+        scoped or entity.nets or entity.not_nets or entity.ports or entity.not_ports or domains
     ):
         return _ANY  # most sources of egress rules: no set to take, nothing to tell apart
     key: tuple[object, ...] | None = None
     # A side naming domains is rarely repeated whole, and its set is found by the patterns'
     # text anyway: hashing the rule into the memo would cost more than it saves.
-    if memo is not None and not entity.domains:
-        scoped = (
-            entity.selector is not None
-            or entity.not_selector is not None
-            or entity.namespace_selector is not None
-            or entity.service_accounts is not None
+    if memo is not None and not domains:
+        # A side depends on the policy's namespace only through its selectors, and not even
+        # then when it names the namespaces itself.
+        key = (
+            policy.namespace if scoped and namespace_selector is None else None,
+            entity,
+            is_peer,
+            allows_egress,
         )
-        # A side depends on the policy's namespace only through its selectors.
-        key = (policy.namespace if scoped else None, entity, is_peer, allows_egress)
         found = memo.get(key)
         if found is not None:
             shared, taken = found
@@ -329,41 +333,42 @@ def _compile_side(
             nums.extend(taken)
             return shared
     start = len(nums)
-    sa = entity.service_accounts
-    match = peer_match(
-        policy_namespace=policy.namespace,
-        selector=entity.selector,
-        not_selector=entity.not_selector,
-        namespace_selector=entity.namespace_selector,
-        service_account_names=sa.names if sa else (),
-        service_account_selector=sa.selector if sa else None,
+    # Without selectors the peer is unconstrained whatever the namespace.
+    match = (
+        peer_match(
+            policy_namespace=policy.namespace,
+            selector=selector,
+            not_selector=not_selector,
+            namespace_selector=namespace_selector,
+            service_account_names=accounts.names if accounts else (),
+            service_account_selector=accounts.selector if accounts else None,
+        )
+        if scoped
+        else _UNCONSTRAINED
     )
     required: list[int] = []
     forbidden: list[int] = []
-
-    def take(num: int, into: list[int]) -> None:
-        into.append(num)
-        nums.append(num)
-
     if not is_peer:
         # The policed endpoint's own side: its selectors become IP sets as well (see bind).
         if match.selector is not None:
-            take(sets.selector(match.selector), required)
+            required.append(sets.selector(match.selector))
         if match.not_selector is not None:
-            take(sets.selector(match.not_selector), forbidden)
+            forbidden.append(sets.selector(match.not_selector))
     else:
         if entity.nets:
-            take(sets.nets(entity.nets), required)
+            required.append(sets.nets(entity.nets))
         if entity.not_nets:
-            take(sets.nets(entity.not_nets), forbidden)
+            forbidden.append(sets.nets(entity.not_nets))
         if match.selector is not None:
             # A selected network set's allowedEgressDomains count only where Calico honours
             # them: the destination of egress Allow rules.
-            take(sets.selector(match.selector, with_domains=allows_egress), required)
+            required.append(sets.selector(match.selector, with_domains=allows_egress))
         if match.not_selector is not None:
-            take(sets.selector(match.not_selector), forbidden)
-        if entity.domains:
-            take(sets.domains(entity.domains), required)
+            forbidden.append(sets.selector(match.not_selector))
+        if domains:
+            required.append(sets.domains(domains))
+    nums += required
+    nums += forbidden
     named = _names(entity.ports)
     not_named = _names(entity.not_ports)
     side = Side(
@@ -397,11 +402,14 @@ def _ranges(ports: tuple[Port, ...], named: tuple[str, ...]) -> tuple[PortRange,
     return tuple(p for p in ports if isinstance(p, PortRange))
 
 
+#: What a side naming no selector reaches: any peer.
+_UNCONSTRAINED = PeerMatch(selector=None)
+
 #: The side of an empty ``source`` or ``destination``: every address, port and peer.
 _ANY = Side(
     nets=(),
     not_nets=(),
-    peer=PeerMatch(selector=None),
+    peer=_UNCONSTRAINED,
     ports=(),
     named_ports=(),
     not_ports=(),
