@@ -28,6 +28,7 @@ from fqdnpolicy.selector import Selector
 
 __all__ = [
     "DIRECTIONS",
+    "AlikePart",
     "Binding",
     "Bound",
     "CompiledPolicy",
@@ -37,6 +38,7 @@ __all__ = [
     "bind",
     "compile_policy",
     "order_key",
+    "peer_facts",
     "policy_key",
 ]
 
@@ -175,6 +177,38 @@ class Bound:
 Binding: TypeAlias = "Bound | CompiledRule"
 
 
+@attrs.frozen
+class AlikePart:
+    """What the rules of one policy and direction, bound alike everywhere, bring to a program.
+
+    Attributes:
+        refs: The sets their peers must be in or must not be in.
+        peer_ports: Some peer names ports by name.
+        peer_named: Some peer names ports by name and need not be in any set.
+    """
+
+    refs: frozenset[int]
+    peer_ports: bool
+    peer_named: bool
+
+
+def peer_facts(rule: CompiledRule, refs: set[int]) -> tuple[bool, bool]:
+    """Add the sets ``rule``'s peer must be in or out of to ``refs``; its peer port facts.
+
+    Returns ``(peer_ports, peer_named)``: whether the peer names ports by name, and whether
+    it does so without having to be in a set (a peer that must be in one fails the rule,
+    whatever its ports, when it is in none of a program's sets).
+    """
+    peer = rule.peer
+    if peer.required:
+        refs.update(peer.required)
+    if peer.forbidden:
+        refs.update(peer.forbidden)
+    if peer.named_ports or peer.not_named_ports:
+        return True, not peer.required
+    return False, False
+
+
 @attrs.define(eq=False, slots=True)
 class CompiledPolicy:
     """A policy with its rules compiled, and the IP sets it holds references to."""
@@ -187,6 +221,9 @@ class CompiledPolicy:
     ingress: tuple[CompiledRule, ...]
     set_nums: tuple[int, ...]
     binds_alike: dict[Direction, bool] = attrs.field(factory=dict)
+    #: Per direction, what the policy adds to every program it is in when it binds alike
+    #: (see :meth:`alike_part`), made when first asked.
+    _alike_parts: dict[Direction, AlikePart] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         for direction in DIRECTIONS:
@@ -196,6 +233,26 @@ class CompiledPolicy:
     def rules(self, direction: Direction) -> tuple[CompiledRule, ...]:
         """The rules of one direction (empty when the policy's types exclude it)."""
         return self.egress if direction == "egress" else self.ingress
+
+    def alike_part(self, direction: Direction) -> AlikePart:
+        """What the rules of a direction binding alike bring to every program they are in.
+
+        Each rule is its own binding there, so this is the same for every endpoint: the
+        sets their peers must be in or out of, and the peer port facts of
+        :class:`~fqdnpolicy.engine.programs.Program` (see :func:`peer_facts`).
+        """
+        found = self._alike_parts.get(direction)
+        if found is None:
+            assert self.binds_alike[direction], "only rules bound alike everywhere"
+            refs: set[int] = set()
+            peer_ports = peer_named = False
+            for rule in self.rules(direction):
+                ports, named = peer_facts(rule, refs)
+                peer_ports = peer_ports or ports
+                peer_named = peer_named or named
+            found = AlikePart(frozenset(refs), peer_ports, peer_named)
+            self._alike_parts[direction] = found
+        return found
 
     @property
     def sort_key(self) -> tuple[float, str, str]:

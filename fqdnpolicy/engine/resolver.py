@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterable
 
 from fqdnpolicy.cluster import Endpoint
 from fqdnpolicy.datapath import Direction
-from fqdnpolicy.engine.compiler import DIRECTIONS, Binding, CompiledPolicy, bind, order_key
+from fqdnpolicy.engine.compiler import (
+    DIRECTIONS,
+    Binding,
+    CompiledPolicy,
+    bind,
+    order_key,
+    peer_facts,
+)
 from fqdnpolicy.engine.grouping import Groups
 from fqdnpolicy.engine.labelindex import LabelIndex
 from fqdnpolicy.engine.programs import Block, Program
@@ -208,28 +215,31 @@ class PolicyResolver:
             bound_rules: list[Binding] = []
             ordered = sorted(by_tier[tier], key=lambda c: c.sort_key)
             for compiled in ordered:
+                if compiled.binds_alike[direction]:
+                    # Every rule is its own binding, the same object for every endpoint: it
+                    # keys itself (no tuple per rule and program), and what the policy brings
+                    # to a program is worked out once.
+                    rules = compiled.rules(direction)
+                    bound_rules += rules
+                    key_parts += rules
+                    part = compiled.alike_part(direction)
+                    refs |= part.refs
+                    peer_ports = peer_ports or part.peer_ports
+                    peer_named = peer_named or part.peer_named
+                    continue
                 for rule in compiled.rules(direction):
                     bound = bind(rule, endpoint, addresses, self._sets_of)
                     if bound is None:
                         continue
                     bound_rules.append(bound)
-                    # A rule bound alike everywhere is its own binding, the same object for
-                    # every endpoint: it keys itself (no tuple per rule and program).
                     key_parts.append(
                         bound
                         if bound is rule
                         else (id(rule), bound.ok4, bound.ok6, bound.own_named, bound.own_not_named)
                     )
-                    peer = rule.peer
-                    if peer.required:
-                        refs.update(peer.required)
-                    if peer.forbidden:
-                        refs.update(peer.forbidden)
-                    # Named ports on a peer that must be in a set: a peer in none of the
-                    # program's sets fails that rule whatever its ports.
-                    if peer.named_ports or peer.not_named_ports:
-                        peer_ports = True
-                        peer_named = peer_named or not peer.required
+                    ports, named = peer_facts(rule, refs)
+                    peer_ports = peer_ports or ports
+                    peer_named = peer_named or named
             end: Verdict | None = None
             if self.tier_default(tier) == "Deny":
                 end = Verdict("Deny", tier=tier, direction=direction, default="end-of-tier")

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fqdnpolicy
+from fqdnpolicy.cluster import NamedPort
 from fqdnpolicy.engine import PolicyEngine
 from fqdnpolicy.engine.resolver import PolicyResolver
 
@@ -160,3 +161,38 @@ def test_which_endpoints_a_policy_applies_to_follows_every_change(
             }
             assert graph.resolver.applied_to(key) == expected
     engine.close()
+
+
+NAMED_PORTS = """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: web, namespace: default}
+spec:
+  selector: app == "web"
+  egress:
+  - action: Allow
+    protocol: TCP
+    destination: {ports: [http]}
+"""
+
+
+def test_a_peer_named_port_rule_tells_endpoints_apart_from_plain_addresses() -> None:
+    # The rule needs no set for its peer: an endpoint in none of the program's sets still
+    # passes it by its named port, a plain address on the same port does not.
+    cluster = fqdnpolicy.Cluster(
+        [
+            fqdnpolicy.Endpoint("web", "default", {"app": "web"}, ips=["198.51.100.20"]),
+            fqdnpolicy.Endpoint(
+                "db",
+                "default",
+                {"app": "db"},
+                ips=["198.51.100.30"],
+                named_ports=[NamedPort("http", 8080)],
+            ),
+        ],
+        [fqdnpolicy.Namespace("default")],
+    )
+    engine = PolicyEngine(fqdnpolicy.loads(NAMED_PORTS), cluster, fqdnpolicy.DNSCache())
+    assert engine.verdict("default/web", "203.0.113.5", "TCP", 8080).action == "Deny"
+    assert engine.verdict("default/web", "198.51.100.30", "TCP", 8080).action == "Allow"
+    assert engine.verdict("default/web", "198.51.100.30", "TCP", 8081).action == "Deny"
