@@ -252,7 +252,8 @@ def test_compile_from_nothing(benchmark: Any, workload: Workload) -> None:
         return engine
 
     # Built as in a process that froze nothing (as `fqdnpolicy bench` builds): the engine
-    # fixture froze its state, which would keep the build's objects young (collector.py).
+    # fixture froze its state, which would keep the build's objects young
+    # (fqdnpolicy/collector.py).
     gc.unfreeze()
     gc.collect()
     try:

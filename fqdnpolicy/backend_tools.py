@@ -10,13 +10,13 @@ depend on the tool:
 * rule shapes: :func:`merge_ranges`, :func:`disjoint_cases`;
 * deltas: :func:`last_changes`;
 * the kernel: :func:`find_tool`, :func:`scratch_namespace`;
-* speed: :func:`gc_paused`.
+* speed: :func:`gc_paused` (:func:`fqdnpolicy.collector.paused`: the collector paused for a
+  burst of allocations, such as rendering a large state).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import os
 import re
@@ -27,6 +27,7 @@ from collections.abc import Container, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from fqdnpolicy.backends import BackendError
+from fqdnpolicy.collector import paused as gc_paused
 from fqdnpolicy.datapath import DatapathState, Delta, EndpointState, MemberChanged
 from fqdnpolicy.errors import InvalidPolicy, Problem
 
@@ -218,19 +219,3 @@ def scratch_namespace(ip: str = "ip") -> Iterator[str]:
         yield name
     finally:
         subprocess.run([binary, "netns", "del", name], capture_output=True, timeout=30, check=False)
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for a burst of allocations.
-
-    Rendering a large state allocates millions of small acyclic strings, lists and dicts;
-    each burst would trigger full collections that rescan the growing output, for nothing.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

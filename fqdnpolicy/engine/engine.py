@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from fqdnpolicy import collector
 from fqdnpolicy.cluster import Cluster, Endpoint, Namespace
 from fqdnpolicy.datapath import DatapathState, Delta, Direction
-from fqdnpolicy.engine import collector, shortcut
+from fqdnpolicy.engine import shortcut
 from fqdnpolicy.engine.arguments import DIRECTIONS, bad, icmp_field, port_number
 from fqdnpolicy.engine.arguments import protocol as protocol_of
 from fqdnpolicy.engine.evaluate import Flow, evaluate
@@ -61,7 +62,7 @@ class PolicyEngine:
         self._inbox: deque[DNSChange] = deque()
         self._batch: tuple[int, Any] | None = None  # verdict_array's tables and their version
         # The build's objects are long-lived: the collector neither rescans them while they
-        # are made nor in its young generations after (see collector.py).
+        # are made nor in its young generations after (see fqdnpolicy/collector.py).
         with collector.building(), self._lock:
             self._unsubscribe = dns.subscribe(self._on_dns)
             graph = Graph(resources, cluster, dns)
