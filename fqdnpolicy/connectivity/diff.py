@@ -35,8 +35,8 @@ import attrs
 
 from fqdnpolicy.backend_tools import gc_paused
 from fqdnpolicy.connectivity.diffrows import Change, DiffRow, MapDiff
-from fqdnpolicy.connectivity.mapping import PeerInfo
 from fqdnpolicy.connectivity.outside import JointCut, Key
+from fqdnpolicy.connectivity.rows import PeerInfo
 from fqdnpolicy.connectivity.spaces import (
     FAMILY_NAMES,
     NONE,

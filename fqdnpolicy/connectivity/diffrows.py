@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import attrs
 
-from fqdnpolicy.connectivity.mapping import PeerInfo
+from fqdnpolicy.connectivity.rows import PeerInfo
 from fqdnpolicy.connectivity.spaces import Connections
 from fqdnpolicy.engine.results import Verdict
 

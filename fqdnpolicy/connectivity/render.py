@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from fqdnpolicy.connectivity.mapping import PeerInfo
+from fqdnpolicy.connectivity.rows import PeerInfo
 
 __all__ = ["GROUPINGS", "MAP_FORMATS", "render_diff", "render_map", "render_replay", "workload_of"]
 
